@@ -1,0 +1,1 @@
+"""Clickmint: the command line, the embedded servers and what the services share."""

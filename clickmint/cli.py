@@ -1,0 +1,181 @@
+"""The `clickmint` command: up, migrate, demo, ingest, tracker, portal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+
+from clickmint.embedded import port_is_free
+from clickmint.env import SettingsError, redact
+from clickmint.errors import ClickmintError
+from clickmint.settings import Settings
+
+
+def _uvicorn(app: str, host: str, port: int, workers: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--factory",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--timeout-graceful-shutdown",
+        "10",
+    ]
+
+
+def _wait_http(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Everything on this machine: servers (embedded when unconfigured), migrations, tracker, ingest, portal."""
+    from clickmint.migrate import migrate
+    from clickmint.preflight import check_redis
+    from clickmint.services import read_run_file, services, write_run_file
+    from clickmint.supervisor import Part, Supervisor
+
+    settings = Settings.from_env()
+    running = read_run_file(settings.data_dir)
+    if running is not None:
+        print(f"clickmint: already up on {settings.data_dir} (pid {running['pid']})", file=sys.stderr)
+        return 1
+    for name, port in (("tracker", settings.tracker_port), ("portal", settings.portal_port)):
+        if not port_is_free(port, settings.host):
+            var = f"CLICKMINT_{name.upper()}_PORT"
+            print(f"clickmint: port {port} for the {name} is taken; free it or set {var}", file=sys.stderr)
+            return 1
+    started = time.monotonic()
+    with services(settings) as found:
+        check_redis(found.redis_url)
+        applied = asyncio.run(migrate(found.database_url))
+        env = dict(os.environ)
+        env.update(
+            CLICKMINT_REDIS_URL=found.redis_url,
+            CLICKMINT_DATABASE_URL=found.database_url,
+            CLICKMINT_DATA_DIR=str(settings.data_dir),
+            CLICKMINT_SECRET_KEY=settings.secret_key,
+        )
+        host = settings.host
+        parts = [
+            Part(
+                "tracker",
+                _uvicorn("tracker.app:create_app", host, settings.tracker_port, settings.tracker_workers),
+                env,
+            ),
+            Part("ingest", [sys.executable, "-m", "clickmint", "ingest"], env),
+            Part("portal", _uvicorn("portal.app:create_app", host, settings.portal_port, 1), env),
+        ]
+        tracker_url = f"http://{host}:{settings.tracker_port}"
+        portal_url = f"http://{host}:{settings.portal_port}"
+        write_run_file(
+            settings.data_dir,
+            {
+                "pid": os.getpid(),
+                "redis_url": found.redis_url,
+                "database_url": found.database_url,
+                "tracker": tracker_url,
+                "portal": portal_url,
+            },
+        )
+        supervisor = Supervisor(parts)
+
+        def announce() -> None:
+            ready = _wait_http(tracker_url + "/healthz", 20) and _wait_http(portal_url + "/healthz", 20)
+            state = "up" if ready else "starting (slowly)"
+            kind = "embedded" if found.embedded else "configured"
+            print(
+                f"Clickmint is {state} after {time.monotonic() - started:.1f}s\n"
+                f"  tracker   {tracker_url}   ({settings.tracker_workers} worker(s), clicks at /c/<link>)\n"
+                f"  portal    {portal_url}\n"
+                f"  ingest    {settings.shards} stream shard(s) -> PostgreSQL\n"
+                f"  redis     {redact(found.redis_url)} ({kind})\n"
+                f"  postgres  {redact(found.database_url)} ({kind})\n"
+                f"  data      {settings.data_dir}\n"
+                f"  migrations applied now: {', '.join(applied) or 'none (up to date)'}\n"
+                "Seed a demo programme with `clickmint demo`; stop with Ctrl-C.",
+                flush=True,
+            )
+
+        try:
+            return supervisor.run_with(announce)
+        finally:
+            (settings.data_dir / "run.json").unlink(missing_ok=True)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from clickmint.migrate import migrate
+    from clickmint.services import services
+
+    settings = Settings.from_env()
+    with services(settings) as found:
+        applied = asyncio.run(migrate(found.database_url))
+    print("applied: " + (", ".join(applied) if applied else "nothing, the schema is up to date"))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from clickmint.demo import seed
+    from clickmint.migrate import migrate
+    from clickmint.services import read_run_file, services
+
+    settings = Settings.from_env()
+    info = read_run_file(settings.data_dir) or {}
+    tracker_url = str(info.get("tracker") or f"http://{settings.host}:{settings.tracker_port}")
+    with services(settings) as found:
+        asyncio.run(migrate(found.database_url))
+        print(asyncio.run(seed(found.database_url, tracker_url)))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from billing.runner import run_ingest
+
+    return run_ingest()
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+    "up": (cmd_up, "run everything on this machine (embedded Valkey and PostgreSQL unless URLs are set)"),
+    "migrate": (cmd_migrate, "apply the SQL migrations that are missing"),
+    "demo": (cmd_demo, "seed a merchant, two offers, two partners with links, and print tracking URLs"),
+    "ingest": (cmd_ingest, "run billing ingest: event streams -> PostgreSQL"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="clickmint", description="Affiliate click-and-action tracking engine.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text)
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command][0](args)
+    except SettingsError as exc:
+        print(f"clickmint: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ClickmintError as exc:
+        print(f"clickmint: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,90 @@
+"""`clickmint demo`: one merchant, two offers, two approved partners with links, and URLs to click."""
+
+from __future__ import annotations
+
+import secrets
+
+import asyncpg
+
+DEMO_SLUG = "demo-shop"
+
+
+def _code() -> str:
+    return secrets.token_urlsafe(8)
+
+
+async def seed(dsn: str, tracker_url: str) -> str:
+    """Create the demo programme once (idempotent) and describe it with ready-to-click URLs."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            merchant = await conn.fetchval("SELECT id FROM merchants WHERE slug = $1", DEMO_SLUG)
+            if merchant is None:
+                merchant = await conn.fetchval(
+                    "INSERT INTO merchants (slug, name, currency, branding) VALUES ($1, 'Demo Shop', 'USD', $2) "
+                    "RETURNING id",
+                    DEMO_SLUG,
+                    '{"colour": "#0b7a5f"}',
+                )
+                offers = [
+                    await conn.fetchval(
+                        """INSERT INTO offers (merchant_id, name, destination_url, allowed_hosts, currency, fee_plan,
+                                               hold_days, attribution_window_s)
+                           VALUES ($1, $2, $3, $4, 'USD', $5, 14, 2592000) RETURNING id""",
+                        merchant,
+                        name,
+                        url,
+                        hosts,
+                        plan,
+                    )
+                    for name, url, hosts, plan in (
+                        (
+                            "Spring sale: 10% of every order",
+                            "https://shop.example.com/?cid={click_id}&aff={partner_id}&s1={sub1}",
+                            ["shop.example.com"],
+                            '{"cps_percent": "10"}',
+                        ),
+                        (
+                            "Newsletter signup: 2.50 per lead",
+                            "https://shop.example.com/newsletter?cid={click_id}",
+                            ["shop.example.com"],
+                            '{"cpa": {"signup": 250}}',
+                        ),
+                    )
+                ]
+                for name, email in (
+                    ("Alice's Deals", "alice@partners.example"),
+                    ("Bob Reviews", "bob@partners.example"),
+                ):
+                    partner = await conn.fetchval(
+                        "INSERT INTO partners (name, email) VALUES ($1, $2) "
+                        "ON CONFLICT (email) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+                        name,
+                        email,
+                    )
+                    await conn.execute(
+                        "INSERT INTO partner_programmes (partner_id, merchant_id, status) VALUES ($1, $2, 'approved') "
+                        "ON CONFLICT DO NOTHING",
+                        partner,
+                        merchant,
+                    )
+                    for offer in offers:
+                        await conn.execute(
+                            "INSERT INTO links (code, partner_id, offer_id) VALUES ($1, $2, $3)",
+                            _code(),
+                            partner,
+                            offer,
+                        )
+            rows = await conn.fetch(
+                """SELECT l.code, p.name AS partner, o.name AS offer FROM links l
+                   JOIN partners p ON p.id = l.partner_id JOIN offers o ON o.id = l.offer_id
+                   WHERE o.merchant_id = $1 ORDER BY p.id, o.id""",
+                merchant,
+            )
+    finally:
+        await conn.close()
+    lines = ["Demo programme 'Demo Shop' (merchant slug demo-shop). Tracking URLs:"]
+    for row in rows:
+        lines.append(f"  {row['partner']:<14} {row['offer']:<36} {tracker_url}/c/{row['code']}?sub1=demo")
+    lines.append(f"View pixel of the first link: {tracker_url}/v/{rows[0]['code']}")
+    return "\n".join(lines)

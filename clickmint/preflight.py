@@ -1,0 +1,32 @@
+"""Checks before running against a server: a Redis that could evict the event streams is refused."""
+
+from __future__ import annotations
+
+import redis
+
+from clickmint.errors import ClickmintError
+
+# Policies that may evict keys without a TTL, i.e. our streams: acknowledged clicks could vanish.
+EVICTING_POLICIES = frozenset(("allkeys-lru", "allkeys-lfu", "allkeys-random"))
+
+
+class PreflightError(ClickmintError):
+    """A server is unsafe for Clickmint; the message says which setting to change."""
+
+
+def check_redis(url: str) -> str:
+    """The server's maxmemory policy; raises PreflightError when it could evict streams or Redis is down."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        info = client.info("memory")
+    except redis.RedisError as exc:
+        raise PreflightError(f"cannot reach Redis at {url.split('@')[-1]}: {exc}") from exc
+    finally:
+        client.close()
+    policy = str(info.get("maxmemory_policy", "noeviction"))
+    if policy in EVICTING_POLICIES:
+        raise PreflightError(
+            f"Redis maxmemory-policy is {policy}: it may evict the event streams and lose acknowledged clicks; "
+            "set maxmemory-policy noeviction (or a volatile-* policy)"
+        )
+    return policy
