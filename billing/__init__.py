@@ -1,0 +1,1 @@
+"""Billing: ingest of the event streams into PostgreSQL, fees, ledger, statements."""

@@ -1,0 +1,241 @@
+"""Ingest: read each event stream through the consumer group, commit to PostgreSQL, and only then XACK.
+
+One task per shard. A batch is read with XREADGROUP, written in one transaction (events by COPY,
+then whatever derives from the events this transaction made new), committed, and acknowledged.
+Commit and ack are shielded from cancellation and the ack is retried, so a crash anywhere leaves
+the entries pending: they are read again (our own pending first at start, other consumers' by
+XAUTOCLAIM once idle) and the event id makes the second write a no-op. An entry that cannot be
+decoded, or fails `max_deliveries` times, goes to the dead-letter stream without stalling the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from billing import events
+from billing.settings import GROUP, BillingSettings
+
+log = logging.getLogger("clickmint.billing.ingest")
+Entry = tuple[bytes, dict[bytes, bytes]]
+# derive(conn, new_rows): everything computed from newly stored events, inside the batch's transaction.
+Derive = Callable[[asyncpg.Connection, Sequence[asyncpg.Record]], Awaitable[None]]
+_RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def stream_key(prefix: str, shard: int) -> str:
+    return f"{prefix}:events:{{{shard}}}"
+
+
+def dead_key(prefix: str, shard: int) -> str:
+    return f"{prefix}:dead:{{{shard}}}"
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.events = 0
+        self.new_events = 0
+        self.batches = 0
+        self.dead = 0
+
+
+class Ingest:
+    """The consumer of one process: a task per shard sharing a connection pool."""
+
+    def __init__(self, settings: BillingSettings, derive: Derive | None = None) -> None:
+        core = settings.core
+        assert core.redis_url and core.database_url
+        self.settings = settings
+        self.redis = aioredis.Redis.from_url(core.redis_url, socket_timeout=None, socket_connect_timeout=5)
+        self.pool: asyncpg.Pool | None = None
+        self.derive = derive
+        self.stats = Stats()
+        self._known_days: set[Any] = set()
+        self._stop = asyncio.Event()
+
+    async def _connect_db(self) -> asyncpg.Pool:
+        while True:
+            try:
+                return await asyncpg.create_pool(
+                    self.settings.core.database_url,
+                    min_size=1,
+                    max_size=self.settings.core.shards + 1,
+                    init=events.prepare,
+                )
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("waiting for PostgreSQL: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def run(self, shards: Sequence[int] | None = None) -> None:
+        """Consume until `stop` is called; the shards default to all of them."""
+        self.pool = await self._connect_db()
+        shards = list(range(self.settings.core.shards)) if shards is None else list(shards)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for shard in shards:
+                    group.create_task(self._consume(shard), name=f"ingest-{shard}")
+        finally:
+            await self.pool.close()
+            await self.redis.aclose()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _ensure_group(self, key: str) -> None:
+        try:
+            await self.redis.xgroup_create(key, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _consume(self, shard: int) -> None:
+        key = stream_key(self.settings.core.key_prefix, shard)
+        consumer = f"{self.settings.consumer}:{shard}"
+        backlog = True  # first drain what this consumer left pending before a crash
+        last_claim = last_trim = 0.0
+        while not self._stop.is_set():
+            try:
+                if backlog:
+                    await self._ensure_group(key)
+                now = time.monotonic()
+                if now - last_claim > self.settings.claim_idle_ms / 2000:
+                    last_claim = now
+                    await self._claim(shard, key, consumer)
+                if now - last_trim > 10:
+                    last_trim = now
+                    await trim(self.redis, key, self.settings.retention_s)
+                start = "0" if backlog else ">"
+                reply = await self.redis.xreadgroup(
+                    GROUP,
+                    consumer,
+                    {key: start},
+                    count=self.settings.batch,
+                    block=None if backlog else self.settings.block_ms,
+                )
+                entries: list[Entry] = reply[0][1] if reply else []
+                if backlog and not entries:
+                    backlog = False
+                    continue
+                if entries:
+                    await self._process(shard, key, entries)
+            except _RETRYABLE as exc:
+                log.warning("shard %d: redis unavailable, retrying: %s", shard, exc)
+                backlog = True
+                await asyncio.sleep(0.5)
+            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as exc:
+                log.warning("shard %d: postgres unavailable, retrying: %s", shard, exc)
+                backlog = True  # the batch stays pending and is read again
+                await asyncio.sleep(0.5)
+
+    async def _claim(self, shard: int, key: str, consumer: str) -> None:
+        """Take over entries a dead consumer left pending; they are processed with our own backlog."""
+        cursor = "0-0"
+        while True:
+            reply = await self.redis.xautoclaim(key, GROUP, consumer, self.settings.claim_idle_ms, cursor, count=500)
+            cursor, claimed = reply[0], reply[1]
+            if claimed:
+                await self._process(shard, key, claimed)
+            if cursor in (b"0-0", "0-0"):
+                return
+
+    async def _process(self, shard: int, key: str, entries: list[Entry]) -> None:
+        rows: list[tuple[Any, ...]] = []
+        ids: list[bytes] = []
+        dead: list[tuple[bytes, bytes, str]] = []
+        for entry_id, fields in entries:
+            if not fields:  # deleted by a trim while pending: nothing left to store
+                ids.append(entry_id)
+                continue
+            raw = fields.get(b"d", b"")
+            try:
+                rows.append(events.to_row(raw))
+                ids.append(entry_id)
+            except events.BadEvent as exc:
+                dead.append((entry_id, raw, str(exc)))
+        try:
+            await self._commit(rows)
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueError) as exc:
+            # One bad row fails the batch: retry one by one so the others land and the culprit is isolated.
+            log.warning("shard %d: batch of %d failed (%s); retrying entry by entry", shard, len(rows), exc)
+            await self._process_singly(shard, key, entries)
+            return
+        if dead:
+            await self._dead_letter(shard, dead)
+        await self._ack(key, ids + [entry_id for entry_id, _, _ in dead])
+        self.stats.batches += 1
+        self.stats.events += len(rows)
+
+    async def _process_singly(self, shard: int, key: str, entries: list[Entry]) -> None:
+        for entry_id, fields in entries:
+            raw = fields.get(b"d", b"")
+            try:
+                await self._commit([events.to_row(raw)])
+            except (events.BadEvent, asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueError) as exc:
+                await self._dead_letter(shard, [(entry_id, raw, str(exc))])
+            await self._ack(key, [entry_id])
+
+    async def _commit(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            await events.ensure_partitions(conn, {row[1].date() for row in rows}, self._known_days)
+            # The transaction must finish once begun: a cancelled commit would leave us unsure what landed.
+            await asyncio.shield(self._transaction(conn, rows))
+
+    async def _transaction(self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+        async with conn.transaction():
+            new = await events.store(conn, rows)
+            if self.derive is not None and new:
+                await self.derive(conn, new)
+        self.stats.new_events += len(new)
+
+    async def _ack(self, key: str, ids: list[bytes]) -> None:
+        """XACK after commit, retried until Redis takes it; a lost ack only means a harmless re-read."""
+        if not ids:
+            return
+        for attempt in range(50):
+            try:
+                await asyncio.shield(self.redis.xack(key, GROUP, *ids))
+                return
+            except _RETRYABLE as exc:
+                log.warning("ack failed (attempt %d), retrying: %s", attempt + 1, exc)
+                await asyncio.sleep(min(0.1 * (attempt + 1), 2.0))
+
+    async def _dead_letter(self, shard: int, dead: list[tuple[bytes, bytes, str]]) -> None:
+        key = dead_key(self.settings.core.key_prefix, shard)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id, raw, reason in dead:
+                pipe.xadd(key, {"entry": entry_id, "d": raw, "reason": reason[:500]})
+            await pipe.execute()
+        self.stats.dead += len(dead)
+        log.error("shard %d: %d entries to the dead-letter stream, first: %s", shard, len(dead), dead[0][2])
+
+
+async def trim(redis: aioredis.Redis, key: str, retention_s: int) -> None:
+    """Drop acknowledged entries older than the retention; never one still pending or undelivered."""
+    groups = await redis.xinfo_groups(key)
+    group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
+    if group is None:
+        return
+    bound = group["last-delivered-id"]
+    bound = bound.decode() if isinstance(bound, bytes) else bound
+    pending = await redis.xpending(key, GROUP)
+    if pending["pending"]:
+        oldest = pending["min"]
+        bound = oldest.decode() if isinstance(oldest, bytes) else oldest
+    cutoff_ms = int(time.time() * 1000) - retention_s * 1000
+    bound_ms = int(bound.split("-")[0])
+    minid = bound if bound_ms <= cutoff_ms else f"{cutoff_ms}-0"
+    with contextlib.suppress(ResponseError):
+        await redis.xtrim(key, minid=minid, approximate=False)

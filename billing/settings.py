@@ -1,0 +1,36 @@
+"""Billing's settings: the shared ones plus batch sizes, claim and dead-letter rules of ingest."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from clickmint.env import Env
+from clickmint.settings import Settings
+
+GROUP = "billing"
+
+
+@dataclass(frozen=True)
+class BillingSettings:
+    core: Settings
+    consumer: str  # this process's name in the consumer group; stable across restarts so it re-reads its own pending
+    batch: int  # entries per XREADGROUP
+    block_ms: int  # how long one XREADGROUP waits for new entries
+    claim_idle_ms: int  # entries idle longer than this in a dead consumer are claimed
+    max_deliveries: int  # an entry delivered this often without success goes to the dead-letter stream
+    retention_s: int  # acknowledged stream entries older than this are trimmed (never a pending one)
+
+    @classmethod
+    def from_env(cls, env: Env | None = None, core: Settings | None = None) -> BillingSettings:
+        env = env or Env()
+        core = core or Settings.from_env(env)
+        return cls(
+            core=core,
+            consumer=env.str("CONSUMER_NAME", socket.gethostname()),
+            batch=env.int("INGEST_BATCH", 2000, lo=1, hi=100_000),
+            block_ms=env.int("INGEST_BLOCK_MS", 200, lo=1, hi=60_000),
+            claim_idle_ms=env.int("CLAIM_IDLE_MS", 30_000, lo=100, hi=86_400_000),
+            max_deliveries=env.int("MAX_DELIVERIES", 5, lo=1, hi=1000),
+            retention_s=env.int("STREAM_RETENTION_S", 3600, lo=0, hi=30 * 86400),
+        )

@@ -1,0 +1,1 @@
+"""The tracker: redirects, pixels and postbacks answered from memory, events into Redis Streams."""

@@ -1,0 +1,135 @@
+"""Builds the tracker: a prefix dispatcher for the hot routes in front of a Starlette app for the rest."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from tracker.clickids import ClickIdSigner, derive_key
+from tracker.config import ConfigCache
+from tracker.endpoints import Hot
+from tracker.geo import GeoLookup
+from tracker.metrics import Metrics
+from tracker.postbacks import Conversions
+from tracker.recorder import Recorder
+from tracker.settings import TrackerSettings
+from tracker.spool import Spool
+from tracker.visit import from_scope
+
+log = logging.getLogger("clickmint.tracker")
+CLICK_KEY_ID = 1
+
+
+def signer_for(secret: str) -> ClickIdSigner:
+    """Click ids are signed with a key derived from the service secret; key ids allow rotation."""
+    return ClickIdSigner({CLICK_KEY_ID: derive_key(secret, CLICK_KEY_ID)}, CLICK_KEY_ID)
+
+
+class TrackerApp:
+    """The ASGI application of one tracker process."""
+
+    def __init__(self, settings: TrackerSettings) -> None:
+        core = settings.core
+        if core.redis_url is None or core.database_url is None:
+            raise RuntimeError(
+                "the tracker needs CLICKMINT_REDIS_URL and CLICKMINT_DATABASE_URL (clickmint up sets them)"
+            )
+        self.settings = settings
+        self.metrics = Metrics()
+        self.cache = ConfigCache(core.database_url, core.shards)
+        self.recorder = Recorder(
+            core.redis_url, core.key_prefix, Spool(settings.spool_dir), settings.redis_budget_ms / 1000
+        )
+        self.geo = GeoLookup(settings.geo_db)
+        self.hot = Hot(settings, self.cache, self.recorder, signer_for(core.secret_key), self.geo, self.metrics)
+        self.conversions = Conversions(self.hot)
+        self.cold = Starlette(
+            routes=[
+                Route("/postback", self.conversions.postback, methods=["GET", "POST"]),
+                Route("/aff_lsr", self.conversions.tune, methods=["GET", "POST"]),
+                Route("/healthz", self.healthz, methods=["GET", "HEAD"]),
+                Route("/readyz", self.readyz, methods=["GET", "HEAD"]),
+                Route("/metrics", self.metrics_page, methods=["GET"]),
+            ],
+            lifespan=self.lifespan,
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.cache.start()
+        await self.recorder.start()
+        try:
+            yield
+        finally:
+            await self.recorder.stop()
+            await self.cache.stop()
+            self.geo.close()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            kind = path[:3]
+            if kind in ("/c/", "/v/", "/b/", "/a/") and scope["method"] in ("GET", "HEAD"):
+                started = time.perf_counter()
+                visit = from_scope(scope, self.settings.trust_forwarded)
+                code = path[3:]
+                if kind == "/c/":
+                    outcome = await self.hot.click(visit, code, send)
+                elif kind == "/a/":
+                    outcome = await self.conversions.pixel(visit, code, send)
+                else:
+                    outcome = await self.hot.view(visit, code, send, banner=kind == "/b/")
+                if outcome != "ok":
+                    self.metrics.refusals[outcome] += 1
+                self.metrics.observe(kind[1], outcome, time.perf_counter() - started)
+                return
+        await self.cold(scope, receive, send)
+
+    async def healthz(self, request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def readyz(self, request: Request) -> Response:
+        """Ready when the configuration is loaded and events have somewhere durable to go."""
+        redis_ok = self.recorder.redis_healthy
+        spool_ok = self.recorder.spool.writable()
+        checks = {"config_loaded": self.cache.loaded, "redis": redis_ok, "spool_writable": spool_ok}
+        ready = self.cache.loaded and (redis_ok or spool_ok)
+        return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+
+    async def metrics_page(self, request: Request) -> Response:
+        stats = self.recorder.stats
+        gauges = {
+            "spool_bytes": float(self.recorder.spool.depth()),
+            "redis_up": 1.0 if self.recorder.redis_healthy else 0.0,
+            "spool_writable": 1.0 if self.recorder.spool_ok else 0.0,
+            "config_version": float(self.cache.snapshot.version),
+            "events_redis_total": float(stats.events_redis),
+            "events_spooled_total": float(stats.events_spooled),
+            "events_replayed_total": float(stats.events_replayed),
+            "batches_total": float(stats.batches),
+        }
+
+        def batch_histogram() -> list[str]:
+            lines = ["# TYPE clickmint_batch_size histogram"]
+            total = 0
+            for bound in sorted(stats.batch_sizes):
+                total += stats.batch_sizes[bound]
+                le = "+Inf" if bound >= 1 << 62 else str(bound)
+                lines.append(f'clickmint_batch_size_bucket{{le="{le}"}} {total}')
+            return lines
+
+        body = self.metrics.render(gauges, batch_histogram)
+        return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
+
+
+def create_app() -> TrackerApp:
+    """The uvicorn factory: settings from the environment."""
+    return TrackerApp(TrackerSettings.from_env())

@@ -1,0 +1,198 @@
+"""The tracker's in-memory configuration: links, offers and creatives, refreshed on change.
+
+Loaded whole at start; a trigger on every configuration table bumps `config_version` and sends
+NOTIFY cm_config, and the tracker reloads on the notification, or within a second by polling the
+version when a notification is missed. Requests never read PostgreSQL. If PostgreSQL goes away,
+the last snapshot keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import orjson
+
+from tracker.macros import Template, normalize_hosts
+
+log = logging.getLogger("clickmint.tracker.config")
+POLL_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    id: int
+    merchant_id: int
+    active: bool
+    destination: Template
+    fallback_url: str | None
+    allowed_hosts: frozenset[str]
+    window_s: int
+    currency: str
+    caps: dict[str, Any]
+    postback_security: str
+    postback_secret: str = field(repr=False)
+    postback_ips: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Creative:
+    id: int
+    content_type: str
+    body: bytes
+    etag: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    id: int
+    code: str
+    partner_id: int
+    offer: Offer
+    creative: Creative | None
+    active: bool  # link active, offer active and the partner approved in the merchant's programme
+    shard: int
+    # Precomputed so the hot path formats nothing that does not change per request.
+    ids: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: int
+    links: dict[str, Link]
+    links_by_id: dict[int, Link]
+    offers: dict[int, Offer]
+
+
+EMPTY = Snapshot(0, {}, {}, {})
+
+
+def shard_of(link_id: int, shards: int) -> int:
+    """Events of one link always go to one shard: its order is kept and ingest can decide per link."""
+    return zlib.crc32(link_id.to_bytes(8, "big")) % shards
+
+
+async def load(conn: asyncpg.Connection, shards: int) -> Snapshot:
+    """Read the whole configuration in one repeatable-read transaction."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        version = await conn.fetchval("SELECT version FROM config_version")
+        offer_rows = await conn.fetch(
+            """SELECT id, merchant_id, status, destination_url, fallback_url, allowed_hosts, attribution_window_s,
+                      currency, caps, postback_security, postback_secret, postback_ip_allowlist::text[] AS ips,
+                      (starts_at IS NULL OR starts_at <= now()) AND (ends_at IS NULL OR ends_at > now()) AS running
+               FROM offers"""
+        )
+        creative_rows = await conn.fetch("SELECT id, content_type, body, sha256 FROM creatives")
+        link_rows = await conn.fetch(
+            """SELECT l.id, l.code, l.partner_id, l.offer_id, l.creative_id, l.status,
+                      coalesce(pp.status, 'applied') AS programme
+               FROM links l JOIN offers o ON o.id = l.offer_id
+               LEFT JOIN partner_programmes pp ON pp.partner_id = l.partner_id AND pp.merchant_id = o.merchant_id"""
+        )
+    offers: dict[int, Offer] = {}
+    for row in offer_rows:
+        try:
+            template = Template(row["destination_url"])
+        except ValueError as exc:
+            log.error("offer %s has an unusable destination and is skipped: %s", row["id"], exc)
+            continue
+        offers[row["id"]] = Offer(
+            id=row["id"],
+            merchant_id=row["merchant_id"],
+            active=row["status"] == "active" and row["running"],
+            destination=template,
+            fallback_url=row["fallback_url"],
+            allowed_hosts=normalize_hosts(row["allowed_hosts"]),
+            window_s=row["attribution_window_s"],
+            currency=row["currency"],
+            caps=_json(row["caps"]),
+            postback_security=row["postback_security"],
+            postback_secret=row["postback_secret"],
+            postback_ips=tuple(row["ips"] or ()),
+        )
+    creatives = {
+        row["id"]: Creative(
+            row["id"], row["content_type"], bytes(row["body"]), b'"' + row["sha256"][:32].encode() + b'"'
+        )
+        for row in creative_rows
+    }
+    links: dict[str, Link] = {}
+    for row in link_rows:
+        offer = offers.get(row["offer_id"])
+        if offer is None:
+            continue
+        link = Link(
+            id=row["id"],
+            code=row["code"],
+            partner_id=row["partner_id"],
+            offer=offer,
+            creative=creatives.get(row["creative_id"]) if row["creative_id"] else None,
+            active=row["status"] == "active" and offer.active and row["programme"] == "approved",
+            shard=shard_of(row["id"], shards),
+            ids={"partner_id": str(row["partner_id"]), "offer_id": str(offer.id), "link_id": str(row["id"])},
+        )
+        links[link.code] = link
+    return Snapshot(version, links, {link.id: link for link in links.values()}, offers)
+
+
+def _json(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        return orjson.loads(value)  # type: ignore[no-any-return]
+    return dict(value or {})
+
+
+class ConfigCache:
+    """Holds the current snapshot and keeps it fresh from PostgreSQL in the background."""
+
+    def __init__(self, dsn: str, shards: int) -> None:
+        self._dsn = dsn
+        self._shards = shards
+        self.snapshot = EMPTY
+        self.loaded = False
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._conn: asyncpg.Connection | None = None
+
+    async def start(self) -> None:
+        self._conn = await asyncpg.connect(self._dsn)
+        await self._reload()
+        await self._conn.add_listener("cm_config", self._notified)
+        self._task = asyncio.create_task(self._run(), name="config-refresh")
+
+    def _notified(self, *_: object) -> None:
+        self._changed.set()
+
+    async def _reload(self) -> None:
+        assert self._conn is not None
+        self.snapshot = await load(self._conn, self._shards)
+        self.loaded = True
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), POLL_INTERVAL_S)
+            self._changed.clear()
+            try:
+                if self._conn is None or self._conn.is_closed():
+                    self._conn = await asyncpg.connect(self._dsn)
+                    await self._conn.add_listener("cm_config", self._notified)
+                version = await self._conn.fetchval("SELECT version FROM config_version")
+                if version != self.snapshot.version:
+                    await self._reload()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("config refresh failed, serving the last snapshot: %s", exc)
+                self._conn = None
+                await asyncio.sleep(POLL_INTERVAL_S)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.close()

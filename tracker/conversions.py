@@ -1,0 +1,181 @@
+"""Conversion input (pixel, postback, TUNE postback) checked and turned into an event; pure, no HTTP.
+
+Refusals carry a machine-readable code; nothing refused here ever reaches a stream as billable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+from billing.money import AmountError, normalize_currency, parse_amount
+from tracker.clickids import ClickIdError, ClickIdSigner
+from tracker.config import Link, Offer, Snapshot
+
+KINDS = ("action", "purchase", "refund")
+MAX_ITEMS = 100
+MAX_TEXT = 255
+SIGNATURE_TOLERANCE_S = 300
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-.")
+
+
+class Refusal(ValueError):
+    """Input we do not accept: `code` for machines, `detail` for people, `status` for HTTP."""
+
+    def __init__(self, code: str, detail: str, status: int = 400) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.status = status
+
+
+def _text(params: Mapping[str, Any], name: str, *, required: bool = False, default: str = "") -> str:
+    value = params.get(name)
+    if value is None or value == "":
+        if required:
+            raise Refusal(f"missing_{name}", f"{name} is required")
+        return default
+    if not isinstance(value, str):
+        value = str(value) if isinstance(value, int) and not isinstance(value, bool) else None
+        if value is None:
+            raise Refusal(f"invalid_{name}", f"{name} must be a string")
+    if len(value) > MAX_TEXT:
+        raise Refusal("field_too_long", f"{name} is longer than {MAX_TEXT} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise Refusal(f"invalid_{name}", f"{name} contains control characters")
+    return value
+
+
+def offer_of(snapshot: Snapshot, raw_offer: str) -> Offer:
+    if not raw_offer.isdigit() or len(raw_offer) > 18:
+        raise Refusal("unknown_offer", "the offer id must be a positive whole number", 404)
+    offer = snapshot.offers.get(int(raw_offer))
+    if offer is None:
+        raise Refusal("unknown_offer", f"no offer {raw_offer}", 404)
+    return offer
+
+
+def attribute(signer: ClickIdSigner, snapshot: Snapshot, offer: Offer, token: str, now: int) -> Link:
+    """The link a click id names, verified without a lookup and checked to belong to this offer."""
+    try:
+        click = signer.verify(token, now, offer.window_s)
+    except ClickIdError as exc:
+        raise Refusal(f"click_id_{exc.reason}", f"the click id is refused: {exc.reason.replace('_', ' ')}") from None
+    link = snapshot.links_by_id.get(click.link_id)
+    if link is None or link.offer.id != offer.id:
+        raise Refusal("click_id_wrong_offer", "the click id belongs to another offer")
+    return link
+
+
+def check_token(offer: Offer, token: str, client_ip: str) -> None:
+    """The TUNE model: the offer's secret token and, when the offer has one, its IP allowlist."""
+    if not token:
+        raise Refusal("missing_token", "this offer requires its postback token", 401)
+    if not hmac.compare_digest(token.encode(), offer.postback_secret.encode()):
+        raise Refusal("bad_token", "the postback token does not match", 401)
+    if offer.postback_ips and not _ip_allowed(client_ip, offer.postback_ips):
+        raise Refusal("ip_not_allowed", "the postback comes from an address outside the offer's allowlist", 403)
+
+
+def _ip_allowed(client_ip: str, networks: tuple[str, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net, strict=False) for net in networks)
+
+
+def check_signature(offer: Offer, timestamp: str, signature: str, body: bytes, now: int) -> str:
+    """HMAC-SHA256 over "<timestamp>.<body>" with the offer's secret; returns the signature as a nonce."""
+    if not timestamp or not signature:
+        raise Refusal("missing_signature", "send X-Clickmint-Timestamp and X-Clickmint-Signature", 401)
+    if not timestamp.isdigit() or len(timestamp) > 12:
+        raise Refusal("bad_timestamp", "the timestamp must be Unix seconds", 401)
+    if abs(now - int(timestamp)) > SIGNATURE_TOLERANCE_S:
+        raise Refusal("stale_timestamp", "the timestamp is more than 5 minutes from our clock", 401)
+    expected = hmac.new(offer.postback_secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    given = signature.removeprefix("sha256=")
+    if not hmac.compare_digest(expected.encode(), given.encode("ascii", "replace")):
+        raise Refusal("bad_signature", "the signature does not match the body", 401)
+    return given
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """What a merchant sends as X-Clickmint-Signature (used by our docs, SDK snippets and tests)."""
+    return "sha256=" + hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def _items(raw: Any, currency: str) -> list[dict[str, Any]]:
+    if raw is None or raw == "":
+        return []
+    if not isinstance(raw, list) or len(raw) > MAX_ITEMS:
+        raise Refusal("invalid_items", f"items must be a list of at most {MAX_ITEMS} objects")
+    items = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise Refusal("invalid_items", "each item is an object with sku, qty and price")
+        sku = _text(item, "sku", required=True)
+        qty = item.get("qty", 1)
+        if not isinstance(qty, int) or isinstance(qty, bool) or not 1 <= qty <= 100_000:
+            raise Refusal("invalid_items", "qty must be a whole number from 1 to 100000")
+        price = item.get("price")
+        if not isinstance(price, str):
+            raise Refusal("invalid_amount", 'item prices are decimal strings, e.g. "19.99"')
+        items.append({"sku": sku, "qty": qty, "price": _amount(price, currency)})
+    return items
+
+
+def _amount(text: str, currency: str) -> int:
+    try:
+        return parse_amount(text, currency)
+    except AmountError as exc:
+        raise Refusal(exc.code, exc.detail) from None
+
+
+def build(params: Mapping[str, Any], offer: Offer, link: Link, click_id: str) -> dict[str, Any]:
+    """The event fields of one conversion; raises Refusal for anything malformed."""
+    kind = _text(params, "type", default="")
+    if not kind:
+        kind = "purchase" if params.get("amount") not in (None, "") else "action"
+    if kind not in KINDS:
+        raise Refusal("invalid_type", f"type must be one of {', '.join(KINDS)}")
+    event: dict[str, Any] = {
+        "type": kind,
+        "link": link.id,
+        "partner": link.partner_id,
+        "offer": offer.id,
+        "click_id": click_id,
+    }
+    order_id = _text(params, "order_id", required=kind != "action")
+    if order_id:
+        event["order_id"] = order_id
+    if kind == "action":
+        name = _text(params, "action", default="lead").lower()
+        if not set(name) <= _NAME_CHARS:
+            raise Refusal("invalid_action", "action names use a-z, 0-9, '_', '-' and '.'")
+        event["action"] = name
+    raw_currency = _text(params, "currency", default=offer.currency)
+    try:
+        currency = normalize_currency(raw_currency)
+    except AmountError as exc:
+        raise Refusal(exc.code, exc.detail) from None
+    amount = params.get("amount")
+    if kind == "purchase" or (amount not in (None, "")):
+        if not isinstance(amount, str) or amount == "":
+            raise Refusal(
+                "missing_amount" if amount in (None, "") else "invalid_amount",
+                'amount is a decimal string, e.g. "129.99"',
+            )
+        event["amount"] = _amount(amount, currency)
+        event["currency"] = currency
+    if kind == "purchase":
+        items = _items(params.get("items"), currency)
+        if items:
+            event["items"] = items
+    customer = _text(params, "customer_id")
+    if customer:
+        event["customer"] = customer
+    return event

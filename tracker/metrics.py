@@ -1,0 +1,57 @@
+"""Prometheus text metrics of one tracker process: requests, latency, batches, spool, bots, refusals."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class Metrics:
+    """Counters kept in plain dicts; rendering happens only when /metrics is scraped."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str]] = Counter()  # (route, outcome)
+        self.latency: dict[str, list[int]] = {}  # route -> bucket counts (+Inf last)
+        self.latency_sum: Counter[str] = Counter()
+        self.bots: Counter[str] = Counter()
+        self.refusals: Counter[str] = Counter()
+
+    def observe(self, route: str, outcome: str, seconds: float) -> None:
+        self.requests[route, outcome] += 1
+        buckets = self.latency.get(route)
+        if buckets is None:
+            buckets = self.latency[route] = [0] * (len(LATENCY_BUCKETS_S) + 1)
+        for i, bound in enumerate(LATENCY_BUCKETS_S):
+            if seconds <= bound:
+                buckets[i] += 1
+                break
+        else:
+            buckets[-1] += 1
+        self.latency_sum[route] += seconds
+
+    def render(self, gauges: dict[str, float], extra: Callable[[], list[str]] | None = None) -> str:
+        out = ["# TYPE clickmint_requests_total counter"]
+        for (route, outcome), n in sorted(self.requests.items()):
+            out.append(f'clickmint_requests_total{{route="{route}",outcome="{outcome}"}} {n}')
+        out.append("# TYPE clickmint_request_seconds histogram")
+        for route, buckets in sorted(self.latency.items()):
+            total = 0
+            for bound, n in zip((*LATENCY_BUCKETS_S, "+Inf"), buckets, strict=True):
+                total += n
+                out.append(f'clickmint_request_seconds_bucket{{route="{route}",le="{bound}"}} {total}')
+            out.append(f'clickmint_request_seconds_count{{route="{route}"}} {total}')
+            out.append(f'clickmint_request_seconds_sum{{route="{route}"}} {self.latency_sum[route]:.6f}')
+        out.append("# TYPE clickmint_bot_events_total counter")
+        for reason, n in sorted(self.bots.items()):
+            out.append(f'clickmint_bot_events_total{{reason="{reason}"}} {n}')
+        out.append("# TYPE clickmint_refusals_total counter")
+        for code, n in sorted(self.refusals.items()):
+            out.append(f'clickmint_refusals_total{{code="{code}"}} {n}')
+        for name, value in sorted(gauges.items()):
+            out.append(f"# TYPE clickmint_{name} gauge")
+            out.append(f"clickmint_{name} {value}")
+        if extra is not None:
+            out.extend(extra())
+        return "\n".join(out) + "\n"

@@ -1,0 +1,206 @@
+"""Conversion routes: the image pixel /a/{offer}, server-to-server /postback, and TUNE's /aff_lsr.
+
+Postbacks are authenticated per offer (HMAC over timestamp and body with replay refusal, or a
+secret token plus an IP allowlist); a refused postback answers 4xx with a code and writes nothing.
+A pixel always answers with its GIF; its refusal travels in a header and in a non-billable event.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from tracker import conversions
+from tracker.conversions import Refusal
+from tracker.endpoints import GIF, Hot
+from tracker.geo import anonymize_ip
+from tracker.ids import uuid7
+from tracker.streams import RedisUnavailable, pack
+from tracker.visit import Visit
+
+MAX_BODY = 64 * 1024
+REPLAY_WINDOW_S = 2 * conversions.SIGNATURE_TOLERANCE_S
+
+
+async def _body(request: Request) -> bytes:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise Refusal("body_too_large", f"the body is larger than {MAX_BODY} bytes", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _params(request: Request, body: bytes) -> dict[str, Any]:
+    """GET: the query; POST: a JSON object or a form."""
+    if request.method == "GET":
+        raw = request.scope.get("query_string", b"")
+    else:
+        raw = body
+        if request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
+            try:
+                parsed = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                raise Refusal("invalid_json", "the body is not valid JSON (UTF-8)") from None
+            if not isinstance(parsed, dict):
+                raise Refusal("invalid_json", "the body must be a JSON object")
+            return parsed  # type: ignore[no-any-return]
+    if len(raw) > MAX_BODY:
+        raise Refusal("body_too_large", "the query is too long", 413)
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=64)
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        raise Refusal("invalid_utf8", "the input is not valid UTF-8") from None
+    except ValueError:
+        raise Refusal("too_many_fields", "too many fields") from None
+    params: dict[str, Any] = {}
+    for key, value in pairs:
+        params.setdefault(key, value)
+    if isinstance(params.get("items"), str):
+        try:
+            params["items"] = orjson.loads(params["items"])
+        except orjson.JSONDecodeError:
+            raise Refusal("invalid_items", "items must be a JSON array") from None
+    return params
+
+
+class Conversions:
+    """The conversion handlers of one tracker process."""
+
+    def __init__(self, hot: Hot) -> None:
+        self.hot = hot
+
+    def _refused(self, code: str) -> None:
+        self.hot.metrics.refusals[code] += 1
+
+    async def _record(self, event: dict[str, Any], visit_ip: str, now: float, shard: int) -> dict[str, Any]:
+        event["id"] = uuid7(int(now * 1000))
+        event["ts"] = int(now * 1000)
+        event["country"] = self.hot.geo.country(visit_ip)
+        event["ip"] = anonymize_ip(visit_ip)
+        await self.hot.recorder.record(shard, event)
+        return event
+
+    async def _authenticate(
+        self, request: Request, offer: conversions.Offer, params: dict[str, Any], body: bytes, client_ip: str, now: int
+    ) -> None:
+        if offer.postback_security == "token":
+            token = params.get("token") or request.headers.get("x-clickmint-token", "")
+            conversions.check_token(offer, str(token), client_ip)
+            return
+        signed = body if request.method == "POST" else request.scope.get("query_string", b"")
+        nonce = conversions.check_signature(
+            offer,
+            request.headers.get("x-clickmint-timestamp", ""),
+            request.headers.get("x-clickmint-signature", ""),
+            signed,
+            now,
+        )
+        key = f"{self.hot.prefix}:seen:{{o{offer.id}}}:{nonce}"
+        try:
+            reply = await self.hot.recorder.command(pack(b"SET", key, b"1", b"NX", b"EX", REPLAY_WINDOW_S))
+        except RedisUnavailable:
+            raise Refusal("try_again", "cannot check for replays right now; retry", 503) from None
+        if reply[0] is None:
+            raise Refusal("replayed", "this signed postback was already received", 409)
+
+    async def postback(self, request: Request) -> Response:
+        """Server-to-server conversion: JSON or form POST, or GET; authenticated per offer."""
+        now = time.time()
+        client_ip = _client_ip(request, self.hot.settings.trust_forwarded)
+        try:
+            body = await _body(request) if request.method == "POST" else b""
+            params = _params(request, body)
+            snapshot = self.hot.cache.snapshot
+            offer = conversions.offer_of(snapshot, str(params.get("offer_id", "")))
+            await self._authenticate(request, offer, params, body, client_ip, int(now))
+            click_id = conversions._text(params, "click_id", required=True)
+            link = conversions.attribute(self.hot.signer, snapshot, offer, click_id, int(now))
+            event = conversions.build(params, offer, link, click_id)
+        except Refusal as refusal:
+            self._refused(refusal.code)
+            return JSONResponse({"error": refusal.code, "detail": refusal.detail}, status_code=refusal.status)
+        event["via"] = "postback"
+        await self._record(event, client_ip, now, link.shard)
+        return JSONResponse({"status": "accepted", "event_id": event["id"], "type": event["type"]})
+
+    async def tune(self, request: Request) -> Response:
+        """TUNE's /aff_lsr: offer_id, transaction_id, amount, adv_sub, security_token -> success=true;"""
+        now = time.time()
+        client_ip = _client_ip(request, self.hot.settings.trust_forwarded)
+        try:
+            raw = _params(request, b"")
+            snapshot = self.hot.cache.snapshot
+            offer = conversions.offer_of(snapshot, str(raw.get("offer_id", "")))
+            conversions.check_token(offer, str(raw.get("security_token", "")), client_ip)
+            click_id = conversions._text(raw, "transaction_id", required=True)
+            link = conversions.attribute(self.hot.signer, snapshot, offer, click_id, int(now))
+            params = {
+                "order_id": raw.get("adv_sub", ""),
+                "amount": raw.get("amount", ""),
+                "currency": raw.get("currency", ""),
+                "action": raw.get("goal_name", "") or "conversion",
+            }
+            event = conversions.build(params, offer, link, click_id)
+        except Refusal as refusal:
+            self._refused(refusal.code)
+            return PlainTextResponse(f"success=false; err_msg={refusal.code}: {refusal.detail};")
+        event["via"] = "tune"
+        await self._record(event, client_ip, now, link.shard)
+        return PlainTextResponse("success=true;")
+
+    async def pixel(self, visit: Visit, raw_offer: str, send: Any) -> str:
+        """The image pixel: attributed by click id, else by our first-party cookie; always a GIF."""
+        now = time.time()
+        snapshot = self.hot.cache.snapshot
+        headers = [(b"content-type", b"image/gif"), (b"cache-control", b"no-store, max-age=0")]
+        refusal: Refusal | None = None
+        event: dict[str, Any] | None = None
+        shard = 0
+        try:
+            if visit.query_error:
+                raise Refusal(visit.query_error, "the query string is refused")
+            offer = conversions.offer_of(snapshot, raw_offer)
+            click_id = visit.query.get("click_id") or visit.cookie(f"cm_{offer.id}") or ""
+            via = "pixel" if visit.query.get("click_id") else "cookie"
+            if not click_id:
+                raise Refusal("missing_click_id", "no click id and no tracking cookie")
+            try:
+                link = conversions.attribute(self.hot.signer, snapshot, offer, click_id, int(now))
+                event = conversions.build(visit.query, offer, link, click_id)
+                event["via"] = via
+                shard = link.shard
+            except Refusal as inner:
+                refusal = inner
+                event = {
+                    "type": "action",
+                    "offer": offer.id,
+                    "click_id": click_id[:64],
+                    "refusal": inner.code,
+                    "via": via,
+                }
+        except Refusal as outer:
+            refusal = outer
+        if event is not None:
+            await self._record(event, visit.client_ip, now, shard)
+        if refusal is not None:
+            self._refused(refusal.code)
+            headers.append((b"x-clickmint-refusal", refusal.code.encode()))
+        headers.append((b"content-length", str(len(GIF)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": GIF})
+        return refusal.code if refusal else "ok"
+
+
+def _client_ip(request: Request, trust_forwarded: bool) -> str:
+    if trust_forwarded:
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return request.client.host if request.client else ""

@@ -1,0 +1,257 @@
+"""Group commit: the events of all requests in flight go to Redis in one pipeline, else to the spool.
+
+A request hands its event to `Recorder.record` and awaits only its own batch. A batch has up to two
+round trips: first the checks some events need (unique-click SET NX, cap counters), whose replies
+finish those events, then one XADD per event. If Redis is down, errs, or is slower than the budget,
+the batch is fsynced to the local spool instead and the request still succeeds; a background task
+replays the spool into the streams once Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import hiredis
+import orjson
+
+from tracker.spool import Spool, SpoolError, parse_lines
+from tracker.streams import RedisUnavailable, RespConnection, pack, stream_key
+
+log = logging.getLogger("clickmint.tracker.recorder")
+
+DEFAULT_BUDGET_S = 0.020  # slower than this and the batch goes to the spool
+REPLAY_CHUNK = 500
+RECONNECT_INTERVAL_S = 0.25
+
+# decide(event, replies_or_None): completes an event from its checks' replies (None: Redis unavailable).
+Decide = Callable[[dict[str, Any], list[Any] | None], None]
+
+
+class Entry:
+    __slots__ = ("checks", "decide", "event", "replies", "shard")
+
+    def __init__(self, shard: int, event: dict[str, Any], checks: tuple[bytes, ...], decide: Decide | None) -> None:
+        self.shard = shard
+        self.event = event
+        self.checks = checks
+        self.decide = decide
+        self.replies: list[Any] | None = None
+
+
+class Stats:
+    """Counters the tracker exposes on /metrics."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.events_redis = 0
+        self.events_spooled = 0
+        self.events_replayed = 0
+        self.spool_errors = 0
+        self.batch_sizes: dict[int, int] = {}  # upper bound -> count (histogram buckets)
+
+
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 1 << 62)
+
+
+class Recorder:
+    """Owns the Redis connection and the spool of one tracker process."""
+
+    def __init__(self, redis_url: str, prefix: str, spool: Spool, budget_s: float = DEFAULT_BUDGET_S) -> None:
+        self._conn = RespConnection(redis_url)
+        self._prefix = prefix
+        self._keys: dict[int, bytes] = {}
+        self.spool = spool
+        self.budget_s = budget_s
+        self.stats = Stats()
+        self._batch: list[Entry] = []
+        self._batch_future: asyncio.Future[None] | None = None
+        self._flushing = False
+        self._healthy = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self.spool_ok = True
+
+    @property
+    def redis_healthy(self) -> bool:
+        return self._healthy
+
+    async def start(self) -> None:
+        with contextlib.suppress(RedisUnavailable):
+            await self._conn.connect()
+            self._healthy = True
+        self._tasks.append(asyncio.create_task(self._maintain(), name="recorder-maintain"))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        while self._batch_future is not None or self._flushing:  # let the last batch land
+            pending = self._batch_future
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(pending)
+            else:
+                await asyncio.sleep(0.001)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._conn.close()
+        self.spool.close()
+
+    def _key(self, shard: int) -> bytes:
+        key = self._keys.get(shard)
+        if key is None:
+            key = self._keys[shard] = stream_key(self._prefix, shard)
+        return key
+
+    async def command(self, *commands: bytes) -> list[Any]:
+        """Run a few commands outside the batch (config checks, readiness); raises RedisUnavailable."""
+        return await self._conn.execute(list(commands), timeout=1.0)
+
+    async def record(
+        self, shard: int, event: dict[str, Any], checks: tuple[bytes, ...] = (), decide: Decide | None = None
+    ) -> Entry:
+        """Make the event durable (Redis stream or spool) in the next batch; returns it with its check replies."""
+        entry = Entry(shard, event, checks, decide)
+        future = self._batch_future
+        if future is None:
+            future = self._batch_future = asyncio.get_running_loop().create_future()
+            if not self._flushing:
+                asyncio.get_running_loop().call_soon(self._start_flush)
+        self._batch.append(entry)
+        # The batch is written whatever happens to this request: shield it from the request's cancellation.
+        await asyncio.shield(future)
+        return entry
+
+    def _start_flush(self) -> None:
+        if self._flushing or not self._batch:
+            return
+        batch, future = self._batch, self._batch_future
+        self._batch, self._batch_future = [], None
+        self._flushing = True
+        asyncio.get_running_loop().create_task(self._flush(batch, future))  # type: ignore[arg-type]
+
+    async def _flush(self, batch: list[Entry], future: asyncio.Future[None]) -> None:
+        try:
+            await self._write(batch)
+            future.set_result(None)
+        except BaseException as exc:
+            future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._flushing = False
+            if self._batch:
+                self._start_flush()
+
+    async def _write(self, batch: list[Entry]) -> None:
+        self.stats.batches += 1
+        size = len(batch)
+        for bound in _BATCH_BUCKETS:
+            if size <= bound:
+                break
+        self.stats.batch_sizes[bound] = self.stats.batch_sizes.get(bound, 0) + 1
+        if self._healthy:
+            try:
+                await self._write_redis(batch)
+                return
+            except RedisUnavailable as exc:
+                log.warning("redis unavailable, spooling: %s", exc)
+                self._healthy = False
+        for entry in batch:
+            if entry.decide is not None and entry.replies is None:
+                entry.decide(entry.event, None)
+        await self._write_spool(batch)
+
+    async def _write_redis(self, batch: list[Entry]) -> None:
+        checks = [command for entry in batch for command in entry.checks]
+        if checks:
+            replies = await self._conn.execute(checks, timeout=self.budget_s)
+            at = 0
+            for entry in batch:
+                if entry.checks:
+                    n = len(entry.checks)
+                    entry.replies = replies[at : at + n]
+                    at += n
+                    if entry.decide is not None:
+                        entry.decide(entry.event, entry.replies)
+        dumps, key = orjson.dumps, self._key
+        commands = [pack(b"XADD", key(e.shard), b"*", b"d", dumps(e.event)) for e in batch]
+        replies = await self._conn.execute(commands, timeout=self.budget_s)
+        failed = [entry for entry, reply in zip(batch, replies, strict=True) if isinstance(reply, hiredis.ReplyError)]
+        if failed:  # e.g. OOM under noeviction: those events go to the spool, the rest are in the stream
+            log.warning(
+                "redis refused %d of %d events (%s), spooling them", len(failed), len(batch), failed_reply(replies)
+            )
+            await self._write_spool(failed)
+        self.stats.events_redis += len(batch) - len(failed)
+
+    async def _write_spool(self, batch: list[Entry]) -> None:
+        dumps = orjson.dumps
+        lines = [b"%d %s\n" % (entry.shard, dumps(entry.event)) for entry in batch]
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.spool.append, lines)
+        except SpoolError:
+            self.stats.spool_errors += 1
+            self.spool_ok = False
+            raise
+        self.spool_ok = True
+        self.stats.events_spooled += len(batch)
+
+    async def _maintain(self) -> None:
+        """Reconnect when Redis went away; replay the spool once it answers."""
+        while not self._stopping:
+            if not self._healthy:
+                await self._conn.close()
+                try:
+                    await self._conn.connect()
+                    self._healthy = True
+                    log.info("redis is back")
+                except RedisUnavailable:
+                    await asyncio.sleep(RECONNECT_INTERVAL_S)
+                    continue
+            try:
+                await self.replay()
+            except RedisUnavailable as exc:
+                log.warning("spool replay interrupted: %s", exc)
+                self._healthy = False
+            await asyncio.sleep(RECONNECT_INTERVAL_S)
+
+    async def replay(self) -> int:
+        """Move every claimable spool file into the streams; returns the number of events moved."""
+        if self.spool.lines_written and not self._flushing:
+            self.spool.rotate()
+        moved = 0
+        for path, fd in self.spool.claim():
+            try:
+                data = await asyncio.get_running_loop().run_in_executor(None, _read_all, fd)
+                entries = list(parse_lines(data))
+                for start in range(0, len(entries), REPLAY_CHUNK):
+                    chunk = entries[start : start + REPLAY_CHUNK]
+                    commands = [pack(b"XADD", self._key(shard), b"*", b"d", payload) for shard, payload in chunk]
+                    replies = await self._conn.execute(commands, timeout=5.0)
+                    errors = [r for r in replies if isinstance(r, hiredis.ReplyError)]
+                    if errors:
+                        raise RedisUnavailable(f"redis refused a replayed event: {errors[0]}")
+                os.unlink(path)
+                moved += len(entries)
+                self.stats.events_replayed += len(entries)
+            finally:
+                os.close(fd)
+        if moved:
+            log.info("replayed %d spooled events", moved)
+        return moved
+
+
+def _read_all(fd: int) -> bytes:
+    with open(fd, "rb", closefd=False) as handle:
+        return handle.read()
+
+
+def failed_reply(replies: list[Any]) -> str:
+    return next((str(r) for r in replies if isinstance(r, hiredis.ReplyError)), "")

@@ -1,0 +1,42 @@
+"""The tracker's settings: the shared ones plus what only the redirect and pixel service needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from clickmint.env import Env, SettingsError
+from clickmint.settings import Settings
+
+DEFAULT_BUDGET_MS = 20
+DEFAULT_COOKIE = "cm_click"
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    core: Settings
+    geo_db: str | None  # a MaxMind-format .mmdb; None: country unknown
+    redis_budget_ms: int  # a batch slower than this goes to the spool
+    spool_dir: Path  # where this machine's trackers spool events while Redis cannot take them
+    cookie_name: str  # first-party cookie holding the last click id
+    trust_forwarded: bool  # take the client address and scheme from X-Forwarded-* (behind a proxy only)
+    burst_limit: int  # hits of one visitor within burst_window_s beyond which they count as a bot burst
+    burst_window_s: int
+
+    @classmethod
+    def from_env(cls, env: Env | None = None, core: Settings | None = None) -> TrackerSettings:
+        env = env or Env()
+        core = core or Settings.from_env(env)
+        geo = env.raw("GEOIP_DB")
+        if geo is not None and not Path(geo).is_file():
+            raise SettingsError(f"CLICKMINT_GEOIP_DB={geo!r} is not a readable file")
+        return cls(
+            core=core,
+            geo_db=geo,
+            redis_budget_ms=env.int("REDIS_BUDGET_MS", DEFAULT_BUDGET_MS, lo=1, hi=10_000),
+            spool_dir=Path(env.str("SPOOL_DIR", str(core.data_dir / "spool"))).absolute(),
+            cookie_name=env.str("COOKIE_NAME", DEFAULT_COOKIE),
+            trust_forwarded=env.bool("TRUST_FORWARDED", False),
+            burst_limit=env.int("BURST_LIMIT", 30, lo=1, hi=1_000_000),
+            burst_window_s=env.int("BURST_WINDOW_S", 10, lo=1, hi=3600),
+        )

@@ -1,0 +1,126 @@
+"""The local spool: an append-only file per tracker process that holds events while Redis cannot.
+
+Each line is `<shard> <orjson payload>\n`; a batch is written and fsynced before its requests are
+answered. A process holds an flock on its active file; the replayer takes files nobody holds (a
+rotated file, or the file of a process that died), so no line is lost and, because ingest is
+idempotent on the event id, a line replayed twice is harmless.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ACTIVE_SUFFIX = ".log"
+READY_SUFFIX = ".ready"
+
+
+class SpoolError(OSError):
+    """The spool cannot be written (full disk, permissions); the tracker reports it on /readyz."""
+
+
+class Spool:
+    """One process's active spool file plus the directory the replayer drains."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self.lines_written = 0  # since this file was opened; 0 means nothing to rotate
+
+    def writable(self) -> bool:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            probe = self.directory / f".probe-{os.getpid()}"
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, b"x")
+            finally:
+                os.close(fd)
+                probe.unlink(missing_ok=True)
+            return True
+        except OSError:
+            return False
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path = self.directory / f"{os.getpid()}-{time.time_ns()}{ACTIVE_SUFFIX}"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._fd, self._path, self.lines_written = fd, path, 0
+        return self._fd
+
+    def append(self, lines: list[bytes]) -> None:
+        """Write and fsync one batch (blocking: call it from a worker thread)."""
+        try:
+            fd = self._open()
+            data = b"".join(lines)
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        except OSError as exc:
+            raise SpoolError(f"cannot write the spool in {self.directory}: {exc}") from exc
+        self.lines_written += len(lines)
+
+    def rotate(self) -> None:
+        """Close the active file and hand it to the replayer."""
+        fd, path = self._fd, self._path
+        if fd is None or path is None:
+            return
+        self._fd = self._path = None
+        os.replace(path, path.with_suffix(READY_SUFFIX))
+        os.close(fd)
+
+    def close(self) -> None:
+        self.rotate()
+
+    def claim(self) -> Iterator[tuple[Path, int]]:
+        """Files ready to replay, each yielded with an flock held on it; the caller unlinks and closes."""
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            return
+        for name in names:
+            if not (name.endswith(READY_SUFFIX) or name.endswith(ACTIVE_SUFFIX)):
+                continue
+            path = self.directory / name
+            if path == self._path:
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)  # a live process still writes it
+                continue
+            if not path.exists():  # replayed and unlinked by someone else between listdir and flock
+                os.close(fd)
+                continue
+            yield path, fd
+
+    def depth(self) -> int:
+        """Bytes waiting in the spool directory (all files), for /metrics."""
+        total = 0
+        try:
+            with os.scandir(self.directory) as entries:
+                for entry in entries:
+                    if entry.name.endswith((ACTIVE_SUFFIX, READY_SUFFIX)):
+                        total += entry.stat().st_size
+        except FileNotFoundError:
+            return 0
+        return total
+
+
+def parse_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(shard, payload) per complete line; a torn last line (a crash mid-write, never acknowledged) is skipped."""
+    for line in data.split(b"\n"):
+        shard, sep, payload = line.partition(b" ")
+        if sep and shard.isdigit() and payload.startswith(b"{") and payload.endswith(b"}"):
+            yield int(shard), payload

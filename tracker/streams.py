@@ -1,0 +1,145 @@
+"""The only module of the tracker that speaks to Redis: raw RESP pipelines over one asyncio connection.
+
+Redis key layout (PREFIX is CLICKMINT_KEY_PREFIX, "cm" by default):
+
+    {PREFIX}:events:{N}          stream, N in 0..shards-1; one entry per event, field "d" = orjson payload.
+                                 The {N} hash tag lets each shard live on its own Redis Cluster node.
+    {PREFIX}:uniq:{L}:{visitor}  string, set NX with the offer's window as TTL: a click of visitor on
+                                 link L is unique when the SET succeeds. Tagged by link.
+    {PREFIX}:cap:{o<offer>}:...  integer counters of the caps of one offer (offer-wide and per partner,
+                                 daily and lifetime), checked and incremented atomically by one script.
+    {PREFIX}:seen:{o<offer>}:... postback nonces, SET NX with a TTL, so a signed postback is used once.
+
+redis-py spends ~22 µs of CPU per command in a pipeline; packing with hiredis and parsing with its
+Reader costs a few, which is why the hot path does its own RESP here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+
+DEFAULT_CONNECT_TIMEOUT_S = 2.0
+
+
+class RedisUnavailable(ConnectionError):
+    """The connection is down or the server answered too slowly; callers fall back to the spool."""
+
+
+def stream_key(prefix: str, shard: int) -> bytes:
+    return f"{prefix}:events:{{{shard}}}".encode()
+
+
+def pack(*args: str | bytes | int) -> bytes:
+    """One command in RESP, ready to be written."""
+    return hiredis.pack_command(args)  # type: ignore[no-any-return]
+
+
+class _Protocol(asyncio.Protocol):
+    """Feeds bytes to a hiredis Reader and resolves waiters in FIFO order, one per pipeline."""
+
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader(notEnoughData=Ellipsis)
+        self.transport: asyncio.Transport | None = None
+        self.waiters: deque[tuple[asyncio.Future[list[Any]], int, list[Any]]] = deque()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        waiters = self.waiters
+        while waiters:
+            future, expected, replies = waiters[0]
+            while len(replies) < expected:
+                reply = self.reader.gets()
+                if reply is Ellipsis:
+                    return
+                replies.append(reply)
+            waiters.popleft()
+            if not future.done():
+                future.set_result(replies)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        error = RedisUnavailable(f"connection lost: {exc}" if exc else "connection closed")
+        while self.waiters:
+            future = self.waiters.popleft()[0]
+            if not future.done():
+                future.set_exception(error)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class RespConnection:
+    """One pipelined connection; `execute` writes a batch of packed commands and awaits all replies."""
+
+    def __init__(self, url: str, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "valkey", "unix"):
+            raise ValueError(
+                f"the tracker's fast path supports redis://, valkey:// and unix:// URLs, not {parts.scheme}"
+            )
+        self._unix = parts.path if parts.scheme == "unix" else None
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or 6379
+        self._password = unquote(parts.password) if parts.password else None
+        self._user = unquote(parts.username) if parts.username else None
+        self._db = int(parts.path.strip("/") or 0) if parts.scheme != "unix" else 0
+        self._timeout = connect_timeout
+        self._protocol: _Protocol | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._protocol is not None and self._protocol.transport is not None
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            if self._unix:
+                coro = loop.create_unix_connection(_Protocol, self._unix)
+            else:
+                coro = loop.create_connection(_Protocol, self._host, self._port)
+            _, protocol = await asyncio.wait_for(coro, self._timeout)
+        except (OSError, TimeoutError) as exc:
+            raise RedisUnavailable(f"cannot connect to Redis: {exc}") from exc
+        self._protocol = protocol
+        setup: list[bytes] = []
+        if self._password:
+            setup.append(pack("AUTH", self._user, self._password) if self._user else pack("AUTH", self._password))
+        if self._db:
+            setup.append(pack("SELECT", self._db))
+        if setup:
+            for reply in await self.execute(setup, timeout=self._timeout):
+                if isinstance(reply, hiredis.ReplyError):
+                    await self.close()
+                    raise RedisUnavailable(f"Redis refused the connection set-up: {reply}")
+
+    async def execute(self, commands: Sequence[bytes], timeout: float | None = None) -> list[Any]:
+        """Write the commands in one go and return their replies (errors as hiredis.ReplyError values)."""
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None:
+            raise RedisUnavailable("not connected")
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        protocol.waiters.append((future, len(commands), []))
+        protocol.transport.write(b"".join(commands))
+        if timeout is None:
+            return await future
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            # The replies may still come; the stream stays consistent but this connection's order is lost.
+            await self.close()
+            raise RedisUnavailable(f"Redis did not answer within {timeout * 1000:.0f} ms") from None
+
+    async def close(self) -> None:
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
+            await asyncio.shield(protocol.closed)
