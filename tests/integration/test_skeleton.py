@@ -1,0 +1,102 @@
+"""The walking skeleton: a click travels from the tracker through a Redis Stream into PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import httpx
+import redis.asyncio as aioredis
+
+from billing.consumer import Ingest, stream_key
+from billing.settings import BillingSettings
+from clickmint.env import Env
+from clickmint.settings import Settings
+from tests.factories import programme
+from tracker.app import TrackerApp
+from tracker.settings import TrackerSettings
+
+
+@contextlib.asynccontextmanager
+async def tracker_client(settings: Settings) -> AsyncIterator[tuple[TrackerApp, httpx.AsyncClient]]:
+    app = TrackerApp(TrackerSettings.from_env(Env({}), core=settings))
+    async with app.lifespan(app.cold):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.77", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://track.test") as client:
+            yield app, client
+
+
+async def drain(settings: Settings, until: int, conn: asyncpg.Connection, timeout: float = 10.0) -> None:
+    """Run ingest until `until` events are in PostgreSQL."""
+    ingest = Ingest(BillingSettings.from_env(Env({}), core=settings))
+    task = asyncio.create_task(ingest.run())
+    try:
+        async with asyncio.timeout(timeout):
+            while await conn.fetchval("SELECT count(*) FROM events") < until:
+                await asyncio.sleep(0.02)
+    finally:
+        ingest.stop()
+        await task
+
+
+async def test_click_reaches_postgres_through_the_stream(settings: Settings, db: asyncpg.Connection) -> None:
+    prog = await programme(db)
+    async with tracker_client(settings) as (app, client):
+        response = await client.get(
+            f"/c/{prog.code}?sub1=summer%20deal&source=news", headers={"user-agent": "Mozilla/5.0"}
+        )
+    assert response.status_code == 302
+    location = urlsplit(response.headers["location"])
+    assert (location.scheme, location.hostname, location.path) == ("https", "shop.example.com", "/landing")
+    query = parse_qs(location.query)
+    assert query["s1"] == ["summer deal"]
+    click_id = query["cid"][0]
+    assert response.headers["set-cookie"].startswith(f"cm_{prog.offer_id}={click_id};")
+
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    shard = app.cache.snapshot.links[prog.code].shard
+    assert await redis.xlen(stream_key(settings.key_prefix, shard)) == 1
+
+    await drain(settings, 1, db)
+    row = await db.fetchrow("SELECT * FROM events")
+    assert row["type"] == "click"
+    assert row["link_id"] == prog.link_id and row["partner_id"] == prog.partner_id
+    assert row["click_id"] == click_id
+    assert row["sub1"] == "summer deal" and row["source"] == "news"
+    assert row["ip_prefix"] == "203.0.113.0"
+    assert row["is_unique"] is True
+    # Acknowledged only after commit: nothing is left pending in the group.
+    pending = await redis.xpending(stream_key(settings.key_prefix, shard), "billing")
+    assert pending["pending"] == 0
+    await redis.aclose()
+
+
+async def test_replayed_entries_are_stored_once(settings: Settings, db: asyncpg.Connection) -> None:
+    prog = await programme(db)
+    async with tracker_client(settings) as (app, client):
+        for _ in range(3):
+            assert (await client.get(f"/c/{prog.code}")).status_code == 302
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    key = stream_key(settings.key_prefix, app.cache.snapshot.links[prog.code].shard)
+    entries = await redis.xrange(key)
+    for _, fields in entries:  # the same three events again, as a replayed spool or a second tracker would
+        await redis.xadd(key, fields)
+    await drain(settings, 3, db)
+    await asyncio.sleep(0.3)
+    assert await db.fetchval("SELECT count(*) FROM events") == 3
+    assert await db.fetchval("SELECT count(DISTINCT id) FROM events") == 3
+    await redis.aclose()
+
+
+async def test_unknown_link_is_a_404_page_and_records_nothing(settings: Settings, db: asyncpg.Connection) -> None:
+    async with tracker_client(settings) as (_app, client):
+        response = await client.get("/c/no-such-link")
+    assert response.status_code == 404
+    assert "text/html" in response.headers["content-type"]
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    keys = [k async for k in redis.scan_iter(match=f"{settings.key_prefix}:events:*")]
+    assert keys == []
+    await redis.aclose()
