@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from tracker import caps
 from tracker.clickids import ClickIdSigner, derive_key
 from tracker.config import ConfigCache
 from tracker.endpoints import Hot
@@ -46,7 +47,7 @@ class TrackerApp:
         self.metrics = Metrics()
         self.cache = ConfigCache(core.database_url, core.shards)
         self.recorder = Recorder(
-            core.redis_url, core.key_prefix, Spool(settings.spool_dir), settings.redis_budget_ms / 1000
+            core.redis_url, core.key_prefix, Spool(settings.spool_dir), settings.redis_budget_ms / 1000, (caps.SCRIPT,)
         )
         self.geo = GeoLookup(settings.geo_db)
         self.hot = Hot(settings, self.cache, self.recorder, signer_for(core.secret_key), self.geo, self.metrics)

@@ -18,6 +18,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from tracker import caps
+from tracker.caps import Limit
 from tracker.macros import Template, normalize_hosts
 
 log = logging.getLogger("clickmint.tracker.config")
@@ -34,7 +36,8 @@ class Offer:
     allowed_hosts: frozenset[str]
     window_s: int
     currency: str
-    caps: dict[str, Any]
+    caps: tuple[Limit, ...]
+    fee_plan: dict[str, Any]
     postback_security: str
     postback_secret: str = field(repr=False)
     postback_ips: tuple[str, ...]
@@ -83,7 +86,8 @@ async def load(conn: asyncpg.Connection, shards: int) -> Snapshot:
         version = await conn.fetchval("SELECT version FROM config_version")
         offer_rows = await conn.fetch(
             """SELECT id, merchant_id, status, destination_url, fallback_url, allowed_hosts, attribution_window_s,
-                      currency, caps, postback_security, postback_secret, postback_ip_allowlist::text[] AS ips,
+                      currency, caps, fee_plan, postback_security, postback_secret,
+                      postback_ip_allowlist::text[] AS ips,
                       (starts_at IS NULL OR starts_at <= now()) AND (ends_at IS NULL OR ends_at > now()) AS running
                FROM offers"""
         )
@@ -98,8 +102,9 @@ async def load(conn: asyncpg.Connection, shards: int) -> Snapshot:
     for row in offer_rows:
         try:
             template = Template(row["destination_url"])
+            limits = caps.parse(_json(row["caps"]))
         except ValueError as exc:
-            log.error("offer %s has an unusable destination and is skipped: %s", row["id"], exc)
+            log.error("offer %s has an unusable destination or caps and is skipped: %s", row["id"], exc)
             continue
         offers[row["id"]] = Offer(
             id=row["id"],
@@ -110,7 +115,8 @@ async def load(conn: asyncpg.Connection, shards: int) -> Snapshot:
             allowed_hosts=normalize_hosts(row["allowed_hosts"]),
             window_s=row["attribution_window_s"],
             currency=row["currency"],
-            caps=_json(row["caps"]),
+            caps=limits,
+            fee_plan=_json(row["fee_plan"]),
             postback_security=row["postback_security"],
             postback_secret=row["postback_secret"],
             postback_ips=tuple(row["ips"] or ()),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tracker import caps
 from tracker.bots import BurstDetector, classify
 from tracker.clickids import ClickIdSigner
 from tracker.config import ConfigCache, Link
@@ -112,9 +113,16 @@ class Hot:
             visitor = visit.visitor(self.visitor_key)
             key = f"{self.prefix}:uniq:{{{link.id}}}:{visitor}"
             checks = (pack(b"SET", key, b"1", b"NX", b"EX", offer.window_s),)
+            if offer.caps:
+                cap = caps.check_command(self.prefix, offer.id, link.partner_id, offer.caps, {"clicks": 1}, now)
+                if cap is not None:
+                    checks += (pack(*cap),)
         else:
             event["unique"] = False
-        await self.recorder.record(link.shard, event, checks, _decide_unique if checks else None)
+        await self.recorder.record(link.shard, event, checks, _decide_click if checks else None)
+        if event.get("over_cap"):  # the cap was hit: the fallback offer, no click id, no cookie
+            await self._redirect(send, offer.fallback_url or offer.destination.render(link.ids), None, visit)
+            return "over_cap"
         values = dict(link.ids)
         values["click_id"] = click_id
         for name in SUBS:
@@ -169,13 +177,21 @@ class Hot:
         return event.get("refusal", "ok")
 
 
-def _decide_unique(event: dict[str, Any], replies: list[Any] | None) -> None:
-    # None: Redis was unavailable; the click is recorded as unique and flagged so ingest can re-check.
+def _decide_click(event: dict[str, Any], replies: list[Any] | None) -> None:
+    """Unique from the SET NX reply; over cap from the cap script's 0. Without Redis: unique, flagged degraded."""
     if replies is None:
         event["unique"] = True
         event["degraded"] = True
-    else:
-        event["unique"] = replies[0] is not None
+        return
+    event["unique"] = replies[0] is not None
+    if len(replies) > 1:
+        verdict = replies[1]
+        if verdict == 0:
+            event["over_cap"] = True
+            event["refusal"] = "over_cap"
+            del event["click_id"]
+        elif verdict != 1:  # an error reply: let the click through, billing re-checks caps
+            event["degraded"] = True
 
 
 async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

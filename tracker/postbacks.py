@@ -15,7 +15,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from tracker import conversions
+from tracker import caps, conversions
 from tracker.conversions import Refusal
 from tracker.endpoints import GIF, Hot
 from tracker.geo import anonymize_ip
@@ -79,12 +79,20 @@ class Conversions:
     def _refused(self, code: str) -> None:
         self.hot.metrics.refusals[code] += 1
 
-    async def _record(self, event: dict[str, Any], visit_ip: str, now: float, shard: int) -> dict[str, Any]:
+    async def _record(
+        self, event: dict[str, Any], visit_ip: str, now: float, shard: int, offer: conversions.Offer | None = None
+    ) -> dict[str, Any]:
         event["id"] = uuid7(int(now * 1000))
         event["ts"] = int(now * 1000)
         event["country"] = self.hot.geo.country(visit_ip)
         event["ip"] = anonymize_ip(visit_ip)
-        await self.hot.recorder.record(shard, event)
+        checks: tuple[bytes, ...] = ()
+        if offer is not None and offer.caps and event["type"] in ("action", "purchase") and "refusal" not in event:
+            increments = {"conversions": 1, "payout": caps.payout_estimate(offer.fee_plan, event)}
+            cap = caps.check_command(self.hot.prefix, offer.id, event["partner"], offer.caps, increments, now)
+            if cap is not None:
+                checks = (pack(*cap),)
+        await self.hot.recorder.record(shard, event, checks, _decide_cap if checks else None)
         return event
 
     async def _authenticate(
@@ -127,8 +135,9 @@ class Conversions:
             self._refused(refusal.code)
             return JSONResponse({"error": refusal.code, "detail": refusal.detail}, status_code=refusal.status)
         event["via"] = "postback"
-        await self._record(event, client_ip, now, link.shard)
-        return JSONResponse({"status": "accepted", "event_id": event["id"], "type": event["type"]})
+        await self._record(event, client_ip, now, link.shard, offer)
+        status = "over_cap" if event.get("over_cap") else "accepted"
+        return JSONResponse({"status": status, "event_id": event["id"], "type": event["type"]})
 
     async def tune(self, request: Request) -> Response:
         """TUNE's /aff_lsr: offer_id, transaction_id, amount, adv_sub, security_token -> success=true;"""
@@ -152,7 +161,7 @@ class Conversions:
             self._refused(refusal.code)
             return PlainTextResponse(f"success=false; err_msg={refusal.code}: {refusal.detail};")
         event["via"] = "tune"
-        await self._record(event, client_ip, now, link.shard)
+        await self._record(event, client_ip, now, link.shard, offer)
         return PlainTextResponse("success=true;")
 
     async def pixel(self, visit: Visit, raw_offer: str, send: Any) -> str:
@@ -163,6 +172,7 @@ class Conversions:
         refusal: Refusal | None = None
         event: dict[str, Any] | None = None
         shard = 0
+        capped: conversions.Offer | None = None
         try:
             if visit.query_error:
                 raise Refusal(visit.query_error, "the query string is refused")
@@ -175,7 +185,7 @@ class Conversions:
                 link = conversions.attribute(self.hot.signer, snapshot, offer, click_id, int(now))
                 event = conversions.build(visit.query, offer, link, click_id)
                 event["via"] = via
-                shard = link.shard
+                shard, capped = link.shard, offer
             except Refusal as inner:
                 refusal = inner
                 event = {
@@ -188,7 +198,9 @@ class Conversions:
         except Refusal as outer:
             refusal = outer
         if event is not None:
-            await self._record(event, visit.client_ip, now, shard)
+            await self._record(event, visit.client_ip, now, shard, capped)
+            if event.get("over_cap"):
+                headers.append((b"x-clickmint-status", b"over_cap"))
         if refusal is not None:
             self._refused(refusal.code)
             headers.append((b"x-clickmint-refusal", refusal.code.encode()))
@@ -196,6 +208,14 @@ class Conversions:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": GIF})
         return refusal.code if refusal else "ok"
+
+
+def _decide_cap(event: dict[str, Any], replies: list[Any] | None) -> None:
+    """Over cap when the script says 0; recorded, and billing rejects it with that reason."""
+    if replies is None or replies[0] not in (0, 1):
+        event["degraded"] = True
+    elif replies[0] == 0:
+        event["over_cap"] = True
 
 
 def _client_ip(request: Request, trust_forwarded: bool) -> str:

@@ -61,8 +61,16 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 1 << 62)
 class Recorder:
     """Owns the Redis connection and the spool of one tracker process."""
 
-    def __init__(self, redis_url: str, prefix: str, spool: Spool, budget_s: float = DEFAULT_BUDGET_S) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        prefix: str,
+        spool: Spool,
+        budget_s: float = DEFAULT_BUDGET_S,
+        scripts: tuple[bytes, ...] = (),
+    ) -> None:
         self._conn = RespConnection(redis_url)
+        self._scripts = scripts  # loaded at every connect: a restarted Redis has forgotten them
         self._prefix = prefix
         self._keys: dict[int, bytes] = {}
         self.spool = spool
@@ -82,8 +90,7 @@ class Recorder:
 
     async def start(self) -> None:
         with contextlib.suppress(RedisUnavailable):
-            await self._conn.connect()
-            self._healthy = True
+            await self._connect()
         self._tasks.append(asyncio.create_task(self._maintain(), name="recorder-maintain"))
 
     async def stop(self) -> None:
@@ -102,6 +109,15 @@ class Recorder:
                 await task
         await self._conn.close()
         self.spool.close()
+
+    async def _connect(self) -> None:
+        await self._conn.connect()
+        if self._scripts:
+            replies = await self._conn.execute([pack(b"SCRIPT", b"LOAD", script) for script in self._scripts], 2.0)
+            if any(isinstance(reply, hiredis.ReplyError) for reply in replies):
+                await self._conn.close()
+                raise RedisUnavailable(f"cannot load scripts: {failed_reply(replies)}")
+        self._healthy = True
 
     def _key(self, shard: int) -> bytes:
         key = self._keys.get(shard)
@@ -209,8 +225,7 @@ class Recorder:
             if not self._healthy:
                 await self._conn.close()
                 try:
-                    await self._conn.connect()
-                    self._healthy = True
+                    await self._connect()
                     log.info("redis is back")
                 except RedisUnavailable:
                     await asyncio.sleep(RECONNECT_INTERVAL_S)

@@ -1,0 +1,76 @@
+"""Caps hold at the exact boundary under concurrency, across clicks and conversions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import httpx
+import orjson
+
+from clickmint.settings import Settings
+from tests.factories import programme
+from tests.integration.test_skeleton import tracker_client
+from tracker.conversions import sign
+
+FALLBACK = "https://fallback.example.org/"
+
+
+async def test_click_cap_admits_exactly_the_limit_under_concurrency(settings: Settings, db: asyncpg.Connection) -> None:
+    prog = await programme(db, caps={"clicks": {"daily": 25}}, fallback_url=FALLBACK)
+    async with tracker_client(settings) as (_app, client):
+
+        async def click(i: int) -> httpx.Response:
+            return await client.get(f"/c/{prog.code}", headers={"user-agent": f"Mozilla/5.0 visitor-{i}"})
+
+        responses = await asyncio.gather(*(click(i) for i in range(60)))
+    locations = [r.headers["location"] for r in responses]
+    assert all(r.status_code == 302 for r in responses)
+    assert sum(loc.startswith("https://shop.example.com/") for loc in locations) == 25
+    assert sum(loc == FALLBACK for loc in locations) == 35
+    over = [r for r in responses if r.headers["location"] == FALLBACK]
+    assert all("set-cookie" not in r.headers for r in over)  # no click id handed out past the cap
+
+
+async def test_per_partner_conversion_cap(settings: Settings, db: asyncpg.Connection) -> None:
+    prog = await programme(db, caps={"per_partner": {"conversions": {"lifetime": 3}}})
+    secret = await db.fetchval("SELECT postback_secret FROM offers WHERE id = $1", prog.offer_id)
+    async with tracker_client(settings) as (_app, client):
+        click = await client.get(f"/c/{prog.code}", headers={"user-agent": "Mozilla/5.0"})
+        click_id = click.headers["set-cookie"].split("=", 1)[1].split(";")[0]
+
+        async def convert(i: int) -> str:
+            body = orjson.dumps(
+                {"offer_id": prog.offer_id, "click_id": click_id, "action": "signup", "order_id": f"o{i}"}
+            )
+            ts = int(time.time())
+            response = await client.post("/postback", content=body, headers={
+                "content-type": "application/json", "x-clickmint-timestamp": str(ts),
+                "x-clickmint-signature": sign(secret, ts, body)})  # fmt: skip
+            assert response.status_code == 200, response.text
+            return str(response.json()["status"])
+
+        statuses = await asyncio.gather(*(convert(i) for i in range(10)))
+    assert statuses.count("accepted") == 3
+    assert statuses.count("over_cap") == 7
+
+
+async def test_payout_cap_counts_the_commission(settings: Settings, db: asyncpg.Connection) -> None:
+    # 10% of 40.00 = 4.00 per sale; a daily payout cap of 10.00 admits two sales, not three.
+    prog = await programme(db, caps={"payout": {"daily": 1000}}, fee_plan={"cps_percent": "10"})
+    secret = await db.fetchval("SELECT postback_secret FROM offers WHERE id = $1", prog.offer_id)
+    async with tracker_client(settings) as (_app, client):
+        click = await client.get(f"/c/{prog.code}", headers={"user-agent": "Mozilla/5.0"})
+        click_id = click.headers["set-cookie"].split("=", 1)[1].split(";")[0]
+        statuses = []
+        for i in range(3):
+            body = orjson.dumps(
+                {"offer_id": prog.offer_id, "click_id": click_id, "order_id": f"s{i}", "amount": "40.00"}
+            )
+            ts = int(time.time())
+            response = await client.post("/postback", content=body, headers={
+                "content-type": "application/json", "x-clickmint-timestamp": str(ts),
+                "x-clickmint-signature": sign(secret, ts, body)})  # fmt: skip
+            statuses.append(response.json()["status"])
+    assert statuses == ["accepted", "accepted", "over_cap"]
