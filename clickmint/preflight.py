@@ -14,8 +14,8 @@ class PreflightError(ClickmintError):
     """A server is unsafe for Clickmint; the message says which setting to change."""
 
 
-def check_redis(url: str) -> str:
-    """The server's maxmemory policy; raises PreflightError when it could evict streams or Redis is down."""
+def redis_policy(url: str) -> str:
+    """The server's maxmemory policy; raises PreflightError when Redis cannot be reached."""
     client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
     try:
         info = client.info("memory")
@@ -23,7 +23,16 @@ def check_redis(url: str) -> str:
         raise PreflightError(f"cannot reach Redis at {url.split('@')[-1]}: {exc}") from exc
     finally:
         client.close()
-    policy = str(info.get("maxmemory_policy", "noeviction"))
+    return str(info.get("maxmemory_policy", "noeviction"))
+
+
+def check_redis(url: str) -> str:
+    """The server's maxmemory policy; raises PreflightError when it could evict streams or Redis is down."""
+    return refuse_evicting(redis_policy(url))
+
+
+def refuse_evicting(policy: str) -> str:
+    """The policy, or PreflightError when it could evict the streams."""
     if policy in EVICTING_POLICIES:
         raise PreflightError(
             f"Redis maxmemory-policy is {policy}: it may evict the event streams and lose acknowledged clicks; "

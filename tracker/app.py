@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -13,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from clickmint.preflight import PreflightError, redis_policy, refuse_evicting
 from tracker import caps
 from tracker.clickids import ClickIdSigner, derive_key
 from tracker.config import ConfigCache
@@ -65,6 +67,13 @@ class TrackerApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        assert self.settings.core.redis_url is not None
+        try:
+            refuse_evicting(await asyncio.to_thread(redis_policy, self.settings.core.redis_url))
+        except PreflightError as exc:
+            if "maxmemory-policy" in str(exc):
+                raise  # an evicting Redis could silently lose acknowledged events: refuse to start
+            log.warning("starting without Redis, events go to the spool until it answers: %s", exc)
         await self.cache.start()
         await self.recorder.start()
         try:

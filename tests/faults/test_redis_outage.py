@@ -1,0 +1,122 @@
+"""Redis stopped and restarted under load: every request answered, every event in PostgreSQL exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from billing.consumer import stream_key
+from clickmint.embedded import EmbeddedValkey, pick_port
+from clickmint.preflight import PreflightError
+from clickmint.settings import Settings
+from tests.factories import programme
+from tests.integration.test_skeleton import drain, tracker_client
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def own_valkey() -> Iterator[tuple[EmbeddedValkey, Path]]:
+    base = Path(tempfile.mkdtemp(prefix="clickmint-outage-"))
+    os.chmod(base, 0o755)
+    valkey = EmbeddedValkey(base, port=0)
+    valkey.start()
+    yield valkey, base
+    valkey.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_redis_down_for_a_while_under_load(
+    settings: Settings, db: asyncpg.Connection, own_valkey: tuple[EmbeddedValkey, Path]
+) -> None:
+    valkey, base = own_valkey
+    settings = replace(settings, redis_url=valkey.url, shards=2)
+    prog = await programme(db)
+    answered: list[str] = []
+    statuses: list[int] = []
+    async with tracker_client(settings) as (app, client):
+        stop = asyncio.Event()
+
+        async def visitor(n: int) -> None:
+            i = 0
+            while not stop.is_set():
+                response = await client.get(f"/c/{prog.code}", headers={"user-agent": f"Mozilla/5.0 v{n}-{i}"})
+                statuses.append(response.status_code)
+                answered.append(parse_qs(urlsplit(response.headers["location"]).query)["cid"][0])
+                i += 1
+                await asyncio.sleep(0.002)
+
+        load = [asyncio.create_task(visitor(n)) for n in range(8)]
+        await asyncio.sleep(0.7)
+        before = len(answered)
+        await asyncio.to_thread(valkey.stop)  # SIGTERM: Valkey writes its AOF and exits
+        await asyncio.sleep(1.5)
+        during = len(answered) - before
+        port = valkey.port
+        restarted = EmbeddedValkey(base, port=port)
+        await asyncio.to_thread(restarted.start)
+        valkey.proc = restarted.proc  # the fixture stops whichever is running
+        assert restarted.port == port
+        await asyncio.sleep(0.7)
+        stop.set()
+        await asyncio.gather(*load)
+        deadline = time.monotonic() + 20
+        while app.recorder.spool.depth() > 0:
+            assert time.monotonic() < deadline, "the spool was not replayed"
+            await asyncio.sleep(0.1)
+        stats = app.recorder.stats
+    assert set(statuses) == {302}, "every request is answered with its normal status"
+    assert during > 0, "requests kept being answered while Redis was down"
+    assert stats.events_spooled > 0 and stats.events_replayed == stats.events_spooled
+
+    redis = aioredis.Redis.from_url(valkey.url)
+    in_stream: list[str] = []
+    for shard in range(2):
+        for _, fields in await redis.xrange(stream_key(settings.key_prefix, shard)):
+            event = orjson.loads(fields[b"d"])
+            in_stream.append(event["click_id"])
+    await redis.aclose()
+    assert set(in_stream) == set(answered)  # nothing answered is missing from the streams
+
+    await drain(settings, len(answered), db, timeout=30)
+    assert await db.fetchval("SELECT count(*) FROM events") == len(answered)
+    assert await db.fetchval("SELECT count(DISTINCT click_id) FROM events") == len(answered)
+
+
+async def test_the_tracker_refuses_a_redis_that_could_evict_streams(
+    settings: Settings, db: asyncpg.Connection, own_valkey: tuple[EmbeddedValkey, Path]
+) -> None:
+    valkey, _ = own_valkey
+    redis = aioredis.Redis.from_url(valkey.url)
+    await redis.config_set("maxmemory-policy", "allkeys-lru")
+    await redis.aclose()
+    with pytest.raises(PreflightError, match="allkeys-lru"):
+        async with tracker_client(replace(settings, redis_url=valkey.url)):
+            pass
+
+
+async def test_the_tracker_starts_without_redis_and_spools(settings: Settings, db: asyncpg.Connection) -> None:
+    prog = await programme(db)
+    dead = replace(settings, redis_url=f"redis://127.0.0.1:{pick_port(0)}/0")
+    async with tracker_client(dead) as (app, client):
+        response = await client.get(f"/c/{prog.code}", headers={"user-agent": "Mozilla/5.0"})
+        ready = await client.get("/readyz")
+        metrics = (await client.get("/metrics")).text
+    assert response.status_code == 302
+    assert ready.status_code == 200 and ready.json()["redis"] is False and ready.json()["spool_writable"] is True
+    assert app.recorder.stats.events_spooled == 1
+    assert "clickmint_redis_up 0.0" in metrics
+    spooled = list((settings.data_dir / "spool").iterdir())
+    assert spooled and b'"type":"click"' in spooled[0].read_bytes()
