@@ -28,8 +28,9 @@ from billing.settings import GROUP, BillingSettings
 
 log = logging.getLogger("clickmint.billing.ingest")
 Entry = tuple[bytes, dict[bytes, bytes]]
-# derive(conn, new_rows): everything computed from newly stored events, inside the batch's transaction.
-Derive = Callable[[asyncpg.Connection, Sequence[asyncpg.Record]], Awaitable[None]]
+Parsed = tuple[tuple[Any, ...], dict[str, Any]]  # (row of events, the event as a dict)
+# derive(conn, new_events): everything computed from newly stored events, inside the batch's transaction.
+Derive = Callable[[asyncpg.Connection, list[dict[str, Any]]], Awaitable[None]]
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -149,7 +150,7 @@ class Ingest:
                 return
 
     async def _process(self, shard: int, key: str, entries: list[Entry]) -> None:
-        rows: list[tuple[Any, ...]] = []
+        rows: list[Parsed] = []
         ids: list[bytes] = []
         dead: list[tuple[bytes, bytes, str]] = []
         for entry_id, fields in entries:
@@ -178,27 +179,45 @@ class Ingest:
     async def _process_singly(self, shard: int, key: str, entries: list[Entry]) -> None:
         for entry_id, fields in entries:
             raw = fields.get(b"d", b"")
-            try:
-                await self._commit([events.to_row(raw)])
-            except (events.BadEvent, asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueError) as exc:
-                await self._dead_letter(shard, [(entry_id, raw, str(exc))])
+            for attempt in range(3):
+                try:
+                    await self._commit([events.to_row(raw)] if fields else [])
+                    break
+                except asyncpg.UniqueViolationError as exc:
+                    # Another shard's worker took the same order id a moment ago: the next attempt sees it.
+                    if attempt == 2:
+                        await self._dead_letter(shard, [(entry_id, raw, str(exc))])
+                except (
+                    events.BadEvent,
+                    asyncpg.DataError,
+                    asyncpg.IntegrityConstraintViolationError,
+                    ValueError,
+                ) as exc:
+                    await self._dead_letter(shard, [(entry_id, raw, str(exc))])
+                    break
             await self._ack(key, [entry_id])
 
-    async def _commit(self, rows: list[tuple[Any, ...]]) -> None:
+    async def _commit(self, rows: list[Parsed]) -> None:
         if not rows:
             return
         assert self.pool is not None
         async with self.pool.acquire() as conn:
-            await events.ensure_partitions(conn, {row[1].date() for row in rows}, self._known_days)
+            await events.ensure_partitions(conn, {row[1].date() for row, _ in rows}, self._known_days)
             # The transaction must finish once begun: a cancelled commit would leave us unsure what landed.
             await asyncio.shield(self._transaction(conn, rows))
 
-    async def _transaction(self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+    async def _transaction(self, conn: asyncpg.Connection, rows: list[Parsed]) -> None:
         async with conn.transaction():
-            new = await events.store(conn, rows)
+            new = await events.store(conn, [row for row, _ in rows])
+            count = len(new)
             if self.derive is not None and new:
-                await self.derive(conn, new)
-        self.stats.new_events += len(new)
+                fresh = []
+                for _, event in rows:  # a batch may hold the same event twice: derive from it once
+                    if event["id"] in new:
+                        new.discard(event["id"])
+                        fresh.append(event)
+                await self.derive(conn, fresh)
+        self.stats.new_events += count
 
     async def _ack(self, key: str, ids: list[bytes]) -> None:
         """XACK after commit, retried until Redis takes it; a lost ack only means a harmless re-read."""

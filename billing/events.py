@@ -49,8 +49,8 @@ def _text(event: dict[str, Any], key: str) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
-def to_row(raw: bytes) -> tuple[Any, ...]:
-    """One stream payload as a row of `events`; raises BadEvent when it breaks the event contract."""
+def to_row(raw: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """One stream payload as a row of `events` and as a dict; raises BadEvent when it breaks the contract."""
     try:
         event = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -66,7 +66,7 @@ def to_row(raw: bytes) -> tuple[Any, ...]:
         raise BadEvent("missing or malformed ts")
     unique = event.get("unique")
     amount = event.get("amount")
-    return (
+    row = (
         event_id,
         _EPOCH + dt.timedelta(milliseconds=ts),
         kind,
@@ -91,6 +91,7 @@ def to_row(raw: bytes) -> tuple[Any, ...]:
         _text(event, "currency"),
         raw.decode(),
     )
+    return row, event
 
 
 async def ensure_partitions(conn: asyncpg.Connection, days: Iterable[dt.date], known: set[dt.date]) -> None:
@@ -105,17 +106,17 @@ async def prepare(conn: asyncpg.Connection) -> None:
     await conn.execute(_STAGE_SQL)
 
 
-async def store(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> list[asyncpg.Record]:
-    """COPY the rows into a staging table and insert those not seen before; returns the new ones.
+async def store(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> set[str]:
+    """COPY the rows into a staging table and insert those not seen before; returns the new ids.
 
-    Must run inside the caller's transaction: the returned rows are exactly the events this
+    Must run inside the caller's transaction: the returned ids are exactly the events this
     transaction made new, so everything derived from them (rollups, conversions) happens once.
     """
     await conn.copy_records_to_table("ingest_stage", records=rows, columns=COLUMNS)
-    return await conn.fetch(
+    inserted = await conn.fetch(
         f"""INSERT INTO events ({_COLUMN_LIST})
             SELECT DISTINCT ON (id, ts) {_COLUMN_LIST} FROM ingest_stage ORDER BY id, ts
             ON CONFLICT DO NOTHING
-            RETURNING id, ts, type, link_id, offer_id, partner_id, click_id, country, bot_reason, refusal,
-                      is_unique, sub1, order_id, action, amount_minor, currency"""
+            RETURNING id::text"""
     )
+    return {record[0] for record in inserted}

@@ -7,6 +7,7 @@ import logging
 import signal
 
 from billing.consumer import Ingest
+from billing.derive import Deriver
 from billing.settings import BillingSettings
 
 
@@ -15,7 +16,7 @@ def run_ingest() -> int:
     settings = BillingSettings.from_env()
 
     async def main() -> None:
-        ingest = Ingest(settings)
+        ingest = Ingest(settings, derive=Deriver())
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, ingest.stop)

@@ -45,9 +45,15 @@ async def test_per_partner_conversion_cap(settings: Settings, db: asyncpg.Connec
                 {"offer_id": prog.offer_id, "click_id": click_id, "action": "signup", "order_id": f"o{i}"}
             )
             ts = int(time.time())
-            response = await client.post("/postback", content=body, headers={
-                "content-type": "application/json", "x-clickmint-timestamp": str(ts),
-                "x-clickmint-signature": sign(secret, ts, body)})  # fmt: skip
+            response = await client.post(
+                "/postback",
+                content=body,
+                headers={
+                    "content-type": "application/json",
+                    "x-clickmint-timestamp": str(ts),
+                    "x-clickmint-signature": sign(secret, ts, body),
+                },
+            )
             assert response.status_code == 200, response.text
             return str(response.json()["status"])
 
@@ -69,8 +75,14 @@ async def test_payout_cap_counts_the_commission(settings: Settings, db: asyncpg.
                 {"offer_id": prog.offer_id, "click_id": click_id, "order_id": f"s{i}", "amount": "40.00"}
             )
             ts = int(time.time())
-            response = await client.post("/postback", content=body, headers={
-                "content-type": "application/json", "x-clickmint-timestamp": str(ts),
-                "x-clickmint-signature": sign(secret, ts, body)})  # fmt: skip
+            response = await client.post(
+                "/postback",
+                content=body,
+                headers={
+                    "content-type": "application/json",
+                    "x-clickmint-timestamp": str(ts),
+                    "x-clickmint-signature": sign(secret, ts, body),
+                },
+            )
             statuses.append(response.json()["status"])
     assert statuses == ["accepted", "accepted", "over_cap"]

@@ -12,6 +12,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from billing.consumer import Ingest, stream_key
+from billing.derive import Deriver
 from billing.settings import BillingSettings
 from clickmint.env import Env
 from clickmint.settings import Settings
@@ -31,7 +32,7 @@ async def tracker_client(settings: Settings) -> AsyncIterator[tuple[TrackerApp, 
 
 async def drain(settings: Settings, until: int, conn: asyncpg.Connection, timeout: float = 10.0) -> None:
     """Run ingest until `until` events are in PostgreSQL."""
-    ingest = Ingest(BillingSettings.from_env(Env({}), core=settings))
+    ingest = Ingest(BillingSettings.from_env(Env({}), core=settings), derive=Deriver())
     task = asyncio.create_task(ingest.run())
     try:
         async with asyncio.timeout(timeout):

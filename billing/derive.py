@@ -1,0 +1,304 @@
+"""What ingest derives from newly stored events, in the same transaction: rollups, conversions, refunds, customers.
+
+Called only with events this transaction made new (the event id decides), so every count and every
+conversion is made once however often an entry is delivered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter, defaultdict
+from typing import Any
+
+import asyncpg
+import orjson
+
+from billing.attribution import Verdict, judge, occurred_at
+from billing.plans import OfferTerms, load_terms
+
+log = logging.getLogger("clickmint.billing.derive")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# partner, day, offer, country, sub1 -> views, clicks, unique, bots, actions, sales, sales_minor, pending, rejected
+RollupKey = tuple[int, dt.date, int, str, str]
+_COUNTERS = 9
+
+
+def _day(event: dict[str, Any]) -> dt.date:
+    return (_EPOCH + dt.timedelta(milliseconds=event["ts"])).date()
+
+
+def _key(event: dict[str, Any]) -> RollupKey:
+    return (
+        int(event.get("partner") or 0),
+        _day(event),
+        int(event.get("offer") or 0),
+        event.get("country") or "",
+        (event.get("sub1") or "")[:100],
+    )
+
+
+class Deriver:
+    """The derive step of ingest; holds the offers' terms, reloaded when the configuration changes."""
+
+    def __init__(self) -> None:
+        self.terms: dict[int, OfferTerms] = {}
+        self._version: int | None = None
+
+    async def _refresh(self, conn: asyncpg.Connection) -> None:
+        version = await conn.fetchval("SELECT version FROM config_version")
+        if version != self._version:
+            self.terms = await load_terms(conn)
+            self._version = version
+
+    async def __call__(self, conn: asyncpg.Connection, events: list[dict[str, Any]]) -> None:
+        await self._refresh(conn)
+        rollups: dict[RollupKey, list[int]] = defaultdict(lambda: [0] * _COUNTERS)
+        bots: Counter[tuple[int, dt.date, int, str]] = Counter()
+        actions: Counter[tuple[int, dt.date, int, str]] = Counter()
+        conversions: list[dict[str, Any]] = []
+        refunds: list[dict[str, Any]] = []
+        for event in events:
+            kind = event["type"]
+            if kind in ("view", "click"):
+                counters = rollups[_key(event)]
+                if event.get("bot"):
+                    counters[3] += 1
+                    bots[int(event.get("partner") or 0), _day(event), int(event.get("offer") or 0), event["bot"]] += 1
+                elif kind == "view":
+                    counters[0] += 1
+                else:
+                    counters[1] += 1
+                    counters[2] += 1 if event.get("unique") and not event.get("refusal") else 0
+            elif kind == "refund":
+                refunds.append(event)
+            else:
+                conversions.append(event)
+        if conversions:
+            await self._conversions(conn, sorted(conversions, key=lambda e: e["ts"]), rollups, actions)
+        if refunds:
+            await self._refunds(conn, sorted(refunds, key=lambda e: e["ts"]))
+        await _write_rollups(conn, rollups, bots, actions)
+
+    async def _conversions(
+        self,
+        conn: asyncpg.Connection,
+        events: list[dict[str, Any]],
+        rollups: dict[RollupKey, list[int]],
+        actions: Counter[Any],
+    ) -> None:
+        await _inherit_click_facts(conn, events)
+        orders = [(int(e["offer"]), e["order_id"]) for e in events if e.get("order_id") and e.get("offer")]
+        taken: set[tuple[int, str]] = set()
+        if orders:
+            rows = await conn.fetch(
+                """SELECT offer_id, order_id FROM conversions
+                   WHERE (offer_id, order_id) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))
+                     AND status <> 'rejected'""",
+                [o for o, _ in orders],
+                [n for _, n in orders],
+            )
+            taken = {(r["offer_id"], r["order_id"]) for r in rows}
+        conversion_rows, commission_rows, customer_rows = [], [], []
+        for event in events:
+            offer_id = int(event.get("offer") or 0)
+            terms = self.terms.get(offer_id)
+            order = (offer_id, event["order_id"]) if event.get("order_id") else None
+            sales_before = amount_before = 0
+            if terms is not None and terms.has_tiers and event["type"] == "purchase" and event.get("partner"):
+                sales_before, amount_before = await _period_sales(conn, int(event["partner"]), offer_id, event)
+            verdict = judge(event, terms, order in taken if order else False, sales_before, amount_before)
+            if verdict.status == "pending" and order:
+                taken.add(order)
+            at = occurred_at(event)
+            conversion_rows.append(_conversion_row(event, terms, verdict, at))
+            commission = sum(line.amount_minor for line in verdict.lines)
+            for line in verdict.lines:
+                commission_rows.append((event["id"], line.kind, line.amount_minor, line.currency, line.basis))
+            counters = rollups[_key(event)]
+            counters[4] += 1
+            actions[int(event.get("partner") or 0), _day(event), offer_id, event.get("action") or event["type"]] += 1
+            if event["type"] == "purchase" and verdict.status == "pending":
+                counters[5] += 1
+                counters[6] += int(event.get("amount") or 0)
+            counters[7 if verdict.status == "pending" else 8] += commission
+            if event.get("customer") and verdict.status == "pending" and terms is not None:
+                customer_rows.append(
+                    (
+                        terms.merchant_id,
+                        int(event["partner"]),
+                        str(event["customer"])[:255],
+                        event["id"],
+                        at,
+                        int(event.get("amount") or 0),
+                        event.get("currency"),
+                    )
+                )
+        await conn.executemany(
+            """INSERT INTO conversions (event_id, ts, kind, merchant_id, offer_id, partner_id, link_id, click_id,
+                   action, order_id, amount_minor, currency, items, customer_ref, country, sub1, status, reason,
+                   hold_until)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+               ON CONFLICT (event_id) DO NOTHING""",
+            conversion_rows,
+        )
+        if commission_rows:
+            await conn.executemany(
+                "INSERT INTO commissions VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING", commission_rows
+            )
+        if customer_rows:
+            await conn.executemany(
+                """INSERT INTO customers (merchant_id, partner_id, customer_ref, first_event_id, first_seen_at, orders,
+                                          total_minor, currency)
+                   VALUES ($1, $2, $3, $4, $5, 1, $6, $7)
+                   ON CONFLICT (merchant_id, partner_id, customer_ref)
+                   DO UPDATE SET orders = customers.orders + 1,
+                                 total_minor = customers.total_minor + EXCLUDED.total_minor""",
+                customer_rows,
+            )
+
+    async def _refunds(self, conn: asyncpg.Connection, events: list[dict[str, Any]]) -> None:
+        """A refund reduces its order's billable conversion; reversals of paid commission are made at settle."""
+        for event in events:
+            offer_id, order_id = int(event.get("offer") or 0), event.get("order_id") or ""
+            row = await conn.fetchrow(
+                """SELECT event_id, amount_minor, refunded_minor FROM conversions
+                   WHERE offer_id = $1 AND order_id = $2 AND status <> 'rejected' FOR UPDATE""",
+                offer_id,
+                order_id,
+            )
+            at = occurred_at(event)
+            if row is None or not row["amount_minor"]:
+                await conn.execute(
+                    "INSERT INTO refunds VALUES ($1, $2, $3, $4, NULL, $5, $6, $7) ON CONFLICT DO NOTHING",
+                    event["id"],
+                    at,
+                    offer_id,
+                    order_id,
+                    int(event.get("amount") or 0),
+                    event.get("currency"),
+                    "no_billable_order" if row is None else "order_without_amount",
+                )
+                continue
+            remaining = row["amount_minor"] - row["refunded_minor"]
+            amount = min(int(event["amount"]) if event.get("amount") is not None else remaining, remaining)
+            await conn.execute(
+                "INSERT INTO refunds VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                event["id"],
+                at,
+                offer_id,
+                order_id,
+                row["event_id"],
+                amount,
+                event.get("currency"),
+                None if amount > 0 else "already_refunded",
+            )
+            await conn.execute(
+                "UPDATE conversions SET refunded_minor = refunded_minor + $2 WHERE event_id = $1",
+                row["event_id"],
+                amount,
+            )
+
+
+def _conversion_row(
+    event: dict[str, Any], terms: OfferTerms | None, verdict: Verdict, at: dt.datetime
+) -> tuple[Any, ...]:
+    items = event.get("items")
+    hold = terms.hold if terms is not None else dt.timedelta(0)
+    return (
+        event["id"],
+        at,
+        event["type"],
+        terms.merchant_id if terms else 0,
+        int(event.get("offer") or 0),
+        int(event.get("partner") or 0),
+        event.get("link"),
+        event.get("click_id"),
+        event.get("action"),
+        event.get("order_id"),
+        event.get("amount"),
+        event.get("currency"),
+        orjson.dumps(items).decode() if items else None,
+        (str(event["customer"])[:255] if event.get("customer") else None),
+        event.get("country") or "",
+        (event.get("sub1") or "")[:100],
+        verdict.status,
+        verdict.reason,
+        at + hold,
+    )
+
+
+async def _inherit_click_facts(conn: asyncpg.Connection, events: list[dict[str, Any]]) -> None:
+    """A conversion is counted under the sub id and country of the click that brought it, not the merchant's server."""
+    click_ids = list({e["click_id"] for e in events if e.get("click_id")})
+    if not click_ids:
+        return
+    rows = await conn.fetch(
+        "SELECT click_id, sub1, country FROM events WHERE type = 'click' AND click_id = ANY($1::text[])", click_ids
+    )
+    facts = {r["click_id"]: (r["sub1"] or "", r["country"]) for r in rows}
+    for event in events:
+        found = facts.get(event.get("click_id") or "")
+        if found is not None:
+            event["sub1"], event["country"] = found
+
+
+async def _period_sales(
+    conn: asyncpg.Connection, partner_id: int, offer_id: int, event: dict[str, Any]
+) -> tuple[int, int]:
+    """Billable sales of this partner and offer earlier in the event's month: what tiers count."""
+    at = occurred_at(event)
+    start = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    row = await conn.fetchrow(
+        """SELECT count(*) AS n, coalesce(sum(amount_minor), 0) AS amount FROM conversions
+           WHERE partner_id = $1 AND offer_id = $2 AND kind = 'purchase' AND status IN ('pending', 'approved')
+             AND ts >= $3 AND ts < $4""",
+        partner_id,
+        offer_id,
+        start,
+        at,
+    )
+    return int(row["n"]), int(row["amount"])
+
+
+async def _write_rollups(
+    conn: asyncpg.Connection, rollups: dict[RollupKey, list[int]], bots: Counter[Any], actions: Counter[Any]
+) -> None:
+    if rollups:
+        keys = list(rollups)
+        columns = list(zip(*(rollups[k] for k in keys), strict=True))
+        await conn.execute(
+            """INSERT INTO rollups AS r (partner_id, day, offer_id, country, sub1, views, clicks, unique_clicks,
+                                         bots, actions, sales, sales_minor, commission_pending_minor,
+                                         commission_rejected_minor)
+               SELECT * FROM unnest($1::bigint[], $2::date[], $3::bigint[], $4::text[], $5::text[],
+                                    $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
+                                    $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[])
+               ON CONFLICT (partner_id, day, offer_id, country, sub1) DO UPDATE SET
+                   views = r.views + EXCLUDED.views, clicks = r.clicks + EXCLUDED.clicks,
+                   unique_clicks = r.unique_clicks + EXCLUDED.unique_clicks, bots = r.bots + EXCLUDED.bots,
+                   actions = r.actions + EXCLUDED.actions, sales = r.sales + EXCLUDED.sales,
+                   sales_minor = r.sales_minor + EXCLUDED.sales_minor,
+                   commission_pending_minor = r.commission_pending_minor + EXCLUDED.commission_pending_minor,
+                   commission_rejected_minor = r.commission_rejected_minor + EXCLUDED.commission_rejected_minor""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [k[3] for k in keys],
+            [k[4] for k in keys],
+            *[list(c) for c in columns],
+        )
+    for table, column, counter in (("rollup_bots", "reason", bots), ("rollup_actions", "action", actions)):
+        if counter:
+            keys = list(counter)
+            await conn.execute(
+                f"""INSERT INTO {table} AS t (partner_id, day, offer_id, {column}, events)
+                    SELECT * FROM unnest($1::bigint[], $2::date[], $3::bigint[], $4::text[], $5::bigint[])
+                    ON CONFLICT (partner_id, day, offer_id, {column})
+                    DO UPDATE SET events = t.events + EXCLUDED.events""",
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [k[2] for k in keys],
+                [k[3] for k in keys],
+                [counter[k] for k in keys],
+            )
