@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -63,6 +64,7 @@ class Ingest:
         self.stats = Stats()
         self._known_days: set[Any] = set()
         self._stop = asyncio.Event()
+        self._commits = 0
 
     async def _connect_db(self) -> asyncpg.Pool:
         while True:
@@ -172,6 +174,9 @@ class Ingest:
             return
         if dead:
             await self._dead_letter(shard, dead)
+        self._commits += 1
+        if self._commits == self.settings.crash_after_commit:
+            os._exit(137)  # fault injection: the batch is committed and not acknowledged
         await self._ack(key, ids + [entry_id for entry_id, _, _ in dead])
         self.stats.batches += 1
         self.stats.events += len(rows)

@@ -250,7 +250,7 @@ async def _period_sales(
     at = occurred_at(event)
     start = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     row = await conn.fetchrow(
-        """SELECT count(*) AS n, coalesce(sum(amount_minor), 0) AS amount FROM conversions
+        """SELECT count(*) AS n, coalesce(sum(amount_minor), 0)::bigint AS amount FROM conversions
            WHERE partner_id = $1 AND offer_id = $2 AND kind = 'purchase' AND status IN ('pending', 'approved')
              AND ts >= $3 AND ts < $4""",
         partner_id,

@@ -20,6 +20,7 @@ class BillingSettings:
     claim_idle_ms: int  # entries idle longer than this in a dead consumer are claimed
     max_deliveries: int  # an entry delivered this often without success goes to the dead-letter stream
     retention_s: int  # acknowledged stream entries older than this are trimmed (never a pending one)
+    crash_after_commit: int  # fault injection for the guarantee tests: os._exit after the Nth commit, before XACK
 
     @classmethod
     def from_env(cls, env: Env | None = None, core: Settings | None = None) -> BillingSettings:
@@ -33,4 +34,5 @@ class BillingSettings:
             claim_idle_ms=env.int("CLAIM_IDLE_MS", 30_000, lo=100, hi=86_400_000),
             max_deliveries=env.int("MAX_DELIVERIES", 5, lo=1, hi=1000),
             retention_s=env.int("STREAM_RETENTION_S", 3600, lo=0, hi=30 * 86400),
+            crash_after_commit=env.int("FAULT_CRASH_AFTER_COMMIT", 0, lo=0),
         )

@@ -8,7 +8,10 @@ import os
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
 
 from clickmint.embedded import port_is_free
 from clickmint.env import SettingsError, redact
@@ -155,24 +158,111 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return run_ingest()
 
 
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
-    "up": (cmd_up, "run everything on this machine (embedded Valkey and PostgreSQL unless URLs are set)"),
-    "migrate": (cmd_migrate, "apply the SQL migrations that are missing"),
-    "demo": (cmd_demo, "seed a merchant, two offers, two partners with links, and print tracking URLs"),
-    "ingest": (cmd_ingest, "run billing ingest: event streams -> PostgreSQL"),
+def _with_database(action: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
+    """Run `action` on a connection to the configured (or running, or embedded) database."""
+    from clickmint.services import services
+
+    settings = Settings.from_env()
+
+    async def main(dsn: str) -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await action(conn)
+        finally:
+            await conn.close()
+
+    with services(settings) as found:
+        return asyncio.run(main(found.database_url))
+
+
+def cmd_settle(args: argparse.Namespace) -> int:
+    """Approve, write ledger lines and statements for a month; close it when it has ended (or --close)."""
+    from billing.settle import settle
+
+    async def action(conn: asyncpg.Connection) -> int:
+        report = await settle(conn, args.period, close=args.close)
+        print(report.summary())
+        return 0
+
+    return _with_database(action)
+
+
+def cmd_statement(args: argparse.Namespace) -> int:
+    """show | export | paid a statement by its number."""
+    import datetime as dt
+
+    from billing.exports import statement_csv, statement_pdf
+
+    from billing import statements
+
+    async def action(conn: asyncpg.Connection) -> int:
+        statement_id = await conn.fetchval("SELECT id FROM statements WHERE number = $1", args.number)
+        if statement_id is None:
+            print(f"clickmint: no statement {args.number}", file=sys.stderr)
+            return 1
+        if args.action == "paid":
+            await statements.mark_paid(conn, statement_id, dt.datetime.now(dt.UTC))
+            print(f"{args.number} marked paid")
+            return 0
+        doc = await statements.document(conn, statement_id)
+        if args.action == "show":
+            print(statement_csv(doc).decode(), end="")
+            return 0
+        data = statement_pdf(doc) if args.format == "pdf" else statement_csv(doc)
+        if args.output == "-":
+            sys.stdout.buffer.write(data)
+        else:
+            await asyncio.to_thread(Path(args.output).write_bytes, data)
+            print(f"wrote {args.output} ({len(data)} bytes)")
+        return 0
+
+    return _with_database(action)
+
+
+def _settle_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--period", required=True, help="the month to settle, YYYY-MM")
+    parser.add_argument(
+        "--close",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="close the period's statements (default: when the month has ended)",
+    )
+
+
+def _statement_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("show", "export", "paid"))
+    parser.add_argument("number", help="the statement number, e.g. CM-2026-11-000042")
+    parser.add_argument("--format", choices=("csv", "pdf"), default="csv")
+    parser.add_argument("-o", "--output", default="-", help="file to write the export to (default: stdout)")
+
+
+COMMANDS: dict[
+    str, tuple[Callable[[argparse.Namespace], int], str, Callable[[argparse.ArgumentParser], None] | None]
+] = {
+    "up": (cmd_up, "run everything on this machine (embedded Valkey and PostgreSQL unless URLs are set)", None),
+    "migrate": (cmd_migrate, "apply the SQL migrations that are missing", None),
+    "demo": (cmd_demo, "seed a merchant, two offers, two partners with links, and print tracking URLs", None),
+    "ingest": (cmd_ingest, "run billing ingest: event streams -> PostgreSQL", None),
+    "settle": (cmd_settle, "approve conversions, write ledger lines and statements for a month", _settle_args),
+    "statement": (cmd_statement, "show, export (csv, pdf) or mark paid a statement", _statement_args),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clickmint", description="Affiliate click-and-action tracking engine.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text)
+    for name, (_, help_text, add_args) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text)
+        if add_args is not None:
+            add_args(command)
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command][0](args)
     except SettingsError as exc:
         print(f"clickmint: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # a malformed argument the command refused, e.g. --period 2026-13
+        print(f"clickmint: {exc}", file=sys.stderr)
         return 2
     except ClickmintError as exc:
         print(f"clickmint: {exc}", file=sys.stderr)

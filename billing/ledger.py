@@ -1,0 +1,185 @@
+"""Settle, the ledger half: approve what passed its hold, and write the ledger lines it earned.
+
+Every line is unique on (source, kind), its source the event id it comes from (or, for cpm, a key
+naming the offer, partner and period), so running settle twice, or two at once, never pays twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from billing.fees import FeeLine, cpm_accrual, reversal_lines
+from billing.plans import OfferTerms
+
+CLICK_LOOKBACK = dt.timedelta(days=45)  # unique clicks this old may still be unpaid (settle not run for a while)
+
+
+@dataclass
+class LedgerReport:
+    approved: int = 0
+    rejected_refunded: int = 0
+    lines: int = 0
+    reversals: int = 0
+    per_kind: dict[str, int] = field(default_factory=dict)
+
+
+async def approve(conn: asyncpg.Connection, now: dt.datetime, report: LedgerReport) -> None:
+    """Pending conversions past their hold become approved (or rejected when refunded in full meanwhile)."""
+    rows = await conn.fetch(
+        """WITH due AS (
+               UPDATE conversions SET
+                   status = CASE WHEN amount_minor > 0 AND refunded_minor >= amount_minor THEN 'rejected'
+                                 ELSE 'approved' END,
+                   reason = CASE WHEN amount_minor > 0 AND refunded_minor >= amount_minor THEN 'refunded' END,
+                   approved_at = $1
+               WHERE status = 'pending' AND hold_until <= $1
+               RETURNING event_id, status, partner_id, offer_id, ts, country, sub1)
+           SELECT due.status, partner_id, offer_id, (ts AT TIME ZONE 'UTC')::date AS day, country, sub1,
+                  count(DISTINCT due.event_id) AS n, coalesce(sum(k.amount_minor), 0)::bigint AS commission
+           FROM due LEFT JOIN commissions k ON k.event_id = due.event_id
+           GROUP BY 1, 2, 3, 4, 5, 6""",
+        now,
+    )
+    for row in rows:
+        column = "commission_approved_minor" if row["status"] == "approved" else "commission_rejected_minor"
+        await conn.execute(
+            f"""UPDATE rollups SET commission_pending_minor = commission_pending_minor - $6, {column} = {column} + $6
+                WHERE partner_id = $1 AND day = $2 AND offer_id = $3 AND country = $4 AND sub1 = $5""",
+            row["partner_id"],
+            row["day"],
+            row["offer_id"],
+            row["country"],
+            row["sub1"],
+            row["commission"],
+        )
+        if row["status"] == "approved":
+            report.approved += row["n"]
+        else:
+            report.rejected_refunded += row["n"]
+    inserted = await conn.fetch(
+        """INSERT INTO ledger_lines (source, kind, merchant_id, partner_id, offer_id, currency, amount_minor, basis,
+                                    occurred_at)
+           SELECT c.event_id::text, k.kind, c.merchant_id, c.partner_id, c.offer_id, k.currency, k.amount_minor,
+                  k.basis || coalesce(', order ' || c.order_id, ''), c.ts
+           FROM conversions c JOIN commissions k ON k.event_id = c.event_id
+           WHERE c.status IN ('approved', 'reversed') AND c.approved_at = $1
+           ON CONFLICT (source, kind) DO NOTHING
+           RETURNING kind""",
+        now,
+    )
+    _count(report, [r["kind"] for r in inserted])
+
+
+async def reverse_refunds(conn: asyncpg.Connection, report: LedgerReport) -> None:
+    """Refunds of approved conversions become negative lines, proportional to the refunded share."""
+    rows = await conn.fetch(
+        """SELECT r.event_id, r.ts, r.amount_minor, c.event_id AS conversion, c.amount_minor AS sale, c.currency,
+                  c.merchant_id, c.partner_id, c.offer_id, c.order_id,
+                  coalesce((SELECT sum(p.amount_minor) FROM refunds p WHERE p.conversion_id = r.conversion_id
+                            AND (p.ts, p.event_id) < (r.ts, r.event_id)), 0)::bigint AS before
+           FROM refunds r JOIN conversions c ON c.event_id = r.conversion_id
+           WHERE c.status IN ('approved', 'reversed') AND r.amount_minor > 0
+             AND NOT EXISTS (SELECT 1 FROM ledger_lines l WHERE l.source = r.event_id::text)
+           ORDER BY r.ts, r.event_id"""
+    )
+    for row in rows:
+        originals = await conn.fetch(
+            "SELECT kind, amount_minor, currency, basis FROM commissions WHERE event_id = $1 ORDER BY kind",
+            row["conversion"],
+        )
+        lines = reversal_lines(
+            [FeeLine(o["kind"], o["amount_minor"], o["currency"], o["basis"]) for o in originals],
+            row["amount_minor"], row["sale"], refunded_before_minor=row["before"], currency=row["currency"],
+        )  # fmt: skip
+        for line in lines:
+            await conn.execute(
+                """INSERT INTO ledger_lines (source, kind, merchant_id, partner_id, offer_id, currency, amount_minor,
+                                            basis, occurred_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (source, kind) DO NOTHING""",
+                str(row["event_id"]), "reversal:" + line.kind, row["merchant_id"], row["partner_id"], row["offer_id"],
+                line.currency, line.amount_minor, f"{line.basis}, order {row['order_id']}", row["ts"],
+            )  # fmt: skip
+            report.reversals += 1
+        await conn.execute(
+            """UPDATE conversions SET status = 'reversed'
+               WHERE event_id = $1 AND status = 'approved' AND refunded_minor >= amount_minor""",
+            row["conversion"],
+        )
+
+
+async def pay_traffic(
+    conn: asyncpg.Connection, terms: dict[int, OfferTerms], start: dt.datetime, end: dt.datetime, report: LedgerReport
+) -> None:
+    """cpc and cpv lines, one per unique non-bot click or non-bot view, for offers whose plans pay them."""
+    for offer in terms.values():
+        plans = [(None, offer.plan)] + [(p, plan) for p, plan in offer.overrides.items()]
+        others = list(offer.overrides)
+        for partner, plan in plans:
+            for kind, amount, condition in (
+                ("cpc", plan.cpc_minor, "e.type = 'click' AND e.is_unique"),
+                ("cpv", plan.cpv_minor, "e.type = 'view'"),
+            ):
+                if not amount:
+                    continue
+                who = "e.partner_id = $5" if partner is not None else "NOT (e.partner_id = ANY($5::bigint[]))"
+                inserted = await conn.fetch(
+                    f"""INSERT INTO ledger_lines (source, kind, merchant_id, partner_id, offer_id, currency,
+                                                 amount_minor, basis, occurred_at)
+                        SELECT e.id::text, '{kind}', $2, e.partner_id, e.offer_id, $3, $4, '{kind} at fixed rate', e.ts
+                        FROM events e
+                        WHERE e.offer_id = $1 AND {condition} AND e.bot_reason IS NULL AND e.refusal IS NULL
+                          AND e.partner_id IS NOT NULL AND {who} AND e.ts >= $6 AND e.ts < $7
+                        ON CONFLICT (source, kind) DO NOTHING RETURNING 1""",
+                    offer.id, offer.merchant_id, plan.currency, amount,
+                    partner if partner is not None else others, start - CLICK_LOOKBACK, end,
+                )  # fmt: skip
+                _count(report, [kind] * len(inserted))
+
+
+async def pay_views_per_mille(
+    conn: asyncpg.Connection, terms: dict[int, OfferTerms], start: dt.date, end: dt.date, report: LedgerReport
+) -> None:
+    """cpm accrues on the period's cumulative views, so no fraction of a cent is lost or invented;
+    views counted after an earlier settle of the same period add a line for the difference."""
+    period = start.strftime("%Y-%m")
+    for offer in terms.values():
+        if not offer.plan.cpm_minor and not any(p.cpm_minor for p in offer.overrides.values()):
+            continue
+        views = await conn.fetch(
+            """SELECT partner_id, sum(views)::bigint AS views FROM rollups
+               WHERE offer_id = $1 AND day >= $2 AND day < $3 AND partner_id <> 0 GROUP BY partner_id""",
+            offer.id, start, end,
+        )  # fmt: skip
+        for row in views:
+            plan = offer.plan_for(row["partner_id"])
+            if not plan.cpm_minor:
+                continue
+            key = f"cpm:{offer.id}:{row['partner_id']}:{period}"
+            paid = await conn.fetchrow(
+                "SELECT coalesce(sum(amount_minor), 0)::bigint AS paid, count(*) AS n FROM ledger_lines"
+                " WHERE source LIKE $1",
+                key + ":%",
+            )
+            due = cpm_accrual(plan.cpm_minor, 0, int(row["views"]), plan.rounding) - int(paid["paid"])
+            if due:
+                await conn.execute(
+                    """INSERT INTO ledger_lines (source, kind, merchant_id, partner_id, offer_id, currency,
+                                                amount_minor, basis, occurred_at)
+                       VALUES ($1, 'cpm', $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (source, kind) DO NOTHING""",
+                    f"{key}:{int(paid['n']) + 1}", offer.merchant_id, row["partner_id"], offer.id, plan.currency,
+                    due, f"{row['views']} views in {period} per 1000",
+                    dt.datetime.combine(end, dt.time(), dt.UTC) - dt.timedelta(microseconds=1),
+                )  # fmt: skip
+                _count(report, ["cpm"])
+
+
+def _count(report: LedgerReport, kinds: list[str]) -> None:
+    report.lines += len(kinds)
+    per_kind: dict[str, int] = defaultdict(int, report.per_kind)
+    for kind in kinds:
+        per_kind[kind] += 1
+    report.per_kind = dict(per_kind)

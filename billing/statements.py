@@ -1,0 +1,180 @@
+"""Settle, the statement half: gather ledger lines into partner statements, close them, mark them paid.
+
+One statement per merchant, partner, currency and month. Lines join the open statement of their
+period; once that period's statement is closed, late lines and reversals join the next open one as
+adjustments. Closing fixes the total (carried in + lines), decides whether it is payable against the
+partner's minimum payout (else the balance carries over), and stores the SHA-256 of both exports;
+from then on the database refuses any change but closed -> paid.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import asyncpg
+
+from billing import exports
+
+
+class StatementError(ValueError):
+    """A statement operation that cannot be done (unknown statement, wrong state)."""
+
+
+@dataclass
+class StatementReport:
+    opened: int = 0
+    assigned: int = 0
+    closed: int = 0
+
+
+def month_bounds(period: str) -> tuple[dt.date, dt.date]:
+    """'2026-11' -> (2026-11-01, 2026-12-01); raises ValueError for anything else."""
+    try:
+        start = dt.datetime.strptime(period, "%Y-%m").date()
+    except ValueError:
+        raise ValueError(f"a period is written YYYY-MM, not {period!r}") from None
+    end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    return start, end
+
+
+def _next_month(day: dt.date) -> dt.date:
+    return (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+
+
+async def _open_statement(
+    conn: asyncpg.Connection, merchant: int, partner: int, currency: str, start: dt.date, report: StatementReport
+) -> asyncpg.Record:
+    """The open statement that lines of the period starting at `start` join: that period's, or a later one."""
+    while True:
+        row = await conn.fetchrow(
+            """SELECT id, status, period_start, period_end FROM statements
+               WHERE merchant_id = $1 AND partner_id = $2 AND currency = $3 AND period_start = $4""",
+            merchant, partner, currency, start,
+        )  # fmt: skip
+        if row is None:
+            number = await conn.fetchval("SELECT nextval('statement_numbers')")
+            min_payout = await conn.fetchval("SELECT min_payout_minor FROM partners WHERE id = $1", partner) or 0
+            row = await conn.fetchrow(
+                """INSERT INTO statements (number, merchant_id, partner_id, currency, period_start, period_end,
+                                          min_payout_minor)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)
+                   ON CONFLICT (merchant_id, partner_id, currency, period_start) DO NOTHING
+                   RETURNING id, status, period_start, period_end""",
+                f"CM-{start:%Y-%m}-{number:06d}", merchant, partner, currency, start, _next_month(start), min_payout,
+            )  # fmt: skip
+            if row is None:
+                continue  # made by a concurrent settle a moment ago: read it
+            report.opened += 1
+        if row["status"] == "open":
+            return row
+        start = row["period_end"]  # closed: late lines go to the next period's statement
+
+
+async def assign(conn: asyncpg.Connection, period_end: dt.date, report: StatementReport) -> None:
+    """Every unassigned line that happened before `period_end` joins its open statement."""
+    groups = await conn.fetch(
+        """SELECT merchant_id, partner_id, currency, min(occurred_at) AS first FROM ledger_lines
+           WHERE statement_id IS NULL AND occurred_at < $1 GROUP BY 1, 2, 3""",
+        dt.datetime.combine(period_end, dt.time(), dt.UTC),
+    )
+    for group in groups:
+        first = group["first"].astimezone(dt.UTC).date().replace(day=1)
+        start = first
+        while start < period_end:  # one pass per month so each line joins its own month's statement
+            end = _next_month(start)
+            statement = await _open_statement(
+                conn, group["merchant_id"], group["partner_id"], group["currency"], start, report
+            )
+            result = await conn.execute(
+                """UPDATE ledger_lines SET statement_id = $1
+                   WHERE statement_id IS NULL AND merchant_id = $2 AND partner_id = $3 AND currency = $4
+                     AND occurred_at < $5""",
+                statement["id"], group["merchant_id"], group["partner_id"], group["currency"],
+                dt.datetime.combine(end, dt.time(), dt.UTC),
+            )  # fmt: skip
+            report.assigned += int(result.split()[-1])
+            start = end
+
+
+async def close_period(
+    conn: asyncpg.Connection, period_start: dt.date, now: dt.datetime, report: StatementReport
+) -> None:
+    """Close every open statement of the period, in statement order per partner so carry-over chains."""
+    rows = await conn.fetch(
+        "SELECT id FROM statements WHERE period_start = $1 AND status = 'open' ORDER BY partner_id, id FOR UPDATE",
+        period_start,
+    )
+    for row in rows:
+        await close(conn, row["id"], now)
+        report.closed += 1
+
+
+async def close(conn: asyncpg.Connection, statement_id: int, now: dt.datetime) -> None:
+    """Fix the statement's totals and export hashes; the database refuses any later change."""
+    statement = await conn.fetchrow("SELECT * FROM statements WHERE id = $1 FOR UPDATE", statement_id)
+    if statement is None:
+        raise StatementError(f"no statement {statement_id}")
+    if statement["status"] != "open":
+        raise StatementError(f"statement {statement['number']} is already {statement['status']}")
+    carried_in = await conn.fetchval(
+        """SELECT coalesce(carried_out_minor, 0) FROM statements
+           WHERE merchant_id = $1 AND partner_id = $2 AND currency = $3 AND status IN ('closed', 'paid')
+             AND period_start < $4
+           ORDER BY period_start DESC LIMIT 1""",
+        statement["merchant_id"], statement["partner_id"], statement["currency"], statement["period_start"],
+    )  # fmt: skip
+    lines_total = await conn.fetchval(
+        "SELECT coalesce(sum(amount_minor), 0)::bigint FROM ledger_lines WHERE statement_id = $1", statement_id
+    )
+    total = int(carried_in or 0) + int(lines_total)
+    payable = total > 0 and total >= statement["min_payout_minor"]
+    await conn.execute(
+        """UPDATE statements SET carried_in_minor = $2, total_minor = $3, payable = $4, carried_out_minor = $5,
+                                 closed_at = $6
+           WHERE id = $1""",
+        statement_id, int(carried_in or 0), total, payable, 0 if payable else total, now,
+    )  # fmt: skip
+    doc = await document(conn, statement_id, closing=True)
+    await conn.execute(
+        "UPDATE statements SET csv_sha256 = $2, pdf_sha256 = $3, status = 'closed' WHERE id = $1",
+        statement_id, exports.sha256_hex(exports.statement_csv(doc)), exports.sha256_hex(exports.statement_pdf(doc)),
+    )  # fmt: skip
+
+
+async def mark_paid(conn: asyncpg.Connection, statement_id: int, now: dt.datetime) -> None:
+    status = await conn.fetchval("SELECT status FROM statements WHERE id = $1", statement_id)
+    if status != "closed":
+        raise StatementError(f"only a closed statement can be marked paid (this one is {status or 'missing'})")
+    await conn.execute("UPDATE statements SET status = 'paid', paid_at = $2 WHERE id = $1", statement_id, now)
+
+
+async def document(conn: asyncpg.Connection, statement_id: int, closing: bool = False) -> exports.StatementDoc:
+    """The statement as the exports render it; a closed one always renders to the same bytes."""
+    row = await conn.fetchrow(
+        """SELECT s.*, m.name AS merchant, p.name AS partner FROM statements s
+           JOIN merchants m ON m.id = s.merchant_id JOIN partners p ON p.id = s.partner_id WHERE s.id = $1""",
+        statement_id,
+    )
+    if row is None:
+        raise StatementError(f"no statement {statement_id}")
+    lines = await conn.fetch(
+        """SELECT l.occurred_at, l.source, l.kind, o.name AS offer, l.basis, l.amount_minor FROM ledger_lines l
+           JOIN offers o ON o.id = l.offer_id WHERE l.statement_id = $1 ORDER BY l.occurred_at, l.id""",
+        statement_id,
+    )
+    start = dt.datetime.combine(row["period_start"], dt.time(), dt.UTC)
+    return exports.StatementDoc(
+        number=row["number"], merchant=row["merchant"], partner=row["partner"], period_start=row["period_start"],
+        period_end=row["period_end"], currency=row["currency"],
+        status="open" if row["status"] == "open" and not closing else "closed",
+        closed_at=row["closed_at"], carried_in_minor=row["carried_in_minor"], min_payout_minor=row["min_payout_minor"],
+        lines=tuple(
+            exports.StatementLine(
+                occurred_at=line["occurred_at"], event_id=line["source"], kind=line["kind"], offer=line["offer"],
+                description=line["basis"], amount_minor=line["amount_minor"],
+                adjustment=line["occurred_at"] < start or line["kind"].startswith("reversal"),
+            )
+            for line in lines
+        ),
+    )  # fmt: skip

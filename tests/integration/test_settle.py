@@ -1,0 +1,77 @@
+"""Settle end to end: approval after the hold, ledger lines, statements, closing, immutability, reversals."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import asyncpg
+import pytest
+
+from billing import statements
+from billing.exports import sha256_hex, statement_csv, statement_pdf
+from billing.settle import settle
+from clickmint.settings import Settings
+from tests.factories import programme
+from tests.integration.test_conversions import click_id_of, postback
+from tests.integration.test_skeleton import drain, tracker_client
+
+
+async def test_a_month_settled_closed_and_a_late_refund_reversed(settings: Settings, db: asyncpg.Connection) -> None:
+    prog = await programme(db, fee_plan={"cps_percent": "10", "cpa": {"signup": 250}})
+    await db.execute("UPDATE offers SET hold_days = 0")
+    secret = await db.fetchval("SELECT postback_secret FROM offers WHERE id = $1", prog.offer_id)
+    async with tracker_client(settings) as (_app, client):
+        cid = click_id_of(await client.get(f"/c/{prog.code}", headers={"user-agent": "Mozilla/5.0"}))
+        base = {"offer_id": prog.offer_id, "click_id": cid}
+        await postback(client, secret, {**base, "action": "signup"})
+        await postback(client, secret, {**base, "order_id": "A1", "amount": "129.99"})
+    await drain(settings, 3, db)
+
+    now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    period = f"{now:%Y-%m}"
+    first = await settle(db, period, now=now, close=False)
+    assert (first.ledger.approved, first.ledger.lines) == (2, 2)
+    again = await settle(db, period, now=now + dt.timedelta(seconds=1), close=False)
+    assert again.ledger.lines == 0  # settling twice never pays twice
+    lines = await db.fetch("SELECT kind, amount_minor, statement_id FROM ledger_lines ORDER BY kind")
+    assert [(line["kind"], line["amount_minor"]) for line in lines] == [("cpa", 250), ("cps", 1300)]
+    assert lines[0]["statement_id"] is not None and lines[0]["statement_id"] == lines[1]["statement_id"]
+
+    start, end = statements.month_bounds(period)
+    closing = dt.datetime.combine(end, dt.time(1), dt.UTC)
+    closed = await settle(db, period, now=closing)
+    assert closed.statements.closed == 1
+    statement = await db.fetchrow("SELECT * FROM statements")
+    assert (statement["status"], statement["total_minor"], statement["payable"]) == ("closed", 1550, True)
+    assert statement["number"].startswith(f"CM-{period}-")
+
+    # Immutable: the database refuses changes to the statement and its lines.
+    with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+        await db.execute("UPDATE statements SET total_minor = 0 WHERE id = $1", statement["id"])
+    with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+        await db.execute("UPDATE ledger_lines SET amount_minor = 1")
+    with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+        await db.execute("DELETE FROM ledger_lines")
+    with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+        await db.execute("DELETE FROM statements")
+
+    # Re-exporting gives the bytes whose hashes were stored at close, also after it is marked paid.
+    await statements.mark_paid(db, statement["id"], closing)
+    doc = await statements.document(db, statement["id"])
+    assert sha256_hex(statement_csv(doc)) == statement["csv_sha256"]
+    assert sha256_hex(statement_pdf(doc)) == statement["pdf_sha256"]
+
+    # A refund after the close: a proportional reversal in the next open statement, as an adjustment.
+    async with tracker_client(settings) as (_app, client):
+        response = await postback(client, secret, {**base, "type": "refund", "order_id": "A1", "amount": "29.99"})
+        assert response.status_code == 200
+    await drain(settings, 4, db)
+    next_period = f"{end:%Y-%m}"
+    report = await settle(db, next_period, now=closing + dt.timedelta(hours=1), close=False)
+    assert report.ledger.reversals == 1
+    reversal = await db.fetchrow("SELECT * FROM ledger_lines WHERE kind LIKE 'reversal:%'")
+    assert reversal["amount_minor"] == -300  # 10% of 129.99 is 13.00; 29.99 of it refunded takes back 3.00
+    later = await db.fetchrow("SELECT * FROM statements WHERE id = $1", reversal["statement_id"])
+    assert later["status"] == "open" and later["period_start"] == end
+    doc = await statements.document(db, later["id"])
+    assert [line.adjustment for line in doc.lines] == [True]
