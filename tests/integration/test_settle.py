@@ -37,7 +37,7 @@ async def test_a_month_settled_closed_and_a_late_refund_reversed(settings: Setti
     assert [(line["kind"], line["amount_minor"]) for line in lines] == [("cpa", 250), ("cps", 1300)]
     assert lines[0]["statement_id"] is not None and lines[0]["statement_id"] == lines[1]["statement_id"]
 
-    start, end = statements.month_bounds(period)
+    _start, end = statements.month_bounds(period)
     closing = dt.datetime.combine(end, dt.time(1), dt.UTC)
     closed = await settle(db, period, now=closing)
     assert closed.statements.closed == 1
