@@ -191,9 +191,8 @@ def cmd_statement(args: argparse.Namespace) -> int:
     """show | export | paid a statement by its number."""
     import datetime as dt
 
-    from billing.exports import statement_csv, statement_pdf
-
     from billing import statements
+    from billing.exports import statement_csv, statement_pdf
 
     async def action(conn: asyncpg.Connection) -> int:
         statement_id = await conn.fetchval("SELECT id FROM statements WHERE number = $1", args.number)

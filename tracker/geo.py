@@ -38,6 +38,8 @@ class GeoLookup:
         self.country = lru_cache(maxsize=65536)(self._country) if self._reader else _unknown  # type: ignore[method-assign]
 
     def _country(self, ip: str) -> str:
+        if ip[:7].lower() == "::ffff:" and "." in ip:  # an IPv4-mapped address is looked up as IPv4
+            ip = ip[7:]
         try:
             record = self._reader.get(ip) if self._reader else None  # type: ignore[union-attr]
         except ValueError:
