@@ -139,6 +139,14 @@ class Ingest:
                 log.warning("shard %d: postgres unavailable, retrying: %s", shard, exc)
                 backlog = True  # the batch stays pending and is read again
                 await asyncio.sleep(0.5)
+            except asyncpg.TransactionRollbackError as exc:  # a deadlock or serialization failure: just again
+                log.info("shard %d: transaction rolled back (%s), retrying the batch", shard, exc)
+                backlog = True
+                await asyncio.sleep(0.01)
+            except Exception:  # never let one shard's surprise stop the others: the batch stays pending
+                log.exception("shard %d: unexpected error, retrying the batch", shard)
+                backlog = True
+                await asyncio.sleep(1.0)
 
     async def _claim(self, shard: int, key: str, consumer: str) -> None:
         """Take over entries a dead consumer left pending; they are processed with our own backlog."""
@@ -208,8 +216,14 @@ class Ingest:
         assert self.pool is not None
         async with self.pool.acquire() as conn:
             await events.ensure_partitions(conn, {row[1].date() for row, _ in rows}, self._known_days)
-            # The transaction must finish once begun: a cancelled commit would leave us unsure what landed.
-            await asyncio.shield(self._transaction(conn, rows))
+            # The transaction must finish once begun: a cancelled commit would leave us unsure what landed,
+            # and the connection must not go back to the pool while it still runs.
+            transaction = asyncio.ensure_future(self._transaction(conn, rows))
+            try:
+                await asyncio.shield(transaction)
+            except asyncio.CancelledError:
+                await transaction
+                raise
 
     async def _transaction(self, conn: asyncpg.Connection, rows: list[Parsed]) -> None:
         async with conn.transaction():

@@ -264,8 +264,10 @@ async def _period_sales(
 async def _write_rollups(
     conn: asyncpg.Connection, rollups: dict[RollupKey, list[int]], bots: Counter[Any], actions: Counter[Any]
 ) -> None:
+    # Rows are locked in one global order (sorted keys, tables always in this order), so concurrent
+    # shard consumers updating the same rollups wait for each other instead of deadlocking.
     if rollups:
-        keys = list(rollups)
+        keys = sorted(rollups)
         columns = list(zip(*(rollups[k] for k in keys), strict=True))
         await conn.execute(
             """INSERT INTO rollups AS r (partner_id, day, offer_id, country, sub1, views, clicks, unique_clicks,
@@ -290,7 +292,7 @@ async def _write_rollups(
         )
     for table, column, counter in (("rollup_bots", "reason", bots), ("rollup_actions", "action", actions)):
         if counter:
-            keys = list(counter)
+            keys = sorted(counter)
             await conn.execute(
                 f"""INSERT INTO {table} AS t (partner_id, day, offer_id, {column}, events)
                     SELECT * FROM unnest($1::bigint[], $2::date[], $3::bigint[], $4::text[], $5::bigint[])

@@ -33,6 +33,7 @@ def _uvicorn(app: str, host: str, port: int, workers: int) -> list[str]:
         "--workers",
         str(workers),
         "--no-access-log",
+        "--no-proxy-headers",  # X-Forwarded-* only when CLICKMINT_TRUST_FORWARDED says so, read by the app itself
         "--log-level",
         "warning",
         "--timeout-graceful-shutdown",

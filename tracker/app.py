@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -76,6 +77,8 @@ class TrackerApp:
             log.warning("starting without Redis, events go to the spool until it answers: %s", exc)
         await self.cache.start()
         await self.recorder.start()
+        gc.collect()
+        gc.freeze()  # the long-lived config and modules leave the collector's view: shorter pauses
         try:
             yield
         finally:

@@ -66,8 +66,10 @@ BOT_SIGNATURES: tuple[tuple[str, str], ...] = (
     ("headlesschrome", "http_library"),
     ("phantomjs", "http_library"),
 )
-_SIGNATURES = re.compile("|".join(f"(?P<g{i}>{re.escape(s)})" for i, (s, _) in enumerate(BOT_SIGNATURES)))
-_REASONS = {f"g{i}": reason for i, (_, reason) in enumerate(BOT_SIGNATURES)}
+_SIGNATURES = re.compile("|".join(re.escape(s) for s, _ in BOT_SIGNATURES))
+_REASONS = dict(BOT_SIGNATURES)
+_VERDICTS: dict[str, str | None] = {}
+_MAX_VERDICTS = 10_000
 _GENERIC = re.compile(r"(?<![a-z])(?:bot|crawler|spider)(?![a-z])|[a-z]bot\b|crawler|spider")
 _PHONES = re.compile(r"\bcubot\b")
 
@@ -80,12 +82,24 @@ def classify(method: str, user_agent: str, purpose: str) -> str | None:
         lowered = purpose.lower()
         if "prefetch" in lowered or "preview" in lowered or "prerender" in lowered:
             return "prefetch"
+    try:
+        return _VERDICTS[user_agent]
+    except KeyError:
+        pass
+    verdict = _classify_ua(user_agent)
+    if len(_VERDICTS) >= _MAX_VERDICTS:
+        _VERDICTS.clear()
+    _VERDICTS[user_agent] = verdict
+    return verdict
+
+
+def _classify_ua(user_agent: str) -> str | None:
     if not user_agent.strip():
         return "empty_user_agent"
     ua = user_agent.lower()
     match = _SIGNATURES.search(ua)
     if match is not None:
-        return _REASONS[match.lastgroup or ""]
+        return _REASONS[match.group(0)]
     if _GENERIC.search(_PHONES.sub("", ua)):
         return "generic_bot"
     return None

@@ -129,15 +129,19 @@ class Hot:
             values[name] = event[name]
         values["source"] = event["source"]
         location = safe_deep_link(query.get("url"), offer.allowed_hosts) if "url" in query else None
+        checked = False
         if location is None:
             location = offer.destination.render(values)
+            checked = offer.destination.fixed_origin
         cookie = f"cm_{offer.id}={click_id}; Max-Age={offer.window_s}".encode() + self.cookie_flags
         if visit.https:
             cookie += b"; Secure"
-        return await self._redirect(send, location, cookie, visit)
+        return await self._redirect(send, location, cookie, visit, checked)
 
-    async def _redirect(self, send: Send, location: str, cookie: bytes | None, visit: Visit) -> str:
-        if not is_safe_location(location):  # a last line of defence: never a foreign or broken Location
+    async def _redirect(
+        self, send: Send, location: str, cookie: bytes | None, visit: Visit, checked: bool = False
+    ) -> str:
+        if not checked and not is_safe_location(location):  # a last line of defence: never a foreign or broken Location
             await _respond(send, 404, [(b"content-type", b"text/html; charset=utf-8"), _NO_STORE], NOT_FOUND_PAGE)
             return "unsafe_destination"
         headers = [(b"location", location.encode("ascii", "strict")), _NO_STORE, (b"content-length", b"0")]

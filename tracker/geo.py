@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from functools import lru_cache
 
 import maxminddb
@@ -12,9 +13,18 @@ class GeoError(ValueError):
     """The configured database cannot be opened."""
 
 
-@lru_cache(maxsize=65536)
 def anonymize_ip(ip: str) -> str:
     """The /24 (IPv4) or /48 (IPv6) network address; "" for anything that is not an address."""
+    try:
+        packed = socket.inet_pton(socket.AF_INET, ip)
+        return socket.inet_ntop(socket.AF_INET, packed[:3] + b"\0")
+    except (OSError, ValueError):
+        pass
+    return _anonymize_other(ip)
+
+
+@lru_cache(maxsize=4096)
+def _anonymize_other(ip: str) -> str:
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:

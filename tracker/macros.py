@@ -135,7 +135,7 @@ def is_safe_location(url: str) -> bool:
 class Template:
     """A destination URL with macros such as {click_id}, compiled once at config load, rendered per click."""
 
-    __slots__ = ("_head", "_tail", "macros", "url")
+    __slots__ = ("_head", "_tail", "fixed_origin", "macros", "url")
 
     def __init__(self, url: str) -> None:
         try:
@@ -158,6 +158,9 @@ class Template:
         self._head: str = head
         self._tail: tuple[tuple[str, str], ...] = tuple(tail)
         self.macros: frozenset[str] = frozenset(names)  # the macros this template uses
+        # Macros only after the path starts: a rendered URL keeps the validated scheme and host.
+        rest = head.split("://", 1)[1] if "://" in head else ""
+        self.fixed_origin: bool = "/" in rest or "?" in rest
 
     def __repr__(self) -> str:
         return f"Template({self.url!r})"

@@ -43,6 +43,13 @@ class Entry:
         self.replies: list[Any] | None = None
 
 
+class _BatchFuture(asyncio.Future):  # type: ignore[type-arg]
+    """The future of one batch, shared by its requests; cancelling one request must not cancel it."""
+
+    def cancel(self, msg: Any = None) -> bool:
+        return False
+
+
 class Stats:
     """Counters the tracker exposes on /metrics."""
 
@@ -136,12 +143,12 @@ class Recorder:
         entry = Entry(shard, event, checks, decide)
         future = self._batch_future
         if future is None:
-            future = self._batch_future = asyncio.get_running_loop().create_future()
+            future = self._batch_future = _BatchFuture(loop=asyncio.get_running_loop())
             if not self._flushing:
                 asyncio.get_running_loop().call_soon(self._start_flush)
         self._batch.append(entry)
-        # The batch is written whatever happens to this request: shield it from the request's cancellation.
-        await asyncio.shield(future)
+        # A _BatchFuture refuses cancel(): a cancelled request stops waiting, the batch is written anyway.
+        await future
         return entry
 
     def _start_flush(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -23,6 +22,7 @@ class Visit:
     client_ip: str  # the full address: used for geo and the visitor hash, never stored or logged
     https: bool
     query_error: str | None  # set when the query string is refused (too long, not UTF-8)
+    _visitor: str | None = None
 
     def cookie(self, name: str) -> str | None:
         """One cookie's value, without parsing the others."""
@@ -37,8 +37,11 @@ class Visit:
 
     def visitor(self, key: bytes) -> str:
         """A keyed hash of address and user agent: stable per visitor, reveals neither."""
-        digest = hmac.new(key, f"{self.client_ip}|{self.user_agent}".encode(), hashlib.blake2b).digest()
-        return digest[:12].hex()
+        cached = self._visitor
+        if cached is None:
+            data = f"{self.client_ip}|{self.user_agent}".encode()
+            cached = self._visitor = hashlib.blake2b(data, key=key[:64], digest_size=12).hexdigest()
+        return cached
 
 
 def from_scope(scope: dict[str, Any], trust_forwarded: bool) -> Visit:
