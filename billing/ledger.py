@@ -93,16 +93,26 @@ async def reverse_refunds(conn: asyncpg.Connection, report: LedgerReport) -> Non
         )
         lines = reversal_lines(
             [FeeLine(o["kind"], o["amount_minor"], o["currency"], o["basis"]) for o in originals],
-            row["amount_minor"], row["sale"], refunded_before_minor=row["before"], currency=row["currency"],
-        )  # fmt: skip
+            row["amount_minor"],
+            row["sale"],
+            refunded_before_minor=row["before"],
+            currency=row["currency"],
+        )
         for line in lines:
             await conn.execute(
                 """INSERT INTO ledger_lines (source, kind, merchant_id, partner_id, offer_id, currency, amount_minor,
                                             basis, occurred_at)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (source, kind) DO NOTHING""",
-                str(row["event_id"]), "reversal:" + line.kind, row["merchant_id"], row["partner_id"], row["offer_id"],
-                line.currency, line.amount_minor, f"{line.basis}, order {row['order_id']}", row["ts"],
-            )  # fmt: skip
+                str(row["event_id"]),
+                "reversal:" + line.kind,
+                row["merchant_id"],
+                row["partner_id"],
+                row["offer_id"],
+                line.currency,
+                line.amount_minor,
+                f"{line.basis}, order {row['order_id']}",
+                row["ts"],
+            )
             report.reversals += 1
         await conn.execute(
             """UPDATE conversions SET status = 'reversed'
@@ -134,9 +144,14 @@ async def pay_traffic(
                         WHERE e.offer_id = $1 AND {condition} AND e.bot_reason IS NULL AND e.refusal IS NULL
                           AND e.partner_id IS NOT NULL AND {who} AND e.ts >= $6 AND e.ts < $7
                         ON CONFLICT (source, kind) DO NOTHING RETURNING 1""",
-                    offer.id, offer.merchant_id, plan.currency, amount,
-                    partner if partner is not None else others, start - CLICK_LOOKBACK, end,
-                )  # fmt: skip
+                    offer.id,
+                    offer.merchant_id,
+                    plan.currency,
+                    amount,
+                    partner if partner is not None else others,
+                    start - CLICK_LOOKBACK,
+                    end,
+                )
                 _count(report, [kind] * len(inserted))
 
 
@@ -152,8 +167,10 @@ async def pay_views_per_mille(
         views = await conn.fetch(
             """SELECT partner_id, sum(views)::bigint AS views FROM rollups
                WHERE offer_id = $1 AND day >= $2 AND day < $3 AND partner_id <> 0 GROUP BY partner_id""",
-            offer.id, start, end,
-        )  # fmt: skip
+            offer.id,
+            start,
+            end,
+        )
         for row in views:
             plan = offer.plan_for(row["partner_id"])
             if not plan.cpm_minor:
@@ -170,10 +187,15 @@ async def pay_views_per_mille(
                     """INSERT INTO ledger_lines (source, kind, merchant_id, partner_id, offer_id, currency,
                                                 amount_minor, basis, occurred_at)
                        VALUES ($1, 'cpm', $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (source, kind) DO NOTHING""",
-                    f"{key}:{int(paid['n']) + 1}", offer.merchant_id, row["partner_id"], offer.id, plan.currency,
-                    due, f"{row['views']} views in {period} per 1000",
+                    f"{key}:{int(paid['n']) + 1}",
+                    offer.merchant_id,
+                    row["partner_id"],
+                    offer.id,
+                    plan.currency,
+                    due,
+                    f"{row['views']} views in {period} per 1000",
                     dt.datetime.combine(end, dt.time(), dt.UTC) - dt.timedelta(microseconds=1),
-                )  # fmt: skip
+                )
                 _count(report, ["cpm"])
 
 

@@ -3,8 +3,8 @@
 One statement per merchant, partner, currency and month. Lines join the open statement of their
 period; once that period's statement is closed, late lines and reversals join the next open one as
 adjustments. Closing fixes the total (carried in + lines), decides whether it is payable against the
-partner's minimum payout (else the balance carries over), and stores the SHA-256 of both exports;
-from then on the database refuses any change but closed -> paid.
+partner's minimum payout (else the balance carries over); the first export of each kind pins its
+SHA-256. From then on the database refuses any change but closed -> paid and that pinning.
 """
 
 from __future__ import annotations
@@ -50,8 +50,11 @@ async def _open_statement(
         row = await conn.fetchrow(
             """SELECT id, status, period_start, period_end FROM statements
                WHERE merchant_id = $1 AND partner_id = $2 AND currency = $3 AND period_start = $4""",
-            merchant, partner, currency, start,
-        )  # fmt: skip
+            merchant,
+            partner,
+            currency,
+            start,
+        )
         if row is None:
             number = await conn.fetchval("SELECT nextval('statement_numbers')")
             min_payout = await conn.fetchval("SELECT min_payout_minor FROM partners WHERE id = $1", partner) or 0
@@ -61,8 +64,14 @@ async def _open_statement(
                    VALUES ($1, $2, $3, $4, $5, $6, $7)
                    ON CONFLICT (merchant_id, partner_id, currency, period_start) DO NOTHING
                    RETURNING id, status, period_start, period_end""",
-                f"CM-{start:%Y-%m}-{number:06d}", merchant, partner, currency, start, _next_month(start), min_payout,
-            )  # fmt: skip
+                f"CM-{start:%Y-%m}-{number:06d}",
+                merchant,
+                partner,
+                currency,
+                start,
+                _next_month(start),
+                min_payout,
+            )
             if row is None:
                 continue  # made by a concurrent settle a moment ago: read it
             report.opened += 1
@@ -90,9 +99,12 @@ async def assign(conn: asyncpg.Connection, period_end: dt.date, report: Statemen
                 """UPDATE ledger_lines SET statement_id = $1
                    WHERE statement_id IS NULL AND merchant_id = $2 AND partner_id = $3 AND currency = $4
                      AND occurred_at < $5""",
-                statement["id"], group["merchant_id"], group["partner_id"], group["currency"],
+                statement["id"],
+                group["merchant_id"],
+                group["partner_id"],
+                group["currency"],
                 dt.datetime.combine(end, dt.time(), dt.UTC),
-            )  # fmt: skip
+            )
             report.assigned += int(result.split()[-1])
             start = end
 
@@ -122,8 +134,11 @@ async def close(conn: asyncpg.Connection, statement_id: int, now: dt.datetime) -
            WHERE merchant_id = $1 AND partner_id = $2 AND currency = $3 AND status IN ('closed', 'paid')
              AND period_start < $4
            ORDER BY period_start DESC LIMIT 1""",
-        statement["merchant_id"], statement["partner_id"], statement["currency"], statement["period_start"],
-    )  # fmt: skip
+        statement["merchant_id"],
+        statement["partner_id"],
+        statement["currency"],
+        statement["period_start"],
+    )
     lines_total = await conn.fetchval(
         "SELECT coalesce(sum(amount_minor), 0)::bigint FROM ledger_lines WHERE statement_id = $1", statement_id
     )
@@ -131,15 +146,34 @@ async def close(conn: asyncpg.Connection, statement_id: int, now: dt.datetime) -
     payable = total > 0 and total >= statement["min_payout_minor"]
     await conn.execute(
         """UPDATE statements SET carried_in_minor = $2, total_minor = $3, payable = $4, carried_out_minor = $5,
-                                 closed_at = $6
+                                 closed_at = $6, status = 'closed'
            WHERE id = $1""",
-        statement_id, int(carried_in or 0), total, payable, 0 if payable else total, now,
-    )  # fmt: skip
-    doc = await document(conn, statement_id, closing=True)
-    await conn.execute(
-        "UPDATE statements SET csv_sha256 = $2, pdf_sha256 = $3, status = 'closed' WHERE id = $1",
-        statement_id, exports.sha256_hex(exports.statement_csv(doc)), exports.sha256_hex(exports.statement_pdf(doc)),
-    )  # fmt: skip
+        statement_id,
+        int(carried_in or 0),
+        total,
+        payable,
+        0 if payable else total,
+        now,
+    )
+
+
+async def export(conn: asyncpg.Connection, statement_id: int, kind: str) -> bytes:
+    """The statement as CSV or PDF. A closed statement's first export pins its SHA-256; every later
+    export must give the same bytes (StatementError if not: it would mean the rendering changed)."""
+    doc = await document(conn, statement_id)
+    data = exports.statement_pdf(doc) if kind == "pdf" else exports.statement_csv(doc)
+    if doc.status == "open":
+        return data
+    column = "pdf_sha256" if kind == "pdf" else "csv_sha256"
+    digest = exports.sha256_hex(data)
+    pinned = await conn.fetchval(f"SELECT {column} FROM statements WHERE id = $1", statement_id)
+    if pinned is None:
+        await conn.execute(
+            f"UPDATE statements SET {column} = $2 WHERE id = $1 AND {column} IS NULL", statement_id, digest
+        )
+    elif pinned != digest:
+        raise StatementError(f"the {kind} export of a closed statement changed (sha256 {digest}, pinned {pinned})")
+    return data
 
 
 async def mark_paid(conn: asyncpg.Connection, statement_id: int, now: dt.datetime) -> None:
@@ -149,7 +183,7 @@ async def mark_paid(conn: asyncpg.Connection, statement_id: int, now: dt.datetim
     await conn.execute("UPDATE statements SET status = 'paid', paid_at = $2 WHERE id = $1", statement_id, now)
 
 
-async def document(conn: asyncpg.Connection, statement_id: int, closing: bool = False) -> exports.StatementDoc:
+async def document(conn: asyncpg.Connection, statement_id: int) -> exports.StatementDoc:
     """The statement as the exports render it; a closed one always renders to the same bytes."""
     row = await conn.fetchrow(
         """SELECT s.*, m.name AS merchant, p.name AS partner FROM statements s
@@ -165,16 +199,26 @@ async def document(conn: asyncpg.Connection, statement_id: int, closing: bool = 
     )
     start = dt.datetime.combine(row["period_start"], dt.time(), dt.UTC)
     return exports.StatementDoc(
-        number=row["number"], merchant=row["merchant"], partner=row["partner"], period_start=row["period_start"],
-        period_end=row["period_end"], currency=row["currency"],
-        status="open" if row["status"] == "open" and not closing else "closed",
-        closed_at=row["closed_at"], carried_in_minor=row["carried_in_minor"], min_payout_minor=row["min_payout_minor"],
+        number=row["number"],
+        merchant=row["merchant"],
+        partner=row["partner"],
+        period_start=row["period_start"],
+        period_end=row["period_end"],
+        currency=row["currency"],
+        status="open" if row["status"] == "open" else "closed",  # paid shows as closed: the bytes never change
+        closed_at=row["closed_at"],
+        carried_in_minor=row["carried_in_minor"],
+        min_payout_minor=row["min_payout_minor"],
         lines=tuple(
             exports.StatementLine(
-                occurred_at=line["occurred_at"], event_id=line["source"], kind=line["kind"], offer=line["offer"],
-                description=line["basis"], amount_minor=line["amount_minor"],
+                occurred_at=line["occurred_at"],
+                event_id=line["source"],
+                kind=line["kind"],
+                offer=line["offer"],
+                description=line["basis"],
+                amount_minor=line["amount_minor"],
                 adjustment=line["occurred_at"] < start or line["kind"].startswith("reversal"),
             )
             for line in lines
         ),
-    )  # fmt: skip
+    )

@@ -193,7 +193,6 @@ def cmd_statement(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from billing import statements
-    from billing.exports import statement_csv, statement_pdf
 
     async def action(conn: asyncpg.Connection) -> int:
         statement_id = await conn.fetchval("SELECT id FROM statements WHERE number = $1", args.number)
@@ -204,11 +203,10 @@ def cmd_statement(args: argparse.Namespace) -> int:
             await statements.mark_paid(conn, statement_id, dt.datetime.now(dt.UTC))
             print(f"{args.number} marked paid")
             return 0
-        doc = await statements.document(conn, statement_id)
         if args.action == "show":
-            print(statement_csv(doc).decode(), end="")
+            print((await statements.export(conn, statement_id, "csv")).decode(), end="")
             return 0
-        data = statement_pdf(doc) if args.format == "pdf" else statement_csv(doc)
+        data = await statements.export(conn, statement_id, args.format)
         if args.output == "-":
             sys.stdout.buffer.write(data)
         else:

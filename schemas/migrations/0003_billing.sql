@@ -168,7 +168,8 @@ CREATE TABLE ledger_lines (
 CREATE INDEX ledger_unassigned ON ledger_lines (merchant_id, partner_id, currency) WHERE statement_id IS NULL;
 CREATE INDEX ledger_statement ON ledger_lines (statement_id);
 
--- A closed statement is immutable: only closed -> paid (with paid_at) is allowed, and never a delete.
+-- A closed statement is immutable. What may still happen to it: closed -> paid (with paid_at), and
+-- each export's SHA-256 pinned once, when that export is first rendered. Never a delete.
 CREATE FUNCTION cm_statement_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'DELETE' THEN
@@ -178,15 +179,20 @@ BEGIN
         END IF;
         RETURN OLD;
     END IF;
-    IF OLD.status = 'paid' OR (OLD.status = 'closed' AND NOT (
-            NEW.status = 'paid' AND NEW.paid_at IS NOT NULL
-            AND (NEW.number, NEW.merchant_id, NEW.partner_id, NEW.currency, NEW.period_start, NEW.period_end,
-                 NEW.carried_in_minor, NEW.total_minor, NEW.payable, NEW.carried_out_minor, NEW.min_payout_minor,
-                 NEW.csv_sha256, NEW.pdf_sha256, NEW.closed_at)
-                IS NOT DISTINCT FROM
-                (OLD.number, OLD.merchant_id, OLD.partner_id, OLD.currency, OLD.period_start, OLD.period_end,
-                 OLD.carried_in_minor, OLD.total_minor, OLD.payable, OLD.carried_out_minor, OLD.min_payout_minor,
-                 OLD.csv_sha256, OLD.pdf_sha256, OLD.closed_at))) THEN
+    IF OLD.status <> 'open' AND NOT (
+            (NEW.number, NEW.merchant_id, NEW.partner_id, NEW.currency, NEW.period_start, NEW.period_end,
+             NEW.carried_in_minor, NEW.total_minor, NEW.payable, NEW.carried_out_minor, NEW.min_payout_minor,
+             NEW.closed_at, NEW.created_at)
+            IS NOT DISTINCT FROM
+            (OLD.number, OLD.merchant_id, OLD.partner_id, OLD.currency, OLD.period_start, OLD.period_end,
+             OLD.carried_in_minor, OLD.total_minor, OLD.payable, OLD.carried_out_minor, OLD.min_payout_minor,
+             OLD.closed_at, OLD.created_at)
+            AND (OLD.csv_sha256 IS NULL OR NEW.csv_sha256 IS NOT DISTINCT FROM OLD.csv_sha256)
+            AND (OLD.pdf_sha256 IS NULL OR NEW.pdf_sha256 IS NOT DISTINCT FROM OLD.pdf_sha256)
+            AND (
+                (NEW.status = OLD.status AND NEW.paid_at IS NOT DISTINCT FROM OLD.paid_at)
+                OR (OLD.status = 'closed' AND NEW.status = 'paid' AND NEW.paid_at IS NOT NULL)
+            )) THEN
         RAISE EXCEPTION 'statement % is % and cannot change', OLD.number, OLD.status
             USING ERRCODE = 'integrity_constraint_violation';
     END IF;

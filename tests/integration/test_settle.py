@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from billing import statements
-from billing.exports import sha256_hex, statement_csv, statement_pdf
+from billing.exports import sha256_hex
 from billing.settle import settle
 from clickmint.settings import Settings
 from tests.factories import programme
@@ -55,11 +55,17 @@ async def test_a_month_settled_closed_and_a_late_refund_reversed(settings: Setti
     with pytest.raises(asyncpg.IntegrityConstraintViolationError):
         await db.execute("DELETE FROM statements")
 
-    # Re-exporting gives the bytes whose hashes were stored at close, also after it is marked paid.
+    # The first export pins its hash; re-exporting gives the same bytes, also after it is marked paid.
+    first_csv = await statements.export(db, statement["id"], "csv")
+    first_pdf = await statements.export(db, statement["id"], "pdf")
     await statements.mark_paid(db, statement["id"], closing)
-    doc = await statements.document(db, statement["id"])
-    assert sha256_hex(statement_csv(doc)) == statement["csv_sha256"]
-    assert sha256_hex(statement_pdf(doc)) == statement["pdf_sha256"]
+    assert await statements.export(db, statement["id"], "csv") == first_csv
+    assert await statements.export(db, statement["id"], "pdf") == first_pdf
+    pinned = await db.fetchrow("SELECT csv_sha256, pdf_sha256, status FROM statements WHERE id = $1", statement["id"])
+    assert (pinned["csv_sha256"], pinned["pdf_sha256"]) == (sha256_hex(first_csv), sha256_hex(first_pdf))
+    assert pinned["status"] == "paid"
+    with pytest.raises(asyncpg.IntegrityConstraintViolationError):  # a pinned hash cannot be replaced
+        await db.execute("UPDATE statements SET csv_sha256 = 'x' WHERE id = $1", statement["id"])
 
     # A refund after the close: a proportional reversal in the next open statement, as an adjustment.
     async with tracker_client(settings) as (_app, client):

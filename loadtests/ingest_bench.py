@@ -1,0 +1,187 @@
+"""`python -m loadtests.bench ingest`: stream -> committed PostgreSQL (attributed, rolled up) vs a raw COPY.
+
+Fills the event streams with realistic events (70% views, 25% clicks, 4% actions, 1% purchases, a
+share of bots), runs billing ingest with its derive step until every entry is acknowledged, and in
+the same run COPYs the same rows into a plain table: the baseline of what PostgreSQL takes at best.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import time
+import uuid
+from dataclasses import replace
+
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+
+from billing import events as event_rows
+from billing.consumer import Ingest, stream_key
+from billing.derive import Deriver
+from billing.settings import BillingSettings
+from clickmint.env import Env
+from clickmint.settings import Settings
+from loadtests.report import finish
+from loadtests.servers import Servers, seed_link
+from tracker.config import shard_of
+from tracker.streams import RespConnection, pack
+
+PREFIX = "benchingest"
+PARTNERS = 100
+COUNTRIES = ("US", "DE", "FR", "GB", "JP", "BR", "IN", "ES", "IT", "NL")
+
+
+def make_events(
+    n: int, links: list[tuple[int, int]], offer: int, now_ms: int, seed: int = 1
+) -> list[dict[str, object]]:
+    """Realistic events spread over the links, each a (link id, partner id)."""
+    rng = random.Random(seed)
+    out: list[dict[str, object]] = []
+    for i in range(n):
+        roll = rng.random()
+        link, partner = links[i % len(links)]
+        base = {
+            "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "ts": now_ms - n + i,
+            "link": link,
+            "partner": partner,
+            "offer": offer,
+            "country": rng.choice(COUNTRIES),
+            "ip": "203.0.113.0",
+            "ua": "Mozilla/5.0",
+            "sub1": f"s{rng.randrange(20)}",
+        }
+        bot = "search_crawler" if rng.random() < 0.03 else None
+        if roll < 0.70:
+            out.append({**base, "type": "view", "bot": bot})
+        elif roll < 0.95:
+            out.append({**base, "type": "click", "bot": bot, "click_id": f"c{i}", "unique": rng.random() < 0.8})
+        elif roll < 0.99:
+            out.append({**base, "type": "action", "action": "signup", "click_id": f"c{i - 1}", "order_id": f"a{i}"})
+        else:
+            out.append(
+                {
+                    **base,
+                    "type": "purchase",
+                    "click_id": f"c{i - 1}",
+                    "order_id": f"o{i}",
+                    "amount": rng.randint(500, 50_000),
+                    "currency": "USD",
+                    "items": [{"sku": "sku-1", "qty": 1, "price": 1000}],
+                }
+            )
+    return out
+
+
+async def _more_links(db: asyncpg.Connection, offer: int, merchant: int, count: int) -> list[tuple[int, int]]:
+    rows = await db.fetch(
+        """WITH p AS (INSERT INTO partners (name, email)
+                      SELECT 'Bench partner ' || g, 'bench-' || g || '-' || $3 || '@partners.example'
+                      FROM generate_series(1, $1) g RETURNING id),
+                pp AS (INSERT INTO partner_programmes (partner_id, merchant_id, status)
+                       SELECT id, $2, 'approved' FROM p)
+           INSERT INTO links (code, partner_id, offer_id)
+           SELECT 'bench' || p.id || '-' || $3, p.id, $4 FROM p RETURNING id, partner_id""",
+        count,
+        merchant,
+        str(int(time.time())),
+        offer,
+    )
+    return [(r["id"], r["partner_id"]) for r in rows]
+
+
+async def fill(redis_url: str, shards: int, payloads: list[tuple[int, bytes]]) -> float:
+    conn = RespConnection(redis_url)
+    await conn.connect()
+    started = time.perf_counter()
+    for start in range(0, len(payloads), 5000):
+        chunk = payloads[start : start + 5000]
+        await conn.execute([pack(b"XADD", stream_key(PREFIX, shard), b"*", b"d", data) for shard, data in chunk])
+    elapsed = time.perf_counter() - started
+    await conn.close()
+    return elapsed
+
+
+async def bench(servers: Servers, n: int, shards: int) -> dict[str, float | int | str]:
+    seeded = await seed_link(servers.database_url)
+    db = await asyncpg.connect(servers.database_url)
+    await db.execute(
+        "UPDATE offers SET fee_plan = $1 WHERE id = $2",
+        '{"cps_percent": "10", "cpa": {"signup": 150}}',
+        seeded.offer_id,
+    )
+    links = await _more_links(db, seeded.offer_id, seeded.merchant_id, PARTNERS - 1)
+    links.append((seeded.link_id, seeded.partner_id))
+    now_ms = int(time.time() * 1000)
+    evs = make_events(n, links, seeded.offer_id, now_ms)
+    payloads = [(shard_of(int(e["link"]), shards), orjson.dumps(e)) for e in evs]  # as the tracker shards them
+    fill_s = await fill(servers.redis_url, shards, payloads)
+    redis = aioredis.Redis.from_url(servers.redis_url)
+    for shard in range(shards):
+        await redis.xgroup_create(stream_key(PREFIX, shard), "billing", id="0", mkstream=True)
+
+    core = Settings.from_env(Env({"CLICKMINT_SECRET_KEY": "b" * 40, "CLICKMINT_DATA_DIR": str(servers.base)}))
+    core = replace(
+        core, redis_url=servers.redis_url, database_url=servers.database_url, shards=shards, key_prefix=PREFIX
+    )
+    ingest = Ingest(BillingSettings.from_env(Env({}), core=core), derive=Deriver())
+    started = time.perf_counter()
+    task = asyncio.create_task(ingest.run())
+    while True:
+        groups = [(await redis.xinfo_groups(stream_key(PREFIX, s)))[0] for s in range(shards)]
+        if all(not g["pending"] and not g["lag"] for g in groups):
+            break
+        await asyncio.sleep(0.05)
+    ingest_s = time.perf_counter() - started
+    ingest.stop()
+    await task
+    await redis.aclose()
+    stored = await db.fetchval("SELECT count(*) FROM events")
+    conversions = await db.fetchval("SELECT count(*) FROM conversions")
+
+    rows = [event_rows.to_row(data)[0] for _, data in payloads]
+    await db.execute("CREATE TABLE bench_copy (LIKE events INCLUDING DEFAULTS)")
+    started = time.perf_counter()
+    await db.copy_records_to_table("bench_copy", records=rows, columns=event_rows.COLUMNS)
+    copy_s = time.perf_counter() - started
+    await db.execute("DROP TABLE bench_copy")
+    await db.close()
+    return {
+        "events": n,
+        "stored": stored,
+        "conversions": conversions,
+        "fill_s": round(fill_s, 2),
+        "ingest_s": round(ingest_s, 2),
+        "events_per_s": round(n / ingest_s),
+        "copy_s": round(copy_s, 2),
+        "copy_rows_per_s": round(n / copy_s),
+        "copy_ratio": round((n / ingest_s) / (n / copy_s), 3),
+        "shards": shards,
+    }
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.bench ingest")
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--shards", type=int, default=4)
+    args = parser.parse_args(argv)
+    servers = Servers.open()
+    try:
+        figures = asyncio.run(bench(servers, args.events, args.shards))
+    finally:
+        servers.close()
+    rows = [
+        (
+            "ingest (COPY + attribution + rollups + commit + ack)",
+            f"{figures['events_per_s']:,} events/s",
+            f"{figures['ingest_s']} s",
+        ),
+        ("baseline: raw COPY of the same rows", f"{figures['copy_rows_per_s']:,} rows/s", f"{figures['copy_s']} s"),
+        ("ratio ingest / raw COPY", f"{figures['copy_ratio']}", ""),
+    ]
+    return finish(
+        f"ingest of {args.events:,} events over {args.shards} shards ({servers.postgres_where})", rows, figures
+    )
