@@ -161,6 +161,7 @@ class Ingest:
 
     async def _process(self, shard: int, key: str, entries: list[Entry]) -> None:
         rows: list[Parsed] = []
+        seen: set[str] = set()
         ids: list[bytes] = []
         dead: list[tuple[bytes, bytes, str]] = []
         for entry_id, fields in entries:
@@ -169,8 +170,12 @@ class Ingest:
                 continue
             raw = fields.get(b"d", b"")
             try:
-                rows.append(events.to_row(raw))
+                parsed = events.to_row(raw)
                 ids.append(entry_id)
+                if parsed[1]["id"] in seen:  # the same event twice in one batch: store and derive it once
+                    continue
+                seen.add(parsed[1]["id"])
+                rows.append(parsed)
             except events.BadEvent as exc:
                 dead.append((entry_id, raw, str(exc)))
         try:
@@ -230,12 +235,7 @@ class Ingest:
             new = await events.store(conn, [row for row, _ in rows])
             count = len(new)
             if self.derive is not None and new:
-                fresh = []
-                for _, event in rows:  # a batch may hold the same event twice: derive from it once
-                    if event["id"] in new:
-                        new.discard(event["id"])
-                        fresh.append(event)
-                await self.derive(conn, fresh)
+                await self.derive(conn, [event for _, event in rows if event["id"] in new])
         self.stats.new_events += count
 
     async def _ack(self, key: str, ids: list[bytes]) -> None:

@@ -24,8 +24,19 @@ RollupKey = tuple[int, dt.date, int, str, str]
 _COUNTERS = 9
 
 
+_DAYS: dict[int, dt.date] = {}
+_MS_PER_DAY = 86_400_000
+
+
 def _day(event: dict[str, Any]) -> dt.date:
-    return (_EPOCH + dt.timedelta(milliseconds=event["ts"])).date()
+    """The UTC day of an event, from a small cache keyed by the day number (most events share a few days)."""
+    number = event["ts"] // _MS_PER_DAY
+    day = _DAYS.get(number)
+    if day is None:
+        if len(_DAYS) > 4096:
+            _DAYS.clear()
+        day = _DAYS[number] = (_EPOCH + dt.timedelta(days=number)).date()
+    return day
 
 
 def _key(event: dict[str, Any]) -> RollupKey:

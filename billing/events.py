@@ -109,13 +109,14 @@ async def prepare(conn: asyncpg.Connection) -> None:
 async def store(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> set[str]:
     """COPY the rows into a staging table and insert those not seen before; returns the new ids.
 
-    Must run inside the caller's transaction: the returned ids are exactly the events this
+    The rows must hold each event id once (the caller drops repeats within a batch). Must run inside
+    the caller's transaction: the returned ids are exactly the events this
     transaction made new, so everything derived from them (rollups, conversions) happens once.
     """
     await conn.copy_records_to_table("ingest_stage", records=rows, columns=COLUMNS)
     inserted = await conn.fetch(
         f"""INSERT INTO events ({_COLUMN_LIST})
-            SELECT DISTINCT ON (id, ts) {_COLUMN_LIST} FROM ingest_stage ORDER BY id, ts
+            SELECT {_COLUMN_LIST} FROM ingest_stage
             ON CONFLICT DO NOTHING
             RETURNING id::text"""
     )

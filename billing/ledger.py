@@ -37,25 +37,25 @@ async def approve(conn: asyncpg.Connection, now: dt.datetime, report: LedgerRepo
                    reason = CASE WHEN amount_minor > 0 AND refunded_minor >= amount_minor THEN 'refunded' END,
                    approved_at = $1
                WHERE status = 'pending' AND hold_until <= $1
-               RETURNING event_id, status, partner_id, offer_id, ts, country, sub1)
-           SELECT due.status, partner_id, offer_id, (ts AT TIME ZONE 'UTC')::date AS day, country, sub1,
-                  count(DISTINCT due.event_id) AS n, coalesce(sum(k.amount_minor), 0)::bigint AS commission
-           FROM due LEFT JOIN commissions k ON k.event_id = due.event_id
-           GROUP BY 1, 2, 3, 4, 5, 6""",
+               RETURNING event_id, status, partner_id, offer_id, ts, country, sub1),
+           moved AS (
+               SELECT partner_id, offer_id, (ts AT TIME ZONE 'UTC')::date AS day, country, sub1,
+                      coalesce(sum(k.amount_minor) FILTER (WHERE due.status = 'approved'), 0)::bigint AS approved,
+                      coalesce(sum(k.amount_minor) FILTER (WHERE due.status = 'rejected'), 0)::bigint AS rejected
+               FROM due LEFT JOIN commissions k ON k.event_id = due.event_id
+               GROUP BY 1, 2, 3, 4, 5),
+           rolled AS (
+               UPDATE rollups r SET
+                   commission_pending_minor = r.commission_pending_minor - m.approved - m.rejected,
+                   commission_approved_minor = r.commission_approved_minor + m.approved,
+                   commission_rejected_minor = r.commission_rejected_minor + m.rejected
+               FROM moved m
+               WHERE r.partner_id = m.partner_id AND r.day = m.day AND r.offer_id = m.offer_id
+                 AND r.country = m.country AND r.sub1 = m.sub1)
+           SELECT status, count(*) AS n FROM due GROUP BY status""",
         now,
     )
     for row in rows:
-        column = "commission_approved_minor" if row["status"] == "approved" else "commission_rejected_minor"
-        await conn.execute(
-            f"""UPDATE rollups SET commission_pending_minor = commission_pending_minor - $6, {column} = {column} + $6
-                WHERE partner_id = $1 AND day = $2 AND offer_id = $3 AND country = $4 AND sub1 = $5""",
-            row["partner_id"],
-            row["day"],
-            row["offer_id"],
-            row["country"],
-            row["sub1"],
-            row["commission"],
-        )
         if row["status"] == "approved":
             report.approved += row["n"]
         else:

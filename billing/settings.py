@@ -29,7 +29,7 @@ class BillingSettings:
         return cls(
             core=core,
             consumer=env.str("CONSUMER_NAME", socket.gethostname()),
-            batch=env.int("INGEST_BATCH", 2000, lo=1, hi=100_000),
+            batch=env.int("INGEST_BATCH", 5000, lo=1, hi=100_000),
             block_ms=env.int("INGEST_BLOCK_MS", 200, lo=1, hi=60_000),
             claim_idle_ms=env.int("CLAIM_IDLE_MS", 30_000, lo=100, hi=86_400_000),
             max_deliveries=env.int("MAX_DELIVERIES", 5, lo=1, hi=1000),

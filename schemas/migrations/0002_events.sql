@@ -20,7 +20,7 @@ CREATE TABLE events (
     action      text,
     amount_minor bigint,
     currency    text,
-    payload     jsonb NOT NULL,
+    payload     json NOT NULL,  -- the event as the tracker wrote it; json (kept as text) is cheaper to ingest
     ingested_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (id, ts)
 ) PARTITION BY RANGE (ts);
@@ -53,5 +53,6 @@ END $$;
 
 SELECT cm_ensure_event_partitions((now() AT TIME ZONE 'UTC')::date - 7, 22);
 
-CREATE INDEX events_click_id ON events (click_id) WHERE click_id IS NOT NULL;
-CREATE INDEX events_partner_ts ON events (partner_id, ts);
+-- Conversions look up the click they came from (its sub id and country); nothing else reads raw events
+-- by a key: live statistics come from rollups.
+CREATE INDEX events_click_id ON events (click_id) WHERE type = 'click';

@@ -31,6 +31,10 @@ async def test_a_month_settled_closed_and_a_late_refund_reversed(settings: Setti
     period = f"{now:%Y-%m}"
     first = await settle(db, period, now=now, close=False)
     assert (first.ledger.approved, first.ledger.lines) == (2, 2)
+    rollup = await db.fetchrow(
+        "SELECT sum(commission_pending_minor) AS p, sum(commission_approved_minor) AS a FROM rollups"
+    )
+    assert (rollup["p"], rollup["a"]) == (0, 1550)  # live stats follow the approval
     again = await settle(db, period, now=now + dt.timedelta(seconds=1), close=False)
     assert again.ledger.lines == 0  # settling twice never pays twice
     lines = await db.fetch("SELECT kind, amount_minor, statement_id FROM ledger_lines ORDER BY kind")
