@@ -81,7 +81,44 @@ async def _open_statement(
 
 
 async def assign(conn: asyncpg.Connection, period_end: dt.date, report: StatementReport) -> None:
-    """Every unassigned line that happened before `period_end` joins its open statement."""
+    """Every unassigned line that happened before `period_end` joins its open statement.
+
+    The common case is set-based: the month's statements are made where missing, and lines join the
+    open statement of their month in one UPDATE. Lines whose month is already closed (late events,
+    reversals) then join the next open statement, group by group.
+    """
+    end_at = dt.datetime.combine(period_end, dt.time(), dt.UTC)
+    made = await conn.fetch(
+        """INSERT INTO statements (number, merchant_id, partner_id, currency, period_start, period_end,
+                                  min_payout_minor)
+           SELECT 'CM-' || to_char(g.month, 'YYYY-MM') || '-' || lpad(nextval('statement_numbers')::text, 6, '0'),
+                  g.merchant_id, g.partner_id, g.currency, g.month, (g.month + interval '1 month')::date,
+                  p.min_payout_minor
+           FROM (SELECT DISTINCT merchant_id, partner_id, currency,
+                        date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date AS month
+                 FROM ledger_lines WHERE statement_id IS NULL AND occurred_at < $1) g
+           JOIN partners p ON p.id = g.partner_id
+           WHERE NOT EXISTS (SELECT 1 FROM statements s WHERE s.merchant_id = g.merchant_id
+                             AND s.partner_id = g.partner_id AND s.currency = g.currency AND s.period_start = g.month)
+           ON CONFLICT (merchant_id, partner_id, currency, period_start) DO NOTHING
+           RETURNING id""",
+        end_at,
+    )
+    report.opened += len(made)
+    result = await conn.execute(
+        """UPDATE ledger_lines l SET statement_id = s.id
+           FROM statements s
+           WHERE l.statement_id IS NULL AND l.occurred_at < $1 AND s.status = 'open'
+             AND s.merchant_id = l.merchant_id AND s.partner_id = l.partner_id AND s.currency = l.currency
+             AND s.period_start = date_trunc('month', l.occurred_at AT TIME ZONE 'UTC')::date""",
+        end_at,
+    )
+    report.assigned += int(result.split()[-1])
+    await _assign_late(conn, period_end, report)
+
+
+async def _assign_late(conn: asyncpg.Connection, period_end: dt.date, report: StatementReport) -> None:
+    """Lines whose month's statement is closed: into the partner's next open statement, as adjustments."""
     groups = await conn.fetch(
         """SELECT merchant_id, partner_id, currency, min(occurred_at) AS first FROM ledger_lines
            WHERE statement_id IS NULL AND occurred_at < $1 GROUP BY 1, 2, 3""",

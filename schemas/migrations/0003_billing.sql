@@ -202,21 +202,30 @@ CREATE TRIGGER statements_immutable BEFORE UPDATE OR DELETE ON statements
     FOR EACH ROW EXECUTE FUNCTION cm_statement_guard();
 
 -- Ledger lines are never edited or deleted; the only change is joining an open statement once.
-CREATE FUNCTION cm_ledger_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+-- The row checks sit in WHEN clauses (evaluated without calling a function for the common, allowed
+-- update); whether the statements joined are open is checked once per UPDATE, on its transition table.
+CREATE FUNCTION cm_ledger_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'DELETE' THEN
-        RAISE EXCEPTION 'ledger line % cannot be deleted', OLD.id USING ERRCODE = 'integrity_constraint_violation';
-    END IF;
-    IF OLD.statement_id IS NOT NULL
-       OR (NEW.source, NEW.kind, NEW.merchant_id, NEW.partner_id, NEW.offer_id, NEW.currency, NEW.amount_minor,
-           NEW.basis, NEW.occurred_at, NEW.created_at)
-          IS DISTINCT FROM
-          (OLD.source, OLD.kind, OLD.merchant_id, OLD.partner_id, OLD.offer_id, OLD.currency, OLD.amount_minor,
-           OLD.basis, OLD.occurred_at, OLD.created_at)
-       OR NOT EXISTS (SELECT 1 FROM statements s WHERE s.id = NEW.statement_id AND s.status = 'open') THEN
-        RAISE EXCEPTION 'ledger line % is immutable', OLD.id USING ERRCODE = 'integrity_constraint_violation';
-    END IF;
-    RETURN NEW;
+    RAISE EXCEPTION 'ledger line % is immutable', OLD.id USING ERRCODE = 'integrity_constraint_violation';
 END $$;
-CREATE TRIGGER ledger_lines_immutable BEFORE UPDATE OR DELETE ON ledger_lines
-    FOR EACH ROW EXECUTE FUNCTION cm_ledger_guard();
+CREATE TRIGGER ledger_lines_no_delete BEFORE DELETE ON ledger_lines
+    FOR EACH ROW EXECUTE FUNCTION cm_ledger_refuse();
+CREATE TRIGGER ledger_lines_immutable BEFORE UPDATE ON ledger_lines
+    FOR EACH ROW WHEN (
+        OLD.statement_id IS NOT NULL OR NEW.statement_id IS NULL
+        OR (NEW.source, NEW.kind, NEW.merchant_id, NEW.partner_id, NEW.offer_id, NEW.currency, NEW.amount_minor,
+            NEW.basis, NEW.occurred_at, NEW.created_at)
+           IS DISTINCT FROM
+           (OLD.source, OLD.kind, OLD.merchant_id, OLD.partner_id, OLD.offer_id, OLD.currency, OLD.amount_minor,
+            OLD.basis, OLD.occurred_at, OLD.created_at))
+    EXECUTE FUNCTION cm_ledger_refuse();
+
+CREATE FUNCTION cm_ledger_open_statements() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM joined j JOIN statements s ON s.id = j.statement_id WHERE s.status <> 'open') THEN
+        RAISE EXCEPTION 'ledger lines can only join an open statement' USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER ledger_lines_join_open AFTER UPDATE ON ledger_lines
+    REFERENCING NEW TABLE AS joined FOR EACH STATEMENT EXECUTE FUNCTION cm_ledger_open_statements();
