@@ -1,0 +1,267 @@
+"""`python -m loadtests.bench tracker`: the click redirect against a bare ASGI 302, same port, same load.
+
+One after the other on one port: (1) loadtests.baseline:app, (2) tracker.app:create_app, each ONE
+uvicorn worker pinned to the first core; Redis/Valkey, PostgreSQL, the load generator and this
+process on the second. Each gets a warm-up, then a closed-loop run at --connections (wrk when
+installed, else the Python generator) for req/s, p50 and p99. The tracker then gets an open-loop
+run at --fraction (80%) of the rate it just reached, from the Python generator (wrk cannot pace),
+whose latencies count from each request's due time, and its RSS is sampled under load.
+--rounds N repeats baseline+tracker N times and reports medians (for noisy machines).
+The last line printed is one JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from clickmint.embedded import pick_port
+from clickmint.errors import ClickmintError
+from loadtests.runner import Runner
+from loadtests.servers import Servers, delete_keys, seed_link, stream_lengths, unseed_link
+from loadtests.traffic import BROWSER_UA, Traffic
+from loadtests.workers import Worker
+
+TARGET_RATIO = 0.6
+TARGET_P99_MS_AT_FRACTION = 10.0
+KEY_PREFIX = "bench"
+COUNTERS = ("events_redis_total", "events_spooled_total", "batches_total", "bot_events_total")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.bench tracker", description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per phase (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each phase (default 2)")
+    parser.add_argument("--connections", type=int, default=64, help="keep-alive connections, closed loop (64)")
+    parser.add_argument("--fraction", type=float, default=0.8, help="paced run at this share of the max rate (0.8)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat baseline+tracker, report medians (1)")
+    parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="then py-spy record the tracker at max rate (.svg/.json/.txt)"
+    )
+    return parser
+
+
+def run(argv: list[str]) -> int:
+    """The benchmark's entry point for loadtests.bench; 1 when a server or the tracker would not run."""
+    args = _parser().parse_args(argv)
+    runner = Runner(args.generator, args.connections, args.duration, args.warmup)
+    os.sched_setaffinity(0, runner.side_cpus)  # us, and the embedded servers we start, off the server core
+    try:
+        rounds, counters = _measure(args, runner)
+    except (RuntimeError, ClickmintError, OSError) as exc:
+        print(f"tracker benchmark failed: {exc}", file=sys.stderr, flush=True)
+        return 1
+    _report(args, runner, rounds, counters)
+    return 0
+
+
+def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Start the servers, run the rounds, clean up; returns each round's runs and the tracker's counters."""
+    servers = Servers.open()
+    seeded = None
+    try:
+        seeded = asyncio.run(seed_link(servers.database_url))
+        port = pick_port(0)
+        env = _tracker_env(servers, port)
+        shards = int(env.get("CLICKMINT_SHARDS", "4"))
+        path = f"/c/{seeded.code}?sub1=x"
+        traffic = Traffic("127.0.0.1", port, path)
+        others = {"valkey": servers.valkey.proc.pid} if servers.valkey and servers.valkey.proc else {}
+        if not others:
+            runner.warnings.append("Redis from CLICKMINT_REDIS_URL: not pinned, its CPU not measured")
+        print(
+            f"tracker benchmark: one uvicorn worker on cpu {min(runner.server_cpus)}; redis, postgres and the "
+            f"load generator on cpu {min(runner.side_cpus)}\n"
+            f"  redis: {servers.redis_where}; postgres: {servers.postgres_where}\n"
+            f"  load: GET {path} (Chrome UA, one X-Forwarded-For per request), {args.connections} keep-alive "
+            f"connections, {runner.generator}; {args.warmup:g} s warm-up + {args.duration:g} s per phase\n",
+            flush=True,
+        )
+        counters = dict.fromkeys(COUNTERS, 0)
+        before = stream_lengths(servers.redis_url, KEY_PREFIX, shards)
+        rounds: list[dict[str, Any]] = []
+        for n in range(args.rounds):
+            if args.rounds > 1:
+                print(f"  round {n + 1}/{args.rounds}", flush=True)
+            with Worker("loadtests.baseline:app", port, env, runner.server_cpus, servers.base / "base.log", False) as w:
+                w.wait_ready(path, expect=302)
+                base = runner.phase("baseline (bare ASGI 302)", w, traffic, others)
+            with Worker(
+                "tracker.app:create_app", port, env, runner.server_cpus, servers.base / "tracker.log", True
+            ) as w:
+                w.wait_ready("/readyz")
+                _check_redirect(w, path)
+                best = runner.phase("tracker (/c/<code>), closed loop", w, traffic, others)
+                rate = best["rps"] * args.fraction
+                title = f"tracker at {args.fraction:.0%}: {rate:,.0f}/s open loop"
+                paced = runner.phase(title, w, traffic, others, rate)
+                for name, value in _metrics(w).items():
+                    if name in counters:
+                        counters[name] += int(value)
+                rounds.append({"base": base, "best": best, "paced": paced, "rate": rate})
+                if args.profile and n == args.rounds - 1:
+                    counters["stream_added"] = stream_lengths(servers.redis_url, KEY_PREFIX, shards) - before
+                    _profile(runner, w, traffic, others, args.profile)
+        if "stream_added" not in counters:
+            counters["stream_added"] = stream_lengths(servers.redis_url, KEY_PREFIX, shards) - before
+    finally:
+        if servers.valkey is None:
+            delete_keys(servers.redis_url, KEY_PREFIX)
+        if servers.postgres is None and seeded is not None:
+            asyncio.run(unseed_link(servers.database_url, seeded))
+        servers.close()
+    return rounds, counters
+
+
+def _check_redirect(worker: Worker, path: str) -> None:
+    """One click by hand before the load: the offer's 302 with a click id, else there is nothing to measure."""
+    status, headers, _ = worker.get(path, {"User-Agent": BROWSER_UA, "X-Forwarded-For": "192.0.2.1"})
+    location = headers.get("location", "")
+    if status != 302 or not location.startswith("https://shop.example.com/landing?cid=") or "set-cookie" not in headers:
+        raise RuntimeError(f"the tracker answered {status} {location!r}, not the offer's 302 with a cookie")
+
+
+def _metrics(worker: Worker) -> dict[str, float]:
+    """The tracker's /metrics counters, summed over labels, without the clickmint_ prefix."""
+    status, _, body = worker.get("/metrics")
+    figures: dict[str, float] = {}
+    if status != 200:
+        return figures
+    for line in body.decode().splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        name = name.split("{", 1)[0].removeprefix("clickmint_")
+        figures[name] = figures.get(name, 0.0) + float(value)
+    return figures
+
+
+def _tracker_env(servers: Servers, port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("CLICKMINT_MODE", None)
+    env.update(
+        CLICKMINT_REDIS_URL=servers.redis_url,
+        CLICKMINT_DATABASE_URL=servers.database_url,
+        CLICKMINT_SECRET_KEY=secrets.token_urlsafe(30),  # 40 characters
+        CLICKMINT_KEY_PREFIX=KEY_PREFIX,
+        CLICKMINT_DATA_DIR=str(servers.base / "data"),
+        CLICKMINT_TRACKER_PORT=str(port),
+        CLICKMINT_TRACKER_WORKERS="1",
+        # Every request comes from its own visitor address (traffic.py), as behind a proxy; no burst verdicts.
+        CLICKMINT_TRUST_FORWARDED="true",
+        CLICKMINT_BURST_LIMIT="1000000",
+    )
+    return env
+
+
+def _median(rounds: list[dict[str, Any]], run: str, key: str) -> float:
+    return float(statistics.median(r[run][key] for r in rounds))
+
+
+def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any]], counters: dict[str, int]) -> None:
+    """The figures side by side (medians over rounds), the warnings, then the JSON line."""
+    ratios = [r["best"]["rps"] / r["base"]["rps"] if r["base"]["rps"] else 0.0 for r in rounds]
+    ratio = float(statistics.median(ratios))
+    rps, base_rps = _median(rounds, "best", "rps"), _median(rounds, "base", "rps")
+    p99_paced = _median(rounds, "paced", "p99_ms")
+    rss = max(max(r["best"]["rss_mb"], r["paced"]["rss_mb"]) for r in rounds)
+    events, spooled = counters["events_redis_total"], counters["events_spooled_total"]
+    batches, bots = counters["batches_total"], counters["bot_events_total"]
+    warnings = list(runner.warnings)
+    if spooled:
+        warnings.append(f"{spooled} events went to the spool (Redis slower than the budget)")
+    if bots:
+        warnings.append(f"{bots} clicks were classified as bots")
+    meets = ratio >= TARGET_RATIO and p99_paced <= TARGET_P99_MS_AT_FRACTION
+    many = f" (median of {len(rounds)} rounds: {', '.join(f'{x:.2f}' for x in ratios)})" if len(rounds) > 1 else ""
+    lines = [
+        "",
+        f"  req/s   baseline {base_rps:,.0f}   tracker {rps:,.0f}   ratio {ratio:.2f}{many} (target >= {TARGET_RATIO})",
+        f"  tracker p50/p99 closed loop: {_median(rounds, 'best', 'p50_ms'):.2f} / "
+        f"{_median(rounds, 'best', 'p99_ms'):.2f} ms; baseline {_median(rounds, 'base', 'p50_ms'):.2f} / "
+        f"{_median(rounds, 'base', 'p99_ms'):.2f} ms",
+        f"  tracker p50/p99 at {args.fraction:.0%} of max, open loop: {_median(rounds, 'paced', 'p50_ms'):.2f} / "
+        f"{p99_paced:.2f} ms (target p99 <= {TARGET_P99_MS_AT_FRACTION:g} ms; counted from each request's due "
+        f"time; generator dispatch lag p99 {_median(rounds, 'paced', 'dispatch_lag_p99_ms'):.2f} ms)",
+        f"  tracker worker RSS under load: {rss:.1f} MB (peak)",
+        f"  events: {events:,} to Redis in {batches:,} batches ({events / max(batches, 1):.1f} per batch), "
+        f"{spooled:,} spooled; stream entries added: {counters['stream_added']:,}",
+        f"  valkey cpu during tracker runs: closed loop {_median(rounds, 'best', 'cpu_valkey'):.0%}, "
+        f"paced {_median(rounds, 'paced', 'cpu_valkey'):.0%}"
+        if "valkey" in rounds[0]["best"]["cpu"]
+        else "  valkey cpu: not measured (configured Redis)",
+        *(f"  warning: {w}" for w in warnings),
+        f"  targets met: {'yes' if meets else 'no'}",
+    ]
+    print("\n".join(lines), flush=True)
+    figures: dict[str, Any] = {
+        "bench": "tracker",
+        "generator": runner.generator,
+        "paced_generator": "python-asyncio open loop",
+        "connections": args.connections,
+        "duration_s": args.duration,
+        "rounds": len(rounds),
+        "rps": round(rps, 1),
+        "p50_ms": round(_median(rounds, "best", "p50_ms"), 3),
+        "p99_ms": round(_median(rounds, "best", "p99_ms"), 3),
+        "baseline_rps": round(base_rps, 1),
+        "baseline_p50_ms": round(_median(rounds, "base", "p50_ms"), 3),
+        "baseline_p99_ms": round(_median(rounds, "base", "p99_ms"), 3),
+        "ratio": round(ratio, 3),
+        "rate_at_80pct": round(float(statistics.median(r["rate"] for r in rounds)), 1),
+        "achieved_rps_at_80pct": round(_median(rounds, "paced", "achieved_rps"), 1),
+        "p50_ms_at_80pct": round(_median(rounds, "paced", "p50_ms"), 3),
+        "p99_ms_at_80pct": round(p99_paced, 3),
+        "rss_mb": round(rss, 1),
+        "server_cpu": round(_median(rounds, "best", "cpu_server"), 3),
+        "baseline_server_cpu": round(_median(rounds, "base", "cpu_server"), 3),
+        "generator_cpu": round(_median(rounds, "best", "generator_cpu"), 3),
+        "baseline_generator_cpu": round(_median(rounds, "base", "generator_cpu"), 3),
+        "events_redis": events,
+        "events_spooled": spooled,
+        "events_per_batch": round(events / max(batches, 1), 2),
+        "errors": int(sum(r[k].get("errors", 0) for r in rounds for k in ("base", "best", "paced"))),
+        "meets_targets": meets,
+        "warnings": warnings,
+    }
+    if args.fraction != 0.8:
+        figures["fraction"] = args.fraction
+    if len(rounds) > 1:
+        figures["ratios"] = [round(x, 3) for x in ratios]
+    print(json.dumps(figures), flush=True)
+
+
+def _profile(runner: Runner, worker: Worker, traffic: Traffic, others: dict[str, int], out: str) -> None:
+    """py-spy record the worker at max rate, after the measured phases (sampling slows it down)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        runner.warnings.append("--profile: py-spy is not installed (pip install py-spy)")
+        return
+    fmt = {".json": "speedscope", ".txt": "raw"}.get(Path(out).suffix, "flamegraph")
+    seconds = max(1, round(runner.duration))
+    # --gil: only the thread running Python (the event loop), not idle executor threads.
+    cmd = [spy, "record", "--pid", str(worker.proc.pid), "--duration", str(seconds), "--rate", "250", "--gil"]
+    spy_proc = subprocess.Popen(
+        [*cmd, "--format", fmt, "--output", out], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        runner.drive(worker, traffic, others, seconds + 1)
+        _, err = spy_proc.communicate(timeout=30)
+    finally:
+        if spy_proc.poll() is None:
+            spy_proc.kill()
+            spy_proc.wait()
+    if spy_proc.returncode != 0:
+        runner.warnings.append(f"--profile: py-spy failed: {err.decode(errors='replace')[-300:]}")
+    else:
+        print(f"  profile of the tracker at max rate ({fmt}): {out}", flush=True)
