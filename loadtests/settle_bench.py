@@ -37,7 +37,7 @@ async def _seed(db: asyncpg.Connection, conversions: int, partners: int, month: 
                                     currency, status, hold_until)
            SELECT gen_random_uuid(), $2::timestamptz + (g % 2419200) * interval '1 second', 'purchase', 1, 1,
                   1 + g % $3,
-                  'o' || g, 1000 + (g * 7919) % 90000, 'USD', 'pending', $2::timestamptz
+                  'o' || g, 1000 + (g::bigint * 7919) % 90000, 'USD', 'pending', $2::timestamptz
            FROM generate_series(1, $1) g""",
         conversions,
         start,
