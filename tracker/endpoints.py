@@ -16,7 +16,7 @@ from tracker.clickids import ClickIdSigner
 from tracker.config import ConfigCache, Link
 from tracker.geo import GeoLookup, anonymize_ip
 from tracker.ids import uuid7
-from tracker.macros import is_safe_location, safe_deep_link
+from tracker.macros import Template, is_safe_location, safe_deep_link
 from tracker.metrics import Metrics
 from tracker.recorder import Recorder
 from tracker.settings import TrackerSettings
@@ -105,7 +105,8 @@ class Hot:
             event["refusal"] = "link_inactive"
             event["unique"] = False
             await self.recorder.record(link.shard, event)
-            return await self._redirect(send, offer.fallback_url or offer.destination.render(link.ids), None, visit)
+            await self._redirect(send, offer.fallback_url or offer.destination.render(link.ids), None, visit)
+            return "link_inactive"
         click_id = self.signer.issue(link.id, int(now))
         event["click_id"] = click_id
         checks: tuple[bytes, ...] = ()
@@ -129,6 +130,8 @@ class Hot:
             values[name] = event[name]
         values["source"] = event["source"]
         location = safe_deep_link(query.get("url"), offer.allowed_hosts) if "url" in query else None
+        if location is not None and "{" in location:  # a deep link may carry macros too, e.g. ?cid={click_id}
+            location = _render_deep_link(location, values)
         checked = False
         if location is None:
             location = offer.destination.render(values)
@@ -179,6 +182,13 @@ class Hot:
             headers.append((b"x-clickmint-refusal", event["refusal"].encode()))
         await _respond(send, 200, headers, body if visit.method != "HEAD" else b"")
         return event.get("refusal", "ok")
+
+
+def _render_deep_link(url: str, values: dict[str, str]) -> str | None:
+    try:
+        return Template(url).render(values)
+    except ValueError:
+        return None
 
 
 def _decide_click(event: dict[str, Any], replies: list[Any] | None) -> None:

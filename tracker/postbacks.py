@@ -70,6 +70,23 @@ def _params(request: Request, body: bytes) -> dict[str, Any]:
     return params
 
 
+def _query(request: Request) -> dict[str, Any]:
+    """The query string's parameters whatever the method (TUNE templates put them there)."""
+    raw = request.scope.get("query_string", b"")
+    if len(raw) > MAX_BODY:
+        raise Refusal("body_too_large", "the query is too long", 413)
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=64)
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        raise Refusal("invalid_utf8", "the input is not valid UTF-8") from None
+    except ValueError:
+        raise Refusal("too_many_fields", "too many fields") from None
+    params: dict[str, Any] = {}
+    for key, value in pairs:
+        params.setdefault(key, value)
+    return params
+
+
 class Conversions:
     """The conversion handlers of one tracker process."""
 
@@ -95,21 +112,25 @@ class Conversions:
         await self.hot.recorder.record(shard, event, checks, _decide_cap if checks else None)
         return event
 
-    async def _authenticate(
+    def _authenticate(
         self, request: Request, offer: conversions.Offer, params: dict[str, Any], body: bytes, client_ip: str, now: int
-    ) -> None:
+    ) -> str | None:
+        """Check the offer's postback security; returns the signature to spend as a nonce (HMAC mode)."""
         if offer.postback_security == "token":
             token = params.get("token") or request.headers.get("x-clickmint-token", "")
             conversions.check_token(offer, str(token), client_ip)
-            return
+            return None
         signed = body if request.method == "POST" else request.scope.get("query_string", b"")
-        nonce = conversions.check_signature(
+        return conversions.check_signature(
             offer,
             request.headers.get("x-clickmint-timestamp", ""),
             request.headers.get("x-clickmint-signature", ""),
             signed,
             now,
         )
+
+    async def _spend(self, offer: conversions.Offer, nonce: str) -> None:
+        """A signed postback is accepted once: the nonce is spent only when everything else was valid."""
         key = f"{self.hot.prefix}:seen:{{o{offer.id}}}:{nonce}"
         try:
             reply = await self.hot.recorder.command(pack(b"SET", key, b"1", b"NX", b"EX", REPLAY_WINDOW_S))
@@ -127,10 +148,12 @@ class Conversions:
             params = _params(request, body)
             snapshot = self.hot.cache.snapshot
             offer = conversions.offer_of(snapshot, str(params.get("offer_id", "")))
-            await self._authenticate(request, offer, params, body, client_ip, int(now))
+            nonce = self._authenticate(request, offer, params, body, client_ip, int(now))
             click_id = conversions._text(params, "click_id", required=True)
             link = conversions.attribute(self.hot.signer, snapshot, offer, click_id, int(now))
             event = conversions.build(params, offer, link, click_id)
+            if nonce is not None:
+                await self._spend(offer, nonce)
         except Refusal as refusal:
             self._refused(refusal.code)
             return JSONResponse({"error": refusal.code, "detail": refusal.detail}, status_code=refusal.status)
@@ -144,7 +167,10 @@ class Conversions:
         now = time.time()
         client_ip = _client_ip(request, self.hot.settings.trust_forwarded)
         try:
-            raw = _params(request, b"")
+            body = await _body(request) if request.method == "POST" else b""
+            raw = _params(request, b"") if request.method == "GET" or not body else _params(request, body)
+            if request.method == "POST" and request.scope.get("query_string"):  # TUNE posts with the query string
+                raw = {**raw, **_query(request)}
             snapshot = self.hot.cache.snapshot
             offer = conversions.offer_of(snapshot, str(raw.get("offer_id", "")))
             conversions.check_token(offer, str(raw.get("security_token", "")), client_ip)
@@ -182,6 +208,8 @@ class Conversions:
             if not click_id:
                 raise Refusal("missing_click_id", "no click id and no tracking cookie")
             try:
+                if visit.method == "HEAD":  # answered, never billed (link checkers, prefetchers)
+                    raise Refusal("head_request", "a HEAD request is never a conversion")
                 link = conversions.attribute(self.hot.signer, snapshot, offer, click_id, int(now))
                 event = conversions.build(visit.query, offer, link, click_id)
                 event["via"] = via
@@ -201,8 +229,7 @@ class Conversions:
             await self._record(event, visit.client_ip, now, shard, capped)
             if event.get("over_cap"):
                 headers.append((b"x-clickmint-status", b"over_cap"))
-        if refusal is not None:
-            self._refused(refusal.code)
+        if refusal is not None:  # counted by the dispatcher from the returned outcome
             headers.append((b"x-clickmint-refusal", refusal.code.encode()))
         headers.append((b"content-length", str(len(GIF)).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})

@@ -101,3 +101,14 @@ async def test_unknown_link_is_a_404_page_and_records_nothing(settings: Settings
     keys = [k async for k in redis.scan_iter(match=f"{settings.key_prefix}:events:*")]
     assert keys == []
     await redis.aclose()
+
+
+async def test_a_deep_link_may_carry_macros(settings: Settings, db: asyncpg.Connection) -> None:
+    prog = await programme(db)
+    async with tracker_client(settings) as (_app, client):
+        url = "https://shop.example.com/p/42?cid={click_id}&s={sub1}"
+        response = await client.get(f"/c/{prog.code}", params={"url": url, "sub1": "a b"})
+    location = urlsplit(response.headers["location"])
+    assert (location.hostname, location.path) == ("shop.example.com", "/p/42")
+    query = parse_qs(location.query)
+    assert query["s"] == ["a b"] and len(query["cid"][0]) == 38
