@@ -170,7 +170,7 @@ class Ingest:
                 continue
             raw = fields.get(b"d", b"")
             try:
-                parsed = events.to_row(raw)
+                parsed = events.to_row(fields)
                 ids.append(entry_id)
                 if parsed[1]["id"] in seen:  # the same event twice in one batch: store and derive it once
                     continue
@@ -199,7 +199,7 @@ class Ingest:
             raw = fields.get(b"d", b"")
             for attempt in range(3):
                 try:
-                    await self._commit([events.to_row(raw)] if fields else [])
+                    await self._commit([events.to_row(fields)] if fields else [])
                     break
                 except asyncpg.UniqueViolationError as exc:
                     # Another shard's worker took the same order id a moment ago: the next attempt sees it.

@@ -49,14 +49,24 @@ def _text(event: dict[str, Any], key: str) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
-def to_row(raw: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """One stream payload as a row of `events` and as a dict; raises BadEvent when it breaks the contract."""
+def decode(fields: dict[bytes, bytes]) -> dict[str, Any]:
+    """A stream entry as its event: the payload "d", with the uniqueness Redis decided ("u") merged in."""
     try:
-        event = orjson.loads(raw)
+        event = orjson.loads(fields.get(b"d", b""))
     except orjson.JSONDecodeError as exc:
         raise BadEvent(f"payload is not JSON: {exc}") from None
     if not isinstance(event, dict):
         raise BadEvent("payload is not an object")
+    flag = fields.get(b"u")
+    if flag is not None:
+        event["unique"] = flag == b"1"
+    return event
+
+
+def to_row(fields: dict[bytes, bytes]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """One stream entry as a row of `events` and as a dict; raises BadEvent when it breaks the contract."""
+    event = decode(fields)
+    raw = orjson.dumps(event) if b"u" in fields else fields.get(b"d", b"")
     kind, event_id, ts = event.get("type"), event.get("id"), event.get("ts")
     if kind not in TYPES:
         raise BadEvent(f"unknown event type {kind!r}")

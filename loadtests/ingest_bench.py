@@ -142,7 +142,7 @@ async def bench(servers: Servers, n: int, shards: int) -> dict[str, float | int 
     stored = await db.fetchval("SELECT count(*) FROM events")
     conversions = await db.fetchval("SELECT count(*) FROM conversions")
 
-    rows = [event_rows.to_row(data)[0] for _, data in payloads]
+    rows = [event_rows.to_row({b"d": data})[0] for _, data in payloads]
     await db.execute("CREATE TABLE bench_copy (LIKE events INCLUDING DEFAULTS)")
     started = time.perf_counter()
     await db.copy_records_to_table("bench_copy", records=rows, columns=event_rows.COLUMNS)

@@ -110,17 +110,17 @@ class Hot:
         click_id = self.signer.issue(link.id, int(now))
         event["click_id"] = click_id
         checks: tuple[bytes, ...] = ()
+        unique: tuple[bytes, int] | None = None
         if bot is None:
             visitor = visit.visitor(self.visitor_key)
-            key = f"{self.prefix}:uniq:{{{link.id}}}:{visitor}"
-            checks = (pack(b"SET", key, b"1", b"NX", b"EX", offer.window_s),)
+            unique = (f"{self.prefix}:uniq:{{{link.shard}}}:{link.id}:{visitor}".encode(), offer.window_s)
             if offer.caps:
                 cap = caps.check_command(self.prefix, offer.id, link.partner_id, offer.caps, {"clicks": 1}, now)
                 if cap is not None:
-                    checks += (pack(*cap),)
+                    checks = (pack(*cap),)
         else:
             event["unique"] = False
-        await self.recorder.record(link.shard, event, checks, _decide_click if checks else None)
+        await self.recorder.record(link.shard, event, checks, _decide_cap if checks else None, unique)
         if event.get("over_cap"):  # the cap was hit: the fallback offer, no click id, no cookie
             await self._redirect(send, offer.fallback_url or offer.destination.render(link.ids), None, visit)
             return "over_cap"
@@ -191,21 +191,14 @@ def _render_deep_link(url: str, values: dict[str, str]) -> str | None:
         return None
 
 
-def _decide_click(event: dict[str, Any], replies: list[Any] | None) -> None:
-    """Unique from the SET NX reply; over cap from the cap script's 0. Without Redis: unique, flagged degraded."""
-    if replies is None:
-        event["unique"] = True
+def _decide_cap(event: dict[str, Any], replies: list[Any] | None) -> None:
+    """Over cap when the cap script says 0: the click goes to the fallback and carries no click id."""
+    if replies is None or replies[0] not in (0, 1):  # Redis could not say: let it through, billing re-checks
         event["degraded"] = True
-        return
-    event["unique"] = replies[0] is not None
-    if len(replies) > 1:
-        verdict = replies[1]
-        if verdict == 0:
-            event["over_cap"] = True
-            event["refusal"] = "over_cap"
-            del event["click_id"]
-        elif verdict != 1:  # an error reply: let the click through, billing re-checks caps
-            event["degraded"] = True
+    elif replies[0] == 0:
+        event["over_cap"] = True
+        event["refusal"] = "over_cap"
+        del event["click_id"]
 
 
 async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

@@ -20,7 +20,7 @@ import hiredis
 import orjson
 
 from tracker.spool import Spool, SpoolError, parse_lines
-from tracker.streams import RedisUnavailable, RespConnection, pack, stream_key
+from tracker.streams import UNIQUE_XADD_SHA, RedisUnavailable, RespConnection, pack, stream_key
 
 log = logging.getLogger("clickmint.tracker.recorder")
 
@@ -33,13 +33,21 @@ Decide = Callable[[dict[str, Any], list[Any] | None], None]
 
 
 class Entry:
-    __slots__ = ("checks", "decide", "event", "replies", "shard")
+    __slots__ = ("checks", "decide", "event", "replies", "shard", "unique")
 
-    def __init__(self, shard: int, event: dict[str, Any], checks: tuple[bytes, ...], decide: Decide | None) -> None:
+    def __init__(
+        self,
+        shard: int,
+        event: dict[str, Any],
+        checks: tuple[bytes, ...],
+        decide: Decide | None,
+        unique: tuple[bytes, int] | None,
+    ) -> None:
         self.shard = shard
         self.event = event
         self.checks = checks
         self.decide = decide
+        self.unique = unique  # (uniqueness key, window s): appended by the UNIQUE_XADD script
         self.replies: list[Any] | None = None
 
 
@@ -137,10 +145,18 @@ class Recorder:
         return await self._conn.execute(list(commands), timeout=1.0)
 
     async def record(
-        self, shard: int, event: dict[str, Any], checks: tuple[bytes, ...] = (), decide: Decide | None = None
+        self,
+        shard: int,
+        event: dict[str, Any],
+        checks: tuple[bytes, ...] = (),
+        decide: Decide | None = None,
+        unique: tuple[bytes, int] | None = None,
     ) -> Entry:
-        """Make the event durable (Redis stream or spool) in the next batch; returns it with its check replies."""
-        entry = Entry(shard, event, checks, decide)
+        """Make the event durable (Redis stream or spool) in the next batch; returns it with its check replies.
+
+        `unique`: (key, window) to decide click uniqueness in the same script call that appends the event.
+        """
+        entry = Entry(shard, event, checks, decide, unique)
         future = self._batch_future
         if future is None:
             future = self._batch_future = _BatchFuture(loop=asyncio.get_running_loop())
@@ -204,7 +220,12 @@ class Recorder:
                     if entry.decide is not None:
                         entry.decide(entry.event, entry.replies)
         dumps, key = orjson.dumps, self._key
-        commands = [pack(b"XADD", key(e.shard), b"*", b"d", dumps(e.event)) for e in batch]
+        commands = [
+            pack(b"XADD", key(e.shard), b"*", b"d", dumps(e.event))
+            if e.unique is None
+            else pack(b"EVALSHA", UNIQUE_XADD_SHA, 2, e.unique[0], key(e.shard), e.unique[1], dumps(e.event))
+            for e in batch
+        ]
         replies = await self._conn.execute(commands, timeout=self.budget_s)
         failed = [entry for entry, reply in zip(batch, replies, strict=True) if isinstance(reply, hiredis.ReplyError)]
         if failed:  # e.g. OOM under noeviction: those events go to the spool, the rest are in the stream
@@ -215,6 +236,11 @@ class Recorder:
         self.stats.events_redis += len(batch) - len(failed)
 
     async def _write_spool(self, batch: list[Entry]) -> None:
+        for entry in batch:
+            if entry.unique is not None and "unique" not in entry.event:
+                # Redis could not decide: counted unique, flagged so the numbers can be re-checked.
+                entry.event["unique"] = True
+                entry.event["degraded"] = True
         dumps = orjson.dumps
         lines = [b"%d %s\n" % (entry.shard, dumps(entry.event)) for entry in batch]
         try:

@@ -2,10 +2,12 @@
 
 Redis key layout (PREFIX is CLICKMINT_KEY_PREFIX, "cm" by default):
 
-    {PREFIX}:events:{N}          stream, N in 0..shards-1; one entry per event, field "d" = orjson payload.
-                                 The {N} hash tag lets each shard live on its own Redis Cluster node.
-    {PREFIX}:uniq:{L}:{visitor}  string, set NX with the offer's window as TTL: a click of visitor on
-                                 link L is unique when the SET succeeds. Tagged by link.
+    {PREFIX}:events:{N}          stream, N in 0..shards-1; one entry per event, field "d" = orjson payload,
+                                 and for a click field "u" = 1 or 0: unique or not, decided by Redis as it
+                                 appends the entry. The {N} hash tag lets each shard live on its own node.
+    {PREFIX}:uniq:{N}:L:visitor  string, set NX with the offer's window as TTL, by the same script that
+                                 appends the click to shard N (same hash tag, same Cluster slot): the click
+                                 of this visitor on link L is unique when the SET succeeds.
     {PREFIX}:cap:{o<offer>}:...  integer counters of the caps of one offer (offer-wide and per partner,
                                  daily and lifetime), checked and incremented atomically by one script.
     {PREFIX}:seen:{o<offer>}:... postback nonces, SET NX with a TTL, so a signed postback is used once.
@@ -17,6 +19,7 @@ Reader costs a few, which is why the hot path does its own RESP here.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +28,14 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
+
+# KEYS: the uniqueness key, the stream; ARGV: the uniqueness window (s), the payload. One round trip
+# decides uniqueness and appends the click, atomically.
+UNIQUE_XADD = b"""
+local unique = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
+return redis.call('XADD', KEYS[2], '*', 'd', ARGV[2], 'u', unique and '1' or '0')
+"""
+UNIQUE_XADD_SHA = hashlib.sha1(UNIQUE_XADD).hexdigest().encode()
 
 
 class RedisUnavailable(ConnectionError):

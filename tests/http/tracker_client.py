@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import orjson
 import redis.asyncio as aioredis
 
+from billing.events import decode
 from clickmint.env import Env
 from clickmint.settings import Settings
 from tracker.app import TrackerApp, signer_for
@@ -66,13 +66,13 @@ class Tracker:
         for key in await self.stream_keys():
             for entry_id, fields in await self.redis.xrange(key):
                 ms, seq = entry_id.split(b"-")
-                found.append(((int(ms), int(seq)), orjson.loads(fields[b"d"])))
+                found.append(((int(ms), int(seq)), decode(fields)))
         return [event for _, event in sorted(found, key=lambda pair: pair[0])]
 
     async def shard_events(self, shard: int) -> list[dict[str, Any]]:
         """The events of one shard's stream, in stream order."""
         key = f"{self.prefix}:events:{{{shard}}}"
-        return [orjson.loads(fields[b"d"]) for _, fields in await self.redis.xrange(key)]
+        return [decode(fields) for _, fields in await self.redis.xrange(key)]
 
 
 @contextlib.asynccontextmanager
