@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from billing import statements
 from billing.fees import FeeLine, cpm_accrual, reversal_lines
 from billing.plans import OfferTerms
 
@@ -27,7 +28,9 @@ class LedgerReport:
     per_kind: dict[str, int] = field(default_factory=dict)
 
 
-async def approve(conn: asyncpg.Connection, now: dt.datetime, report: LedgerReport) -> None:
+async def approve(
+    conn: asyncpg.Connection, now: dt.datetime, report: LedgerReport, statement_report: statements.StatementReport
+) -> None:
     """Pending conversions past their hold become approved (or rejected when refunded in full meanwhile)."""
     rows = await conn.fetch(
         """WITH due AS (
@@ -60,12 +63,26 @@ async def approve(conn: asyncpg.Connection, now: dt.datetime, report: LedgerRepo
             report.approved += row["n"]
         else:
             report.rejected_refunded += row["n"]
+    # Lines are born in the open statement of their month (made here where missing), so filling
+    # statements later touches only the few lines whose month was already closed.
+    await statements.make_statements(
+        conn,
+        """SELECT DISTINCT c.merchant_id, c.partner_id, k.currency,
+                  date_trunc('month', c.ts AT TIME ZONE 'UTC')::date AS month
+           FROM conversions c JOIN commissions k ON k.event_id = c.event_id
+           WHERE c.status IN ('approved', 'reversed') AND c.approved_at = $1""",
+        [now],
+        statement_report,
+    )
     inserted = await conn.fetch(
         """INSERT INTO ledger_lines (source, kind, merchant_id, partner_id, offer_id, currency, amount_minor, basis,
-                                    occurred_at)
+                                    occurred_at, statement_id)
            SELECT c.event_id::text, k.kind, c.merchant_id, c.partner_id, c.offer_id, k.currency, k.amount_minor,
-                  k.basis || coalesce(', order ' || c.order_id, ''), c.ts
+                  k.basis || coalesce(', order ' || c.order_id, ''), c.ts, s.id
            FROM conversions c JOIN commissions k ON k.event_id = c.event_id
+           LEFT JOIN statements s ON s.merchant_id = c.merchant_id AND s.partner_id = c.partner_id
+                AND s.currency = k.currency AND s.status = 'open'
+                AND s.period_start = date_trunc('month', c.ts AT TIME ZONE 'UTC')::date
            WHERE c.status IN ('approved', 'reversed') AND c.approved_at = $1
            ON CONFLICT (source, kind) DO NOTHING
            RETURNING kind""",
