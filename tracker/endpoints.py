@@ -180,7 +180,11 @@ class Hot:
         await self.recorder.record(link.shard, event)
         if "refusal" in event:
             headers.append((b"x-clickmint-refusal", event["refusal"].encode()))
-        await _respond(send, 200, headers, body if visit.method != "HEAD" else b"")
+        if banner and creative is not None and visit.if_none_match == creative.etag:
+            # The browser revalidates its cached banner: still a view, answered without the bytes.
+            await _respond(send, 304, [(b"etag", creative.etag), (b"cache-control", b"private, no-cache")], b"")
+        else:
+            await _respond(send, 200, headers, body if visit.method != "HEAD" else b"")
         return event.get("refusal", "ok")
 
 

@@ -22,6 +22,7 @@ class Visit:
     client_ip: str  # the full address: used for geo and the visitor hash, never stored or logged
     https: bool
     query_error: str | None  # set when the query string is refused (too long, not UTF-8)
+    if_none_match: bytes = b""  # a banner's ETag the browser already holds
     _visitor: str | None = None
 
     def cookie(self, name: str) -> str | None:
@@ -47,6 +48,7 @@ class Visit:
 def from_scope(scope: dict[str, Any], trust_forwarded: bool) -> Visit:
     """Read method, path, query, the few headers we use, the client address and the scheme."""
     user_agent = purpose = cookies = forwarded_for = forwarded_proto = ""
+    if_none_match = b""
     for name, value in scope["headers"]:
         if name == b"user-agent":
             user_agent = value.decode("latin-1")[:512]
@@ -54,6 +56,8 @@ def from_scope(scope: dict[str, Any], trust_forwarded: bool) -> Visit:
             cookies = value.decode("latin-1")
         elif name in (b"sec-purpose", b"purpose", b"x-purpose", b"x-moz"):
             purpose = f"{purpose},{value.decode('latin-1')}" if purpose else value.decode("latin-1")
+        elif name == b"if-none-match":
+            if_none_match = value
         elif trust_forwarded and name == b"x-forwarded-for":
             forwarded_for = value.decode("latin-1")
         elif trust_forwarded and name == b"x-forwarded-proto":
@@ -64,7 +68,9 @@ def from_scope(scope: dict[str, Any], trust_forwarded: bool) -> Visit:
         client_ip = forwarded_for.split(",")[0].strip()
     https = (forwarded_proto or scope.get("scheme", "http")) == "https"
     query, error = parse_query(scope.get("query_string", b""))
-    return Visit(scope["method"], scope["path"], query, user_agent, purpose, cookies, client_ip, https, error)
+    return Visit(
+        scope["method"], scope["path"], query, user_agent, purpose, cookies, client_ip, https, error, if_none_match
+    )
 
 
 def parse_query(raw: bytes) -> tuple[dict[str, str], str | None]:

@@ -112,3 +112,42 @@ async def test_a_deep_link_may_carry_macros(settings: Settings, db: asyncpg.Conn
     assert (location.hostname, location.path) == ("shop.example.com", "/p/42")
     query = parse_qs(location.query)
     assert query["s"] == ["a b"] and len(query["cid"][0]) == 38
+
+
+async def test_a_new_link_is_served_within_a_second(settings: Settings, db: asyncpg.Connection) -> None:
+    prog = await programme(db)
+    async with tracker_client(settings) as (_app, client):
+        assert (await client.get("/c/brand-new-link")).status_code == 404
+        await db.execute(
+            "INSERT INTO links (code, partner_id, offer_id) VALUES ('brand-new-link', $1, $2)",
+            prog.partner_id,
+            prog.offer_id,
+        )
+        async with asyncio.timeout(1.0):  # NOTIFY cm_config, else the one-second version poll
+            while (await client.get("/c/brand-new-link")).status_code != 302:
+                await asyncio.sleep(0.02)
+        await db.execute("UPDATE links SET status = 'paused' WHERE code = 'brand-new-link'")
+        async with asyncio.timeout(1.0):
+            while "set-cookie" in (await client.get("/c/brand-new-link")).headers:
+                await asyncio.sleep(0.02)
+
+
+async def test_a_banner_is_served_with_its_etag_and_revalidated(settings: Settings, db: asyncpg.Connection) -> None:
+    import hashlib
+
+    prog = await programme(db)
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 64
+    creative = await db.fetchval(
+        """INSERT INTO creatives (offer_id, name, content_type, width, height, body, sha256)
+           VALUES ($1, 'banner', 'image/png', 300, 250, $2, $3) RETURNING id""",
+        prog.offer_id,
+        png,
+        hashlib.sha256(png).hexdigest(),
+    )
+    await db.execute("UPDATE links SET creative_id = $1 WHERE id = $2", creative, prog.link_id)
+    async with tracker_client(settings) as (app, client):
+        first = await client.get(f"/b/{prog.code}")
+        again = await client.get(f"/b/{prog.code}", headers={"if-none-match": first.headers["etag"]})
+    assert first.status_code == 200 and first.content == png and first.headers["content-type"] == "image/png"
+    assert again.status_code == 304 and again.content == b""
+    assert app.recorder.stats.events_redis == 2  # both are views
