@@ -51,17 +51,7 @@ def _params(request: Request, body: bytes) -> dict[str, Any]:
             if not isinstance(parsed, dict):
                 raise Refusal("invalid_json", "the body must be a JSON object")
             return parsed  # type: ignore[no-any-return]
-    if len(raw) > MAX_BODY:
-        raise Refusal("body_too_large", "the query is too long", 413)
-    try:
-        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=64)
-    except (UnicodeDecodeError, UnicodeEncodeError):
-        raise Refusal("invalid_utf8", "the input is not valid UTF-8") from None
-    except ValueError:
-        raise Refusal("too_many_fields", "too many fields") from None
-    params: dict[str, Any] = {}
-    for key, value in pairs:
-        params.setdefault(key, value)
+    params = _form(raw)
     if isinstance(params.get("items"), str):
         try:
             params["items"] = orjson.loads(params["items"])
@@ -72,7 +62,11 @@ def _params(request: Request, body: bytes) -> dict[str, Any]:
 
 def _query(request: Request) -> dict[str, Any]:
     """The query string's parameters whatever the method (TUNE templates put them there)."""
-    raw = request.scope.get("query_string", b"")
+    return _form(request.scope.get("query_string", b""))
+
+
+def _form(raw: bytes) -> dict[str, Any]:
+    """URL-encoded pairs as a dict (first value wins); refuses oversized, non-UTF-8 or too many fields."""
     if len(raw) > MAX_BODY:
         raise Refusal("body_too_large", "the query is too long", 413)
     try:

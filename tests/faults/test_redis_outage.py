@@ -22,7 +22,7 @@ from clickmint.embedded import EmbeddedValkey, pick_port
 from clickmint.preflight import PreflightError
 from clickmint.settings import Settings
 from tests.factories import programme
-from tests.integration.test_skeleton import drain, tracker_client
+from tests.helpers import drain, tracker_client
 
 pytestmark = pytest.mark.timeout(120)
 

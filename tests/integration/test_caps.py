@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import asyncpg
 import httpx
-import orjson
 
 from clickmint.settings import Settings
 from tests.factories import programme
-from tests.integration.test_skeleton import tracker_client
-from tracker.conversions import sign
+from tests.helpers import postback, tracker_client
 
 FALLBACK = "https://fallback.example.org/"
 
@@ -41,19 +38,8 @@ async def test_per_partner_conversion_cap(settings: Settings, db: asyncpg.Connec
         click_id = click.headers["set-cookie"].split("=", 1)[1].split(";")[0]
 
         async def convert(i: int) -> str:
-            body = orjson.dumps(
-                {"offer_id": prog.offer_id, "click_id": click_id, "action": "signup", "order_id": f"o{i}"}
-            )
-            ts = int(time.time())
-            response = await client.post(
-                "/postback",
-                content=body,
-                headers={
-                    "content-type": "application/json",
-                    "x-clickmint-timestamp": str(ts),
-                    "x-clickmint-signature": sign(secret, ts, body),
-                },
-            )
+            payload = {"offer_id": prog.offer_id, "click_id": click_id, "action": "signup", "order_id": f"o{i}"}
+            response = await postback(client, secret, payload)
             assert response.status_code == 200, response.text
             return str(response.json()["status"])
 
@@ -71,18 +57,6 @@ async def test_payout_cap_counts_the_commission(settings: Settings, db: asyncpg.
         click_id = click.headers["set-cookie"].split("=", 1)[1].split(";")[0]
         statuses = []
         for i in range(3):
-            body = orjson.dumps(
-                {"offer_id": prog.offer_id, "click_id": click_id, "order_id": f"s{i}", "amount": "40.00"}
-            )
-            ts = int(time.time())
-            response = await client.post(
-                "/postback",
-                content=body,
-                headers={
-                    "content-type": "application/json",
-                    "x-clickmint-timestamp": str(ts),
-                    "x-clickmint-signature": sign(secret, ts, body),
-                },
-            )
-            statuses.append(response.json()["status"])
+            payload = {"offer_id": prog.offer_id, "click_id": click_id, "order_id": f"s{i}", "amount": "40.00"}
+            statuses.append((await postback(client, secret, payload)).json()["status"])
     assert statuses == ["accepted", "accepted", "over_cap"]

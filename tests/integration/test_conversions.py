@@ -2,32 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 import asyncpg
-import httpx
-import orjson
 
 from clickmint.settings import Settings
 from tests.factories import programme
-from tests.integration.test_skeleton import drain, tracker_client
-from tracker.conversions import sign
-
-
-async def postback(client: httpx.AsyncClient, secret: str, payload: dict[str, Any]) -> httpx.Response:
-    body = orjson.dumps(payload)
-    ts = int(time.time())
-    headers = {
-        "content-type": "application/json",
-        "x-clickmint-timestamp": str(ts),
-        "x-clickmint-signature": sign(secret, ts, body),
-    }
-    return await client.post("/postback", content=body, headers=headers)
-
-
-def click_id_of(response: httpx.Response) -> str:
-    return response.headers["set-cookie"].split("=", 1)[1].split(";")[0]
+from tests.helpers import click_id_of, drain, postback, tracker_client
 
 
 async def test_purchase_duplicate_refund_and_rollups(settings: Settings, db: asyncpg.Connection) -> None:

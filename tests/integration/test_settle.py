@@ -12,8 +12,7 @@ from billing.exports import sha256_hex
 from billing.settle import settle
 from clickmint.settings import Settings
 from tests.factories import programme
-from tests.integration.test_conversions import click_id_of, postback
-from tests.integration.test_skeleton import drain, tracker_client
+from tests.helpers import click_id_of, drain, postback, tracker_client
 
 
 async def test_a_month_settled_closed_and_a_late_refund_reversed(settings: Settings, db: asyncpg.Connection) -> None:

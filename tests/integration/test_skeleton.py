@@ -3,44 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
-import httpx
 import redis.asyncio as aioredis
 
-from billing.consumer import Ingest, stream_key
-from billing.derive import Deriver
-from billing.settings import BillingSettings
-from clickmint.env import Env
+from billing.consumer import stream_key
 from clickmint.settings import Settings
 from tests.factories import programme
-from tracker.app import TrackerApp
-from tracker.settings import TrackerSettings
-
-
-@contextlib.asynccontextmanager
-async def tracker_client(settings: Settings) -> AsyncIterator[tuple[TrackerApp, httpx.AsyncClient]]:
-    app = TrackerApp(TrackerSettings.from_env(Env({}), core=settings))
-    async with app.lifespan(app.cold):
-        transport = httpx.ASGITransport(app=app, client=("203.0.113.77", 5000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://track.test") as client:
-            yield app, client
-
-
-async def drain(settings: Settings, until: int, conn: asyncpg.Connection, timeout: float = 10.0) -> None:
-    """Run ingest until `until` events are in PostgreSQL."""
-    ingest = Ingest(BillingSettings.from_env(Env({}), core=settings), derive=Deriver())
-    task = asyncio.create_task(ingest.run())
-    try:
-        async with asyncio.timeout(timeout):
-            while await conn.fetchval("SELECT count(*) FROM events") < until:
-                await asyncio.sleep(0.02)
-    finally:
-        ingest.stop()
-        await task
+from tests.helpers import drain, tracker_client
 
 
 async def test_click_reaches_postgres_through_the_stream(settings: Settings, db: asyncpg.Connection) -> None:

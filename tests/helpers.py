@@ -1,0 +1,59 @@
+"""What the integration, fault and HTTP tests share: an in-process tracker, a drain of ingest, signed postbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+
+from billing.consumer import Ingest
+from billing.derive import Deriver
+from billing.settings import BillingSettings
+from clickmint.env import Env
+from clickmint.settings import Settings
+from tracker.app import TrackerApp
+from tracker.conversions import sign
+from tracker.settings import TrackerSettings
+
+
+@contextlib.asynccontextmanager
+async def tracker_client(settings: Settings) -> AsyncIterator[tuple[TrackerApp, httpx.AsyncClient]]:
+    app = TrackerApp(TrackerSettings.from_env(Env({}), core=settings))
+    async with app.lifespan(app.cold):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.77", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://track.test") as client:
+            yield app, client
+
+
+async def drain(settings: Settings, until: int, conn: asyncpg.Connection, timeout: float = 10.0) -> None:
+    """Run ingest until `until` events are in PostgreSQL."""
+    ingest = Ingest(BillingSettings.from_env(Env({}), core=settings), derive=Deriver())
+    task = asyncio.create_task(ingest.run())
+    try:
+        async with asyncio.timeout(timeout):
+            while await conn.fetchval("SELECT count(*) FROM events") < until:
+                await asyncio.sleep(0.02)
+    finally:
+        ingest.stop()
+        await task
+
+
+async def postback(client: httpx.AsyncClient, secret: str, payload: dict[str, Any]) -> httpx.Response:
+    body = orjson.dumps(payload)
+    ts = int(time.time())
+    headers = {
+        "content-type": "application/json",
+        "x-clickmint-timestamp": str(ts),
+        "x-clickmint-signature": sign(secret, ts, body),
+    }
+    return await client.post("/postback", content=body, headers=headers)
+
+
+def click_id_of(response: httpx.Response) -> str:
+    return response.headers["set-cookie"].split("=", 1)[1].split(";")[0]
