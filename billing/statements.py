@@ -128,9 +128,6 @@ async def make_statements(
         *args,
     )
     report.opened += len(made)
-    if len(made) > 100:
-        # Fresh rows the planner has not seen: without this it probes them row by row when lines join them.
-        await conn.execute("ANALYZE statements")
 
 
 async def _assign_late(conn: asyncpg.Connection, period_end: dt.date, report: StatementReport) -> None:
