@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from billing import statements
 from billing.fees import FeeLine, cpm_accrual, reversal_lines
 from billing.plans import OfferTerms
 
@@ -28,9 +27,7 @@ class LedgerReport:
     per_kind: dict[str, int] = field(default_factory=dict)
 
 
-async def approve(
-    conn: asyncpg.Connection, now: dt.datetime, report: LedgerReport, statement_report: statements.StatementReport
-) -> None:
+async def approve(conn: asyncpg.Connection, now: dt.datetime, report: LedgerReport) -> None:
     """Pending conversions past their hold become approved (or rejected when refunded in full meanwhile)."""
     rows = await conn.fetch(
         """WITH due AS (
@@ -63,26 +60,12 @@ async def approve(
             report.approved += row["n"]
         else:
             report.rejected_refunded += row["n"]
-    # Lines are born in the open statement of their month (made here where missing), so filling
-    # statements later touches only the few lines whose month was already closed.
-    await statements.make_statements(
-        conn,
-        """SELECT DISTINCT c.merchant_id, c.partner_id, k.currency,
-                  date_trunc('month', c.ts AT TIME ZONE 'UTC')::date AS month
-           FROM conversions c JOIN commissions k ON k.event_id = c.event_id
-           WHERE c.status IN ('approved', 'reversed') AND c.approved_at = $1""",
-        [now],
-        statement_report,
-    )
     inserted = await conn.fetch(
         """INSERT INTO ledger_lines (source, kind, merchant_id, partner_id, offer_id, currency, amount_minor, basis,
-                                    occurred_at, statement_id)
+                                    occurred_at)
            SELECT c.event_id::text, k.kind, c.merchant_id, c.partner_id, c.offer_id, k.currency, k.amount_minor,
-                  k.basis || coalesce(', order ' || c.order_id, ''), c.ts, s.id
+                  k.basis || coalesce(', order ' || c.order_id, ''), c.ts
            FROM conversions c JOIN commissions k ON k.event_id = c.event_id
-           LEFT JOIN statements s ON s.merchant_id = c.merchant_id AND s.partner_id = c.partner_id
-                AND s.currency = k.currency AND s.status = 'open'
-                AND s.period_start = date_trunc('month', c.ts AT TIME ZONE 'UTC')::date
            WHERE c.status IN ('approved', 'reversed') AND c.approved_at = $1
            ON CONFLICT (source, kind) DO NOTHING
            RETURNING kind""",

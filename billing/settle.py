@@ -46,7 +46,7 @@ async def settle(
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", SETTLE_LOCK)
         terms = await load_terms(conn)
-        await ledger.approve(conn, now, report.ledger, report.statements)
+        await ledger.approve(conn, now, report.ledger)
         await ledger.reverse_refunds(conn, report.ledger)
         await ledger.pay_traffic(conn, terms, start_at, min(end_at, now), report.ledger)
         await ledger.pay_views_per_mille(conn, terms, start, end, report.ledger)

@@ -88,14 +88,23 @@ async def assign(conn: asyncpg.Connection, period_end: dt.date, report: Statemen
     reversals) then join the next open statement, group by group.
     """
     end_at = dt.datetime.combine(period_end, dt.time(), dt.UTC)
-    await make_statements(
-        conn,
-        """SELECT DISTINCT merchant_id, partner_id, currency,
-                  date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date AS month
-           FROM ledger_lines WHERE statement_id IS NULL AND occurred_at < $1""",
-        [end_at],
-        report,
+    made = await conn.fetch(
+        """INSERT INTO statements (number, merchant_id, partner_id, currency, period_start, period_end,
+                                  min_payout_minor)
+           SELECT 'CM-' || to_char(g.month, 'YYYY-MM') || '-' || lpad(nextval('statement_numbers')::text, 6, '0'),
+                  g.merchant_id, g.partner_id, g.currency, g.month, (g.month + interval '1 month')::date,
+                  p.min_payout_minor
+           FROM (SELECT DISTINCT merchant_id, partner_id, currency,
+                        date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date AS month
+                 FROM ledger_lines WHERE statement_id IS NULL AND occurred_at < $1) g
+           JOIN partners p ON p.id = g.partner_id
+           WHERE NOT EXISTS (SELECT 1 FROM statements s WHERE s.merchant_id = g.merchant_id
+                             AND s.partner_id = g.partner_id AND s.currency = g.currency AND s.period_start = g.month)
+           ON CONFLICT (merchant_id, partner_id, currency, period_start) DO NOTHING
+           RETURNING id""",
+        end_at,
     )
+    report.opened += len(made)
     result = await conn.execute(
         """UPDATE ledger_lines l SET statement_id = s.id
            FROM statements s
@@ -106,28 +115,6 @@ async def assign(conn: asyncpg.Connection, period_end: dt.date, report: Statemen
     )
     report.assigned += int(result.split()[-1])
     await _assign_late(conn, period_end, report)
-
-
-async def make_statements(
-    conn: asyncpg.Connection, groups_sql: str, args: list[object], report: StatementReport
-) -> None:
-    """Make, in one statement, the monthly statements the groups (merchant_id, partner_id, currency,
-    month) of `groups_sql` need and do not have yet."""
-    made = await conn.fetch(
-        f"""INSERT INTO statements (number, merchant_id, partner_id, currency, period_start, period_end,
-                                   min_payout_minor)
-           SELECT 'CM-' || to_char(g.month, 'YYYY-MM') || '-' || lpad(nextval('statement_numbers')::text, 6, '0'),
-                  g.merchant_id, g.partner_id, g.currency, g.month, (g.month + interval '1 month')::date,
-                  p.min_payout_minor
-           FROM ({groups_sql}) g
-           JOIN partners p ON p.id = g.partner_id
-           WHERE NOT EXISTS (SELECT 1 FROM statements s WHERE s.merchant_id = g.merchant_id
-                             AND s.partner_id = g.partner_id AND s.currency = g.currency AND s.period_start = g.month)
-           ON CONFLICT (merchant_id, partner_id, currency, period_start) DO NOTHING
-           RETURNING id""",
-        *args,
-    )
-    report.opened += len(made)
 
 
 async def _assign_late(conn: asyncpg.Connection, period_end: dt.date, report: StatementReport) -> None:

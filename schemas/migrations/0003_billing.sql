@@ -229,5 +229,3 @@ BEGIN
 END $$;
 CREATE TRIGGER ledger_lines_join_open AFTER UPDATE ON ledger_lines
     REFERENCING NEW TABLE AS joined FOR EACH STATEMENT EXECUTE FUNCTION cm_ledger_open_statements();
-CREATE TRIGGER ledger_lines_insert_open AFTER INSERT ON ledger_lines
-    REFERENCING NEW TABLE AS joined FOR EACH STATEMENT EXECUTE FUNCTION cm_ledger_open_statements();
