@@ -128,7 +128,7 @@ def _latin1(text: str) -> str:
     return text.encode("latin-1", "replace").decode("latin-1")
 
 
-def _fit(pdf: FPDF, text: str, width: float) -> str:
+def _fit(pdf: FPDF, text: str, width: int) -> str:
     text = _latin1(text)
     if pdf.get_string_width(text) <= width - 2:
         return text

@@ -38,7 +38,7 @@ _BY_EXPONENT: dict[int, str] = {
     4: "CLF UYW",
 }
 
-# Code -> number of minor-unit digits. Codes without a minor unit (XAU, XDR, XXX...) are left out on purpose.
+# Code -> number of minor-unit digits. Codes without a minor unit (gold, SDRs, the test code) are left out.
 EXPONENTS: Mapping[str, int] = MappingProxyType(
     {code: exp for exp, codes in _BY_EXPONENT.items() for code in codes.split()}
 )
