@@ -1,24 +1,135 @@
-"""Builds the portal application."""
+"""Builds the portal application: the JSON API under /api/v1 (OpenAPI at /api/v1/openapi.json),
+server-rendered pages under /, a public price feed, and the partner postback delivery loop."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import redis.asyncio
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from portal import api_auth, api_operator, api_partner, openapi, pages, partner_data, passwords, postbacks
+from portal.api import ROLES, Endpoint, error_response, json_response, route
+from portal.errors import ApiError
+from portal.ratelimit import RateLimiter
+from portal.settings import PortalSettings
 
-async def healthz(request: Request) -> Response:
-    return PlainTextResponse("ok\n")
+log = logging.getLogger("clickmint.portal")
+ENDPOINTS: list[Endpoint] = [*api_auth.ENDPOINTS, *api_partner.ENDPOINTS, *api_operator.ENDPOINTS]
+assert all(ep.role in (*ROLES, "public") for ep in ENDPOINTS)
+_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' https: data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+        b"frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    ),
+]
 
 
-async def home(request: Request) -> Response:
-    return HTMLResponse(
-        "<!doctype html><html lang=en><meta charset=utf-8><title>Clickmint</title>"
-        "<body style='font-family:sans-serif;margin:4em'><h1>Clickmint portal</h1>"
-        "<p>Partner and operator sign-in arrive with the portal release.</p></body></html>"
-    )
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("clickmint")
+    except PackageNotFoundError:
+        return "0"
+
+
+class Portal:
+    def __init__(self, settings: PortalSettings) -> None:
+        self.settings = settings
+        self.pool: asyncpg.Pool = None  # type: ignore[assignment]
+        self.redis: redis.asyncio.Redis = None  # type: ignore[assignment]
+        self.limiter: RateLimiter = None  # type: ignore[assignment]
+        self.openapi = openapi.document(ENDPOINTS, _version())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        core = self.settings.core
+        self.pool = await asyncpg.create_pool(core.database_url, min_size=1, max_size=8)
+        self.redis = redis.asyncio.Redis.from_url(core.redis_url)
+        self.limiter = RateLimiter(self.redis, core.key_prefix)
+        delivery = asyncio.create_task(postbacks.run(self.pool)) if self.settings.deliver_postbacks else None
+        try:
+            yield
+        finally:
+            if delivery is not None:
+                delivery.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await delivery
+            await self.redis.aclose()
+            await self.pool.close()
+
+    async def healthz(self, request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def openapi_json(self, request: Request) -> Response:
+        return json_response(self.openapi)
+
+    async def price_feed(self, request: Request) -> Response:
+        """Public on purpose: the merchant's store reads it. Its id is an HMAC nobody can guess."""
+        found = passwords.check_feed_token(self.settings.core.secret_key, request.path_params["token"])
+        if found is None:
+            return error_response(ApiError(404, "not_found", "no such feed"))
+        async with self.pool.acquire() as conn:
+            feed = await partner_data.price_feed(conn, *found)
+        response = json_response(feed)
+        response.headers["Cache-Control"] = "public, max-age=60"
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith("/api/") or request.url.path.startswith("/feeds/"):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(ApiError(exc.status_code, code, str(exc.detail)))
+    return pages.render("error.html", exc.status_code, error=str(exc.detail), code=str(exc.status_code))
+
+
+class SecurityHeaders:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def build(settings: PortalSettings) -> Starlette:
+    portal = Portal(settings)
+    routes = [
+        Route("/healthz", portal.healthz, methods=["GET", "HEAD"]),
+        Route("/api/v1/openapi.json", portal.openapi_json, methods=["GET"]),
+        Route("/feeds/prices/{token}.json", portal.price_feed, methods=["GET"]),
+        *(route(ep, portal) for ep in ENDPOINTS),
+        *pages.routes(),
+    ]
+    app = Starlette(routes=routes, lifespan=portal.lifespan, exception_handlers={HTTPException: _http_error})
+    app.state.portal = portal
+    app.add_middleware(SecurityHeaders)
+    return app
 
 
 def create_app() -> Starlette:
-    return Starlette(routes=[Route("/healthz", healthz), Route("/", home)])
+    return build(PortalSettings.from_env())

@@ -1,0 +1,148 @@
+"""The JSON API's machinery: a registry of endpoints (the OpenAPI document is drawn from it), and the
+one wrapper every endpoint runs in: rate limit, credential, role, scope, CSRF, errors as JSON."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from portal import auth, validate
+from portal.auth import Principal
+from portal.errors import ApiError
+
+log = logging.getLogger("clickmint.portal")
+ROLES = {"partner": ("partner",), "operator": ("operator", "network"), "any": ("partner", "operator", "network")}
+
+
+@dataclass
+class Ctx:
+    request: Request
+    conn: asyncpg.Connection
+    principal: Principal | None
+    portal: Any  # the Portal (settings, pool, limiter)
+
+    @property
+    def who(self) -> Principal:
+        assert self.principal is not None
+        return self.principal
+
+    @property
+    def partner_id(self) -> int:
+        """The partner of the credential: the only partner id a partner-scoped query ever sees."""
+        assert self.principal is not None and self.principal.partner_id is not None
+        return self.principal.partner_id
+
+    def path_int(self, name: str) -> int:
+        raw = self.request.path_params[name]
+        if not raw.isdigit() or len(raw) > 18:
+            raise ApiError(404, "not_found", f"no such {name.removesuffix('_id')}")
+        return int(raw)
+
+    def query(self, name: str, check: validate.Check, default: Any) -> Any:
+        raw = self.request.query_params.get(name)
+        return default if raw in (None, "") else check(name, raw)
+
+    async def body(self, spec: Mapping[str, tuple[validate.Check, bool]]) -> dict[str, Any]:
+        return validate.fields(await validate.body(self.request), spec, ignore=("csrf_token",))
+
+
+Handler = Callable[[Ctx], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    role: str  # partner | operator | any | public
+    summary: str
+    body: Mapping[str, tuple[validate.Check, bool]] | None = None
+    query: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # name -> JSON schema
+    produces: str = "application/json"
+    tag: str = ""
+    status: int = 200  # 201 for endpoints that create
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data, default=_default), status_code=status, media_type="application/json")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def error_response(exc: ApiError) -> Response:
+    response = json_response({"error": exc.code, "detail": exc.detail}, exc.status)
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def client_key(request: Request, trust_forwarded: bool) -> str:
+    """The client's network, never its full address: /24 for IPv4, /48 for IPv6."""
+    host = request.client.host if request.client else ""
+    if trust_forwarded:
+        host = request.headers.get("x-forwarded-for", host).split(",")[0].strip() or host
+    if ":" in host:
+        return ":".join(host.split(":")[:3])
+    return ".".join(host.split(".")[:3])
+
+
+def database_error(exc: asyncpg.PostgresError) -> ApiError:
+    """A constraint the database enforces, told as a 4xx (the validators should have caught it first)."""
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return ApiError(409, "conflict", "that already exists")
+    if isinstance(exc, asyncpg.ForeignKeyViolationError):
+        return ApiError(400, "invalid_reference", "a referenced object does not exist")
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError | asyncpg.DataError):
+        return ApiError(400, "invalid_field", str(exc).split("\n")[0][:300])
+    raise exc
+
+
+def route(endpoint: Endpoint, portal: Any) -> Route:
+    async def run(request: Request) -> Response:
+        try:
+            return await _run(endpoint, portal, request)
+        except ApiError as exc:
+            return error_response(exc)
+
+    return Route(endpoint.path, run, methods=[endpoint.method], name=f"{endpoint.method} {endpoint.path}")
+
+
+async def _run(endpoint: Endpoint, portal: Any, request: Request) -> Response:
+    settings = portal.settings
+    async with portal.pool.acquire() as conn:
+        principal = await auth.resolve(request, conn, settings.idle_minutes) if endpoint.role != "public" else None
+        if endpoint.role != "public":
+            if principal is None:
+                raise ApiError(401, "unauthenticated", "sign in or send an API key")
+            # Another role's route looks like nothing at all, as another partner's object does.
+            if principal.role not in ROLES[endpoint.role]:
+                raise ApiError(404, "not_found", "no such route for this credential")
+            auth.require_scope(principal, request.method)
+            await portal.limiter.hit("api", f"u{principal.user_id}", settings.api_per_minute)
+            form_token = None
+            if request.method in auth.UNSAFE and principal.via == "session":
+                form_token = request.headers.get("x-csrf-token")
+            auth.check_csrf(request, principal, form_token)
+        else:
+            await portal.limiter.hit("public", client_key(request, settings.trust_forwarded), settings.api_per_minute)
+        ctx = Ctx(request, conn, principal, portal)
+        try:
+            result = await endpoint.handler(ctx)
+        except asyncpg.PostgresError as exc:
+            raise database_error(exc) from exc
+    if isinstance(result, Response):
+        return result
+    return json_response(result, endpoint.status)

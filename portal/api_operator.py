@@ -1,0 +1,416 @@
+"""The operator's API: merchants, offers, partners, links, creatives, products, rates, reports,
+statements and the audit log. Scoped to the operator's merchant (a network operator: all)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import Any
+
+from billing import statements as billing_statements
+from portal import operator_data as data
+from portal import users, validate
+from portal.api import Ctx, Endpoint
+from portal.api_partner import export_response
+from portal.errors import ApiError, invalid
+from portal.images import ImageError, sniff
+
+_ID = (validate.integer(1), False)
+BRANDING = {
+    "logo_url": (validate.url, False),
+    "primary": (validate.colour, False),
+    "accent": (validate.colour, False),
+    "tagline": (validate.text(0, 300), False),
+}
+
+
+def _branding(name: str, value: Any) -> dict[str, Any]:
+    return validate.fields(validate.json_object(name, value), BRANDING)
+
+
+_branding.schema = validate.schema_of(BRANDING)  # type: ignore[attr-defined]
+
+NEW_MERCHANT = {
+    "slug": (validate.slug, True),
+    "name": (validate.text(1, 200), True),
+    "currency": (validate.currency, False),
+    "rounding": (validate.choice("half_even", "half_up"), False),
+    "branding": (_branding, False),
+}
+EDIT_MERCHANT = {"name": (validate.text(1, 200), False), "branding": (_branding, False)}
+
+OFFER = {
+    "merchant_id": _ID,
+    "name": (validate.text(1, 200), True),
+    "status": (validate.choice("active", "paused", "archived"), False),
+    "visibility": (validate.choice("public", "partners", "private"), False),
+    "destination_url": (validate.url, True),
+    "fallback_url": (validate.url, False),
+    "allowed_hosts": (validate.hosts, False),
+    "attribution_window_s": (validate.integer(60, 31_536_000), False),
+    "hold_days": (validate.integer(0, 365), False),
+    "currency": (validate.currency, False),
+    "fee_plan": (validate.json_object, False),
+    "caps": (validate.json_object, False),
+    "postback_security": (validate.choice("hmac", "token"), False),
+    "postback_ip_allowlist": (validate.hosts, False),
+    "starts_at": (validate.timestamp, False),
+    "ends_at": (validate.timestamp, False),
+}
+EDIT_OFFER = {k: (check, False) for k, (check, _) in OFFER.items() if k not in ("merchant_id", "currency")}
+
+
+def _cidrs(name: str, value: Any) -> list[str]:
+    import ipaddress
+
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or len(items) > 50:
+        raise invalid(name, "must be a list of at most 50 networks")
+    out = []
+    for item in items:
+        try:
+            out.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
+        except ValueError as exc:
+            raise invalid(name, f"{str(item)[:60]!r} is not an IP network") from exc
+    return out
+
+
+_cidrs.schema = {"type": "array", "items": {"type": "string"}}  # type: ignore[attr-defined]
+OFFER["postback_ip_allowlist"] = (_cidrs, False)
+EDIT_OFFER["postback_ip_allowlist"] = (_cidrs, False)
+
+
+async def merchants(ctx: Ctx) -> Any:
+    return {"merchants": await data.merchants(ctx.conn, ctx.who)}
+
+
+async def create_merchant(ctx: Ctx) -> Any:
+    return await data.create_merchant(ctx.conn, ctx.who, await ctx.body(NEW_MERCHANT))
+
+
+async def update_merchant(ctx: Ctx) -> Any:
+    return await data.update_merchant(ctx.conn, ctx.who, ctx.path_int("merchant_id"), await ctx.body(EDIT_MERCHANT))
+
+
+async def offers(ctx: Ctx) -> Any:
+    return {"offers": await data.offers(ctx.conn, ctx.who)}
+
+
+async def offer(ctx: Ctx) -> Any:
+    return await data.offer(ctx.conn, ctx.who, ctx.path_int("offer_id"))
+
+
+async def create_offer(ctx: Ctx) -> Any:
+    return await data.create_offer(ctx.conn, ctx.who, await ctx.body(OFFER))
+
+
+async def update_offer(ctx: Ctx) -> Any:
+    return await data.update_offer(ctx.conn, ctx.who, ctx.path_int("offer_id"), await ctx.body(EDIT_OFFER))
+
+
+PARTNER_PLAN = {"partner_id": (validate.integer(1), True), "fee_plan": (validate.json_object, True)}
+
+
+async def partner_plan(ctx: Ctx) -> Any:
+    values = await ctx.body(PARTNER_PLAN)
+    await data.set_partner_plan(ctx.conn, ctx.who, ctx.path_int("offer_id"), values["partner_id"], values["fee_plan"])
+    return {"offer_id": ctx.path_int("offer_id"), "partner_id": values["partner_id"], "fee_plan": values["fee_plan"]}
+
+
+async def partners(ctx: Ctx) -> Any:
+    return {"partners": await data.partners(ctx.conn, ctx.who)}
+
+
+NEW_PARTNER = {
+    "merchant_id": _ID,
+    "name": (validate.text(1, 200), True),
+    "email": (validate.text(3, 254), True),
+    "currency": (validate.currency, False),
+    "min_payout_minor": (validate.integer(0), False),
+    "status": (validate.choice("applied", "approved"), False),
+    "invite": (validate.choice("yes", "no"), False),
+}
+
+
+async def create_partner(ctx: Ctx) -> Any:
+    values = await ctx.body(NEW_PARTNER)
+    values["email"] = users.check_email(values["email"])
+    invite = values.pop("invite", "yes") == "yes"
+    created = await data.create_partner(ctx.conn, ctx.who, values)
+    if invite:
+        created["user_id"] = await users.invite(
+            ctx.conn,
+            ctx.portal.settings,
+            values["email"],
+            values["name"],
+            "partner",
+            created["id"],
+            created["merchant_id"],
+        )
+    return created
+
+
+PARTNER_STATUS = {"merchant_id": _ID, "status": (validate.choice("applied", "approved", "suspended", "rejected"), True)}
+
+
+async def partner_status(ctx: Ctx) -> Any:
+    values = await ctx.body(PARTNER_STATUS)
+    return await data.set_partner_status(
+        ctx.conn, ctx.who, ctx.path_int("partner_id"), values.get("merchant_id"), values["status"]
+    )
+
+
+async def links(ctx: Ctx) -> Any:
+    return {"links": await data.links(ctx.conn, ctx.who)}
+
+
+NEW_LINK = {"offer_id": (validate.integer(1), True), "partner_id": (validate.integer(1), True), "creative_id": _ID}
+LINK_STATUS = {"status": (validate.choice("active", "paused"), True)}
+
+
+async def create_link(ctx: Ctx) -> Any:
+    return await data.create_link(ctx.conn, ctx.who, await ctx.body(NEW_LINK))
+
+
+async def link_status(ctx: Ctx) -> Any:
+    values = await ctx.body(LINK_STATUS)
+    return await data.set_link_status(ctx.conn, ctx.who, ctx.path_int("link_id"), values["status"])
+
+
+async def creatives(ctx: Ctx) -> Any:
+    return {"creatives": await data.creatives(ctx.conn, ctx.who)}
+
+
+def _base64(name: str, value: Any) -> bytes:
+    if not isinstance(value, str) or len(value) > 1_500_000:
+        raise invalid(name, "must be base64 of at most 1 MiB")
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError as exc:
+        raise invalid(name, "is not valid base64") from exc
+
+
+_base64.schema = {"type": "string", "contentEncoding": "base64"}  # type: ignore[attr-defined]
+NEW_CREATIVE = {
+    "offer_id": (validate.integer(1), True),
+    "name": (validate.text(1, 200), True),
+    "alt_text": (validate.text(0, 300), False),
+    "image_base64": (_base64, True),
+}
+
+
+async def create_creative(ctx: Ctx) -> Any:
+    values = await ctx.body(NEW_CREATIVE) if _is_json(ctx) else await _multipart_creative(ctx)
+    try:
+        image = sniff(values["image_base64"])
+    except ImageError as exc:
+        raise ApiError(400, "invalid_image", str(exc)) from exc
+    return await data.create_creative(
+        ctx.conn, ctx.who, values["offer_id"], values["name"], values.get("alt_text", ""), values["image_base64"], image
+    )
+
+
+def _is_json(ctx: Ctx) -> bool:
+    return not ctx.request.headers.get("content-type", "").startswith("multipart/form-data")
+
+
+async def _multipart_creative(ctx: Ctx) -> dict[str, Any]:
+    declared = ctx.request.headers.get("content-length", "")
+    if not declared.isdigit() or int(declared) > validate.MAX_UPLOAD:
+        raise ApiError(413, "too_large", "a banner upload is at most 1 MiB")
+    async with ctx.request.form(max_files=1, max_fields=10) as form:
+        upload = form.get("image")
+        if upload is None or isinstance(upload, str):
+            raise invalid("image", "is required (a file)")
+        body = await upload.read(validate.MAX_UPLOAD + 1)
+        fields = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
+    checked = validate.fields(fields, {k: v for k, v in NEW_CREATIVE.items() if k != "image_base64"})
+    return {**checked, "image_base64": body}
+
+
+PRODUCT = {
+    "merchant_id": _ID,
+    "sku": (validate.sku, True),
+    "name": (validate.text(1, 200), True),
+    "wholesale": (validate.decimal_text, True),
+    "currency": (validate.currency, True),
+    "valid_from": (validate.timestamp, False),
+}
+
+
+async def products(ctx: Ctx) -> Any:
+    return {"products": await data.products(ctx.conn, ctx.who)}
+
+
+async def set_product(ctx: Ctx) -> Any:
+    values = await ctx.body(PRODUCT)
+    values["wholesale_minor"] = validate.money("wholesale", values.pop("wholesale"), values["currency"])
+    return await data.set_product(ctx.conn, ctx.who, values)
+
+
+RATE = {
+    "merchant_id": _ID,
+    "base": (validate.currency, True),
+    "quote": (validate.currency, True),
+    "rate": (validate.decimal_rate, True),
+    "valid_from": (validate.timestamp, False),
+}
+
+
+async def rates(ctx: Ctx) -> Any:
+    return {"rates": await data.rates(ctx.conn, ctx.who)}
+
+
+async def add_rate(ctx: Ctx) -> Any:
+    return await data.add_rate(ctx.conn, ctx.who, await ctx.body(RATE))
+
+
+async def report(ctx: Ctx) -> Any:
+    days = ctx.query("days", validate.integer(1, 366), 30)
+    since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days - 1)
+    return {"since": since.isoformat(), "rows": await data.report(ctx.conn, ctx.who, since)}
+
+
+def _period(name: str, value: Any) -> dt.date:
+    try:
+        return billing_statements.month_bounds(value)[0]
+    except (ValueError, TypeError) as exc:
+        raise invalid(name, "must be a month like 2026-11") from exc
+
+
+_period.schema = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}  # type: ignore[attr-defined]
+
+
+async def statements(ctx: Ctx) -> Any:
+    period = ctx.query("period", _period, None)
+    return {"statements": await data.statements(ctx.conn, ctx.who, period)}
+
+
+async def close_statement(ctx: Ctx) -> Any:
+    statement_id = ctx.path_int("statement_id")
+    merchant_id = await data.owns_statement(ctx.conn, ctx.who, statement_id)
+    async with ctx.conn.transaction():
+        try:
+            await billing_statements.close(ctx.conn, statement_id, dt.datetime.now(dt.UTC))
+        except billing_statements.StatementError as exc:
+            raise ApiError(409, "conflict", str(exc)) from exc
+        await data.audit(ctx.conn, ctx.who, merchant_id, "close", "statement", statement_id)
+    return {"id": statement_id, "status": "closed"}
+
+
+async def pay_statement(ctx: Ctx) -> Any:
+    statement_id = ctx.path_int("statement_id")
+    merchant_id = await data.owns_statement(ctx.conn, ctx.who, statement_id)
+    async with ctx.conn.transaction():
+        try:
+            await billing_statements.mark_paid(ctx.conn, statement_id, dt.datetime.now(dt.UTC))
+        except billing_statements.StatementError as exc:
+            raise ApiError(409, "conflict", str(exc)) from exc
+        await data.audit(ctx.conn, ctx.who, merchant_id, "mark_paid", "statement", statement_id)
+    return {"id": statement_id, "status": "paid"}
+
+
+async def statement_csv(ctx: Ctx) -> Any:
+    statement_id = ctx.path_int("statement_id")
+    await data.owns_statement(ctx.conn, ctx.who, statement_id)
+    return await export_response(ctx, statement_id, "csv")
+
+
+async def statement_pdf(ctx: Ctx) -> Any:
+    statement_id = ctx.path_int("statement_id")
+    await data.owns_statement(ctx.conn, ctx.who, statement_id)
+    return await export_response(ctx, statement_id, "pdf")
+
+
+async def audit_log(ctx: Ctx) -> Any:
+    return {"entries": await data.audit_log(ctx.conn, ctx.who, ctx.query("limit", validate.integer(1, 1000), 200))}
+
+
+NEW_USER = {
+    "email": (validate.text(3, 254), True),
+    "name": (validate.text(0, 200), False),
+    "role": (validate.choice("partner", "operator", "network"), True),
+    "partner_id": _ID,
+    "merchant_id": _ID,
+}
+
+
+async def create_user(ctx: Ctx) -> Any:
+    values = await ctx.body(NEW_USER)
+    return await users.create_by_operator(ctx.conn, ctx.portal.settings, ctx.who, values)
+
+
+def _o(method: str, path: str, handler: Any, summary: str, **kw: Any) -> Endpoint:
+    return Endpoint(method, "/api/v1/admin" + path, handler, "operator", summary, tag="operator", **kw)
+
+
+_DAYS = {"type": "integer", "minimum": 1, "maximum": 366}
+ENDPOINTS = [
+    _o("GET", "/merchants", merchants, "Merchants in the operator's scope"),
+    _o("POST", "/merchants", create_merchant, "Create a merchant (network operators)", body=NEW_MERCHANT, status=201),
+    _o(
+        "PATCH",
+        "/merchants/{merchant_id}",
+        update_merchant,
+        "Rename a merchant or change its branding",
+        body=EDIT_MERCHANT,
+    ),
+    _o("GET", "/offers", offers, "Offers, with fee plans, caps, windows and postback security"),
+    _o("POST", "/offers", create_offer, "Create an offer", body=OFFER, status=201),
+    _o("GET", "/offers/{offer_id}", offer, "One offer"),
+    _o("PATCH", "/offers/{offer_id}", update_offer, "Change an offer", body=EDIT_OFFER),
+    _o("PUT", "/offers/{offer_id}/partner-plan", partner_plan, "A per-partner fee plan override", body=PARTNER_PLAN),
+    _o("GET", "/partners", partners, "Partners of the programme, with status"),
+    _o("POST", "/partners", create_partner, "Add a partner (and invite its user)", body=NEW_PARTNER, status=201),
+    _o(
+        "POST",
+        "/partners/{partner_id}/status",
+        partner_status,
+        "Approve, suspend or reject a partner",
+        body=PARTNER_STATUS,
+    ),
+    _o("GET", "/links", links, "Tracking links"),
+    _o("POST", "/links", create_link, "Create a link for a partner", body=NEW_LINK, status=201),
+    _o("POST", "/links/{link_id}/status", link_status, "Pause or resume a link", body=LINK_STATUS),
+    _o("GET", "/creatives", creatives, "Banners"),
+    _o(
+        "POST",
+        "/creatives",
+        create_creative,
+        "Upload a banner (PNG, GIF, JPEG or WebP, at most 1 MiB)",
+        body=NEW_CREATIVE,
+        status=201,
+    ),
+    _o("GET", "/products", products, "Products with their wholesale price in force"),
+    _o(
+        "POST",
+        "/products",
+        set_product,
+        "Create a product or set a new wholesale price version",
+        body=PRODUCT,
+        status=201,
+    ),
+    _o("GET", "/rates", rates, "Currency rates"),
+    _o("POST", "/rates", add_rate, "Add a currency rate", body=RATE, status=201),
+    _o("GET", "/reports", report, "The programme by partner and offer", query={"days": _DAYS}),
+    _o("GET", "/statements", statements, "Statements", query={"period": _period.schema}),
+    _o("POST", "/statements/{statement_id}/close", close_statement, "Close a statement (it becomes immutable)"),
+    _o("POST", "/statements/{statement_id}/paid", pay_statement, "Mark a closed statement paid"),
+    _o("GET", "/statements/{statement_id}/csv", statement_csv, "A statement as CSV", produces="text/csv"),
+    _o("GET", "/statements/{statement_id}/pdf", statement_pdf, "A statement as PDF", produces="application/pdf"),
+    _o(
+        "GET",
+        "/audit",
+        audit_log,
+        "The audit log: every change, who and when",
+        query={"limit": {"type": "integer", "minimum": 1, "maximum": 1000}},
+    ),
+    _o(
+        "POST",
+        "/users",
+        create_user,
+        "Create a partner or operator user; an invitation goes to the outbox",
+        body=NEW_USER,
+        status=201,
+    ),
+]

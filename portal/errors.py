@@ -1,0 +1,30 @@
+"""What the portal refuses, as one exception carrying the HTTP status and a machine-readable code.
+
+ApiError(status, code, detail)
+  ├── 400 invalid_json, invalid_field, unknown_field, ...
+  ├── 401 unauthenticated
+  ├── 403 forbidden, csrf
+  ├── 404 not_found        (also what another partner's object looks like: never 403)
+  ├── 409 conflict
+  ├── 413 too_large
+  └── 429 rate_limited     (with Retry-After)
+"""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, detail: str, retry_after: int | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+def not_found(what: str = "object") -> ApiError:
+    return ApiError(404, "not_found", f"no such {what}")
+
+
+def invalid(field: str, detail: str) -> ApiError:
+    return ApiError(400, "invalid_field", f"{field}: {detail}")

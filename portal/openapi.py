@@ -1,0 +1,86 @@
+"""The OpenAPI 3.1 document, drawn from the endpoint registry so it cannot miss a route."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from portal import validate
+from portal.api import Endpoint
+
+_ERROR = {
+    "type": "object",
+    "required": ["error", "detail"],
+    "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+}
+_ERRORS = {
+    "400": "Invalid input",
+    "401": "No or bad credential",
+    "403": "Scope or CSRF refused",
+    "404": "Not found (also another partner's object)",
+    "409": "Conflict",
+    "413": "Body too large",
+    "429": "Rate limited (see Retry-After)",
+}
+
+
+def document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for ep in endpoints:
+        operation: dict[str, Any] = {
+            "summary": ep.summary,
+            "operationId": re.sub(r"[^A-Za-z0-9]+", "_", f"{ep.method.lower()} {ep.path}").strip("_"),
+            "tags": [ep.tag or ep.role],
+            "parameters": [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+                for name in re.findall(r"{(\w+)}", ep.path)
+            ]
+            + [{"name": name, "in": "query", "required": False, "schema": schema} for name, schema in ep.query.items()],
+            "responses": {
+                str(ep.status): {
+                    "description": "OK",
+                    "content": {
+                        ep.produces: {
+                            "schema": {"type": "object"}
+                            if "json" in ep.produces
+                            else {"type": "string", "format": "binary"}
+                        }
+                    },
+                },
+                **{
+                    code: {
+                        "description": text,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                    }
+                    for code, text in _ERRORS.items()
+                },
+            },
+        }
+        if ep.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": validate.schema_of(ep.body)}},
+            }
+        if ep.role == "public":
+            operation["security"] = []
+        paths.setdefault(ep.path, {})[ep.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Clickmint portal API",
+            "version": version,
+            "description": "Partner-scoped routes take the partner from the credential; another partner's "
+            'object answers 404. Errors are {"error": code, "detail": words}.',
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": _ERROR},
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "cm_<prefix>_<secret>"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "cm_session"},
+            },
+        },
+        "security": [{"apiKey": []}, {"session": []}],
+    }

@@ -1,0 +1,570 @@
+"""What an operator may read and change: the programme of its merchant (a network operator: every
+merchant). Every change writes an audit row in the same transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import orjson
+
+from billing.money import format_amount
+from billing.plans import build_plan
+from billing.pricing import FeeError
+from portal.auth import Principal
+from portal.errors import ApiError, invalid, not_found
+from tracker import caps as tracker_caps
+from tracker.macros import Template
+
+OFFER_COLUMNS = """o.id, o.merchant_id, o.name, o.status, o.visibility, o.destination_url, o.fallback_url,
+    o.allowed_hosts, o.attribution_window_s, o.hold_days, o.currency, o.fee_plan, o.caps, o.postback_security,
+    o.postback_secret,
+    o.postback_ip_allowlist::text[] AS postback_ip_allowlist, o.starts_at, o.ends_at, o.created_at, o.updated_at"""
+
+
+async def audit(
+    conn: asyncpg.Connection,
+    who: Principal,
+    merchant_id: int | None,
+    action: str,
+    kind: str,
+    object_id: Any,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    await conn.execute(
+        """INSERT INTO audit_log (actor_user_id, actor_email, merchant_id, action, object_type, object_id, detail)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        who.user_id,
+        who.email,
+        merchant_id,
+        action,
+        kind,
+        str(object_id),
+        orjson.dumps(detail or {}, default=str).decode(),
+    )
+
+
+def _iso(row: dict[str, Any]) -> dict[str, Any]:
+    for key, value in row.items():
+        if isinstance(value, dt.datetime | dt.date):
+            row[key] = value.isoformat()
+        elif isinstance(value, Decimal):
+            row[key] = str(value)
+        elif isinstance(value, str) and key in ("fee_plan", "caps", "branding", "detail"):
+            row[key] = orjson.loads(value)
+    return row
+
+
+def scope_merchant(who: Principal, merchant_id: int | None) -> int:
+    """The merchant an operator acts on: its own, or (network operators) the one named."""
+    own = who.merchant_scope()
+    if own is not None:
+        if merchant_id is not None and merchant_id != own:
+            raise not_found("merchant")
+        return own
+    if merchant_id is None:
+        raise invalid("merchant_id", "is required for a network operator")
+    return merchant_id
+
+
+def _in_scope(who: Principal, alias: str = "merchant_id") -> tuple[str, list[Any]]:
+    own = who.merchant_scope()
+    return (f"{alias} = $1", [own]) if own is not None else ("$1::bigint IS NULL", [None])
+
+
+# -- merchants ------------------------------------------------------------------------------------
+
+
+async def merchants(conn: asyncpg.Connection, who: Principal) -> list[dict[str, Any]]:
+    where, args = _in_scope(who, "id")
+    rows = await conn.fetch(
+        f"SELECT id, slug, name, currency, rounding, branding, created_at FROM merchants WHERE {where} ORDER BY id",
+        *args,
+    )
+    return [_iso(dict(r)) for r in rows]
+
+
+async def merchant(conn: asyncpg.Connection, who: Principal, merchant_id: int) -> dict[str, Any]:
+    scope_merchant(who, merchant_id)
+    row = await conn.fetchrow(
+        "SELECT id, slug, name, currency, rounding, branding, created_at FROM merchants WHERE id = $1", merchant_id
+    )
+    if row is None:
+        raise not_found("merchant")
+    return _iso(dict(row))
+
+
+async def create_merchant(conn: asyncpg.Connection, who: Principal, values: dict[str, Any]) -> dict[str, Any]:
+    if who.role != "network":
+        raise ApiError(403, "forbidden", "only a network operator creates merchants")
+    async with conn.transaction():
+        try:
+            merchant_id = await conn.fetchval(
+                """INSERT INTO merchants (slug, name, currency, rounding, branding) VALUES ($1, $2, $3, $4, $5)
+                   RETURNING id""",
+                values["slug"],
+                values["name"],
+                values.get("currency", "USD"),
+                values.get("rounding", "half_even"),
+                orjson.dumps(values.get("branding", {})).decode(),
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise ApiError(409, "conflict", f"a merchant with slug {values['slug']!r} exists") from exc
+        await audit(conn, who, merchant_id, "create", "merchant", merchant_id, values)
+    return await merchant(conn, who, merchant_id)
+
+
+async def update_merchant(conn: asyncpg.Connection, who: Principal, merchant_id: int, values: dict[str, Any]) -> dict:
+    scope_merchant(who, merchant_id)
+    async with conn.transaction():
+        row = await conn.fetchrow("SELECT name, branding FROM merchants WHERE id = $1 FOR UPDATE", merchant_id)
+        if row is None:
+            raise not_found("merchant")
+        branding = {**orjson.loads(row["branding"]), **values.get("branding", {})}
+        await conn.execute(
+            "UPDATE merchants SET name = $2, branding = $3 WHERE id = $1",
+            merchant_id,
+            values.get("name", row["name"]),
+            orjson.dumps(branding).decode(),
+        )
+        await audit(conn, who, merchant_id, "update", "merchant", merchant_id, values)
+    return await merchant(conn, who, merchant_id)
+
+
+# -- offers ---------------------------------------------------------------------------------------
+
+
+def check_offer(values: dict[str, Any], currency: str, rounding: str = "half_even") -> None:
+    """Refuse what the tracker or billing could not use: an unsafe destination, malformed caps or fee plan."""
+    for name in ("destination_url", "fallback_url"):
+        if name in values:
+            try:
+                Template(values[name])
+            except ValueError as exc:
+                raise invalid(name, str(exc)) from exc
+    if "caps" in values:
+        try:
+            tracker_caps.parse(values["caps"])
+        except (tracker_caps.CapConfigError, TypeError, AttributeError) as exc:
+            raise invalid("caps", str(exc) or "malformed caps") from exc
+    if "fee_plan" in values:
+        try:
+            build_plan(currency, rounding, values["fee_plan"])
+        except (FeeError, TypeError, AttributeError, KeyError) as exc:
+            raise invalid("fee_plan", getattr(exc, "detail", None) or str(exc) or "malformed fee plan") from exc
+    if values.get("starts_at") and values.get("ends_at") and values["ends_at"] <= values["starts_at"]:
+        raise invalid("ends_at", "must be after starts_at")
+
+
+async def offers(conn: asyncpg.Connection, who: Principal) -> list[dict[str, Any]]:
+    where, args = _in_scope(who, "o.merchant_id")
+    rows = await conn.fetch(f"SELECT {OFFER_COLUMNS} FROM offers o WHERE {where} ORDER BY o.id", *args)
+    return [_iso(dict(r)) for r in rows]
+
+
+async def offer(conn: asyncpg.Connection, who: Principal, offer_id: int) -> dict[str, Any]:
+    where, args = _in_scope(who, "o.merchant_id")
+    row = await conn.fetchrow(f"SELECT {OFFER_COLUMNS} FROM offers o WHERE {where} AND o.id = $2", *args, offer_id)
+    if row is None:
+        raise not_found("offer")
+    return _iso(dict(row))
+
+
+_OFFER_FIELDS = (
+    "name",
+    "status",
+    "visibility",
+    "destination_url",
+    "fallback_url",
+    "allowed_hosts",
+    "attribution_window_s",
+    "hold_days",
+    "fee_plan",
+    "caps",
+    "postback_security",
+    "postback_ip_allowlist",
+    "starts_at",
+    "ends_at",
+)
+
+
+def _offer_args(values: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name in _OFFER_FIELDS:
+        if name in values:
+            value = values[name]
+            out[name] = orjson.dumps(value).decode() if name in ("fee_plan", "caps") else value
+    return out
+
+
+async def create_offer(conn: asyncpg.Connection, who: Principal, values: dict[str, Any]) -> dict[str, Any]:
+    merchant_id = scope_merchant(who, values.pop("merchant_id", None))
+    merchant_row = await conn.fetchrow("SELECT currency, rounding FROM merchants WHERE id = $1", merchant_id)
+    if merchant_row is None:
+        raise not_found("merchant")
+    currency = values.setdefault("currency", merchant_row["currency"])
+    check_offer(values, currency, merchant_row["rounding"])
+    args = _offer_args(values)
+    columns = ["merchant_id", "currency", *args]
+    params = [merchant_id, currency, *args.values()]
+    async with conn.transaction():
+        offer_id = await conn.fetchval(
+            f"INSERT INTO offers ({', '.join(columns)}) VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))})"
+            " RETURNING id",
+            *params,
+        )
+        await audit(conn, who, merchant_id, "create", "offer", offer_id, values)
+    return await offer(conn, who, offer_id)
+
+
+async def update_offer(conn: asyncpg.Connection, who: Principal, offer_id: int, values: dict[str, Any]) -> dict:
+    current = await offer(conn, who, offer_id)
+    rounding = await conn.fetchval("SELECT rounding FROM merchants WHERE id = $1", current["merchant_id"])
+    merged = {"starts_at": current["starts_at"], "ends_at": current["ends_at"]} | values
+    if isinstance(merged.get("starts_at"), str):
+        merged["starts_at"] = dt.datetime.fromisoformat(merged["starts_at"])
+    if isinstance(merged.get("ends_at"), str):
+        merged["ends_at"] = dt.datetime.fromisoformat(merged["ends_at"])
+    check_offer(merged, current["currency"], rounding)
+    args = _offer_args(values)
+    if not args:
+        return current
+    sets = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(args))
+    async with conn.transaction():
+        await conn.execute(f"UPDATE offers SET {sets}, updated_at = now() WHERE id = $1", offer_id, *args.values())
+        await audit(conn, who, current["merchant_id"], "update", "offer", offer_id, values)
+    return await offer(conn, who, offer_id)
+
+
+async def set_partner_plan(
+    conn: asyncpg.Connection, who: Principal, offer_id: int, partner_id: int, plan: dict[str, Any]
+) -> None:
+    """A per-partner fee plan override on one offer (the partner must be in the merchant's programme)."""
+    current = await offer(conn, who, offer_id)
+    member = await conn.fetchval(
+        "SELECT 1 FROM partner_programmes WHERE partner_id = $1 AND merchant_id = $2",
+        partner_id,
+        current["merchant_id"],
+    )
+    if not member:
+        raise not_found("partner")
+    check_offer({"fee_plan": {**current["fee_plan"], **plan}}, current["currency"])
+    async with conn.transaction():
+        await conn.execute(
+            """INSERT INTO offer_partner_plans (offer_id, partner_id, fee_plan) VALUES ($1, $2, $3)
+               ON CONFLICT (offer_id, partner_id) DO UPDATE SET fee_plan = EXCLUDED.fee_plan""",
+            offer_id,
+            partner_id,
+            orjson.dumps(plan).decode(),
+        )
+        await audit(
+            conn,
+            who,
+            current["merchant_id"],
+            "set_partner_plan",
+            "offer",
+            offer_id,
+            {"partner_id": partner_id, "fee_plan": plan},
+        )
+
+
+# -- partners -------------------------------------------------------------------------------------
+
+
+async def partners(conn: asyncpg.Connection, who: Principal) -> list[dict[str, Any]]:
+    where, args = _in_scope(who, "pp.merchant_id")
+    rows = await conn.fetch(
+        f"""SELECT p.id, p.name, p.email, p.currency, p.min_payout_minor, pp.merchant_id, pp.status, pp.created_at
+            FROM partners p JOIN partner_programmes pp ON pp.partner_id = p.id WHERE {where}
+            ORDER BY pp.merchant_id, p.id""",
+        *args,
+    )
+    return [_iso(dict(r)) for r in rows]
+
+
+async def create_partner(conn: asyncpg.Connection, who: Principal, values: dict[str, Any]) -> dict[str, Any]:
+    merchant_id = scope_merchant(who, values.get("merchant_id"))
+    async with conn.transaction():
+        partner_id = await conn.fetchval("SELECT id FROM partners WHERE email = $1", values["email"])
+        if partner_id is None:
+            partner_id = await conn.fetchval(
+                "INSERT INTO partners (name, email, currency, min_payout_minor) VALUES ($1, $2, $3, $4) RETURNING id",
+                values["name"],
+                values["email"],
+                values.get("currency", "USD"),
+                values.get("min_payout_minor", 0),
+            )
+        await conn.execute(
+            """INSERT INTO partner_programmes (partner_id, merchant_id, status) VALUES ($1, $2, $3)
+               ON CONFLICT (partner_id, merchant_id) DO NOTHING""",
+            partner_id,
+            merchant_id,
+            values.get("status", "approved"),
+        )
+        await audit(conn, who, merchant_id, "create", "partner", partner_id, values)
+    return {"id": partner_id, "merchant_id": merchant_id}
+
+
+async def set_partner_status(
+    conn: asyncpg.Connection, who: Principal, partner_id: int, merchant_id: int | None, status: str
+) -> dict[str, Any]:
+    merchant_id = scope_merchant(who, merchant_id)
+    async with conn.transaction():
+        old = await conn.fetchval(
+            "SELECT status FROM partner_programmes WHERE partner_id = $1 AND merchant_id = $2 FOR UPDATE",
+            partner_id,
+            merchant_id,
+        )
+        if old is None:
+            raise not_found("partner")
+        await conn.execute(
+            "UPDATE partner_programmes SET status = $3 WHERE partner_id = $1 AND merchant_id = $2",
+            partner_id,
+            merchant_id,
+            status,
+        )
+        await audit(conn, who, merchant_id, "set_status", "partner", partner_id, {"from": old, "to": status})
+    return {"id": partner_id, "merchant_id": merchant_id, "status": status}
+
+
+# -- links and creatives --------------------------------------------------------------------------
+
+
+async def links(conn: asyncpg.Connection, who: Principal) -> list[dict[str, Any]]:
+    where, args = _in_scope(who, "o.merchant_id")
+    rows = await conn.fetch(
+        f"""SELECT l.id, l.code, l.partner_id, l.offer_id, l.creative_id, l.status, l.created_at FROM links l
+            JOIN offers o ON o.id = l.offer_id WHERE {where} ORDER BY l.id""",
+        *args,
+    )
+    return [_iso(dict(r)) for r in rows]
+
+
+async def create_link(conn: asyncpg.Connection, who: Principal, values: dict[str, Any]) -> dict[str, Any]:
+    current = await offer(conn, who, values["offer_id"])
+    member = await conn.fetchval(
+        "SELECT 1 FROM partner_programmes WHERE partner_id = $1 AND merchant_id = $2",
+        values["partner_id"],
+        current["merchant_id"],
+    )
+    if not member:
+        raise not_found("partner")
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            "INSERT INTO links (code, partner_id, offer_id, creative_id) VALUES ($1, $2, $3, $4) RETURNING *",
+            secrets.token_urlsafe(8),
+            values["partner_id"],
+            values["offer_id"],
+            values.get("creative_id"),
+        )
+        await audit(conn, who, current["merchant_id"], "create", "link", row["id"], values)
+    return _iso(dict(row))
+
+
+async def set_link_status(conn: asyncpg.Connection, who: Principal, link_id: int, status: str) -> dict[str, Any]:
+    where, args = _in_scope(who, "o.merchant_id")
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            f"""UPDATE links l SET status = ${len(args) + 1} FROM offers o
+                WHERE o.id = l.offer_id AND {where} AND l.id = ${len(args) + 2} RETURNING l.*, o.merchant_id""",
+            *args,
+            status,
+            link_id,
+        )
+        if row is None:
+            raise not_found("link")
+        await audit(conn, who, row["merchant_id"], "set_status", "link", link_id, {"status": status})
+    return _iso(dict(row))
+
+
+async def creatives(conn: asyncpg.Connection, who: Principal) -> list[dict[str, Any]]:
+    where, args = _in_scope(who, "o.merchant_id")
+    rows = await conn.fetch(
+        f"""SELECT c.id, c.offer_id, c.name, c.content_type, c.width, c.height, c.sha256, c.alt_text, c.created_at,
+                   octet_length(c.body) AS bytes
+            FROM creatives c JOIN offers o ON o.id = c.offer_id WHERE {where} ORDER BY c.id""",
+        *args,
+    )
+    return [_iso(dict(r)) for r in rows]
+
+
+async def create_creative(
+    conn: asyncpg.Connection,
+    who: Principal,
+    offer_id: int,
+    name: str,
+    alt: str,
+    body: bytes,
+    image: tuple[str, int, int],
+) -> dict[str, Any]:
+    current = await offer(conn, who, offer_id)
+    content_type, width, height = image
+    async with conn.transaction():
+        creative_id = await conn.fetchval(
+            """INSERT INTO creatives (offer_id, name, content_type, width, height, body, sha256, alt_text)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id""",
+            offer_id,
+            name,
+            content_type,
+            width,
+            height,
+            body,
+            hashlib.sha256(body).hexdigest(),
+            alt,
+        )
+        await audit(
+            conn,
+            who,
+            current["merchant_id"],
+            "create",
+            "creative",
+            creative_id,
+            {"offer_id": offer_id, "name": name, "content_type": content_type, "bytes": len(body)},
+        )
+    return {"id": creative_id, "offer_id": offer_id, "content_type": content_type, "width": width, "height": height}
+
+
+# -- products, wholesale prices, currency rates ---------------------------------------------------
+
+
+async def products(conn: asyncpg.Connection, who: Principal) -> list[dict[str, Any]]:
+    where, args = _in_scope(who, "p.merchant_id")
+    rows = await conn.fetch(
+        f"""SELECT p.merchant_id, p.sku, p.name, w.amount_minor AS wholesale_minor, w.currency, w.valid_from
+            FROM products p LEFT JOIN LATERAL (
+                SELECT amount_minor, currency, valid_from FROM prices WHERE merchant_id = p.merchant_id AND sku = p.sku
+                  AND kind = 'wholesale' AND valid_from <= now() ORDER BY valid_from DESC, id DESC LIMIT 1) w ON true
+            WHERE {where} ORDER BY p.merchant_id, p.sku""",
+        *args,
+    )
+    return [
+        _iso({**dict(r), "wholesale": format_amount(r["wholesale_minor"], r["currency"]) if r["currency"] else None})
+        for r in rows
+    ]
+
+
+async def set_product(conn: asyncpg.Connection, who: Principal, values: dict[str, Any]) -> dict[str, Any]:
+    """Create or rename a product and record a new wholesale price version from now (or `valid_from`)."""
+    merchant_id = scope_merchant(who, values.get("merchant_id"))
+    async with conn.transaction():
+        await conn.execute(
+            """INSERT INTO products (merchant_id, sku, name) VALUES ($1, $2, $3)
+               ON CONFLICT (merchant_id, sku) DO UPDATE SET name = EXCLUDED.name""",
+            merchant_id,
+            values["sku"],
+            values["name"],
+        )
+        await conn.execute(
+            """INSERT INTO prices (merchant_id, sku, kind, amount_minor, currency, valid_from)
+               VALUES ($1, $2, 'wholesale', $3, $4, coalesce($5, now()))""",
+            merchant_id,
+            values["sku"],
+            values["wholesale_minor"],
+            values["currency"],
+            values.get("valid_from"),
+        )
+        await audit(conn, who, merchant_id, "set_price", "product", values["sku"], values)
+    return {"merchant_id": merchant_id, "sku": values["sku"]}
+
+
+async def rates(conn: asyncpg.Connection, who: Principal) -> list[dict[str, Any]]:
+    where, args = _in_scope(who, "merchant_id")
+    rows = await conn.fetch(
+        f"""SELECT id, merchant_id, base, quote, rate, valid_from FROM currency_rates WHERE {where}
+            ORDER BY valid_from DESC, id DESC""",
+        *args,
+    )
+    return [_iso(dict(r)) for r in rows]
+
+
+async def add_rate(conn: asyncpg.Connection, who: Principal, values: dict[str, Any]) -> dict[str, Any]:
+    merchant_id = scope_merchant(who, values.get("merchant_id"))
+    if values["base"] == values["quote"]:
+        raise invalid("quote", "must differ from base")
+    async with conn.transaction():
+        rate_id = await conn.fetchval(
+            """INSERT INTO currency_rates (merchant_id, base, quote, rate, valid_from)
+               VALUES ($1, $2, $3, $4, coalesce($5, now())) RETURNING id""",
+            merchant_id,
+            values["base"],
+            values["quote"],
+            values["rate"],
+            values.get("valid_from"),
+        )
+        await audit(conn, who, merchant_id, "create", "currency_rate", rate_id, values)
+    return {
+        "id": rate_id,
+        "merchant_id": merchant_id,
+        "base": values["base"],
+        "quote": values["quote"],
+        "rate": str(values["rate"]),
+    }
+
+
+# -- reports, statements, audit -------------------------------------------------------------------
+
+
+async def report(conn: asyncpg.Connection, who: Principal, since: dt.date) -> list[dict[str, Any]]:
+    """The programme by partner and offer, from the rollups."""
+    where, args = _in_scope(who, "o.merchant_id")
+    rows = await conn.fetch(
+        f"""SELECT r.partner_id, p.name AS partner, r.offer_id, o.name AS offer, o.currency,
+                   sum(r.views)::bigint AS views, sum(r.clicks)::bigint AS clicks,
+                   sum(r.unique_clicks)::bigint AS unique_clicks, sum(r.bots)::bigint AS bots,
+                   sum(r.actions)::bigint AS actions, sum(r.sales)::bigint AS sales,
+                   sum(r.sales_minor)::bigint AS sales_minor,
+                   sum(r.commission_pending_minor + r.commission_approved_minor)::bigint AS commission_minor
+            FROM rollups r JOIN offers o ON o.id = r.offer_id JOIN partners p ON p.id = r.partner_id
+            WHERE {where} AND r.day >= ${len(args) + 1}
+            GROUP BY 1, 2, 3, 4, 5 ORDER BY commission_minor DESC, r.partner_id, r.offer_id""",
+        *args,
+        since,
+    )
+    return [
+        {
+            **dict(r),
+            "sales": r["sales"],
+            "sales_amount": format_amount(r["sales_minor"], r["currency"]),
+            "commission": format_amount(r["commission_minor"], r["currency"]),
+        }
+        for r in rows
+    ]
+
+
+async def statements(conn: asyncpg.Connection, who: Principal, period_start: dt.date | None) -> list[dict]:
+    where, args = _in_scope(who, "s.merchant_id")
+    rows = await conn.fetch(
+        f"""SELECT s.id, s.number, s.merchant_id, s.partner_id, p.name AS partner, s.currency, s.period_start,
+                   s.period_end, s.status, s.total_minor, s.payable, s.carried_out_minor, s.closed_at, s.paid_at
+            FROM statements s JOIN partners p ON p.id = s.partner_id
+            WHERE {where} AND (${len(args) + 1}::date IS NULL OR s.period_start = ${len(args) + 1})
+            ORDER BY s.period_start DESC, s.number""",
+        *args,
+        period_start,
+    )
+    return [_iso(dict(r)) for r in rows]
+
+
+async def owns_statement(conn: asyncpg.Connection, who: Principal, statement_id: int) -> int:
+    where, args = _in_scope(who, "merchant_id")
+    merchant_id = await conn.fetchval(
+        f"SELECT merchant_id FROM statements WHERE {where} AND id = ${len(args) + 1}", *args, statement_id
+    )
+    if merchant_id is None:
+        raise not_found("statement")
+    return merchant_id
+
+
+async def audit_log(conn: asyncpg.Connection, who: Principal, limit: int) -> list[dict[str, Any]]:
+    where, args = _in_scope(who, "merchant_id")
+    rows = await conn.fetch(
+        f"""SELECT id, at, actor_email, merchant_id, action, object_type, object_id, detail FROM audit_log
+            WHERE {where} ORDER BY id DESC LIMIT ${len(args) + 1}""",
+        *args,
+        limit,
+    )
+    return [_iso(dict(r)) for r in rows]

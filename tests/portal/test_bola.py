@@ -1,0 +1,257 @@
+"""Broken object level authorisation, tried exhaustively: the list of routes comes from the app itself,
+so a new route is covered (or the test demands a case for it). Partner A's credentials (session with
+its CSRF token, and an API key) go against every route and method aimed at partner B's objects: every
+answer is a 404 and holds no byte of B's data. The same for an operator of another merchant."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+from starlette.routing import Route
+
+from tests.portal.kit import World, api_key, csrf_headers, has, login, portal_client, world
+
+# Routes anyone may call; each with why it is not partner-scoped.
+PUBLIC = {
+    "/": "redirects to sign-in",
+    "/healthz": "liveness",
+    "/login": "sign-in form",
+    "/m/{slug}": "a merchant's branded sign-in page: public by design",
+    "/logout": "ends the caller's own session",
+    "/forgot": "asks for a reset link; says the same whether the address exists",
+    "/reset": "sets a password with a signed token",
+    "/api/v1/openapi.json": "the API description",
+    "/api/v1/auth/login": "sign-in",
+    "/api/v1/auth/logout": "sign-out",
+    "/api/v1/auth/password-reset": "asks for a reset link",
+    "/api/v1/auth/password-reset/confirm": "sets a password with a signed token",
+    "/feeds/prices/{token}.json": "public price feed, found only by an unguessable HMAC id (tested apart)",
+}
+
+
+def partner_targets(w: World) -> dict[str, int]:
+    """Each path parameter -> the id of partner B's object (or B's merchant) it names."""
+    return {
+        "offer_id": w.ids["private_offer"],
+        "link_id": w.ids["b_link"],
+        "statement_id": w.ids["b_statement"],
+        "postback_id": w.ids["b_postback"],
+        "key_id": w.ids["b_key"],
+        "partner_id": w.b_partner,
+        "merchant_id": w.other_merchant_id,
+    }
+
+
+def partner_bodies(w: World) -> dict[tuple[str, str], dict[str, Any]]:
+    """Unsafe routes without a path parameter: a body naming B's objects."""
+    return {
+        ("POST", "/api/v1/partner/links"): {"offer_id": w.ids["private_offer"]},
+        ("POST", "/api/v1/partner/prices"): {"merchant_id": w.other_merchant_id, "sku": "BBB-SKU", "retail": "9.99"},
+        ("POST", "/api/v1/partner/postbacks"): {"url": "https://a.example/pb"},
+        ("POST", "/api/v1/partner/programmes"): {"merchant": "bbb-only"},
+        ("POST", "/api/v1/keys"): {"name": "a key"},
+        ("POST", "/links"): {"offer_id": str(w.ids["private_offer"])},
+        ("POST", "/prices"): {"merchant_id": str(w.other_merchant_id), "sku": "BBB-SKU", "retail": "9.99"},
+        ("POST", "/postbacks"): {"delete": str(w.ids["b_postback"])},
+    }
+
+
+# Bodies aimed at B's objects must be refused as not found; the others are A acting on its own account.
+AIMED_AT_B = {
+    ("POST", "/api/v1/partner/links"),
+    ("POST", "/api/v1/partner/prices"),
+    ("POST", "/links"),
+    ("POST", "/prices"),
+    ("POST", "/postbacks"),
+}
+
+
+def app_routes(client: httpx.AsyncClient) -> list[tuple[str, str]]:
+    out = []
+    for route in client.app.routes:  # type: ignore[attr-defined]
+        if not isinstance(route, Route):
+            continue
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            out.append((method, route.path))
+    return out
+
+
+def fill(path: str, targets: dict[str, int]) -> str:
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        assert name in targets, f"new path parameter {{{name}}} in {path}: add B's object for it to the BOLA matrix"
+        return str(targets[name])
+
+    return re.sub(r"{(\w+)}", one, path)
+
+
+async def _call(
+    client: httpx.AsyncClient, method: str, path: str, body: dict | None, csrf: str | None, auth: dict[str, str]
+) -> httpx.Response:
+    headers = dict(auth)
+    if csrf:
+        headers.update(csrf_headers(csrf))
+    if path.startswith("/api/"):
+        return await client.request(method, path, json=body if method != "GET" else None, headers=headers)
+    data = dict(body or {})
+    if csrf and method != "GET":
+        data["csrf_token"] = csrf
+    return await client.request(method, path, data=data if method != "GET" else None, headers=headers)
+
+
+async def _matrix(
+    client: httpx.AsyncClient,
+    w: World,
+    targets: dict[str, int],
+    bodies: dict,
+    csrf: str | None,
+    auth: dict[str, str],
+    pages_too: bool,
+) -> int:
+    tried = 0
+    for method, template in app_routes(client):
+        if template in PUBLIC:
+            continue
+        if not template.startswith("/api/") and not pages_too:
+            continue  # API keys do not open pages
+        path = fill(template, targets)
+        has_param = "{" in template
+        body = bodies.get((method, template))
+        admin = template.startswith(("/api/v1/admin", "/admin"))
+        if method != "GET" and not has_param and not admin:
+            assert body is not None, f"{method} {template}: add a body aimed at B's objects to the BOLA matrix"
+        response = await _call(client, method, path, body, csrf, auth)
+        tried += 1
+        assert response.status_code < 500, (method, path, response.text)
+        assert not has(response, w.marker), f"{method} {path} leaked B's data: {response.text[:300]}"
+        if has_param or (method, template) in AIMED_AT_B or admin:
+            assert response.status_code == 404, (method, path, response.status_code, response.text[:200])
+    return tried
+
+
+async def _unchanged(db, w: World) -> tuple:
+    return (
+        await db.fetchval("SELECT count(*) FROM links WHERE offer_id = $1", w.ids["private_offer"]),
+        await db.fetchval("SELECT count(*) FROM prices WHERE sku = 'BBB-SKU'"),
+        await db.fetchval("SELECT status FROM partner_postbacks WHERE id = $1", w.ids["b_postback"]),
+        await db.fetchval("SELECT revoked_at FROM api_keys WHERE id = $1", w.ids["b_key"]),
+        await db.fetchval("SELECT status FROM statements WHERE id = $1", w.ids["b_statement"]),
+        await db.fetchval("SELECT count(*) FROM audit_log"),
+    )
+
+
+async def test_partner_a_never_reaches_partner_b(db, settings):
+    w = await world(db)
+    before = await _unchanged(db, w)
+    async with portal_client(settings, CLICKMINT_API_PER_MINUTE="100000") as client:
+        csrf = await login(client, "alice@p.example")
+        by_session = await _matrix(client, w, partner_targets(w), partner_bodies(w), csrf, {}, pages_too=True)
+    key = await api_key(db, w.a_user)
+    async with portal_client(settings, CLICKMINT_API_PER_MINUTE="100000") as client:
+        by_key = await _matrix(
+            client, w, partner_targets(w), partner_bodies(w), None, {"authorization": f"Bearer {key}"}, False
+        )
+    assert by_session > 60 and by_key > 45
+    assert await _unchanged(db, w) == before
+
+
+def operator_targets(w: World) -> dict[str, int]:
+    """Objects of merchant M, aimed at by the operator of the other merchant."""
+    return {
+        "offer_id": w.ids["public_offer"],
+        "link_id": w.ids["a_link"],
+        "statement_id": w.ids["b_statement"],
+        "postback_id": w.ids["b_postback"],
+        "key_id": w.ids["b_key"],
+        "partner_id": w.a_partner,
+        "merchant_id": w.merchant_id,
+    }
+
+
+async def test_operator_of_another_merchant_never_reaches_merchant_m(db, settings):
+    w = await world(db)
+    await db.execute("UPDATE offers SET name = 'BBB_SECRET public' WHERE id = $1", w.ids["public_offer"])
+    await db.execute("UPDATE partners SET name = 'BBB_SECRET Alice' WHERE id = $1", w.a_partner)
+    await db.execute("UPDATE links SET code = 'BBB_SECRET_alice' WHERE id = $1", w.ids["a_link"])
+    # The other operator's own merchant carries the marker in its name; rename so only M's data has it.
+    await db.execute("UPDATE merchants SET name = 'Other shop' WHERE id = $1", w.other_merchant_id)
+    await db.execute("UPDATE offers SET name = 'Elsewhere' WHERE id = $1", w.ids["b_only_offer"])
+    await db.execute("UPDATE products SET name = 'Product' WHERE sku = 'BBB-SKU'")
+    await db.execute("UPDATE creatives SET name = 'Banner'")
+    await db.execute("UPDATE partners SET name = 'Bob', email = 'bob@p.example' WHERE id = $1", w.b_partner)
+    await db.execute("UPDATE users SET email = 'bob@p.example' WHERE id = $1", w.b_user)
+    bodies = {
+        ("POST", "/api/v1/admin/offers"): {
+            "merchant_id": w.merchant_id,
+            "name": "x",
+            "destination_url": "https://x.example/",
+        },
+        ("POST", "/api/v1/admin/partners"): {"merchant_id": w.merchant_id, "name": "x", "email": "x@x.example"},
+        ("POST", "/api/v1/admin/links"): {"offer_id": w.ids["public_offer"], "partner_id": w.a_partner},
+        ("POST", "/api/v1/admin/creatives"): {
+            "offer_id": w.ids["public_offer"],
+            "name": "b",
+            "image_base64": "R0lGODlhAQABAAAAACw=",
+        },
+        ("POST", "/api/v1/admin/products"): {
+            "merchant_id": w.merchant_id,
+            "sku": "S",
+            "name": "n",
+            "wholesale": "1.00",
+            "currency": "USD",
+        },
+        ("POST", "/api/v1/admin/rates"): {"merchant_id": w.merchant_id, "base": "USD", "quote": "EUR", "rate": "0.9"},
+        ("POST", "/api/v1/admin/users"): {"email": "u@x.example", "role": "operator", "merchant_id": w.merchant_id},
+        ("POST", "/api/v1/admin/merchants"): {"slug": "new-one", "name": "New"},
+        ("POST", "/api/v1/keys"): {"name": "k"},
+        ("PUT", "/api/v1/admin/offers/{offer_id}/partner-plan"): {"partner_id": w.a_partner, "fee_plan": {}},
+        ("PATCH", "/api/v1/admin/offers/{offer_id}"): {"name": "taken"},
+        ("PATCH", "/api/v1/admin/merchants/{merchant_id}"): {"name": "taken"},
+        ("POST", "/api/v1/admin/partners/{partner_id}/status"): {"merchant_id": w.merchant_id, "status": "suspended"},
+        ("POST", "/api/v1/admin/links/{link_id}/status"): {"status": "paused"},
+        ("POST", "/admin/offers"): {
+            "merchant_id": str(w.merchant_id),
+            "name": "x",
+            "destination_url": "https://x.example/",
+        },
+        ("POST", "/admin/partners"): {
+            "partner_id": str(w.a_partner),
+            "merchant_id": str(w.merchant_id),
+            "status": "suspended",
+        },
+        ("POST", "/admin/statements"): {"statement_id": str(w.ids["b_statement"]), "action": "close"},
+    }
+    before = await _unchanged(db, w)
+    offers_before = await db.fetchval("SELECT count(*) FROM offers")
+    async with portal_client(settings, CLICKMINT_API_PER_MINUTE="100000") as client:
+        csrf = await login(client, "ops@bbb.example")
+        tried = 0
+        for method, template in app_routes(client):
+            if template in PUBLIC or not (template.startswith(("/api/v1/admin", "/admin")) or "{" in template):
+                continue
+            path = fill(template, operator_targets(w))
+            body = bodies.get((method, template))
+            if method != "GET" and "{" not in template:
+                assert body is not None, f"{method} {template}: add a body aimed at merchant M to the matrix"
+            response = await _call(client, method, path, body, csrf, {})
+            tried += 1
+            assert response.status_code < 500, (method, path, response.text)
+            assert not has(response, "BBB_SECRET"), f"{method} {path} leaked M's data: {response.text[:300]}"
+            aimed = "{" in template or (method != "GET" and (method, template) != ("POST", "/api/v1/keys"))
+            if aimed and template.startswith(("/api/v1/admin", "/admin")):
+                assert response.status_code in (403, 404), (method, path, response.status_code, response.text[:200])
+    assert tried > 30
+    assert await _unchanged(db, w) == before
+    assert await db.fetchval("SELECT count(*) FROM offers") == offers_before
+
+
+@pytest.mark.parametrize("token", ["1.2.AAAAAAAAAAAAAAAA", "x", "1.2", "", "../../etc/passwd"])
+async def test_price_feed_needs_its_unguessable_id(db, settings, token):
+    w = await world(db)
+    async with portal_client(settings) as client:
+        response = await client.get(f"/feeds/prices/{token}.json")
+        assert response.status_code == 404
+        assert not has(response, w.marker)
