@@ -9,6 +9,9 @@ from clickmint.env import Env
 from clickmint.settings import Settings
 
 GROUP = "billing"
+DEFAULT_RETENTION_DAYS = 400
+DEFAULT_METRICS_PORT = 8002
+METRICS_HOST = "127.0.0.1"  # the billing metrics are for a local scraper only
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,8 @@ class BillingSettings:
     max_deliveries: int  # an entry delivered this often without success goes to the dead-letter stream
     retention_s: int  # acknowledged stream entries older than this are trimmed (never a pending one)
     crash_after_commit: int  # fault injection for the guarantee tests: os._exit after the Nth commit, before XACK
+    retention_days: int = DEFAULT_RETENTION_DAYS  # raw event days older than this are dropped once final; 0: never
+    metrics_port: int = DEFAULT_METRICS_PORT  # ingest's Prometheus text endpoint on 127.0.0.1; 0: none
 
     @classmethod
     def from_env(cls, env: Env | None = None, core: Settings | None = None) -> BillingSettings:
@@ -35,4 +40,6 @@ class BillingSettings:
             max_deliveries=env.int("MAX_DELIVERIES", 5, lo=1, hi=1000),
             retention_s=env.int("STREAM_RETENTION_S", 3600, lo=0, hi=30 * 86400),
             crash_after_commit=env.int("FAULT_CRASH_AFTER_COMMIT", 0, lo=0),
+            retention_days=env.int("RETENTION_DAYS", DEFAULT_RETENTION_DAYS, lo=0, hi=36_500),
+            metrics_port=env.int("BILLING_METRICS_PORT", DEFAULT_METRICS_PORT, lo=0, hi=65_535),
         )

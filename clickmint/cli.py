@@ -16,6 +16,7 @@ import asyncpg
 from clickmint.embedded import port_is_free
 from clickmint.env import SettingsError, redact
 from clickmint.errors import ClickmintError
+from clickmint.logs import setup as setup_logging
 from clickmint.settings import Settings
 
 
@@ -178,10 +179,15 @@ def _with_database(action: Callable[[asyncpg.Connection], Awaitable[int]]) -> in
 
 def cmd_settle(args: argparse.Namespace) -> int:
     """Approve, write ledger lines and statements for a month; close it when it has ended (or --close)."""
+    import datetime as dt
+
+    from billing.metrics import record_run
     from billing.settle import settle
 
     async def action(conn: asyncpg.Connection) -> int:
+        started = dt.datetime.now(dt.UTC)
         report = await settle(conn, args.period, close=args.close)
+        await record_run(conn, "settle", started, report.seconds, {"period": args.period})  # billing metrics
         print(report.summary())
         return 0
 
@@ -217,6 +223,62 @@ def cmd_statement(args: argparse.Namespace) -> int:
     return _with_database(action)
 
 
+def cmd_retention(args: argparse.Namespace) -> int:
+    """Drop raw event days older than CLICKMINT_RETENTION_DAYS that are final; print each decision."""
+    from dataclasses import replace
+
+    from billing.retention import apply_retention
+    from billing.settings import BillingSettings
+    from clickmint.services import services, with_urls
+
+    billing = BillingSettings.from_env()
+
+    async def main(settings: BillingSettings) -> int:
+        assert settings.core.database_url is not None
+        conn = await asyncpg.connect(settings.core.database_url)
+        try:
+            report = await apply_retention(conn, settings, dry_run=args.dry_run)
+        finally:
+            await conn.close()
+        print("\n".join(report.lines()))
+        return 0
+
+    with services(billing.core) as found:
+        return asyncio.run(main(replace(billing, core=with_urls(billing.core, found))))
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Erase a customer's or a partner's personal data; money records stay whole (billing/privacy.py)."""
+    from billing import privacy
+
+    async def action(conn: asyncpg.Connection) -> int:
+        if args.subject == "customer":
+            if not args.merchant:
+                print("clickmint: purge customer needs --merchant SLUG", file=sys.stderr)
+                return 2
+            report = await privacy.purge_customer(conn, args.merchant, args.id, requested_by=args.by)
+        else:
+            if not args.id.isdigit():
+                print(f"clickmint: a partner id is a number, not {args.id!r}", file=sys.stderr)
+                return 2
+            report = await privacy.purge_partner(conn, int(args.id), requested_by=args.by)
+        print(report.summary())
+        return 0
+
+    return _with_database(action)
+
+
+def _retention_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true", help="print what would be dropped and kept, drop nothing")
+
+
+def _purge_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("subject", choices=("customer", "partner"))
+    parser.add_argument("id", help="the merchant's customer id (or the hash it sent), or the partner id")
+    parser.add_argument("--merchant", help="the merchant's slug (for a customer)")
+    parser.add_argument("--by", default="", help="who asked, for the audit row (e.g. a ticket number)")
+
+
 def _settle_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--period", required=True, help="the month to settle, YYYY-MM")
     parser.add_argument(
@@ -243,6 +305,8 @@ COMMANDS: dict[
     "ingest": (cmd_ingest, "run billing ingest: event streams -> PostgreSQL", None),
     "settle": (cmd_settle, "approve conversions, write ledger lines and statements for a month", _settle_args),
     "statement": (cmd_statement, "show, export (csv, pdf) or mark paid a statement", _statement_args),
+    "retention": (cmd_retention, "drop raw event days past CLICKMINT_RETENTION_DAYS once final", _retention_args),
+    "purge": (cmd_purge, "erase a customer's or a partner's personal data (privacy request)", _purge_args),
 }
 
 
@@ -255,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             add_args(command)
     args = parser.parse_args(argv)
     try:
+        setup_logging()
         return COMMANDS[args.command][0](args)
     except SettingsError as exc:
         print(f"clickmint: configuration error: {exc}", file=sys.stderr)
