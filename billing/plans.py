@@ -37,6 +37,9 @@ class OfferTerms:
 
 
 def _percent(value: Any, name: str) -> Decimal:
+    # A JSON number would arrive as a float: refused, so no binary fraction ever reaches a rate.
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise FeeError("invalid_plan", f'{name} must be a decimal number as a string, e.g. "7.5"')
     try:
         return Decimal(str(value))
     except InvalidOperation:

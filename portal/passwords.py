@@ -70,7 +70,7 @@ def _b64(data: bytes) -> str:
 
 def reset_token(secret_key: str, user_id: int, password_hash: str | None, now: float | None = None) -> str:
     """A signed, expiring token; it dies when the password changes, so it works once."""
-    expires = int((now or time.time()) + RESET_TTL_S)
+    expires = int((time.time() if now is None else now) + RESET_TTL_S)
     body = f"{user_id}.{expires}"
     return body + "." + _b64(_reset_mac(secret_key, body, password_hash))
 
@@ -85,7 +85,7 @@ def read_reset_token(token: str) -> tuple[int, int] | None:
 
 def check_reset_token(secret_key: str, token: str, password_hash: str | None, now: float | None = None) -> bool:
     read = read_reset_token(token)
-    if read is None or read[1] < (now or time.time()):
+    if read is None or read[1] < (time.time() if now is None else now):
         return False
     body, _, mac = token.rpartition(".")
     return hmac.compare_digest(mac, _b64(_reset_mac(secret_key, body, password_hash)))

@@ -59,7 +59,9 @@ async def body(request: Request, limit: int = MAX_BODY) -> dict[str, Any]:
         from urllib.parse import parse_qsl
 
         try:
-            pairs = parse_qsl(raw.decode("utf-8", errors="strict"), keep_blank_values=True, max_num_fields=200)
+            pairs = parse_qsl(
+                raw.decode("utf-8", errors="strict"), keep_blank_values=True, max_num_fields=200, errors="strict"
+            )
         except (UnicodeDecodeError, ValueError) as exc:
             raise ApiError(400, "invalid_form", "the form is not valid UTF-8 url-encoded data") from exc
         return dict(pairs)

@@ -100,9 +100,7 @@ class World:
 
 async def world(conn: asyncpg.Connection) -> World:
     m = await conn.fetchval("INSERT INTO merchants (slug, name) VALUES ('shop-m', 'Shop M') RETURNING id")
-    m2 = await conn.fetchval(
-        "INSERT INTO merchants (slug, name) VALUES ('bbb-only', 'Other shop') RETURNING id"
-    )
+    m2 = await conn.fetchval("INSERT INTO merchants (slug, name) VALUES ('bbb-only', 'Other shop') RETURNING id")
     a = await conn.fetchval("INSERT INTO partners (name, email) VALUES ('Alice', 'alice@p.example') RETURNING id")
     b = await conn.fetchval(
         "INSERT INTO partners (name, email) VALUES ('BBB_SECRET Bob', 'bbb_secret@p.example') RETURNING id"

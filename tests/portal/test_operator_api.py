@@ -1,0 +1,260 @@
+"""The operator's API: offers with every term validated, partners, links, banners, products, rates,
+statements, and an audit row for every change. Refusals write nothing."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import zlib
+
+import pytest
+
+from tests.portal.kit import add_user, csrf_headers, login, portal_client, world
+
+
+def png(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"".join(b"\x00" + b"\x00\x00\x00" * width for _ in range(height))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+OFFER = {
+    "name": "Winter sale",
+    "destination_url": "https://shop.example/winter?cid={click_id}",
+    "visibility": "partners",
+    "fee_plan": {"cps_percent": "8"},
+    "caps": {"clicks": {"daily": 1000}, "per_partner": {"conversions": {"lifetime": 50}}},
+    "hold_days": 14,
+    "allowed_hosts": ["shop.example"],
+    "starts_at": "2030-01-01T00:00:00Z",
+}
+
+
+async def test_an_offer_created_is_audited_and_open_to_partners(db, settings):
+    w = await world(db)
+    async with portal_client(settings) as client:
+        csrf = await login(client, "ops@shop-m.example")
+        made = await client.post("/api/v1/admin/offers", json=OFFER, headers=csrf_headers(csrf))
+        assert made.status_code == 201, made.text
+        offer = made.json()
+        assert (offer["merchant_id"], offer["currency"], offer["hold_days"]) == (w.merchant_id, "USD", 14)
+        assert offer["fee_plan"] == {"cps_percent": "8"} and len(offer["postback_secret"]) >= 32
+        changed = await client.patch(
+            f"/api/v1/admin/offers/{offer['id']}",
+            json={"status": "paused", "ends_at": "2030-02-01T00:00:00Z"},
+            headers=csrf_headers(csrf),
+        )
+        assert changed.status_code == 200 and changed.json()["status"] == "paused"
+        audit = (await client.get("/api/v1/admin/audit")).json()["entries"]
+        assert [(e["action"], e["object_type"], e["actor_email"]) for e in audit[:2]] == [
+            ("update", "offer", "ops@shop-m.example"),
+            ("create", "offer", "ops@shop-m.example"),
+        ]
+    with pytest.raises(Exception, match="append-only"):
+        await db.execute("UPDATE audit_log SET actor_email = 'someone@else'")
+    with pytest.raises(Exception, match="append-only"):
+        await db.execute("DELETE FROM audit_log")
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"destination_url": "javascript:alert(1)"}, "invalid_field"),
+        ({"destination_url": "https://user:pw@evil.example/"}, "invalid_field"),
+        ({"fee_plan": {"cps_percent": 8.5}}, "invalid_field"),
+        ({"fee_plan": {"cpa": "lots"}}, "invalid_field"),
+        ({"caps": {"clicks": {"daily": -1}}}, "invalid_field"),
+        ({"caps": {"clicks": {"weekly": 5}}}, "invalid_field"),
+        ({"hold_days": 400}, "invalid_field"),
+        ({"attribution_window_s": "1e9"}, "invalid_field"),
+        ({"ends_at": "2029-01-01T00:00:00Z"}, "invalid_field"),
+        ({"starts_at": "2030-01-01T00:00:00"}, "invalid_field"),
+        ({"currency": "XYZ"}, "invalid_field"),
+        ({"allowed_hosts": ["evil.example/path"]}, "invalid_field"),
+        ({"postback_ip_allowlist": ["300.1.1.1"]}, "invalid_field"),
+        ({"name": ""}, "invalid_field"),
+        ({"name": "x" * 201}, "invalid_field"),
+        ({"name": "bad\x00name"}, "invalid_field"),
+        ({"is_admin": True}, "unknown_field"),
+        ({"merchant_id": 999}, "not_found"),
+    ],
+)
+async def test_bad_offers_are_refused_and_write_nothing(db, settings, change, code):
+    await world(db)
+    before = await db.fetchval("SELECT count(*) FROM offers")
+    async with portal_client(settings) as client:
+        csrf = await login(client, "ops@shop-m.example")
+        response = await client.post("/api/v1/admin/offers", json={**OFFER, **change}, headers=csrf_headers(csrf))
+        assert 400 <= response.status_code < 500
+        assert response.json()["error"] == code, response.text
+    assert await db.fetchval("SELECT count(*) FROM offers") == before
+    assert await db.fetchval("SELECT count(*) FROM audit_log") == 0
+
+
+async def test_partners_apply_are_approved_and_suspended(db, settings):
+    w = await world(db)
+    async with portal_client(settings) as partner:
+        csrf = await login(partner, "alice@p.example")
+        applied = await partner.post(
+            "/api/v1/partner/programmes", json={"merchant": "bbb-only"}, headers=csrf_headers(csrf)
+        )
+        assert applied.json()["status"] == "applied"
+        assert all(
+            o["merchant_id"] != w.other_merchant_id
+            for o in (await partner.get("/api/v1/partner/offers")).json()["offers"]
+        )
+        async with portal_client(settings) as ops:
+            ops_csrf = await login(ops, "ops@bbb.example")
+            listed = (await ops.get("/api/v1/admin/partners")).json()["partners"]
+            assert any(p["id"] == w.a_partner and p["status"] == "applied" for p in listed)
+            approved = await ops.post(
+                f"/api/v1/admin/partners/{w.a_partner}/status",
+                json={"status": "approved"},
+                headers=csrf_headers(ops_csrf),
+            )
+            assert approved.status_code == 200
+            offers = (await partner.get("/api/v1/partner/offers")).json()["offers"]
+            assert any(o["merchant_id"] == w.other_merchant_id for o in offers)
+            await ops.post(
+                f"/api/v1/admin/partners/{w.a_partner}/status",
+                json={"status": "suspended"},
+                headers=csrf_headers(ops_csrf),
+            )
+            offers = (await partner.get("/api/v1/partner/offers")).json()["offers"]
+            assert all(o["merchant_id"] != w.other_merchant_id for o in offers)
+
+
+async def test_new_partner_is_invited_by_mail(db, settings):
+    await world(db)
+    async with portal_client(settings) as ops:
+        csrf = await login(ops, "ops@shop-m.example")
+        made = await ops.post(
+            "/api/v1/admin/partners", json={"name": "Carol", "email": "Carol@P.example"}, headers=csrf_headers(csrf)
+        )
+        assert made.status_code == 201
+        again = await ops.post(
+            "/api/v1/admin/partners", json={"name": "Carol", "email": "carol@p.example"}, headers=csrf_headers(csrf)
+        )
+        assert again.status_code == 409
+    mail = await db.fetchrow("SELECT to_email, subject, body FROM outbox")
+    assert mail["to_email"] == "carol@p.example" and "/reset?token=" in mail["body"]
+    assert await db.fetchval("SELECT password_hash FROM users WHERE email = 'carol@p.example'") is None
+
+
+@pytest.mark.parametrize(
+    ("image", "ok"),
+    [
+        (png(300, 250), True),
+        (b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", True),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>", False),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, False),
+        (png(5000, 10), False),
+        (b"MZ\x90\x00 not an image", False),
+        (png(10, 10) + b"\x00" * (1024 * 1024), False),
+    ],
+)
+async def test_banner_uploads_are_checked_by_their_bytes(db, settings, image, ok):
+    w = await world(db)
+    async with portal_client(settings) as ops:
+        csrf = await login(ops, "ops@shop-m.example")
+        body = {"offer_id": w.ids["public_offer"], "name": "Banner", "image_base64": base64.b64encode(image).decode()}
+        response = await ops.post("/api/v1/admin/creatives", json=body, headers=csrf_headers(csrf))
+        multipart = await ops.post(
+            "/api/v1/admin/creatives",
+            data={"offer_id": str(w.ids["public_offer"]), "name": "Banner 2"},
+            files={"image": ("banner.svg", image, "image/svg+xml")},
+            headers=csrf_headers(csrf),
+        )
+    if ok:
+        assert response.status_code == 201 and multipart.status_code == 201, (response.text, multipart.text)
+        assert response.json()["content_type"] in ("image/png", "image/gif")
+    else:
+        assert response.status_code in (400, 413) and multipart.status_code in (400, 413)
+        assert response.json()["error"] in ("invalid_image", "invalid_field", "too_large")
+    count = await db.fetchval("SELECT count(*) FROM creatives WHERE offer_id = $1", w.ids["public_offer"])
+    assert count == (2 if ok else 0)
+
+
+async def test_products_wholesale_versions_and_rates(db, settings):
+    w = await world(db)
+    async with portal_client(settings) as ops:
+        csrf = await login(ops, "ops@shop-m.example")
+        h = csrf_headers(csrf)
+        made = await ops.post(
+            "/api/v1/admin/products",
+            json={"sku": "MUG-1", "name": "Mug", "wholesale": "10.00", "currency": "USD"},
+            headers=h,
+        )
+        assert made.status_code == 201
+        await ops.post(
+            "/api/v1/admin/products",
+            json={"sku": "MUG-1", "name": "Mug", "wholesale": "11.00", "currency": "USD"},
+            headers=h,
+        )
+        bad = await ops.post(
+            "/api/v1/admin/products",
+            json={"sku": "MUG 1", "name": "Mug", "wholesale": "1", "currency": "USD"},
+            headers=h,
+        )
+        assert bad.status_code == 400
+        yen = await ops.post(
+            "/api/v1/admin/products",
+            json={"sku": "CUP", "name": "Cup", "wholesale": "10.5", "currency": "JPY"},
+            headers=h,
+        )
+        assert yen.status_code == 400 and yen.json()["error"] == "invalid_field"
+        (mug,) = (await ops.get("/api/v1/admin/products")).json()["products"]
+        assert mug["wholesale"] == "11.00"
+        rate = await ops.post("/api/v1/admin/rates", json={"base": "EUR", "quote": "USD", "rate": "1.0825"}, headers=h)
+        assert rate.status_code == 201 and rate.json()["rate"] == "1.0825"
+        for bad_rate in ("1e3", "-1", "0", "1.12345678901", 1.08):
+            r = await ops.post("/api/v1/admin/rates", json={"base": "EUR", "quote": "USD", "rate": bad_rate}, headers=h)
+            assert r.status_code == 400, bad_rate
+        same = await ops.post("/api/v1/admin/rates", json={"base": "EUR", "quote": "EUR", "rate": "1"}, headers=h)
+        assert same.status_code == 400
+    assert (
+        await db.fetchval("SELECT count(*) FROM prices WHERE kind = 'wholesale' AND merchant_id = $1", w.merchant_id)
+        == 2
+    )
+    assert await db.fetchval("SELECT count(*) FROM currency_rates") == 1
+
+
+async def test_network_operator_sees_every_merchant_and_creates_merchants(db, settings):
+    w = await world(db)
+    await add_user(db, "net@clickmint.example", "network")
+    async with portal_client(settings) as net:
+        csrf = await login(net, "net@clickmint.example")
+        ids = {m["id"] for m in (await net.get("/api/v1/admin/merchants")).json()["merchants"]}
+        assert ids == {w.merchant_id, w.other_merchant_id}
+        made = await net.post(
+            "/api/v1/admin/merchants",
+            json={"slug": "acme", "name": "ACME", "branding": {"primary": "#112233", "tagline": "Sell ACME"}},
+            headers=csrf_headers(csrf),
+        )
+        assert made.status_code == 201 and made.json()["branding"]["primary"] == "#112233"
+        bad = await net.post(
+            "/api/v1/admin/merchants", json={"slug": "Bad Slug", "name": "x"}, headers=csrf_headers(csrf)
+        )
+        assert bad.status_code == 400
+        colour = await net.post(
+            "/api/v1/admin/merchants",
+            json={"slug": "x2", "name": "x", "branding": {"primary": "red;}"}},
+            headers=csrf_headers(csrf),
+        )
+        assert colour.status_code == 400
+        no_merchant = await net.post("/api/v1/admin/offers", json=OFFER, headers=csrf_headers(csrf))
+        assert no_merchant.status_code == 400 and "merchant_id" in no_merchant.json()["detail"]
+    async with portal_client(settings) as ops:
+        csrf = await login(ops, "ops@shop-m.example")
+        refused = await ops.post(
+            "/api/v1/admin/merchants", json={"slug": "mine", "name": "Mine"}, headers=csrf_headers(csrf)
+        )
+        assert refused.status_code == 403
+    assert await db.fetchval("SELECT count(*) FROM merchants") == 3

@@ -1,0 +1,127 @@
+"""Pages without a browser: the branded sign-in, CSRF on forms, role separation, forms that create."""
+
+from __future__ import annotations
+
+import re
+
+from tests.portal.kit import PASSWORD, login, portal_client, world
+
+
+def token(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+async def test_branded_sign_in_then_the_dashboard(db, settings):
+    w = await world(db)
+    await db.execute(
+        """UPDATE merchants SET branding = '{"primary": "#aa0000", "tagline": "Earn with Shop M <3"}' WHERE id = $1""",
+        w.merchant_id,
+    )
+    async with portal_client(settings) as client:
+        page = await client.get("/m/shop-m")
+        assert page.status_code == 200
+        assert "Shop M partner programme" in page.text and "--primary: #aa0000" in page.text
+        assert "Earn with Shop M &lt;3" in page.text  # escaped
+        assert (await client.get("/m/no-such-shop")).status_code == 404
+        csrf = token(page.text)
+        no_csrf = await client.post("/login", data={"email": "alice@p.example", "password": PASSWORD})
+        assert no_csrf.status_code == 403 and "cm_session" not in client.cookies
+        wrong = await client.post(
+            "/login", data={"email": "alice@p.example", "password": "nope", "csrf_token": csrf, "merchant": "shop-m"}
+        )
+        assert wrong.status_code == 401 and "wrong e-mail or password" in wrong.text and "#aa0000" in wrong.text
+        signed = await client.post(
+            "/login", data={"email": "alice@p.example", "password": PASSWORD, "csrf_token": csrf}
+        )
+        assert signed.status_code == 303 and signed.headers["location"] == "/dashboard"
+        dashboard = await client.get("/dashboard")
+        assert dashboard.status_code == 200 and "Dashboard" in dashboard.text
+        assert (await client.get("/admin")).status_code == 404  # an operator page is not there for a partner
+
+
+async def test_sign_in_never_redirects_off_site(db, settings):
+    await world(db)
+    async with portal_client(settings) as client:
+        csrf = token((await client.get("/login")).text)
+        for target in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
+            response = await client.post(
+                "/login", data={"email": "alice@p.example", "password": PASSWORD, "csrf_token": csrf, "next": target}
+            )
+            assert response.headers["location"] == "/dashboard"
+
+
+async def test_partner_forms_create_links_and_prices(db, settings):
+    w = await world(db)
+    await db.execute("INSERT INTO products (merchant_id, sku, name) VALUES ($1, 'MUG-1', 'Mug')", w.merchant_id)
+    await db.execute(
+        """INSERT INTO prices (merchant_id, sku, kind, amount_minor, currency)
+           VALUES ($1, 'MUG-1', 'wholesale', 900, 'USD')""",
+        w.merchant_id,
+    )
+    async with portal_client(settings) as client:
+        await login(client, "alice@p.example")
+        offers = await client.get("/offers")
+        csrf = token(offers.text)
+        made = await client.post("/links", data={"offer_id": str(w.ids["public_offer"]), "csrf_token": csrf})
+        assert made.status_code == 303
+        links = await client.get("/links")
+        assert links.text.count('class="click-url"') == 2
+        built = await client.get(f"/links?link={w.ids['a_link']}&sub1=x&url=https%3A%2F%2Fshop.example%2Fa")
+        assert "sub1=x&amp;url=https%3A%2F%2Fshop.example%2Fa" in built.text
+        below = await client.post(
+            "/prices", data={"merchant_id": str(w.merchant_id), "sku": "MUG-1", "retail": "8.00", "csrf_token": csrf}
+        )
+        assert below.status_code == 400 and "at least the wholesale price" in below.text
+        ok = await client.post(
+            "/prices", data={"merchant_id": str(w.merchant_id), "sku": "MUG-1", "retail": "12.00", "csrf_token": csrf}
+        )
+        assert ok.status_code == 303
+        assert ">12.00<" in (await client.get("/prices")).text
+        signed_out = await client.post("/logout", data={"csrf_token": csrf})
+        assert signed_out.status_code == 303
+        assert (await client.get("/dashboard")).status_code == 303
+
+
+async def test_operator_pages_create_an_offer_and_approve(db, settings):
+    w = await world(db)
+    await db.execute("UPDATE partner_programmes SET status = 'applied' WHERE partner_id = $1", w.a_partner)
+    async with portal_client(settings) as client:
+        await login(client, "ops@shop-m.example")
+        page = await client.get("/admin/offers")
+        csrf = token(page.text)
+        form = {
+            "csrf_token": csrf,
+            "name": "Cyber Monday",
+            "destination_url": "https://shop.example/cm?c={click_id}",
+            "visibility": "partners",
+            "fee_plan": '{"cps_percent": "15"}',
+            "caps": "{}",
+            "hold_days": "7",
+            "attribution_window_s": "86400",
+            "starts_at": "2030-12-01T00:00",
+            "ends_at": "",
+            "postback_security": "hmac",
+            "fallback_url": "",
+            "allowed_hosts": "shop.example",
+        }
+        made = await client.post("/admin/offers", data=form)
+        assert made.status_code == 303, made.text
+        assert "Cyber Monday" in (await client.get("/admin/offers")).text
+        bad = await client.post("/admin/offers", data={**form, "fee_plan": "{not json"})
+        assert bad.status_code == 400
+        approve = await client.post(
+            "/admin/partners",
+            data={
+                "csrf_token": csrf,
+                "partner_id": str(w.a_partner),
+                "merchant_id": str(w.merchant_id),
+                "status": "approved",
+            },
+        )
+        assert approve.status_code == 303
+        assert "approved" in (await client.get("/admin/partners")).text
+        assert "create" in (await client.get("/admin/audit")).text
+    assert (
+        await db.fetchval("SELECT starts_at::text FROM offers WHERE name = 'Cyber Monday'") == "2030-12-01 00:00:00+00"
+    )
+    assert await db.fetchval("SELECT count(*) FROM offers WHERE name = 'Cyber Monday'") == 1
