@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
+import orjson
 
 from billing import exports
 
@@ -183,7 +185,7 @@ async def close(conn: asyncpg.Connection, statement_id: int, now: dt.datetime) -
     payable = total > 0 and total >= statement["min_payout_minor"]
     await conn.execute(
         """UPDATE statements SET carried_in_minor = $2, total_minor = $3, payable = $4, carried_out_minor = $5,
-                                 closed_at = $6, status = 'closed'
+                                 closed_at = $6, status = 'closed', names = $7
            WHERE id = $1""",
         statement_id,
         int(carried_in or 0),
@@ -191,7 +193,23 @@ async def close(conn: asyncpg.Connection, statement_id: int, now: dt.datetime) -
         payable,
         0 if payable else total,
         now,
+        orjson.dumps(await _names(conn, statement_id)).decode(),
     )
+
+
+async def _names(conn: asyncpg.Connection, statement_id: int) -> dict[str, Any]:
+    """The names a statement prints, fixed at close so a later rename never changes its bytes."""
+    row = await conn.fetchrow(
+        """SELECT m.name AS merchant, p.name AS partner FROM statements s
+           JOIN merchants m ON m.id = s.merchant_id JOIN partners p ON p.id = s.partner_id WHERE s.id = $1""",
+        statement_id,
+    )
+    offers = await conn.fetch(
+        """SELECT DISTINCT o.id, o.name FROM ledger_lines l JOIN offers o ON o.id = l.offer_id
+           WHERE l.statement_id = $1""",
+        statement_id,
+    )
+    return {"merchant": row["merchant"], "partner": row["partner"], "offers": {str(o["id"]): o["name"] for o in offers}}
 
 
 async def export(conn: asyncpg.Connection, statement_id: int, kind: str) -> bytes:
@@ -230,15 +248,17 @@ async def document(conn: asyncpg.Connection, statement_id: int) -> exports.State
     if row is None:
         raise StatementError(f"no statement {statement_id}")
     lines = await conn.fetch(
-        """SELECT l.occurred_at, l.source, l.kind, o.name AS offer, l.basis, l.amount_minor FROM ledger_lines l
-           JOIN offers o ON o.id = l.offer_id WHERE l.statement_id = $1 ORDER BY l.occurred_at, l.id""",
+        """SELECT l.occurred_at, l.source, l.kind, l.offer_id, o.name AS offer, l.basis, l.amount_minor
+           FROM ledger_lines l JOIN offers o ON o.id = l.offer_id WHERE l.statement_id = $1
+           ORDER BY l.occurred_at, l.id""",
         statement_id,
     )
+    names = orjson.loads(row["names"]) if row["names"] else None  # fixed at close; live while open
     start = dt.datetime.combine(row["period_start"], dt.time(), dt.UTC)
     return exports.StatementDoc(
         number=row["number"],
-        merchant=row["merchant"],
-        partner=row["partner"],
+        merchant=names["merchant"] if names else row["merchant"],
+        partner=names["partner"] if names else row["partner"],
         period_start=row["period_start"],
         period_end=row["period_end"],
         currency=row["currency"],
@@ -251,7 +271,7 @@ async def document(conn: asyncpg.Connection, statement_id: int) -> exports.State
                 occurred_at=line["occurred_at"],
                 event_id=line["source"],
                 kind=line["kind"],
-                offer=line["offer"],
+                offer=names["offers"].get(str(line["offer_id"]), line["offer"]) if names else line["offer"],
                 description=line["basis"],
                 amount_minor=line["amount_minor"],
                 adjustment=line["occurred_at"] < start or line["kind"].startswith("reversal"),

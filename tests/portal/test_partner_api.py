@@ -9,6 +9,7 @@ import hashlib
 import hmac
 
 import asyncpg
+import pytest
 
 from billing.settle import settle
 from billing.statements import month_bounds
@@ -249,3 +250,22 @@ async def test_outbound_postbacks_are_signed_retried_and_logged(db, settings):
     url = f"http://127.0.0.1:{port}{path}"
     expected = hmac.new(pb["secret"].encode(), f"{headers['x-clickmint-timestamp']}.{url}".encode(), hashlib.sha256)
     assert headers["x-clickmint-signature"] == expected.hexdigest()
+
+
+async def test_a_closed_statement_reexports_the_same_bytes_after_renames(settings, db):
+    """Found by fuzzing the operator API: renaming the offer, merchant or partner changed a closed
+    statement's bytes. The names are fixed at close now."""
+    w = await world(db)
+    from billing import statements
+
+    await statements.close(db, w.ids["b_statement"], dt.datetime.now(dt.UTC))
+    before = await statements.export(db, w.ids["b_statement"], "csv")
+    pdf_before = await statements.export(db, w.ids["b_statement"], "pdf")
+    await db.execute("UPDATE offers SET name = 'Renamed offer'")
+    await db.execute("UPDATE merchants SET name = 'Renamed merchant'")
+    await db.execute("UPDATE partners SET name = 'Renamed partner'")
+    assert await statements.export(db, w.ids["b_statement"], "csv") == before
+    assert await statements.export(db, w.ids["b_statement"], "pdf") == pdf_before
+    assert b"BBB_SECRET private" in before
+    with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+        await db.execute("UPDATE statements SET names = '{}' WHERE id = $1", w.ids["b_statement"])

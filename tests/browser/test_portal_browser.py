@@ -1,0 +1,204 @@
+"""The portal in a real headless Chromium (Debian's chromium, driven by Playwright): a partner signs in
+on its merchant's branded page, sees the click it made a moment ago, sets a retail price and downloads a
+statement; an operator creates an offer and the partner sees it. Tracker, ingest and portal run for real
+on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import shutil
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+import uvicorn
+
+from billing import statements
+from billing.consumer import Ingest
+from billing.derive import Deriver
+from billing.settings import BillingSettings
+from clickmint.embedded import pick_port
+from clickmint.env import Env
+from clickmint.settings import Settings
+from portal.app import build
+from tests.portal.kit import PASSWORD, add_user, portal_settings
+from tracker.app import TrackerApp
+from tracker.settings import TrackerSettings
+
+CHROMIUM = os.environ.get("CLICKMINT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium); .ci/run installs it"
+)
+# A desktop browser's user agent: headless Chromium's own says HeadlessChrome, which the tracker counts as a bot.
+DESKTOP_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any, port: int) -> AsyncIterator[None]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def seed(db: asyncpg.Connection, portal_port: int) -> dict[str, Any]:
+    merchant = await db.fetchval(
+        """INSERT INTO merchants (slug, name, branding)
+           VALUES ('sunny-shop', 'Sunny Shop', '{"primary": "#0b6e4f", "tagline": "Partners earn 10% on every order"}')
+           RETURNING id"""
+    )
+    offer = await db.fetchval(
+        """INSERT INTO offers (merchant_id, name, destination_url, currency, fee_plan)
+           VALUES ($1, 'Everyday offer', $2, 'USD', '{"cps_percent": "10"}') RETURNING id""",
+        merchant,
+        f"http://127.0.0.1:{portal_port}/healthz?cid={{click_id}}",
+    )
+    partner = await db.fetchval("INSERT INTO partners (name, email) VALUES ('Pat', 'pat@p.example') RETURNING id")
+    await db.execute(
+        "INSERT INTO partner_programmes (partner_id, merchant_id, status) VALUES ($1, $2, 'approved')",
+        partner,
+        merchant,
+    )
+    await db.execute("INSERT INTO links (code, partner_id, offer_id) VALUES ('sunny-pat-1', $1, $2)", partner, offer)
+    await db.execute("INSERT INTO products (merchant_id, sku, name) VALUES ($1, 'LAMP-1', 'Desk lamp')", merchant)
+    await db.execute(
+        """INSERT INTO prices (merchant_id, sku, kind, amount_minor, currency, valid_from)
+           VALUES ($1, 'LAMP-1', 'wholesale', 2000, 'USD', now() - interval '1 day')""",
+        merchant,
+    )
+    start = dt.date.today().replace(day=1) - dt.timedelta(days=1)
+    start = start.replace(day=1)
+    end = dt.date.today().replace(day=1)
+    statement = await db.fetchval(
+        """INSERT INTO statements (number, merchant_id, partner_id, currency, period_start, period_end)
+           VALUES ('CM-TEST-0001', $1, $2, 'USD', $3, $4) RETURNING id""",
+        merchant,
+        partner,
+        start,
+        end,
+    )
+    await db.execute(
+        """INSERT INTO ledger_lines (source, kind, merchant_id, partner_id, offer_id, currency, amount_minor, basis,
+                                     occurred_at, statement_id)
+           VALUES ('0192c0de-0000-7000-8000-000000000001', 'cps', $1, $2, $3, 'USD', 1234, '10% of 123.40 USD',
+                   $4, $5)""",
+        merchant,
+        partner,
+        offer,
+        dt.datetime.combine(start, dt.time(12), dt.UTC),
+        statement,
+    )
+    await statements.close(db, statement, dt.datetime.now(dt.UTC))
+    await add_user(db, "pat@p.example", "partner", partner_id=partner, merchant_id=merchant)
+    await add_user(db, "ops@sunny.example", "operator", merchant_id=merchant)
+    return {"merchant": merchant, "offer": offer, "partner": partner, "statement": statement}
+
+
+async def test_partner_and_operator_in_chromium(settings: Settings, db: asyncpg.Connection, tmp_path) -> None:
+    from playwright.async_api import async_playwright
+
+    tracker_port, portal_port = pick_port(0), pick_port(0)
+    await seed(db, portal_port)
+    core = Settings(**{**settings.__dict__, "tracker_port": tracker_port, "portal_port": portal_port})
+    tracker = TrackerApp(TrackerSettings.from_env(Env({}), core=core))
+    portal = build(portal_settings(core, CLICKMINT_TRACKER_PUBLIC_URL=f"http://127.0.0.1:{tracker_port}"))
+    ingest = Ingest(BillingSettings.from_env(Env({}), core=core), derive=Deriver())
+    ingest_task = asyncio.create_task(ingest.run())
+    tracker_url, portal_url = f"http://127.0.0.1:{tracker_port}", f"http://127.0.0.1:{portal_port}"
+    try:
+        async with serve(tracker, tracker_port), serve(portal, portal_port), async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            partner = await browser.new_context(user_agent=DESKTOP_UA, accept_downloads=True)
+            page = await partner.new_page()
+
+            # A visitor clicks the partner's link: 302 to the merchant, recorded.
+            landing = await page.goto(f"{tracker_url}/c/sunny-pat-1?sub1=newsletter")
+            assert landing is not None and landing.url.startswith(f"{portal_url}/healthz?cid=")
+
+            # The partner signs in on the merchant's branded page.
+            await page.goto(f"{portal_url}/m/sunny-shop")
+            assert "Sunny Shop partner programme" in await page.inner_text("h1")
+            assert "Partners earn 10% on every order" in await page.content()
+            await page.fill("input[name=email]", "pat@p.example")
+            await page.fill("input[name=password]", PASSWORD)
+            await page.click("button[type=submit]")
+            await page.wait_for_url(f"{portal_url}/dashboard")
+
+            # The click made a moment ago shows within seconds (billing's rollups, fed by the running ingest).
+            clicks = "0"
+            for _ in range(50):
+                await page.goto(f"{portal_url}/dashboard?range=today")
+                cell = await page.query_selector('[data-metric="clicks"]')
+                clicks = await cell.inner_text() if cell else "0"
+                if clicks == "1":
+                    break
+                await asyncio.sleep(0.2)
+            assert clicks == "1"
+            assert "newsletter" in await page.content()
+
+            # It sets its retail price for a markup product; below wholesale is refused with a message.
+            await page.goto(f"{portal_url}/prices")
+            await page.fill("tr[data-sku='LAMP-1'] input[name=retail]", "19.99")
+            await page.click("tr[data-sku='LAMP-1'] button")
+            assert "at least the wholesale price 20.00 USD" in await page.inner_text("main")
+            await page.goto(f"{portal_url}/prices")
+            await page.fill("tr[data-sku='LAMP-1'] input[name=retail]", "24.50")
+            await page.click("tr[data-sku='LAMP-1'] button")
+            await page.wait_for_url(f"{portal_url}/prices?notice=*")
+            assert await page.inner_text("tr[data-sku='LAMP-1'] td.retail") == "24.50"
+
+            # It downloads its statement.
+            await page.goto(f"{portal_url}/statements")
+            async with page.expect_download() as info:
+                await page.click("text=CSV")
+            download = await info.value
+            path = tmp_path / "statement.csv"
+            await download.save_as(path)
+            text = path.read_text()
+            assert "CM-TEST-0001" in text and "12.34" in text
+
+            # An operator creates a partner-only offer; the partner sees it.
+            operator = await browser.new_context(user_agent=DESKTOP_UA)
+            ops = await operator.new_page()
+            await ops.goto(f"{portal_url}/login")
+            await ops.fill("input[name=email]", "ops@sunny.example")
+            await ops.fill("input[name=password]", PASSWORD)
+            await ops.click("button[type=submit]")
+            await ops.wait_for_url(f"{portal_url}/admin")
+            await ops.goto(f"{portal_url}/admin/offers")
+            await ops.fill("#new-offer input[name=name]", "Partners-only winter sale")
+            await ops.fill("#new-offer input[name=destination_url]", "https://sunny.example/winter?c={click_id}")
+            await ops.select_option("#new-offer select[name=visibility]", "partners")
+            await ops.fill("#new-offer textarea[name=fee_plan]", '{"cps_percent": "12"}')
+            await ops.click("#new-offer button[type=submit]")
+            await ops.wait_for_url(f"{portal_url}/admin/offers?notice=*")
+            assert "Offer Partners-only winter sale created." in await ops.inner_text(".notice")
+
+            await page.goto(f"{portal_url}/offers")
+            offers = await page.inner_text("#offers")
+            assert "Partners-only winter sale" in offers and "partners only" in offers
+            await browser.close()
+    finally:
+        ingest.stop()
+        await ingest_task
