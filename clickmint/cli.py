@@ -150,7 +150,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     tracker_url = str(info.get("tracker") or f"http://{settings.host}:{settings.tracker_port}")
     with services(settings) as found:
         asyncio.run(migrate(found.database_url))
-        print(asyncio.run(seed(found.database_url, tracker_url)))
+        portal = str(info.get("portal") or f"http://{settings.host}:{settings.portal_port}")
+        print(asyncio.run(seed(found.database_url, tracker_url, portal)))
     return 0
 
 
@@ -296,6 +297,22 @@ def _statement_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", default="-", help="file to write the export to (default: stdout)")
 
 
+def cmd_admin(args: argparse.Namespace) -> int:
+    from clickmint.migrate import migrate
+    from clickmint.services import services
+    from portal.cli import main as admin
+
+    with services(Settings.from_env()) as found:
+        asyncio.run(migrate(found.database_url))
+        return admin(args, found.database_url)
+
+
+def _admin_args(parser: argparse.ArgumentParser) -> None:
+    from portal.cli import add_args
+
+    add_args(parser)
+
+
 COMMANDS: dict[
     str, tuple[Callable[[argparse.Namespace], int], str, Callable[[argparse.ArgumentParser], None] | None]
 ] = {
@@ -306,6 +323,7 @@ COMMANDS: dict[
     "settle": (cmd_settle, "approve conversions, write ledger lines and statements for a month", _settle_args),
     "statement": (cmd_statement, "show, export (csv, pdf) or mark paid a statement", _statement_args),
     "retention": (cmd_retention, "drop raw event days past CLICKMINT_RETENTION_DAYS once final", _retention_args),
+    "admin": (cmd_admin, "merchants, offers, partners, links, products, rates, users, API keys, audit", _admin_args),
     "purge": (cmd_purge, "erase a customer's or a partner's personal data (privacy request)", _purge_args),
 }
 

@@ -13,7 +13,7 @@ def _code() -> str:
     return secrets.token_urlsafe(8)
 
 
-async def seed(dsn: str, tracker_url: str) -> str:
+async def seed(dsn: str, tracker_url: str, portal_url: str | None = None) -> str:
     """Create the demo programme once (idempotent) and describe it with ready-to-click URLs."""
     conn = await asyncpg.connect(dsn)
     try:
@@ -24,7 +24,7 @@ async def seed(dsn: str, tracker_url: str) -> str:
                     "INSERT INTO merchants (slug, name, currency, branding) VALUES ($1, 'Demo Shop', 'USD', $2) "
                     "RETURNING id",
                     DEMO_SLUG,
-                    '{"colour": "#0b7a5f"}',
+                    '{"primary": "#0b7a5f", "accent": "#f0a202", "tagline": "Earn 10% on every order you send us"}',
                 )
                 offers = [
                     await conn.fetchval(
@@ -75,6 +75,7 @@ async def seed(dsn: str, tracker_url: str) -> str:
                             partner,
                             offer,
                         )
+            logins = await _users(conn, merchant)
             rows = await conn.fetch(
                 """SELECT l.code, p.name AS partner, o.name AS offer FROM links l
                    JOIN partners p ON p.id = l.partner_id JOIN offers o ON o.id = l.offer_id
@@ -87,4 +88,38 @@ async def seed(dsn: str, tracker_url: str) -> str:
     for row in rows:
         lines.append(f"  {row['partner']:<14} {row['offer']:<36} {tracker_url}/c/{row['code']}?sub1=demo")
     lines.append(f"View pixel of the first link: {tracker_url}/v/{rows[0]['code']}")
+    if portal_url:
+        lines.append(f"Portal: {portal_url}/m/{DEMO_SLUG} (partners), {portal_url}/login (operator)")
+    for email, password in logins:
+        lines.append(f"  sign in as {email:<32} password {password}")
+    if not logins:
+        lines.append("  demo users exist; `clickmint admin user reset EMAIL` prints a link to set a new password")
     return "\n".join(lines)
+
+
+async def _users(conn: asyncpg.Connection, merchant: int) -> list[tuple[str, str]]:
+    """Demo sign-ins (development only): the operator and each partner, with a password printed once."""
+    from portal.passwords import hash_password
+
+    made = []
+    candidates = [("operator@demo-shop.example", "operator", None)]
+    for partner_id, email in await conn.fetch(
+        """SELECT p.id, p.email FROM partners p JOIN partner_programmes pp ON pp.partner_id = p.id
+           WHERE pp.merchant_id = $1 ORDER BY p.id""",
+        merchant,
+    ):
+        candidates.append((email, "partner", partner_id))
+    for email, role, partner_id in candidates:
+        password = secrets.token_urlsafe(12)
+        created = await conn.fetchval(
+            """INSERT INTO users (email, name, role, partner_id, merchant_id, password_hash)
+               VALUES ($1, $1, $2, $3, $4, $5) ON CONFLICT (email) DO NOTHING RETURNING id""",
+            email,
+            role,
+            partner_id,
+            merchant,
+            hash_password(password),
+        )
+        if created is not None:
+            made.append((email, password))
+    return made

@@ -38,7 +38,7 @@ async def audit(
     await conn.execute(
         """INSERT INTO audit_log (actor_user_id, actor_email, merchant_id, action, object_type, object_id, detail)
            VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        who.user_id,
+        who.user_id or None,  # 0: the command line, which has no user row
         who.email,
         merchant_id,
         action,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -95,6 +96,31 @@ def _db_count(env: dict[str, str], data_dir: Path) -> int:
     return int(out.stdout)
 
 
+def _portal_shows_the_click(banner: str, demo: str) -> None:
+    """The demo partner signs in to the portal `up` started and sees its click in today's stats."""
+    portal = re.search(r"portal\s+(http://\S+)", banner).group(1)
+    email, password = re.search(r"sign in as (alice@\S+)\s+password (\S+)", demo).groups()
+    with urllib.request.urlopen(f"{portal}/m/demo-shop", timeout=5) as page:
+        assert b"Demo Shop partner programme" in page.read()
+    login = urllib.request.Request(
+        f"{portal}/api/v1/auth/login",
+        data=json.dumps({"email": email, "password": password}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(login, timeout=10) as response:
+        cookie = response.headers["set-cookie"].split(";")[0]
+    clicks = 0
+    for _ in range(50):
+        stats = urllib.request.Request(f"{portal}/api/v1/partner/stats?range=today", headers={"cookie": cookie})
+        with urllib.request.urlopen(stats, timeout=5) as response:
+            totals = json.loads(response.read())["totals"]
+        clicks = sum(t["clicks"] + t["bots"] for t in totals)
+        if clicks:
+            break
+        time.sleep(0.1)
+    assert clicks == 1
+
+
 def test_up_demo_click_and_kill_9(data_dir: Path) -> None:
     env = _env(data_dir)
     started = time.monotonic()
@@ -126,6 +152,7 @@ def test_up_demo_click_and_kill_9(data_dir: Path) -> None:
         while _db_count(env, data_dir) < 1:
             assert time.monotonic() - clicked < 5, "the click did not reach PostgreSQL"
             time.sleep(0.1)
+        _portal_shows_the_click(banner, demo.stdout)
         family = _descendants(proc.pid)  # servers, tracker, ingest, portal and PostgreSQL's backends
     finally:
         proc.send_signal(signal.SIGKILL)
