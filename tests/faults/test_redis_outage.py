@@ -25,6 +25,7 @@ from tests.factories import programme
 from tests.helpers import drain, tracker_client
 
 pytestmark = pytest.mark.timeout(120)
+OUTAGE_S = 10
 
 
 @pytest.fixture
@@ -62,7 +63,8 @@ async def test_redis_down_for_a_while_under_load(
         await asyncio.sleep(0.7)
         before = len(answered)
         await asyncio.to_thread(valkey.stop)  # SIGTERM: Valkey writes its AOF and exits
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(OUTAGE_S)
+        depth = app.recorder.spool.depth()
         during = len(answered) - before
         port = valkey.port
         restarted = EmbeddedValkey(base, port=port)
@@ -72,11 +74,16 @@ async def test_redis_down_for_a_while_under_load(
         await asyncio.sleep(0.7)
         stop.set()
         await asyncio.gather(*load)
-        deadline = time.monotonic() + 20
+        replay_started = time.monotonic()
         while app.recorder.spool.depth() > 0:
-            assert time.monotonic() < deadline, "the spool was not replayed"
-            await asyncio.sleep(0.1)
+            assert time.monotonic() - replay_started < 30, "the spool was not replayed"
+            await asyncio.sleep(0.05)
+        replay_s = time.monotonic() - replay_started
         stats = app.recorder.stats
+    print(
+        f"\nredis outage {OUTAGE_S}s: {len(answered)} clicks answered, {during} during the outage, "
+        f"spool {depth} bytes at restart, replayed {stats.events_replayed} within {replay_s:.2f}s"
+    )
     assert set(statuses) == {302}, "every request is answered with its normal status"
     assert during > 0, "requests kept being answered while Redis was down"
     assert stats.events_spooled > 0 and stats.events_replayed == stats.events_spooled
