@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from clickmint import logs
 from portal import api_auth, api_operator, api_partner, openapi, pages, partner_data, passwords, postbacks
 from portal.api import ROLES, Endpoint, error_response, json_response, route
 from portal.errors import ApiError
@@ -26,6 +29,7 @@ from portal.settings import PortalSettings
 log = logging.getLogger("clickmint.portal")
 ENDPOINTS: list[Endpoint] = [*api_auth.ENDPOINTS, *api_partner.ENDPOINTS, *api_operator.ENDPOINTS]
 assert all(ep.role in (*ROLES, "public") for ep in ENDPOINTS)
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{8,64}")
 _HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -99,7 +103,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return pages.render("error.html", exc.status_code, error=str(exc.detail), code=str(exc.status_code))
 
 
-class SecurityHeaders:
+class Edge:
+    """Security headers on every answer, and a request id (the caller's X-Request-Id when sane, else a new
+    one) in the logs' context and echoed back."""
+
     def __init__(self, app: Any) -> None:
         self.app = app
 
@@ -107,13 +114,20 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        sent = dict(scope.get("headers", [])).get(b"x-request-id", b"")
+        request_id = sent.decode() if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+        token = logs.REQUEST_ID.set(request_id)
+        extra = [*_HEADERS, (b"x-request-id", request_id.encode())]
 
         async def send_with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *_HEADERS]
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            logs.REQUEST_ID.reset(token)
 
 
 def build(settings: PortalSettings) -> Starlette:
@@ -127,9 +141,10 @@ def build(settings: PortalSettings) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=portal.lifespan, exception_handlers={HTTPException: _http_error})
     app.state.portal = portal
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(Edge)
     return app
 
 
 def create_app() -> Starlette:
+    logs.setup()
     return build(PortalSettings.from_env())

@@ -275,3 +275,11 @@ async def test_security_headers_on_every_answer(db, settings):
             assert response.headers["x-frame-options"] == "DENY"
             assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
             assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_every_answer_carries_a_request_id(db, settings):
+    async with portal_client(settings) as client:
+        mine = await client.get("/healthz", headers={"x-request-id": "req-12345678"})
+        assert mine.headers["x-request-id"] == "req-12345678"
+        bad = await client.get("/healthz", headers={"x-request-id": "bad id\r\nx"})
+        assert re.fullmatch(r"[0-9a-f]{32}", bad.headers["x-request-id"])
