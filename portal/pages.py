@@ -73,7 +73,11 @@ def page(path: str, handler: PageHandler, role: str, methods: tuple[str, ...] = 
                 if who.role not in {"partner": ("partner",), "operator": ("operator", "network")}[role]:
                     raise ApiError(404, "not_found", "no such page")
                 form = None
-                if request.method == "POST":
+                if request.method == "POST" and request.headers.get("content-type", "").startswith("multipart/"):
+                    form = await _multipart(request)
+                    auth.check_csrf(request, who, str(form.get("csrf_token", "")))
+                    form = {k: v for k, v in form.items() if k != "csrf_token"}
+                elif request.method == "POST":
                     form = await validate.body(request)
                     auth.check_csrf(request, who, str(form.get("csrf_token", "")))
                     form = {k: v for k, v in form.items() if k != "csrf_token"}
@@ -87,6 +91,17 @@ def page(path: str, handler: PageHandler, role: str, methods: tuple[str, ...] = 
                 return _error_page(database_error(exc), who)
 
     return Route(path, run, methods=list(methods))
+
+
+async def _multipart(request: Request) -> dict[str, Any]:
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit() or int(declared) > validate.MAX_UPLOAD:
+        raise ApiError(413, "too_large", "an upload is at most 1 MiB")
+    out: dict[str, Any] = {}
+    async with request.form(max_files=1, max_fields=20) as form:
+        for key, value in form.items():
+            out[key] = value if isinstance(value, str) else await value.read(validate.MAX_UPLOAD + 1)
+    return out
 
 
 async def _show(ctx: Ctx, name: str, **values: Any) -> HTMLResponse:
@@ -435,6 +450,180 @@ async def admin_audit(ctx: Ctx, form: Any) -> Response:
     return await _show(ctx, "admin_audit.html", entries=await odata.audit_log(ctx.conn, ctx.who, 300))
 
 
+def _options(merchants: list[dict[str, Any]], who: Any) -> list[dict[str, Any]]:
+    if who.role != "network":
+        return []
+    return [{"name": "merchant_id", "label": "Merchant", "options": [(m["id"], m["name"]) for m in merchants]}]
+
+
+async def admin_links(ctx: Ctx, form: Any) -> Response:
+    if form is not None:
+        if "link_id" in form:
+            link_id = validate.integer(1)("link_id", form.pop("link_id"))
+            values = validate.fields(form, api_operator.LINK_STATUS)
+            await odata.set_link_status(ctx.conn, ctx.who, link_id, values["status"])
+            return _back("/admin/links", f"Link {link_id} is {values['status']}.")
+        made = await odata.create_link(ctx.conn, ctx.who, validate.fields(form, api_operator.NEW_LINK))
+        return _back("/admin/links", f"Link {made['code']} created.")
+    offers = await odata.offers(ctx.conn, ctx.who)
+    partners = await odata.partners(ctx.conn, ctx.who)
+    return await _show(
+        ctx,
+        "admin_table.html",
+        title="Links",
+        table_id="links",
+        columns=[
+            ("#", "id"),
+            ("Code", "code"),
+            ("Partner", "partner_id"),
+            ("Offer", "offer_id"),
+            ("Banner", "creative_id"),
+            ("Status", "status"),
+        ],
+        rows=await odata.links(ctx.conn, ctx.who),
+        row_actions=lambda r: [
+            {
+                "label": "Pause" if r["status"] == "active" else "Resume",
+                "fields": {"link_id": r["id"], "status": "paused" if r["status"] == "active" else "active"},
+            }
+        ],
+        form={
+            "title": "New link",
+            "id": "new-link",
+            "button": "Create link",
+            "fields": [
+                {"name": "offer_id", "label": "Offer", "options": [(o["id"], o["name"]) for o in offers]},
+                {"name": "partner_id", "label": "Partner", "options": sorted({(p["id"], p["name"]) for p in partners})},
+            ],
+        },
+    )
+
+
+async def admin_creatives(ctx: Ctx, form: Any) -> Response:
+    if form is not None:
+        image = form.pop("image", b"")
+        values = validate.fields(form, {k: v for k, v in api_operator.NEW_CREATIVE.items() if k != "image_base64"})
+        await odata.offer(ctx.conn, ctx.who, values["offer_id"])  # another merchant's offer is not found
+        if not isinstance(image, bytes) or not image:
+            raise ApiError(400, "invalid_field", "image: choose a file")
+        from portal.images import ImageError, sniff
+
+        try:
+            kind = sniff(image)
+        except ImageError as exc:
+            raise ApiError(400, "invalid_image", str(exc)) from exc
+        await odata.create_creative(
+            ctx.conn, ctx.who, values["offer_id"], values["name"], values.get("alt_text", ""), image, kind
+        )
+        return _back("/admin/creatives", f"Banner {values['name']} uploaded.")
+    offers = await odata.offers(ctx.conn, ctx.who)
+    return await _show(
+        ctx,
+        "admin_table.html",
+        title="Banners",
+        table_id="creatives",
+        row_actions=None,
+        columns=[
+            ("#", "id"),
+            ("Offer", "offer_id"),
+            ("Name", "name"),
+            ("Type", "content_type"),
+            ("Width", "width"),
+            ("Height", "height"),
+            ("Bytes", "bytes"),
+        ],
+        rows=await odata.creatives(ctx.conn, ctx.who),
+        form={
+            "title": "Upload a banner (PNG, GIF, JPEG or WebP, at most 1 MiB)",
+            "id": "new-creative",
+            "button": "Upload",
+            "multipart": True,
+            "fields": [
+                {"name": "offer_id", "label": "Offer", "options": [(o["id"], o["name"]) for o in offers]},
+                {"name": "name", "label": "Name", "required": True},
+                {"name": "alt_text", "label": "Alt text"},
+                {
+                    "name": "image",
+                    "label": "Image",
+                    "type": "file",
+                    "required": True,
+                    "accept": "image/png,image/gif,image/jpeg,image/webp",
+                },
+            ],
+        },
+    )
+
+
+async def admin_products(ctx: Ctx, form: Any) -> Response:
+    if form is not None:
+        values = validate.fields(form, api_operator.PRODUCT)
+        values["wholesale_minor"] = validate.money("wholesale", values.pop("wholesale"), values["currency"])
+        await odata.set_product(ctx.conn, ctx.who, values)
+        return _back("/admin/products", f"Wholesale price of {values['sku']} set.")
+    merchants = await odata.merchants(ctx.conn, ctx.who)
+    return await _show(
+        ctx,
+        "admin_table.html",
+        title="Products and wholesale prices",
+        table_id="products",
+        row_actions=None,
+        columns=[
+            ("Merchant", "merchant_id"),
+            ("SKU", "sku"),
+            ("Name", "name"),
+            ("Wholesale", "wholesale"),
+            ("Currency", "currency"),
+            ("In force from", "valid_from"),
+        ],
+        rows=await odata.products(ctx.conn, ctx.who),
+        form={
+            "title": "Set a product's wholesale price (a new version from now)",
+            "id": "new-product",
+            "button": "Save",
+            "fields": [
+                *_options(merchants, ctx.who),
+                {"name": "sku", "label": "SKU", "required": True},
+                {"name": "name", "label": "Name", "required": True},
+                {"name": "wholesale", "label": "Wholesale price, e.g. 12.50", "required": True},
+                {"name": "currency", "label": "Currency", "required": True},
+            ],
+        },
+    )
+
+
+async def admin_rates(ctx: Ctx, form: Any) -> Response:
+    if form is not None:
+        await odata.add_rate(ctx.conn, ctx.who, validate.fields(form, api_operator.RATE))
+        return _back("/admin/rates", "Rate added.")
+    merchants = await odata.merchants(ctx.conn, ctx.who)
+    return await _show(
+        ctx,
+        "admin_table.html",
+        title="Currency rates",
+        table_id="rates",
+        row_actions=None,
+        columns=[
+            ("Merchant", "merchant_id"),
+            ("Base", "base"),
+            ("Quote", "quote"),
+            ("Rate", "rate"),
+            ("From", "valid_from"),
+        ],
+        rows=await odata.rates(ctx.conn, ctx.who),
+        form={
+            "title": "Add a rate: 1 base = rate quote",
+            "id": "new-rate",
+            "button": "Add",
+            "fields": [
+                *_options(merchants, ctx.who),
+                {"name": "base", "label": "Base currency", "required": True},
+                {"name": "quote", "label": "Quote currency", "required": True},
+                {"name": "rate", "label": "Rate, e.g. 1.0825", "required": True},
+            ],
+        },
+    )
+
+
 def routes() -> list[Route]:
     return [
         Route("/", home),
@@ -457,4 +646,8 @@ def routes() -> list[Route]:
         page("/admin/partners", admin_partners, "operator", ("GET", "POST")),
         page("/admin/statements", admin_statements, "operator", ("GET", "POST")),
         page("/admin/audit", admin_audit, "operator"),
+        page("/admin/links", admin_links, "operator", ("GET", "POST")),
+        page("/admin/creatives", admin_creatives, "operator", ("GET", "POST")),
+        page("/admin/products", admin_products, "operator", ("GET", "POST")),
+        page("/admin/rates", admin_rates, "operator", ("GET", "POST")),
     ]

@@ -223,6 +223,16 @@ async def test_operator_of_another_merchant_never_reaches_merchant_m(db, setting
             "status": "suspended",
         },
         ("POST", "/admin/statements"): {"statement_id": str(w.ids["b_statement"]), "action": "close"},
+        ("POST", "/admin/links"): {"offer_id": str(w.ids["public_offer"]), "partner_id": str(w.a_partner)},
+        ("POST", "/admin/creatives"): {"offer_id": str(w.ids["public_offer"]), "name": "b"},
+        ("POST", "/admin/products"): {
+            "merchant_id": str(w.merchant_id),
+            "sku": "S",
+            "name": "n",
+            "wholesale": "1.00",
+            "currency": "USD",
+        },
+        ("POST", "/admin/rates"): {"merchant_id": str(w.merchant_id), "base": "USD", "quote": "EUR", "rate": "0.9"},
     }
     before = await _unchanged(db, w)
     offers_before = await db.fetchval("SELECT count(*) FROM offers")

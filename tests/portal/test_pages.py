@@ -125,3 +125,51 @@ async def test_operator_pages_create_an_offer_and_approve(db, settings):
         await db.fetchval("SELECT starts_at::text FROM offers WHERE name = 'Cyber Monday'") == "2030-12-01 00:00:00+00"
     )
     assert await db.fetchval("SELECT count(*) FROM offers WHERE name = 'Cyber Monday'") == 1
+
+
+async def test_operator_pages_for_links_banners_products_and_rates(db, settings):
+    from tests.portal.test_operator_api import png
+
+    w = await world(db)
+    async with portal_client(settings) as client:
+        await login(client, "ops@shop-m.example")
+        csrf = token((await client.get("/admin/links")).text)
+        made = await client.post(
+            "/admin/links",
+            data={"csrf_token": csrf, "offer_id": str(w.ids["public_offer"]), "partner_id": str(w.a_partner)},
+        )
+        assert made.status_code == 303
+        paused = await client.post(
+            "/admin/links", data={"csrf_token": csrf, "link_id": str(w.ids["a_link"]), "status": "paused"}
+        )
+        assert paused.status_code == 303
+        assert await db.fetchval("SELECT status FROM links WHERE id = $1", w.ids["a_link"]) == "paused"
+        upload = await client.post(
+            "/admin/creatives",
+            data={"csrf_token": csrf, "offer_id": str(w.ids["public_offer"]), "name": "Leaderboard"},
+            files={"image": ("b.png", png(728, 90), "image/png")},
+        )
+        assert upload.status_code == 303, upload.text
+        svg = await client.post(
+            "/admin/creatives",
+            data={"csrf_token": csrf, "offer_id": str(w.ids["public_offer"]), "name": "Evil"},
+            files={"image": ("b.svg", b"<svg onload=alert(1)>", "image/svg+xml")},
+        )
+        assert svg.status_code == 400
+        no_csrf = await client.post(
+            "/admin/creatives",
+            data={"offer_id": str(w.ids["public_offer"]), "name": "X"},
+            files={"image": ("b.png", png(1, 1), "image/png")},
+        )
+        assert no_csrf.status_code == 403
+        assert "728" in (await client.get("/admin/creatives")).text
+        product = await client.post(
+            "/admin/products",
+            data={"csrf_token": csrf, "sku": "MUG-1", "name": "Mug", "wholesale": "9.00", "currency": "USD"},
+        )
+        assert product.status_code == 303 and "9.00" in (await client.get("/admin/products")).text
+        rate = await client.post(
+            "/admin/rates", data={"csrf_token": csrf, "base": "EUR", "quote": "USD", "rate": "1.08"}
+        )
+        assert rate.status_code == 303 and "1.08" in (await client.get("/admin/rates")).text
+    assert await db.fetchval("SELECT count(*) FROM creatives") == 2  # the world's and the upload
