@@ -28,6 +28,13 @@ class SettleReport:
             f"{self.ledger.rejected_refunded} rejected as refunded, {self.ledger.lines} ledger lines ({kinds}), "
             f"{self.ledger.reversals} reversals; statements: {self.statements.opened} opened, "
             f"{self.statements.assigned} lines assigned, {self.statements.closed} closed"
+            + (f", {self.statements.converted} lines converted" if self.statements.converted else "")
+            + (
+                f"; WARNING {self.statements.unconverted} lines stay in their own currency: no rate to the "
+                "partner's currency (add one with `clickmint admin rate add`)"
+                if self.statements.unconverted
+                else ""
+            )
         )
 
 
@@ -50,6 +57,7 @@ async def settle(
         await ledger.reverse_refunds(conn, report.ledger)
         await ledger.pay_traffic(conn, terms, start_at, min(end_at, now), report.ledger)
         await ledger.pay_views_per_mille(conn, terms, start, end, report.ledger)
+        await statements.convert(conn, end, now, report.statements)
         await statements.assign(conn, end, report.statements)
         if close:
             await statements.close_period(conn, start, now, report.statements)

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from billing import exports
+from billing import exports, money
 
 
 class StatementError(ValueError):
@@ -28,6 +28,8 @@ class StatementReport:
     opened: int = 0
     assigned: int = 0
     closed: int = 0
+    converted: int = 0  # lines converted into the partner's currency
+    unconverted: int = 0  # lines that could not be: no rate for their currency pair (they stay in their own)
 
 
 def month_bounds(period: str) -> tuple[dt.date, dt.date]:
@@ -80,6 +82,56 @@ async def _open_statement(
         if row["status"] == "open":
             return row
         start = row["period_end"]  # closed: late lines go to the next period's statement
+
+
+def _described(line: asyncpg.Record) -> str:
+    if line["fx_rate"] is None:
+        return line["basis"]
+    original = money.format_amount(line["amount_minor"], line["currency"])
+    return f"{line['basis']} ({original} {line['currency']} at {line['fx_rate'].normalize():f})"
+
+
+async def convert(conn: asyncpg.Connection, period_end: dt.date, now: dt.datetime, report: StatementReport) -> None:
+    """Lines of merchants that settle in the partner's currency, in another currency: converted at the
+    operator's rate in force now (locked on the line as it joins its statement, rounded once, half-even
+    or as the merchant rounds). A line without a rate stays in its own currency's statement."""
+    rows = await conn.fetch(
+        """SELECT l.id, l.merchant_id, l.partner_id, l.currency, l.amount_minor, l.occurred_at,
+                  p.currency AS target, m.rounding, r.rate
+           FROM ledger_lines l
+           JOIN merchants m ON m.id = l.merchant_id AND m.statement_currency = 'partner'
+           JOIN partners p ON p.id = l.partner_id AND p.currency <> l.currency
+           LEFT JOIN LATERAL (SELECT rate FROM currency_rates c
+                              WHERE c.merchant_id = l.merchant_id AND c.base = l.currency AND c.quote = p.currency
+                                AND c.valid_from <= $2 ORDER BY c.valid_from DESC, c.id DESC LIMIT 1) r ON true
+           WHERE l.statement_id IS NULL AND l.occurred_at < $1""",
+        dt.datetime.combine(period_end, dt.time(), dt.UTC),
+        now,
+    )
+    groups: dict[tuple[int, int, str, dt.date], list[tuple[int, int, Any]]] = {}
+    for row in rows:
+        if row["rate"] is None:
+            report.unconverted += 1
+            continue
+        amount = money.convert(row["amount_minor"], row["currency"], row["target"], row["rate"], row["rounding"])
+        month = row["occurred_at"].astimezone(dt.UTC).date().replace(day=1)
+        key = (row["merchant_id"], row["partner_id"], row["target"], month)
+        groups.setdefault(key, []).append((row["id"], amount, row["rate"]))
+    for (merchant, partner, target, month), lines in sorted(groups.items()):
+        statement = await _open_statement(conn, merchant, partner, target, month, report)
+        result = await conn.execute(
+            """UPDATE ledger_lines l SET statement_id = $1, fx_currency = $2, fx_amount_minor = c.amount,
+                                         fx_rate = c.rate
+               FROM unnest($3::bigint[], $4::bigint[], $5::numeric[]) AS c(id, amount, rate)
+               WHERE l.id = c.id AND l.statement_id IS NULL""",
+            statement["id"],
+            target,
+            [line[0] for line in lines],
+            [line[1] for line in lines],
+            [line[2] for line in lines],
+        )
+        report.assigned += int(result.split()[-1])
+        report.converted += int(result.split()[-1])
 
 
 async def assign(conn: asyncpg.Connection, period_end: dt.date, report: StatementReport) -> None:
@@ -179,7 +231,9 @@ async def close(conn: asyncpg.Connection, statement_id: int, now: dt.datetime) -
         statement["period_start"],
     )
     lines_total = await conn.fetchval(
-        "SELECT coalesce(sum(amount_minor), 0)::bigint FROM ledger_lines WHERE statement_id = $1", statement_id
+        """SELECT coalesce(sum(coalesce(fx_amount_minor, amount_minor)), 0)::bigint FROM ledger_lines
+           WHERE statement_id = $1""",
+        statement_id,
     )
     total = int(carried_in or 0) + int(lines_total)
     payable = total > 0 and total >= statement["min_payout_minor"]
@@ -248,7 +302,8 @@ async def document(conn: asyncpg.Connection, statement_id: int) -> exports.State
     if row is None:
         raise StatementError(f"no statement {statement_id}")
     lines = await conn.fetch(
-        """SELECT l.occurred_at, l.source, l.kind, l.offer_id, o.name AS offer, l.basis, l.amount_minor
+        """SELECT l.occurred_at, l.source, l.kind, l.offer_id, o.name AS offer, l.basis, l.amount_minor,
+                  l.currency, l.fx_rate, l.fx_amount_minor
            FROM ledger_lines l JOIN offers o ON o.id = l.offer_id WHERE l.statement_id = $1
            ORDER BY l.occurred_at, l.id""",
         statement_id,
@@ -272,8 +327,8 @@ async def document(conn: asyncpg.Connection, statement_id: int) -> exports.State
                 event_id=line["source"],
                 kind=line["kind"],
                 offer=names["offers"].get(str(line["offer_id"]), line["offer"]) if names else line["offer"],
-                description=line["basis"],
-                amount_minor=line["amount_minor"],
+                description=_described(line),
+                amount_minor=line["amount_minor"] if line["fx_amount_minor"] is None else line["fx_amount_minor"],
                 adjustment=line["occurred_at"] < start or line["kind"].startswith("reversal"),
             )
             for line in lines

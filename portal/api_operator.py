@@ -35,9 +35,14 @@ NEW_MERCHANT = {
     "name": (validate.text(1, 200), True),
     "currency": (validate.currency, False),
     "rounding": (validate.choice("half_even", "half_up"), False),
+    "statement_currency": (validate.choice("own", "partner"), False),
     "branding": (_branding, False),
 }
-EDIT_MERCHANT = {"name": (validate.text(1, 200), False), "branding": (_branding, False)}
+EDIT_MERCHANT = {
+    "name": (validate.text(1, 200), False),
+    "statement_currency": (validate.choice("own", "partner"), False),
+    "branding": (_branding, False),
+}
 
 OFFER = {
     "merchant_id": _ID,

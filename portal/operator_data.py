@@ -76,13 +76,15 @@ def _in_scope(who: Principal, alias: str = "merchant_id") -> tuple[str, list[Any
     return (f"{alias} = $1", [own]) if own is not None else ("$1::bigint IS NULL", [None])
 
 
+_MERCHANT_COLUMNS = "id, slug, name, currency, rounding, statement_currency, branding, created_at"
+
 # -- merchants ------------------------------------------------------------------------------------
 
 
 async def merchants(conn: asyncpg.Connection, who: Principal) -> list[dict[str, Any]]:
     where, args = _in_scope(who, "id")
     rows = await conn.fetch(
-        f"SELECT id, slug, name, currency, rounding, branding, created_at FROM merchants WHERE {where} ORDER BY id",
+        f"SELECT {_MERCHANT_COLUMNS} FROM merchants WHERE {where} ORDER BY id",
         *args,
     )
     return [_iso(dict(r)) for r in rows]
@@ -91,7 +93,8 @@ async def merchants(conn: asyncpg.Connection, who: Principal) -> list[dict[str, 
 async def merchant(conn: asyncpg.Connection, who: Principal, merchant_id: int) -> dict[str, Any]:
     scope_merchant(who, merchant_id)
     row = await conn.fetchrow(
-        "SELECT id, slug, name, currency, rounding, branding, created_at FROM merchants WHERE id = $1", merchant_id
+        f"SELECT {_MERCHANT_COLUMNS} FROM merchants WHERE id = $1",
+        merchant_id,
     )
     if row is None:
         raise not_found("merchant")
@@ -104,13 +107,14 @@ async def create_merchant(conn: asyncpg.Connection, who: Principal, values: dict
     async with conn.transaction():
         try:
             merchant_id = await conn.fetchval(
-                """INSERT INTO merchants (slug, name, currency, rounding, branding) VALUES ($1, $2, $3, $4, $5)
-                   RETURNING id""",
+                """INSERT INTO merchants (slug, name, currency, rounding, branding, statement_currency)
+                   VALUES ($1, $2, $3, $4, $5, $6) RETURNING id""",
                 values["slug"],
                 values["name"],
                 values.get("currency", "USD"),
                 values.get("rounding", "half_even"),
                 orjson.dumps(values.get("branding", {})).decode(),
+                values.get("statement_currency", "own"),
             )
         except asyncpg.UniqueViolationError as exc:
             raise ApiError(409, "conflict", f"a merchant with slug {values['slug']!r} exists") from exc
@@ -121,15 +125,18 @@ async def create_merchant(conn: asyncpg.Connection, who: Principal, values: dict
 async def update_merchant(conn: asyncpg.Connection, who: Principal, merchant_id: int, values: dict[str, Any]) -> dict:
     scope_merchant(who, merchant_id)
     async with conn.transaction():
-        row = await conn.fetchrow("SELECT name, branding FROM merchants WHERE id = $1 FOR UPDATE", merchant_id)
+        row = await conn.fetchrow(
+            "SELECT name, branding, statement_currency FROM merchants WHERE id = $1 FOR UPDATE", merchant_id
+        )
         if row is None:
             raise not_found("merchant")
         branding = {**orjson.loads(row["branding"]), **values.get("branding", {})}
         await conn.execute(
-            "UPDATE merchants SET name = $2, branding = $3 WHERE id = $1",
+            "UPDATE merchants SET name = $2, branding = $3, statement_currency = $4 WHERE id = $1",
             merchant_id,
             values.get("name", row["name"]),
             orjson.dumps(branding).decode(),
+            values.get("statement_currency", row["statement_currency"]),
         )
         await audit(conn, who, merchant_id, "update", "merchant", merchant_id, values)
     return await merchant(conn, who, merchant_id)
