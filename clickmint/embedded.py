@@ -152,11 +152,18 @@ class EmbeddedValkey(_Server):
 
     name = "valkey"
 
-    def __init__(self, data_dir: Path, port: int = DEFAULT_VALKEY_PORT, appendfsync: str = "everysec") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = DEFAULT_VALKEY_PORT,
+        appendfsync: str = "everysec",
+        extra_args: tuple[str, ...] = (),  # e.g. cluster mode for the cluster tests
+    ) -> None:
         super().__init__()
         self.dir = data_dir / "valkey"
         self.preferred_port = port
         self.appendfsync = appendfsync
+        self.extra_args = extra_args
 
     @property
     def url(self) -> str:
@@ -188,6 +195,7 @@ class EmbeddedValkey(_Server):
             "yes",
             "--logfile",
             str(log),
+            *self.extra_args,
         ]
         # SIGTERM lets Valkey fsync its AOF before it exits, even when the parent was SIGKILLed.
         self.proc = subprocess.Popen(

@@ -1,0 +1,103 @@
+"""The tracker's cluster pipelines against a real 3-master Valkey Cluster on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import hiredis
+import pytest
+import redis
+
+from tests.cluster_kit import ValkeyCluster
+from tracker.cluster import ClusterConnection, command_slot, connect_any, key_slot
+from tracker.streams import UNIQUE_XADD, RedisUnavailable, RespConnection, pack, stream_key, unique_xadd_command
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ValkeyCluster]:
+    base = Path(tempfile.mkdtemp(prefix="clickmint-cluster-"))
+    os.chmod(base, 0o755)
+    valkeys = ValkeyCluster(base)
+    valkeys.start()
+    yield valkeys
+    valkeys.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("key", "slot"),
+    [
+        (b"foo", 12182),
+        (b"{user1000}.following", 3443),
+        (b"cm:events:{0}", key_slot(b"0")),
+        (b"a{}b", key_slot(b"a{}b")),
+    ],
+)
+def test_key_slots_match_redis(key: bytes, slot: int) -> None:
+    assert key_slot(key) == slot
+
+
+def test_command_slot_is_the_first_hash_tag() -> None:
+    payload = b'{"type":"click","sub1":"{x}"}'
+    assert command_slot(pack(b"XADD", b"cm:events:{3}", b"*", b"d", payload)) == key_slot(b"3")
+    assert command_slot(unique_xadd_command(b"cm:uniq:{3}:7:v", b"cm:events:{3}", 60, payload)) == key_slot(b"3")
+    assert command_slot(pack(b"SCRIPT", b"LOAD", b"return {1}")) is None
+    assert command_slot(pack(b"PING")) is None
+
+
+async def test_pipelines_are_routed_to_the_owner_of_each_slot(cluster: ValkeyCluster) -> None:
+    conn = await connect_any(cluster.url)
+    assert isinstance(conn, ClusterConnection)
+    (loaded,) = await conn.execute([pack(b"SCRIPT", b"LOAD", UNIQUE_XADD)])
+    assert isinstance(loaded, bytes)
+    prefix = "cmcl" + os.urandom(3).hex()
+    commands = [
+        unique_xadd_command(f"{prefix}:uniq:{{{n}}}:1:v".encode(), stream_key(prefix, n), 60, b'{"n":%d}' % n)
+        for n in range(16)
+    ]
+    replies = await conn.execute(commands, timeout=2.0)
+    assert all(isinstance(r, bytes) and b"-" in r for r in replies), replies
+    again = await conn.execute(commands[:2], timeout=2.0)  # the same visitor again: appended, not unique
+    assert all(isinstance(r, bytes) for r in again)
+    owners = set()
+    for n in range(16):
+        node = next(
+            node
+            for node in cluster.nodes
+            if redis.Redis(port=node.port).execute_command("CLUSTER", "COUNTKEYSINSLOT", key_slot(str(n).encode())) > 0
+        )
+        owners.add(node.port)
+        entries = redis.Redis(port=node.port).xrange(stream_key(prefix, n))
+        assert [e[1][b"u"] for e in entries] == ([b"1", b"0"] if n < 2 else [b"1"])
+    assert len(owners) == 3  # the shards really are spread over the three masters
+    await conn.close()
+
+
+async def test_a_master_restart_fails_the_batch_then_heals(cluster: ValkeyCluster) -> None:
+    conn = await connect_any(cluster.url)
+    prefix = "cmcl" + os.urandom(3).hex()
+    commands = [pack(b"XADD", stream_key(prefix, n), b"*", b"d", b"x") for n in range(12)]
+    await conn.execute(commands, timeout=2.0)
+    victim = cluster.nodes[1]
+    port = victim.port
+    await asyncio.to_thread(victim.stop)
+    with pytest.raises(RedisUnavailable):
+        await conn.execute(commands, timeout=2.0)
+    await asyncio.to_thread(cluster.restart, 1)
+    assert cluster.nodes[1].port == port
+    replies = await conn.execute(commands, timeout=2.0)
+    assert not any(isinstance(r, hiredis.ReplyError) for r in replies)
+    await conn.close()
+
+
+async def test_a_single_server_gets_the_plain_connection(servers) -> None:
+    conn = await connect_any(servers.redis_url)
+    assert isinstance(conn, RespConnection)
+    await conn.close()
