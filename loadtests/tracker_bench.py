@@ -168,6 +168,13 @@ def _median(rounds: list[dict[str, Any]], run: str, key: str) -> float:
     return float(statistics.median(r[run][key] for r in rounds))
 
 
+def _cpu_us(rounds: list[dict[str, Any]], run: str) -> float:
+    """Median CPU time of the server per answered request, in µs: the cost itself, whatever limited the rate."""
+    return float(
+        statistics.median(r[run]["cpu_server"] / r[run]["rps"] * 1e6 if r[run]["rps"] else 0.0 for r in rounds)
+    )
+
+
 def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any]], counters: dict[str, int]) -> None:
     """The figures side by side (medians over rounds), the warnings, then the JSON line."""
     ratios = [r["best"]["rps"] / r["base"]["rps"] if r["base"]["rps"] else 0.0 for r in rounds]
@@ -175,6 +182,7 @@ def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any
     rps, base_rps = _median(rounds, "best", "rps"), _median(rounds, "base", "rps")
     p99_paced = _median(rounds, "paced", "p99_ms")
     rss = max(max(r["best"]["rss_mb"], r["paced"]["rss_mb"]) for r in rounds)
+    cpu_us, base_cpu_us = _cpu_us(rounds, "best"), _cpu_us(rounds, "base")
     events, spooled = counters["events_redis_total"], counters["events_spooled_total"]
     batches, bots = counters["batches_total"], counters["bot_events_total"]
     warnings = list(runner.warnings)
@@ -193,6 +201,8 @@ def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any
         f"  tracker p50/p99 at {args.fraction:.0%} of max, open loop: {_median(rounds, 'paced', 'p50_ms'):.2f} / "
         f"{p99_paced:.2f} ms (target p99 <= {TARGET_P99_MS_AT_FRACTION:g} ms; counted from each request's due "
         f"time; generator dispatch lag p99 {_median(rounds, 'paced', 'dispatch_lag_p99_ms'):.2f} ms)",
+        f"  server CPU per request: baseline {base_cpu_us:.1f} µs, tracker {cpu_us:.1f} µs (ratio "
+        f"{base_cpu_us / cpu_us if cpu_us else 0.0:.2f}: the req/s ratio if the server core were the only limit)",
         f"  tracker worker RSS under load: {rss:.1f} MB (peak)",
         f"  events: {events:,} to Redis in {batches:,} batches ({events / max(batches, 1):.1f} per batch), "
         f"{spooled:,} spooled; stream entries added: {counters['stream_added']:,}",
@@ -223,6 +233,9 @@ def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any
         "p50_ms_at_80pct": round(_median(rounds, "paced", "p50_ms"), 3),
         "p99_ms_at_80pct": round(p99_paced, 3),
         "rss_mb": round(rss, 1),
+        "cpu_us_per_request": round(cpu_us, 1),
+        "baseline_cpu_us_per_request": round(base_cpu_us, 1),
+        "cpu_ratio": round(base_cpu_us / cpu_us, 3) if cpu_us else 0.0,
         "server_cpu": round(_median(rounds, "best", "cpu_server"), 3),
         "baseline_server_cpu": round(_median(rounds, "base", "cpu_server"), 3),
         "generator_cpu": round(_median(rounds, "best", "generator_cpu"), 3),

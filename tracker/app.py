@@ -120,10 +120,20 @@ class TrackerApp:
         spool_ok = self.recorder.spool.writable()
         checks = {"config_loaded": self.cache.loaded, "redis": redis_ok, "spool_writable": spool_ok}
         ready = self.cache.loaded and (redis_ok or spool_ok)
-        return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+        body: dict[str, object] = {"ready": ready, **checks}
+        if not spool_ok:
+            body["spool_error"] = self.recorder.spool.error
+        if not self.cache.loaded:
+            body["reason"] = "configuration not loaded yet"
+        elif not ready:
+            body["reason"] = f"Redis is unreachable and the spool cannot be written: {self.recorder.spool.error}"
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics_page(self, request: Request) -> Response:
         stats = self.recorder.stats
+        spool = self.recorder.spool
+        if spool.error is not None:
+            spool.writable()  # a full spool is re-checked at every scrape, so the gauge clears when room is back
         gauges = {
             "spool_bytes": float(self.recorder.spool.depth()),
             "redis_up": 1.0 if self.recorder.redis_healthy else 0.0,
@@ -133,6 +143,9 @@ class TrackerApp:
             "events_spooled_total": float(stats.events_spooled),
             "events_replayed_total": float(stats.events_replayed),
             "batches_total": float(stats.batches),
+            "spool_full": 1.0 if spool.full else 0.0,
+            "spool_write_errors_total": float(stats.spool_errors),
+            "events_lost_total": float(stats.events_lost),
         }
 
         def batch_histogram() -> list[str]:
@@ -149,5 +162,8 @@ class TrackerApp:
 
 
 def create_app() -> TrackerApp:
-    """The uvicorn factory: settings from the environment."""
+    """The uvicorn factory: settings from the environment, logs as CLICKMINT_LOG_FORMAT says."""
+    from clickmint import logs
+
+    logs.setup()
     return TrackerApp(TrackerSettings.from_env())

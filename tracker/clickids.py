@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -27,7 +26,34 @@ _MAC_LENGTH: Final = 10
 # makes the encoding canonical, so one click id has exactly one spelling.
 _WELL_FORMED: Final = re.compile(r"[A-Za-z0-9_-]{37}[AQgw]").fullmatch
 _FROM_URLSAFE: Final = bytes.maketrans(b"-_", b"+/")
+_TO_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
+_IPAD: Final = bytes(b ^ 0x36 for b in range(256))
+_OPAD: Final = bytes(b ^ 0x5C for b in range(256))
 _HKDF_SALT: Final = b"clickmint click-id key derivation"
+_BLOCK: Final = 64  # SHA-256's block size, for HMAC's padded key
+
+
+_pool = b""
+_at = 0
+
+
+def _forget_pool() -> None:
+    # A forked child must never reuse its parent's random bytes: two workers would issue equal click ids.
+    global _pool, _at
+    _pool, _at = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _random8() -> bytes:
+    # One getrandom() call per 512 click ids instead of one per click.
+    global _pool, _at
+    if _at + 8 > len(_pool):
+        _pool, _at = os.urandom(4096), 0
+    _at += 8
+    return _pool[_at - 8 : _at]
+
 
 Reason = Literal["malformed", "unknown_key", "bad_signature", "expired", "from_future", "wrong_link"]
 REASONS: Final[tuple[Reason, ...]] = (
@@ -79,7 +105,7 @@ def derive_key(secret: str | bytes, key_id: int) -> bytes:
 class ClickIdSigner:
     """Issues click ids with the current key and verifies them with any key it holds."""
 
-    __slots__ = ("_current_key_id", "_issuer", "_macs")
+    __slots__ = ("_current_key_id", "_inner", "_macs", "_outer")
 
     def __init__(self, keys: Mapping[int, bytes], current_key_id: int) -> None:
         macs: list[hmac.HMAC | None] = [None] * 256
@@ -94,7 +120,11 @@ class ClickIdSigner:
         if issuer is None:
             raise ValueError(f"current key id {current_key_id} has no key")
         self._macs = macs
-        self._issuer = issuer
+        # HMAC's two keyed SHA-256 states (RFC 2104), copied per click id: half the cost of copying an HMAC object.
+        key = bytes(keys[current_key_id])
+        block = (hashlib.sha256(key).digest() if len(key) > _BLOCK else key).ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(block.translate(_IPAD))
+        self._outer = hashlib.sha256(block.translate(_OPAD))
         self._current_key_id = current_key_id
 
     @property
@@ -108,10 +138,13 @@ class ClickIdSigner:
             raise ValueError(f"link id {link_id} is out of range 1..{MAX_LINK_ID}")
         if not 0 <= now <= MAX_LINK_ID:
             raise ValueError(f"time {now} does not fit in 32 bits")
-        body = _HEADER.pack(VERSION, self._current_key_id, link_id, now) + os.urandom(8)
-        mac = self._issuer.copy()
-        mac.update(body)
-        return base64.urlsafe_b64encode(body + mac.digest()[:_MAC_LENGTH]).rstrip(b"=").decode("ascii")
+        body = _HEADER.pack(VERSION, self._current_key_id, link_id, now) + _random8()
+        inner = self._inner.copy()
+        inner.update(body)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        token = binascii.b2a_base64(body + outer.digest()[:_MAC_LENGTH], newline=False)
+        return token.translate(_TO_URLSAFE).rstrip(b"=").decode("ascii")
 
     def verify(
         self,

@@ -8,12 +8,12 @@ app.py and only the cold routes go through Starlette.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from tracker import caps
 from tracker.bots import BurstDetector, classify
 from tracker.clickids import ClickIdSigner
-from tracker.config import ConfigCache, Link
+from tracker.config import ConfigCache, Link, Snapshot
 from tracker.geo import GeoLookup, anonymize_ip
 from tracker.ids import uuid7
 from tracker.macros import Template, is_safe_location, safe_deep_link
@@ -35,7 +35,21 @@ NOT_FOUND_PAGE = (
     b"<p>The tracking link you followed is unknown or has been removed.</p></body></html>"
 )
 _NO_STORE = (b"cache-control", b"no-store, max-age=0")
+_NO_BODY = (b"content-length", b"0")
 _GIF_HEADERS = [(b"content-type", b"image/gif"), (b"content-length", str(len(GIF)).encode()), _NO_STORE]
+_PER_CLICK = ("click_id", *SUBS, "source")  # the macros whose values the click's event holds
+_NO_SUBS = dict.fromkeys((*SUBS, "source"), "")
+
+
+class _Plan(NamedTuple):
+    """What every click of one link reuses: bytes of its uniqueness key and cookie, its template with ids bound."""
+
+    link: Link
+    unique_prefix: bytes  # {prefix}:uniq:{shard}:{link}: then the visitor
+    cookie_head: bytes  # cm_{offer}= then the click id
+    cookie_tail: bytes  # ; Max-Age=...; Path=/; HttpOnly; SameSite=Lax
+    cookie_tail_secure: bytes  # the same and ; Secure
+    destination: Template  # the offer's destination with the link's partner, offer and link ids filled in
 
 
 class Hot:
@@ -60,6 +74,8 @@ class Hot:
         self.visitor_key = settings.core.secret_key.encode()
         self.prefix = settings.core.key_prefix
         self.cookie_flags = b"; Path=/; HttpOnly; SameSite=Lax"
+        self._plans: dict[int, _Plan] = {}  # link id -> what its clicks reuse, for the snapshot below
+        self._plans_of: Snapshot | None = None
 
     def bot_reason(self, visit: Visit, now: float) -> str | None:
         reason = classify(visit.method, visit.user_agent, visit.purpose)
@@ -83,37 +99,81 @@ class Hot:
             "bot": bot,
         }
 
+    def _plan(self, snapshot: Snapshot, link: Link) -> _Plan:
+        """The per-link bytes and template a click reuses; rebuilt when the configuration changes."""
+        if snapshot is not self._plans_of:
+            self._plans, self._plans_of = {}, snapshot
+        plan = self._plans.get(link.id)
+        if plan is None or plan.link is not link:
+            offer = link.offer
+            tail = f"; Max-Age={offer.window_s}".encode() + self.cookie_flags
+            plan = self._plans[link.id] = _Plan(
+                link,
+                f"{self.prefix}:uniq:{{{link.shard}}}:{link.id}:".encode(),
+                f"cm_{offer.id}=".encode(),
+                tail,
+                tail + b"; Secure",
+                offer.destination.bind(link.ids),
+            )
+        return plan
+
     async def click(self, visit: Visit, code: str, send: Send) -> str:
         """302 to the offer's destination with macros filled, a signed click id and its cookie."""
-        link = self.cache.snapshot.links.get(code)
+        snapshot = self.cache.snapshot
+        link = snapshot.links.get(code)
         if link is None:
             await _respond(send, 404, [(b"content-type", b"text/html; charset=utf-8"), _NO_STORE], NOT_FOUND_PAGE)
             return "unknown_link"
+        if not link.active:
+            return await self._inactive_click(visit, link, send)
+        # The hot path, written out flat: every call and temporary here costs on each of thousands of clicks a second.
+        plan = self._plan(snapshot, link)
         now = time.time()
         now_ms = int(now * 1000)
         offer = link.offer
-        bot = self.bot_reason(visit, now)
-        event = self.base_event("click", link, visit, now_ms, bot)
-        query = visit.query
-        if visit.query_error:
-            event["refusal"] = visit.query_error
-            query = {}
-        for name in SUBS:
-            event[name] = query.get(name, "")
-        event["source"] = query.get("source", "")
-        if not link.active:
-            event["refusal"] = "link_inactive"
-            event["unique"] = False
-            await self.recorder.record(link.shard, event)
-            await self._redirect(send, offer.fallback_url or offer.destination.render(link.ids), None, visit)
-            return "link_inactive"
+        visitor = ""
+        bot = classify(visit.method, visit.user_agent, visit.purpose)
+        if bot is None:
+            visitor = visit.visitor(self.visitor_key)
+            if self.bursts.hit(visitor, now):
+                bot = "burst"
+        if bot is not None:
+            self.metrics.bots[bot] += 1
         click_id = self.signer.issue(link.id, int(now))
-        event["click_id"] = click_id
+        query = visit.query
+        ip = visit.client_ip
+        event: dict[str, Any]
+        if visit.query_error is None:
+            get = query.get
+            event = {
+                "id": uuid7(now_ms),
+                "ts": now_ms,
+                "type": "click",
+                "link": link.id,
+                "partner": link.partner_id,
+                "offer": offer.id,
+                "country": self.geo.country(ip),
+                "ip": anonymize_ip(ip),
+                "ua": visit.user_agent,
+                "bot": bot,
+                "sub1": get("sub1", ""),
+                "sub2": get("sub2", ""),
+                "sub3": get("sub3", ""),
+                "sub4": get("sub4", ""),
+                "sub5": get("sub5", ""),
+                "source": get("source", ""),
+                "click_id": click_id,
+            }
+        else:
+            event = self.base_event("click", link, visit, now_ms, bot)
+            event["refusal"] = visit.query_error
+            event.update(_NO_SUBS)
+            event["click_id"] = click_id
+            query = {}
         checks: tuple[bytes, ...] = ()
         unique: tuple[bytes, int] | None = None
         if bot is None:
-            visitor = visit.visitor(self.visitor_key)
-            unique = (f"{self.prefix}:uniq:{{{link.shard}}}:{link.id}:{visitor}".encode(), offer.window_s)
+            unique = (plan.unique_prefix + visitor.encode(), offer.window_s)
             if offer.caps:
                 cap = caps.check_command(self.prefix, offer.id, link.partner_id, offer.caps, {"clicks": 1}, now)
                 if cap is not None:
@@ -121,25 +181,45 @@ class Hot:
         else:
             event["unique"] = False
         await self.recorder.record(link.shard, event, checks, _decide_cap if checks else None, unique)
-        if event.get("over_cap"):  # the cap was hit: the fallback offer, no click id, no cookie
+        if "over_cap" in event:  # the cap was hit: the fallback offer, no click id, no cookie
             await self._redirect(send, offer.fallback_url or offer.destination.render(link.ids), None, visit)
             return "over_cap"
-        values = dict(link.ids)
-        values["click_id"] = click_id
-        for name in SUBS:
-            values[name] = event[name]
-        values["source"] = event["source"]
-        location = safe_deep_link(query.get("url"), offer.allowed_hosts) if "url" in query else None
-        if location is not None and "{" in location:  # a deep link may carry macros too, e.g. ?cid={click_id}
-            location = _render_deep_link(location, values)
+        location = None
+        if "url" in query:
+            location = safe_deep_link(query["url"], offer.allowed_hosts)
+            if location is not None and "{" in location:  # a deep link may carry macros too, e.g. ?cid={click_id}
+                location = _render_deep_link(location, {**link.ids, **{name: event[name] for name in _PER_CLICK}})
         checked = False
         if location is None:
-            location = offer.destination.render(values)
+            location = plan.destination.render(event)  # the link's ids are bound; the rest are the event's
             checked = offer.destination.fixed_origin
-        cookie = f"cm_{offer.id}={click_id}; Max-Age={offer.window_s}".encode() + self.cookie_flags
-        if visit.https:
-            cookie += b"; Secure"
-        return await self._redirect(send, location, cookie, visit, checked)
+        if not checked and not is_safe_location(location):  # a last line of defence: never a foreign Location
+            await _respond(send, 404, [(b"content-type", b"text/html; charset=utf-8"), _NO_STORE], NOT_FOUND_PAGE)
+            return "unsafe_destination"
+        cookie = plan.cookie_head + click_id.encode() + (plan.cookie_tail_secure if visit.https else plan.cookie_tail)
+        headers = [(b"location", location.encode("ascii", "strict")), _NO_STORE, _NO_BODY, (b"set-cookie", cookie)]
+        await send({"type": "http.response.start", "status": 302, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return "ok"
+
+    async def _inactive_click(self, visit: Visit, link: Link, send: Send) -> str:
+        """An inactive link still redirects (to the fallback or the offer), recorded as refused, never unique."""
+        now = time.time()
+        offer = link.offer
+        event = self.base_event("click", link, visit, int(now * 1000), self.bot_reason(visit, now))
+        if visit.query_error:
+            event["refusal"] = visit.query_error
+            event.update(_NO_SUBS)
+        else:
+            get = visit.query.get
+            for name in SUBS:
+                event[name] = get(name, "")
+            event["source"] = get("source", "")
+        event["refusal"] = "link_inactive"
+        event["unique"] = False
+        await self.recorder.record(link.shard, event)
+        await self._redirect(send, offer.fallback_url or offer.destination.render(link.ids), None, visit)
+        return "link_inactive"
 
     async def _redirect(
         self, send: Send, location: str, cookie: bytes | None, visit: Visit, checked: bool = False

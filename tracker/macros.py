@@ -165,6 +165,29 @@ class Template:
     def __repr__(self) -> str:
         return f"Template({self.url!r})"
 
+    def bind(self, values: Mapping[str, str]) -> Template:
+        """This template with the macros `values` names filled in now (e.g. a link's ids), the others left to render.
+
+        render() of the result gives what render() of this template gives with both sets of values.
+        """
+        head = self._head
+        tail: list[tuple[str, str]] = []
+        for name, literal in self._tail:
+            if name not in values:
+                tail.append((name, literal))
+                continue
+            value = values[name]
+            text = (_encode(value) if value else "") + literal
+            if tail:
+                tail[-1] = (tail[-1][0], tail[-1][1] + text)
+            else:
+                head += text
+        bound = object.__new__(Template)
+        bound.url, bound.fixed_origin = self.url, self.fixed_origin  # the origin is the unbound template's
+        bound._head, bound._tail = head, tuple(tail)
+        bound.macros = frozenset(name for name, _ in tail)
+        return bound
+
     def render(self, values: Mapping[str, str]) -> str:
         """Fill the macros: each value percent-encoded with quote(v, safe=""); a missing or empty one renders as "".
 
@@ -175,7 +198,11 @@ class Template:
         for name, literal in self._tail:
             value = get(name)
             if value:
-                # errors="replace": a lone surrogate from a badly decoded query becomes %3F, not a 500
-                out.append(value if _UNRESERVED(value) is not None else quote(value, safe="", errors="replace"))
+                out.append(value if _UNRESERVED(value) is not None else _encode(value))
             out.append(literal)
         return "".join(out)
+
+
+def _encode(value: str) -> str:
+    # errors="replace": a lone surrogate from a badly decoded query becomes %3F, not a 500
+    return value if _UNRESERVED(value) is not None else quote(value, safe="", errors="replace")

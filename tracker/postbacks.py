@@ -20,6 +20,7 @@ from tracker.conversions import Refusal
 from tracker.endpoints import GIF, Hot
 from tracker.geo import anonymize_ip
 from tracker.ids import uuid7
+from tracker.spool import SpoolError
 from tracker.streams import RedisUnavailable, pack
 from tracker.visit import Visit
 
@@ -152,7 +153,15 @@ class Conversions:
             self._refused(refusal.code)
             return JSONResponse({"error": refusal.code, "detail": refusal.detail}, status_code=refusal.status)
         event["via"] = "postback"
-        await self._record(event, client_ip, now, link.shard, offer)
+        try:
+            await self._record(event, client_ip, now, link.shard, offer)
+        except SpoolError:  # nowhere durable: the merchant retries later
+            self._refused("not_recorded")
+            return JSONResponse(
+                {"error": "not_recorded", "detail": "the conversion could not be recorded right now; retry later"},
+                status_code=503,
+                headers={"retry-after": "30"},
+            )
         status = "over_cap" if event.get("over_cap") else "accepted"
         return JSONResponse({"status": status, "event_id": event["id"], "type": event["type"]})
 
@@ -181,7 +190,11 @@ class Conversions:
             self._refused(refusal.code)
             return PlainTextResponse(f"success=false; err_msg={refusal.code}: {refusal.detail};")
         event["via"] = "tune"
-        await self._record(event, client_ip, now, link.shard, offer)
+        try:
+            await self._record(event, client_ip, now, link.shard, offer)
+        except SpoolError:
+            self._refused("not_recorded")
+            return PlainTextResponse("success=false; err_msg=not_recorded: retry later;", status_code=503)
         return PlainTextResponse("success=true;")
 
     async def pixel(self, visit: Visit, raw_offer: str, send: Any) -> str:
@@ -220,7 +233,10 @@ class Conversions:
         except Refusal as outer:
             refusal = outer
         if event is not None:
-            await self._record(event, visit.client_ip, now, shard, capped)
+            try:
+                await self._record(event, visit.client_ip, now, shard, capped)
+            except SpoolError:  # Redis down and the spool full: a pixel still answers with its image
+                refusal = Refusal("not_recorded", "the conversion could not be recorded; counted as lost")
             if event.get("over_cap"):
                 headers.append((b"x-clickmint-status", b"over_cap"))
         if refusal is not None:  # counted by the dispatcher from the returned outcome

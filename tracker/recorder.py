@@ -20,20 +20,30 @@ import hiredis
 import orjson
 
 from tracker.spool import Spool, SpoolError, parse_lines
-from tracker.streams import UNIQUE_XADD_SHA, RedisUnavailable, RespConnection, pack, stream_key
+from tracker.streams import (
+    RedisUnavailable,
+    RespConnection,
+    pack,
+    stream_key,
+    unique_xadd_command,
+    xadd_command,
+)
 
 log = logging.getLogger("clickmint.tracker.recorder")
 
 DEFAULT_BUDGET_S = 0.020  # slower than this and the batch goes to the spool
 REPLAY_CHUNK = 500
 RECONNECT_INTERVAL_S = 0.25
+# With Redis down and the spool full, a visitor still gets the redirect or pixel (the event is lost and
+# counted); a conversion is refused with a 5xx instead, so the merchant's postback is retried later.
+ANSWERED_WHEN_LOST = frozenset(("click", "view"))
 
 # decide(event, replies_or_None): completes an event from its checks' replies (None: Redis unavailable).
 Decide = Callable[[dict[str, Any], list[Any] | None], None]
 
 
 class Entry:
-    __slots__ = ("checks", "decide", "event", "replies", "shard", "unique")
+    __slots__ = ("checks", "decide", "event", "lost", "replies", "shard", "unique")
 
     def __init__(
         self,
@@ -49,6 +59,7 @@ class Entry:
         self.decide = decide
         self.unique = unique  # (uniqueness key, window s): appended by the UNIQUE_XADD script
         self.replies: list[Any] | None = None
+        self.lost = False  # neither Redis nor the spool could take it (full disk)
 
 
 class _BatchFuture(asyncio.Future):  # type: ignore[type-arg]
@@ -66,7 +77,8 @@ class Stats:
         self.events_redis = 0
         self.events_spooled = 0
         self.events_replayed = 0
-        self.spool_errors = 0
+        self.spool_errors = 0  # batches the spool could not take
+        self.events_lost = 0  # events answered although nothing durable holds them (Redis down, spool full)
         self.batch_sizes: dict[int, int] = {}  # upper bound -> count (histogram buckets)
 
 
@@ -165,6 +177,8 @@ class Recorder:
         self._batch.append(entry)
         # A _BatchFuture refuses cancel(): a cancelled request stops waiting, the batch is written anyway.
         await future
+        if entry.lost and event["type"] not in ANSWERED_WHEN_LOST:
+            raise SpoolError("nowhere durable to record this conversion: Redis is down and the spool is full")
         return entry
 
     def _start_flush(self) -> None:
@@ -221,9 +235,9 @@ class Recorder:
                         entry.decide(entry.event, entry.replies)
         dumps, key = orjson.dumps, self._key
         commands = [
-            pack(b"XADD", key(e.shard), b"*", b"d", dumps(e.event))
+            xadd_command(key(e.shard), dumps(e.event))
             if e.unique is None
-            else pack(b"EVALSHA", UNIQUE_XADD_SHA, 2, e.unique[0], key(e.shard), e.unique[1], dumps(e.event))
+            else unique_xadd_command(e.unique[0], key(e.shard), e.unique[1], dumps(e.event))
             for e in batch
         ]
         replies = await self._conn.execute(commands, timeout=self.budget_s)
@@ -245,10 +259,15 @@ class Recorder:
         lines = [b"%d %s\n" % (entry.shard, dumps(entry.event)) for entry in batch]
         try:
             await asyncio.get_running_loop().run_in_executor(None, self.spool.append, lines)
-        except SpoolError:
+        except SpoolError as exc:
             self.stats.spool_errors += 1
+            self.stats.events_lost += len(batch)
+            if self.spool_ok:  # once per episode, not once per batch: /metrics counts them all
+                log.error("events are being lost: Redis cannot take them and %s", exc)
             self.spool_ok = False
-            raise
+            for entry in batch:
+                entry.lost = True
+            return
         self.spool_ok = True
         self.stats.events_spooled += len(batch)
 

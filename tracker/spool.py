@@ -8,6 +8,7 @@ idempotent on the event id, a line replayed twice is harmless.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
@@ -16,6 +17,9 @@ from pathlib import Path
 
 ACTIVE_SUFFIX = ".log"
 READY_SUFFIX = ".ready"
+# The errors that mean "no room": the disk (or a quota, or a file-size limit) is full, not broken.
+_FULL_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
+_PROBE = b"\0" * 65536  # room for a typical batch, not just for one byte
 
 
 class SpoolError(OSError):
@@ -30,20 +34,31 @@ class Spool:
         self._fd: int | None = None
         self._path: Path | None = None
         self.lines_written = 0  # since this file was opened; 0 means nothing to rotate
+        self.error: str | None = None  # why the last write or probe failed; None once one succeeds
+        self.full = False  # the last failure was a full disk, quota or file-size limit
+
+    def _failed(self, exc: OSError) -> None:
+        self.error = f"{exc.strerror or exc} ({self.directory})"
+        self.full = exc.errno in _FULL_ERRNOS
 
     def writable(self) -> bool:
+        """Probe: is there room in the spool directory for a batch right now? (Written, not fsynced.)"""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             probe = self.directory / f".probe-{os.getpid()}"
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.write(fd, b"x")
+                written = 0
+                while written < len(_PROBE):  # a nearly full disk takes part of it, then refuses the rest
+                    written += os.write(fd, _PROBE[written:])
             finally:
                 os.close(fd)
                 probe.unlink(missing_ok=True)
-            return True
-        except OSError:
+        except OSError as exc:
+            self._failed(exc)
             return False
+        self.error, self.full = None, False
+        return True
 
     def _open(self) -> int:
         if self._fd is None:
@@ -55,16 +70,29 @@ class Spool:
         return self._fd
 
     def append(self, lines: list[bytes]) -> None:
-        """Write and fsync one batch (blocking: call it from a worker thread)."""
+        """Write and fsync one batch (blocking: call it from a worker thread).
+
+        A batch that fails (full disk) is cut off the file again: a torn line followed by the next
+        batch's lines would otherwise read back as one garbled line and lose a good event.
+        """
+        fd = size = None
         try:
             fd = self._open()
+            size = os.fstat(fd).st_size
             data = b"".join(lines)
             written = 0
             while written < len(data):
                 written += os.write(fd, data[written:])
             os.fsync(fd)
         except OSError as exc:
+            self._failed(exc)
+            if fd is not None and size is not None:
+                try:
+                    os.ftruncate(fd, size)
+                except OSError:
+                    self.rotate()  # cannot cut it: a fresh file, the torn tail is skipped at replay
             raise SpoolError(f"cannot write the spool in {self.directory}: {exc}") from exc
+        self.error, self.full = None, False
         self.lines_written += len(lines)
 
     def rotate(self) -> None:

@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl
 
 MAX_QUERY_BYTES = 4096
 MAX_PARAM_CHARS = 255
+MAX_FIELDS = 64
 
 
 @dataclass(slots=True)
@@ -40,27 +41,53 @@ class Visit:
         """A keyed hash of address and user agent: stable per visitor, reveals neither."""
         cached = self._visitor
         if cached is None:
-            data = f"{self.client_ip}|{self.user_agent}".encode()
-            cached = self._visitor = hashlib.blake2b(data, key=key[:64], digest_size=12).hexdigest()
+            keyed = _KEYED.get(key)
+            if keyed is None:  # keying BLAKE2b costs more than hashing one visit: keyed once, copied per visit
+                keyed = _KEYED[key] = hashlib.blake2b(key=key[:64], digest_size=12)
+            hasher = keyed.copy()
+            hasher.update(f"{self.client_ip}|{self.user_agent}".encode())
+            cached = self._visitor = hasher.hexdigest()
         return cached
+
+
+_KEYED: dict[bytes, Any] = {}  # the service key -> its keyed BLAKE2b state
+
+
+# The request headers we read, by lower-case name; a dict lookup skips the others (browsers send ~10) in one step.
+_UA, _COOKIE, _PURPOSE, _IF_NONE_MATCH, _FORWARDED_FOR, _FORWARDED_PROTO = range(6)
+_WANTED: dict[bytes, int] = {
+    b"user-agent": _UA,
+    b"cookie": _COOKIE,
+    b"sec-purpose": _PURPOSE,
+    b"purpose": _PURPOSE,
+    b"x-purpose": _PURPOSE,
+    b"x-moz": _PURPOSE,
+    b"if-none-match": _IF_NONE_MATCH,
+    b"x-forwarded-for": _FORWARDED_FOR,
+    b"x-forwarded-proto": _FORWARDED_PROTO,
+}
 
 
 def from_scope(scope: dict[str, Any], trust_forwarded: bool) -> Visit:
     """Read method, path, query, the few headers we use, the client address and the scheme."""
     user_agent = purpose = cookies = forwarded_for = forwarded_proto = ""
     if_none_match = b""
+    wanted = _WANTED
     for name, value in scope["headers"]:
-        if name == b"user-agent":
+        if name not in wanted:
+            continue
+        kind = wanted[name]
+        if kind == _UA:
             user_agent = value.decode("latin-1")[:512]
-        elif name == b"cookie":
+        elif kind == _COOKIE:
             cookies = value.decode("latin-1")
-        elif name in (b"sec-purpose", b"purpose", b"x-purpose", b"x-moz"):
+        elif kind == _PURPOSE:
             purpose = f"{purpose},{value.decode('latin-1')}" if purpose else value.decode("latin-1")
-        elif name == b"if-none-match":
+        elif kind == _IF_NONE_MATCH:
             if_none_match = value
-        elif trust_forwarded and name == b"x-forwarded-for":
+        elif trust_forwarded and kind == _FORWARDED_FOR:
             forwarded_for = value.decode("latin-1")
-        elif trust_forwarded and name == b"x-forwarded-proto":
+        elif trust_forwarded:
             forwarded_proto = value.decode("latin-1")
     client = scope.get("client")
     client_ip = client[0] if client else ""
@@ -74,13 +101,39 @@ def from_scope(scope: dict[str, Any], trust_forwarded: bool) -> Visit:
 
 
 def parse_query(raw: bytes) -> tuple[dict[str, str], str | None]:
-    """The query as a dict (first value wins); refuses oversized or non-UTF-8 input with a reason."""
+    """The query as a dict (first value wins); refuses oversized or non-UTF-8 input with a reason.
+
+    The same answers as parse_qsl(keep_blank_values=True, errors="strict", max_num_fields=64); a query
+    without percent-escapes (most clicks: ?sub1=x&source=y) is split here, ~8x faster.
+    """
     if not raw:
         return {}, None
     if len(raw) > MAX_QUERY_BYTES:
         return {}, "query_too_long"
     try:
-        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=64)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return {}, "invalid_utf8"
+    if "%" in text:
+        return _parse_escaped(text)
+    if text.count("&") >= MAX_FIELDS:
+        return {}, "too_many_fields"
+    if "+" in text:
+        text = text.replace("+", " ")
+    query: dict[str, str] = {}
+    for part in text.split("&"):
+        if part:
+            key, _, value = part.partition("=")
+            if len(value) > MAX_PARAM_CHARS and key != "url":
+                return {}, "field_too_long"
+            if key not in query:
+                query[key] = value
+    return query, None
+
+
+def _parse_escaped(text: str) -> tuple[dict[str, str], str | None]:
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=MAX_FIELDS)
     except (UnicodeDecodeError, UnicodeEncodeError):
         return {}, "invalid_utf8"
     except ValueError:
