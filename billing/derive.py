@@ -1,7 +1,9 @@
 """What ingest derives from newly stored events, in the same transaction: rollups, conversions, refunds, customers.
 
 Called only with events this transaction made new (the event id decides), so every count and every
-conversion is made once however often an entry is delivered.
+conversion is made once however often an entry is delivered. A batch's rollups are summed here, one
+row per key, and like its conversions and commissions COPYed into a temp table, then moved into the
+real table by one statement: a few µs an event less than unnest arrays or executemany.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncpg
 import orjson
 
 from billing.attribution import Verdict, judge, occurred_at
+from billing.events import copy
 from billing.plans import OfferTerms, load_terms
 
 log = logging.getLogger("clickmint.billing.derive")
@@ -24,6 +27,34 @@ RollupKey = tuple[int, dt.date, int, str, str]
 _COUNTERS = 9
 
 
+_ROLLUP_COLUMNS = """partner_id, day, offer_id, country, sub1, views, clicks, unique_clicks, bots, actions, sales,
+    sales_minor, commission_pending_minor, commission_rejected_minor"""
+_CONVERSION_COLUMNS = """event_id, ts, kind, merchant_id, offer_id, partner_id, link_id, click_id, action, order_id,
+    amount_minor, currency, items, customer_ref, country, sub1, status, reason, hold_until"""
+_COMMISSION_COLUMNS = "event_id, kind, amount_minor, currency, basis"
+_REFRESH_SQL = "SELECT version, to_regclass('pg_temp.cm_rollup_stage') IS NOT NULL FROM config_version"
+# Per connection, made by its first batch: what a batch writes by the thousand is COPYed (binary, no
+# per-value parameter encoding) into these, then moved into the real tables by one statement each.
+_STAGE_SQL = f"""
+    CREATE TEMP TABLE IF NOT EXISTS cm_rollup_stage ON COMMIT DELETE ROWS AS
+        SELECT {_ROLLUP_COLUMNS} FROM rollups WITH NO DATA;
+    CREATE TEMP TABLE IF NOT EXISTS cm_conversion_stage ON COMMIT DELETE ROWS AS
+        SELECT {_CONVERSION_COLUMNS} FROM conversions WITH NO DATA;
+    CREATE TEMP TABLE IF NOT EXISTS cm_commission_stage ON COMMIT DELETE ROWS AS
+        SELECT {_COMMISSION_COLUMNS} FROM commissions WITH NO DATA;"""
+_CONVERSION_INSERT_SQL = f"""INSERT INTO conversions ({_CONVERSION_COLUMNS})
+    SELECT {_CONVERSION_COLUMNS} FROM cm_conversion_stage ON CONFLICT (event_id) DO NOTHING"""
+_COMMISSION_INSERT_SQL = f"""INSERT INTO commissions ({_COMMISSION_COLUMNS})
+    SELECT {_COMMISSION_COLUMNS} FROM cm_commission_stage ON CONFLICT DO NOTHING"""
+_ROLLUP_UPSERT_SQL = f"""INSERT INTO rollups AS r ({_ROLLUP_COLUMNS})
+    SELECT {_ROLLUP_COLUMNS} FROM cm_rollup_stage ORDER BY partner_id, day, offer_id, country, sub1
+    ON CONFLICT (partner_id, day, offer_id, country, sub1) DO UPDATE SET
+        views = r.views + EXCLUDED.views, clicks = r.clicks + EXCLUDED.clicks,
+        unique_clicks = r.unique_clicks + EXCLUDED.unique_clicks, bots = r.bots + EXCLUDED.bots,
+        actions = r.actions + EXCLUDED.actions, sales = r.sales + EXCLUDED.sales,
+        sales_minor = r.sales_minor + EXCLUDED.sales_minor,
+        commission_pending_minor = r.commission_pending_minor + EXCLUDED.commission_pending_minor,
+        commission_rejected_minor = r.commission_rejected_minor + EXCLUDED.commission_rejected_minor"""
 _DAYS: dict[int, dt.date] = {}
 _MS_PER_DAY = 86_400_000
 
@@ -57,7 +88,9 @@ class Deriver:
         self._version: int | None = None
 
     async def _refresh(self, conn: asyncpg.Connection) -> None:
-        version = await conn.fetchval("SELECT version FROM config_version")
+        version, staged = await conn.fetchrow(_REFRESH_SQL)
+        if not staged:  # a connection's first batch: the temp tables it COPYs into
+            await conn.execute(_STAGE_SQL)
         if version != self._version:
             self.terms = await load_terms(conn)
             self._version = version
@@ -69,18 +102,26 @@ class Deriver:
         actions: Counter[tuple[int, dt.date, int, str]] = Counter()
         conversions: list[dict[str, Any]] = []
         refunds: list[dict[str, Any]] = []
+        # Views and clicks are most of the traffic: counted here inline, one dict lookup per event.
         for event in events:
             kind = event["type"]
-            if kind in ("view", "click"):
-                counters = rollups[_key(event)]
-                if event.get("bot"):
+            if kind == "view" or kind == "click":
+                get = event.get
+                partner, day, offer = int(get("partner") or 0), _day(event), int(get("offer") or 0)
+                key = (partner, day, offer, get("country") or "", (get("sub1") or "")[:100])
+                counters = rollups.get(key)
+                if counters is None:
+                    counters = rollups[key] = [0] * _COUNTERS
+                bot = get("bot")
+                if bot:
                     counters[3] += 1
-                    bots[int(event.get("partner") or 0), _day(event), int(event.get("offer") or 0), event["bot"]] += 1
+                    bots[partner, day, offer, bot] += 1
                 elif kind == "view":
                     counters[0] += 1
                 else:
                     counters[1] += 1
-                    counters[2] += 1 if event.get("unique") and not event.get("refusal") else 0
+                    if get("unique") and not get("refusal"):
+                        counters[2] += 1
             elif kind == "refund":
                 refunds.append(event)
             else:
@@ -145,18 +186,11 @@ class Deriver:
                         event.get("currency"),
                     )
                 )
-        await conn.executemany(
-            """INSERT INTO conversions (event_id, ts, kind, merchant_id, offer_id, partner_id, link_id, click_id,
-                   action, order_id, amount_minor, currency, items, customer_ref, country, sub1, status, reason,
-                   hold_until)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
-               ON CONFLICT (event_id) DO NOTHING""",
-            conversion_rows,
-        )
+        await copy(conn, "cm_conversion_stage", conversion_rows)
+        await conn.execute(_CONVERSION_INSERT_SQL)
         if commission_rows:
-            await conn.executemany(
-                "INSERT INTO commissions VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING", commission_rows
-            )
+            await copy(conn, "cm_commission_stage", commission_rows)
+            await conn.execute(_COMMISSION_INSERT_SQL)
         if customer_rows:
             await conn.executemany(
                 """INSERT INTO customers (merchant_id, partner_id, customer_ref, first_event_id, first_seen_at, orders,
@@ -164,7 +198,8 @@ class Deriver:
                    VALUES ($1, $2, $3, $4, $5, 1, $6, $7)
                    ON CONFLICT (merchant_id, partner_id, customer_ref)
                    DO UPDATE SET orders = customers.orders + 1,
-                                 total_minor = customers.total_minor + EXCLUDED.total_minor""",
+                                 total_minor = customers.total_minor + EXCLUDED.total_minor,
+                                 currency = coalesce(customers.currency, EXCLUDED.currency)""",
                 customer_rows,
             )
 
@@ -276,31 +311,12 @@ async def _write_rollups(
     conn: asyncpg.Connection, rollups: dict[RollupKey, list[int]], bots: Counter[Any], actions: Counter[Any]
 ) -> None:
     # Rows are locked in one global order (sorted keys, tables always in this order), so concurrent
-    # shard consumers updating the same rollups wait for each other instead of deadlocking.
+    # shard consumers updating the same rollups wait for each other instead of deadlocking. A batch
+    # touches thousands of rollup rows: they go by COPY (binary, no per-value array encoding) into a
+    # temp table and from there into `rollups` in one statement.
     if rollups:
-        keys = sorted(rollups)
-        columns = list(zip(*(rollups[k] for k in keys), strict=True))
-        await conn.execute(
-            """INSERT INTO rollups AS r (partner_id, day, offer_id, country, sub1, views, clicks, unique_clicks,
-                                         bots, actions, sales, sales_minor, commission_pending_minor,
-                                         commission_rejected_minor)
-               SELECT * FROM unnest($1::bigint[], $2::date[], $3::bigint[], $4::text[], $5::text[],
-                                    $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
-                                    $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[])
-               ON CONFLICT (partner_id, day, offer_id, country, sub1) DO UPDATE SET
-                   views = r.views + EXCLUDED.views, clicks = r.clicks + EXCLUDED.clicks,
-                   unique_clicks = r.unique_clicks + EXCLUDED.unique_clicks, bots = r.bots + EXCLUDED.bots,
-                   actions = r.actions + EXCLUDED.actions, sales = r.sales + EXCLUDED.sales,
-                   sales_minor = r.sales_minor + EXCLUDED.sales_minor,
-                   commission_pending_minor = r.commission_pending_minor + EXCLUDED.commission_pending_minor,
-                   commission_rejected_minor = r.commission_rejected_minor + EXCLUDED.commission_rejected_minor""",
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [k[2] for k in keys],
-            [k[3] for k in keys],
-            [k[4] for k in keys],
-            *[list(c) for c in columns],
-        )
+        await copy(conn, "cm_rollup_stage", [key + tuple(counters) for key, counters in rollups.items()])
+        await conn.execute(_ROLLUP_UPSERT_SQL)
     for table, column, counter in (("rollup_bots", "reason", bots), ("rollup_actions", "action", actions)):
         if counter:
             keys = sorted(counter)

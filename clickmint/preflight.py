@@ -15,15 +15,29 @@ class PreflightError(ClickmintError):
 
 
 def redis_policy(url: str) -> str:
-    """The server's maxmemory policy; raises PreflightError when Redis cannot be reached."""
+    """The server's maxmemory policy (of a cluster: the first evicting one among its masters, else
+    noeviction's); raises PreflightError when Redis cannot be reached."""
     client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
     try:
-        info = client.info("memory")
+        policies = [str(client.info("memory").get("maxmemory_policy", "noeviction"))]
+        if client.info("cluster").get("cluster_enabled"):
+            for _first, _last, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                host = master[0].decode() if isinstance(master[0], bytes) else str(master[0])
+                node = redis.Redis(
+                    host=host or "127.0.0.1",
+                    port=int(master[1]),
+                    username=client.connection_pool.connection_kwargs.get("username"),
+                    password=client.connection_pool.connection_kwargs.get("password"),
+                    socket_connect_timeout=5,
+                    socket_timeout=5,
+                )
+                with node:
+                    policies.append(str(node.info("memory").get("maxmemory_policy", "noeviction")))
     except redis.RedisError as exc:
         raise PreflightError(f"cannot reach Redis at {url.split('@')[-1]}: {exc}") from exc
     finally:
         client.close()
-    return str(info.get("maxmemory_policy", "noeviction"))
+    return next((policy for policy in policies if policy in EVICTING_POLICIES), policies[0])
 
 
 def check_redis(url: str) -> str:

@@ -105,7 +105,7 @@ async def fill(redis_url: str, shards: int, payloads: list[tuple[int, bytes]]) -
     return elapsed
 
 
-async def bench(servers: Servers, n: int, shards: int) -> dict[str, float | int | str]:
+async def bench(servers: Servers, n: int, shards: int, batch: int | None = None) -> dict[str, float | int | str]:
     seeded = await seed_link(servers.database_url)
     db = await asyncpg.connect(servers.database_url)
     await db.execute(
@@ -127,7 +127,9 @@ async def bench(servers: Servers, n: int, shards: int) -> dict[str, float | int 
     core = replace(
         core, redis_url=servers.redis_url, database_url=servers.database_url, shards=shards, key_prefix=PREFIX
     )
-    ingest = Ingest(BillingSettings.from_env(Env({}), core=core), derive=Deriver())
+    billing = BillingSettings.from_env(Env({}), core=core)
+    billing = replace(billing, batch=batch or billing.batch)
+    ingest = Ingest(billing, derive=Deriver())
     started = time.perf_counter()
     task = asyncio.create_task(ingest.run())
     while True:
@@ -160,6 +162,7 @@ async def bench(servers: Servers, n: int, shards: int) -> dict[str, float | int 
         "copy_rows_per_s": round(n / copy_s),
         "copy_ratio": round((n / ingest_s) / (n / copy_s), 3),
         "shards": shards,
+        "batch": billing.batch,
     }
 
 
@@ -167,10 +170,11 @@ def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtests.bench ingest")
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=None, help="entries per XREADGROUP (default: ingest's own)")
     args = parser.parse_args(argv)
     servers = Servers.open()
     try:
-        figures = asyncio.run(bench(servers, args.events, args.shards))
+        figures = asyncio.run(bench(servers, args.events, args.shards, args.batch))
     finally:
         servers.close()
     rows = [

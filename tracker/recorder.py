@@ -19,6 +19,7 @@ from typing import Any
 import hiredis
 import orjson
 
+from tracker.cluster import ClusterConnection, connect_any
 from tracker.spool import Spool, SpoolError, parse_lines
 from tracker.streams import (
     RedisUnavailable,
@@ -96,7 +97,8 @@ class Recorder:
         budget_s: float = DEFAULT_BUDGET_S,
         scripts: tuple[bytes, ...] = (),
     ) -> None:
-        self._conn = RespConnection(redis_url)
+        self._url = redis_url
+        self._conn: RespConnection | ClusterConnection = RespConnection(redis_url)  # checks the URL now
         self._scripts = scripts  # loaded at every connect: a restarted Redis has forgotten them
         self._prefix = prefix
         self._keys: dict[int, bytes] = {}
@@ -138,7 +140,9 @@ class Recorder:
         self.spool.close()
 
     async def _connect(self) -> None:
-        await self._conn.connect()
+        """Connect, to one server or (found out by asking it) to every master of a Redis Cluster."""
+        await self._conn.close()
+        self._conn = await connect_any(self._url)
         if self._scripts:
             replies = await self._conn.execute([pack(b"SCRIPT", b"LOAD", script) for script in self._scripts], 2.0)
             if any(isinstance(reply, hiredis.ReplyError) for reply in replies):

@@ -25,7 +25,7 @@ async def test_purchase_duplicate_refund_and_rollups(settings: Settings, db: asy
         assert [r.status_code for r in responses] == [200] * 4, [r.text for r in responses]
     await drain(settings, 5, db)
     rows = await db.fetch(
-        "SELECT kind, order_id, status, reason, amount_minor, refunded_minor FROM conversions ORDER BY ts"
+        "SELECT kind, order_id, status, reason, amount_minor, refunded_minor FROM conversions ORDER BY kind, status"
     )
     assert [(r["kind"], r["status"], r["reason"]) for r in rows] == [
         ("action", "pending", None),
