@@ -28,12 +28,14 @@ from typing import Any
 import asyncpg
 import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from billing import events
+from billing import events, redis_client
 from billing.settings import GROUP, BillingSettings
+from tracker.cluster import ClusterConnection, connect_any
 from tracker.streams import RespConnection, pack
 
 log = logging.getLogger("clickmint.billing.ingest")
@@ -74,9 +76,14 @@ class Ingest:
         core = settings.core
         assert core.redis_url and core.database_url
         self.settings = settings
-        self.redis = aioredis.Redis.from_url(core.redis_url, socket_timeout=None, socket_connect_timeout=5)
+        self.redis: aioredis.Redis | RedisCluster = aioredis.Redis.from_url(
+            core.redis_url, socket_timeout=None, socket_connect_timeout=5
+        )
+        self._redis_checked = False
         RespConnection(core.redis_url)  # fail now, not in every retry, on a URL the raw reader cannot take
-        self._streams: dict[str, RespConnection] = {}  # per shard: reads and acks as raw RESP (see tracker/streams)
+        self._streams: dict[
+            str, RespConnection | ClusterConnection
+        ] = {}  # per shard: reads and acks as raw RESP (see tracker/streams)
         self.pool: asyncpg.Pool | None = None
         self.derive = derive
         self.stats = Stats()
@@ -97,8 +104,19 @@ class Ingest:
                 log.warning("waiting for PostgreSQL: %s", exc)
                 await asyncio.sleep(1.0)
 
+    async def connect_redis(self) -> None:
+        """Use a cluster client when Redis is a cluster (asked once, before the first command)."""
+        if self._redis_checked:
+            return
+        self._redis_checked = True
+        found = await redis_client.connect(self.settings.core.redis_url, socket_timeout=None, socket_connect_timeout=5)
+        if found is not self.redis:
+            await self.redis.aclose()
+            self.redis = found
+
     async def run(self, shards: Sequence[int] | None = None) -> None:
         """Consume until `stop` is called; the shards default to all of them."""
+        await self.connect_redis()
         self.pool = await self._connect_db()
         shards = list(range(self.settings.core.shards)) if shards is None else list(shards)
         _gc_saved.append(gc.get_threshold())
@@ -132,8 +150,7 @@ class Ingest:
         if conn is None or not conn.connected:
             if conn is not None:
                 await conn.close()
-            conn = self._streams[key] = RespConnection(self.settings.core.redis_url)
-            await conn.connect()
+            conn = self._streams[key] = await connect_any(self.settings.core.redis_url)
         reply = (await conn.execute([pack(*args)]))[0]
         if isinstance(reply, hiredis.ReplyError):
             raise ResponseError(str(reply))

@@ -29,6 +29,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from billing import redis_client
 from billing.consumer import stream_key
 from billing.ledger import CLICK_LOOKBACK
 from billing.metrics import record_run
@@ -208,7 +209,7 @@ async def apply_retention(
     own_redis = redis is None and settings.core.redis_url is not None
     if own_redis:
         assert settings.core.redis_url is not None
-        redis = aioredis.Redis.from_url(settings.core.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        redis = await redis_client.connect(settings.core.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
         bound, note, known = await _ingest_bound(redis, settings.core.key_prefix, settings.core.shards)
     finally:

@@ -28,6 +28,7 @@ def run_ingest() -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, ingest.stop)
+        await ingest.connect_redis()  # a cluster client when Redis is a cluster: metrics share it
         metrics = BillingMetrics(settings, ingest.redis, ingest.stats)
         if settings.metrics_port:
             try:

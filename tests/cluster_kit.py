@@ -4,14 +4,24 @@ valkey-server in cluster mode, the 16384 slots split between them, joined with C
 from __future__ import annotations
 
 import os
+import random
 import time
 from pathlib import Path
 
 import redis
 
-from clickmint.embedded import EmbeddedValkey
+from clickmint.embedded import EmbeddedValkey, port_is_free
 
 SLOTS = 16384
+PORTS = range(21000, 29000)  # a node's cluster bus listens on port + 10000: it must stay below 65536
+
+
+def _free_port() -> int:
+    for _ in range(200):
+        port = random.choice(PORTS)
+        if port_is_free(port) and port_is_free(port + 10000):
+            return port
+    raise RuntimeError("no free port pair in the cluster test range")
 
 
 class ValkeyCluster:
@@ -20,7 +30,7 @@ class ValkeyCluster:
         self.nodes = [
             EmbeddedValkey(
                 base / f"node{i}",
-                port=0,
+                port=_free_port(),
                 extra_args=(
                     "--cluster-enabled",
                     "yes",
@@ -86,3 +96,13 @@ class ValkeyCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+def key_slot_owner(cluster: ValkeyCluster, key: str) -> int:
+    """The port of the master that owns `key`."""
+    with redis.Redis(port=cluster.nodes[0].port) as client:
+        slot = client.execute_command("CLUSTER", "KEYSLOT", key)
+        for first, last, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+            if first <= slot <= last:
+                return int(master[1])
+    raise LookupError(key)
