@@ -109,6 +109,7 @@ class Recorder:
         self._batch_future: asyncio.Future[None] | None = None
         self._flushing = False
         self._healthy = False
+        self._wake = asyncio.Event()  # set when a batch failed: the maintainer reconnects without waiting
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.spool_ok = True
@@ -220,6 +221,7 @@ class Recorder:
             except RedisUnavailable as exc:
                 log.warning("redis unavailable, spooling: %s", exc)
                 self._healthy = False
+                self._wake.set()  # reconnect now: a Redis that was only slow for a moment is back at once
         for entry in batch:
             if entry.decide is not None and entry.replies is None:
                 entry.decide(entry.event, None)
@@ -291,7 +293,9 @@ class Recorder:
             except RedisUnavailable as exc:
                 log.warning("spool replay interrupted: %s", exc)
                 self._healthy = False
-            await asyncio.sleep(RECONNECT_INTERVAL_S)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), RECONNECT_INTERVAL_S)
 
     async def replay(self) -> int:
         """Move every claimable spool file into the streams; returns the number of events moved."""
