@@ -13,7 +13,6 @@ from portal import users, validate
 from portal.api import Ctx, Endpoint
 from portal.api_partner import export_response
 from portal.errors import ApiError, invalid
-from portal.images import ImageError, sniff
 
 _ID = (validate.integer(1), False)
 BRANDING = {
@@ -206,12 +205,8 @@ NEW_CREATIVE = {
 
 async def create_creative(ctx: Ctx) -> Any:
     values = await ctx.body(NEW_CREATIVE) if _is_json(ctx) else await _multipart_creative(ctx)
-    try:
-        image = sniff(values["image_base64"])
-    except ImageError as exc:
-        raise ApiError(400, "invalid_image", str(exc)) from exc
     return await data.create_creative(
-        ctx.conn, ctx.who, values["offer_id"], values["name"], values.get("alt_text", ""), values["image_base64"], image
+        ctx.conn, ctx.who, values["offer_id"], values["name"], values.get("alt_text", ""), values["image_base64"]
     )
 
 
@@ -292,39 +287,25 @@ async def statements(ctx: Ctx) -> Any:
 
 
 async def close_statement(ctx: Ctx) -> Any:
-    statement_id = ctx.path_int("statement_id")
-    merchant_id = await data.owns_statement(ctx.conn, ctx.who, statement_id)
-    async with ctx.conn.transaction():
-        try:
-            await billing_statements.close(ctx.conn, statement_id, dt.datetime.now(dt.UTC))
-        except billing_statements.StatementError as exc:
-            raise ApiError(409, "conflict", str(exc)) from exc
-        await data.audit(ctx.conn, ctx.who, merchant_id, "close", "statement", statement_id)
-    return {"id": statement_id, "status": "closed"}
+    return await data.finish_statement(ctx.conn, ctx.who, ctx.path_int("statement_id"), "close")
 
 
 async def pay_statement(ctx: Ctx) -> Any:
+    return await data.finish_statement(ctx.conn, ctx.who, ctx.path_int("statement_id"), "paid")
+
+
+async def _export(ctx: Ctx, kind: str) -> Any:
     statement_id = ctx.path_int("statement_id")
-    merchant_id = await data.owns_statement(ctx.conn, ctx.who, statement_id)
-    async with ctx.conn.transaction():
-        try:
-            await billing_statements.mark_paid(ctx.conn, statement_id, dt.datetime.now(dt.UTC))
-        except billing_statements.StatementError as exc:
-            raise ApiError(409, "conflict", str(exc)) from exc
-        await data.audit(ctx.conn, ctx.who, merchant_id, "mark_paid", "statement", statement_id)
-    return {"id": statement_id, "status": "paid"}
+    await data.owns_statement(ctx.conn, ctx.who, statement_id)
+    return await export_response(ctx, statement_id, kind)
 
 
 async def statement_csv(ctx: Ctx) -> Any:
-    statement_id = ctx.path_int("statement_id")
-    await data.owns_statement(ctx.conn, ctx.who, statement_id)
-    return await export_response(ctx, statement_id, "csv")
+    return await _export(ctx, "csv")
 
 
 async def statement_pdf(ctx: Ctx) -> Any:
-    statement_id = ctx.path_int("statement_id")
-    await data.owns_statement(ctx.conn, ctx.who, statement_id)
-    return await export_response(ctx, statement_id, "pdf")
+    return await _export(ctx, "pdf")
 
 
 async def audit_log(ctx: Ctx) -> Any:

@@ -12,11 +12,13 @@ from typing import Any
 import asyncpg
 import orjson
 
+from billing import statements as billing_statements
 from billing.money import format_amount
 from billing.plans import build_plan
 from billing.pricing import FeeError
 from portal.auth import Principal
 from portal.errors import ApiError, invalid, not_found
+from portal.images import ImageError, sniff
 from tracker import caps as tracker_caps
 from tracker.macros import Template
 
@@ -400,16 +402,16 @@ async def creatives(conn: asyncpg.Connection, who: Principal) -> list[dict[str, 
 
 
 async def create_creative(
-    conn: asyncpg.Connection,
-    who: Principal,
-    offer_id: int,
-    name: str,
-    alt: str,
-    body: bytes,
-    image: tuple[str, int, int],
+    conn: asyncpg.Connection, who: Principal, offer_id: int, name: str, alt: str, body: bytes
 ) -> dict[str, Any]:
-    current = await offer(conn, who, offer_id)
-    content_type, width, height = image
+    """A banner on one of the operator's offers; its type and size are read from its bytes."""
+    current = await offer(conn, who, offer_id)  # another merchant's offer is not found, whatever the bytes
+    if not isinstance(body, bytes) or not body:
+        raise invalid("image", "choose a file")
+    try:
+        content_type, width, height = sniff(body)
+    except ImageError as exc:
+        raise ApiError(400, "invalid_image", str(exc)) from exc
     async with conn.transaction():
         creative_id = await conn.fetchval(
             """INSERT INTO creatives (offer_id, name, content_type, width, height, body, sha256, alt_text)
@@ -564,6 +566,22 @@ async def owns_statement(conn: asyncpg.Connection, who: Principal, statement_id:
     if merchant_id is None:
         raise not_found("statement")
     return merchant_id
+
+
+async def finish_statement(conn: asyncpg.Connection, who: Principal, statement_id: int, action: str) -> dict:
+    """Close a statement (it becomes immutable) or mark a closed one paid; audited."""
+    merchant_id = await owns_statement(conn, who, statement_id)
+    async with conn.transaction():
+        now = dt.datetime.now(dt.UTC)
+        try:
+            if action == "close":
+                await billing_statements.close(conn, statement_id, now)
+            else:
+                await billing_statements.mark_paid(conn, statement_id, now)
+        except billing_statements.StatementError as exc:
+            raise ApiError(409, "conflict", str(exc)) from exc
+        await audit(conn, who, merchant_id, "close" if action == "close" else "mark_paid", "statement", statement_id)
+    return {"id": statement_id, "status": "closed" if action == "close" else "paid"}
 
 
 async def audit_log(conn: asyncpg.Connection, who: Principal, limit: int) -> list[dict[str, Any]]:

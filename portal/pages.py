@@ -422,25 +422,11 @@ async def admin_statements(ctx: Ctx, form: Any) -> Response:
     if form is not None:
         statement_id = validate.integer(1)("statement_id", form.get("statement_id"))
         action = validate.choice("close", "paid")("action", form.get("action"))
-        merchant_id = await odata.owns_statement(ctx.conn, ctx.who, statement_id)
-        from billing import statements as billing_statements
-
-        async with ctx.conn.transaction():
-            now = dt.datetime.now(dt.UTC)
-            try:
-                if action == "close":
-                    await billing_statements.close(ctx.conn, statement_id, now)
-                else:
-                    await billing_statements.mark_paid(ctx.conn, statement_id, now)
-            except billing_statements.StatementError as exc:
-                raise ApiError(409, "conflict", str(exc)) from exc
-            await odata.audit(
-                ctx.conn, ctx.who, merchant_id, "close" if action == "close" else "mark_paid", "statement", statement_id
-            )
+        await odata.finish_statement(ctx.conn, ctx.who, statement_id, action)
         return _back("/admin/statements", f"Statement {statement_id}: {action}.")
     return await _show(
         ctx,
-        "admin_statements.html",
+        "statements.html",
         statements=await odata.statements(ctx.conn, ctx.who, None),
         base="/api/v1/admin/statements",
     )
@@ -503,17 +489,8 @@ async def admin_creatives(ctx: Ctx, form: Any) -> Response:
     if form is not None:
         image = form.pop("image", b"")
         values = validate.fields(form, {k: v for k, v in api_operator.NEW_CREATIVE.items() if k != "image_base64"})
-        await odata.offer(ctx.conn, ctx.who, values["offer_id"])  # another merchant's offer is not found
-        if not isinstance(image, bytes) or not image:
-            raise ApiError(400, "invalid_field", "image: choose a file")
-        from portal.images import ImageError, sniff
-
-        try:
-            kind = sniff(image)
-        except ImageError as exc:
-            raise ApiError(400, "invalid_image", str(exc)) from exc
         await odata.create_creative(
-            ctx.conn, ctx.who, values["offer_id"], values["name"], values.get("alt_text", ""), image, kind
+            ctx.conn, ctx.who, values["offer_id"], values["name"], values.get("alt_text", ""), image
         )
         return _back("/admin/creatives", f"Banner {values['name']} uploaded.")
     offers = await odata.offers(ctx.conn, ctx.who)

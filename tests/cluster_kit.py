@@ -3,9 +3,13 @@ valkey-server in cluster mode, the 16384 slots split between them, joined with C
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
@@ -106,3 +110,17 @@ def key_slot_owner(cluster: ValkeyCluster, key: str) -> int:
             if first <= slot <= last:
                 return int(master[1])
     raise LookupError(key)
+
+
+@contextlib.contextmanager
+def running_cluster() -> Iterator[ValkeyCluster]:
+    """A started cluster in a temporary directory, stopped and removed afterwards."""
+    base = Path(tempfile.mkdtemp(prefix="clickmint-cluster-"))
+    os.chmod(base, 0o755)
+    valkeys = ValkeyCluster(base)
+    try:
+        valkeys.start()
+        yield valkeys
+    finally:
+        valkeys.stop()
+        shutil.rmtree(base, ignore_errors=True)

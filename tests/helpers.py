@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -57,3 +59,34 @@ async def postback(client: httpx.AsyncClient, secret: str, payload: dict[str, An
 
 def click_id_of(response: httpx.Response) -> str:
     return response.headers["set-cookie"].split("=", 1)[1].split(";")[0]
+
+
+def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a `clickmint` subprocess on the test's servers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKMINT_")}
+    env.update(
+        CLICKMINT_REDIS_URL=settings.redis_url or "",
+        CLICKMINT_DATABASE_URL=settings.database_url or "",
+        CLICKMINT_KEY_PREFIX=settings.key_prefix,
+        CLICKMINT_SECRET_KEY=settings.secret_key,
+        CLICKMINT_DATA_DIR=str(settings.data_dir),
+        CLICKMINT_SHARDS=str(settings.shards),
+    )
+    env.update(extra)
+    return env
+
+
+async def run_cli(env: dict[str, str], *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    """`python -m clickmint ARGS`: (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "clickmint",
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate(stdin)
+    return proc.returncode or 0, out.decode(), err.decode()

@@ -5,11 +5,8 @@ and a master restarted in the middle of the traffic. Every answered click is in 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -22,7 +19,7 @@ import pytest
 import redis
 
 from clickmint.settings import Settings
-from tests.cluster_kit import ValkeyCluster, key_slot_owner
+from tests.cluster_kit import ValkeyCluster, key_slot_owner, running_cluster
 from tests.factories import programme
 from tests.faults.test_tracker_kill import start_tracker, stop_tracker, tracker_env
 
@@ -30,15 +27,10 @@ pytestmark = pytest.mark.timeout(180)
 SHARDS = 6
 
 
-@pytest.fixture
+@pytest.fixture()
 def cluster() -> Iterator[ValkeyCluster]:
-    base = Path(tempfile.mkdtemp(prefix="clickmint-cluster-"))
-    os.chmod(base, 0o755)
-    valkeys = ValkeyCluster(base)
-    valkeys.start()
-    yield valkeys
-    valkeys.stop()
-    shutil.rmtree(base, ignore_errors=True)
+    with running_cluster() as valkeys:
+        yield valkeys
 
 
 def _ingest(env: dict[str, str], name: str, log: Path) -> subprocess.Popen[bytes]:

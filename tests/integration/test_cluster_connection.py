@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import hiredis
 import pytest
 import redis
 
-from tests.cluster_kit import ValkeyCluster
+from tests.cluster_kit import ValkeyCluster, running_cluster
 from tracker.cluster import ClusterConnection, command_slot, connect_any, key_slot
 from tracker.streams import UNIQUE_XADD, RedisUnavailable, RespConnection, pack, stream_key, unique_xadd_command
 
@@ -22,13 +19,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ValkeyCluster]:
-    base = Path(tempfile.mkdtemp(prefix="clickmint-cluster-"))
-    os.chmod(base, 0o755)
-    valkeys = ValkeyCluster(base)
-    valkeys.start()
-    yield valkeys
-    valkeys.stop()
-    shutil.rmtree(base, ignore_errors=True)
+    with running_cluster() as valkeys:
+        yield valkeys
 
 
 @pytest.mark.parametrize(

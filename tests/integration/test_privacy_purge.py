@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
-import os
-import sys
 
 import asyncpg
 import pytest
@@ -15,9 +12,9 @@ from billing import privacy, statements
 from billing.exports import sha256_hex
 from billing.settle import settle
 from clickmint.settings import Settings
-from tests.conftest import TEST_SECRET, Servers
+from tests.conftest import Servers
 from tests.factories import Programme, programme
-from tests.helpers import click_id_of, drain, postback, tracker_client
+from tests.helpers import cli_env, click_id_of, drain, postback, run_cli, tracker_client
 
 CUSTOMER = "cust-8842-alice@example.com"
 OTHER = "cust-1177-bob@example.com"
@@ -42,30 +39,9 @@ async def _money(db: asyncpg.Connection) -> tuple[list[tuple[object, ...]], list
     return [tuple(r) for r in lines], [tuple(r) for r in sheets]
 
 
-def _cli_env(servers: Servers, settings: Settings) -> dict[str, str]:
-    return dict(
-        os.environ,
-        CLICKMINT_REDIS_URL=servers.redis_url,
-        CLICKMINT_DATABASE_URL=servers.database_url,
-        CLICKMINT_KEY_PREFIX=servers.prefix,
-        CLICKMINT_SECRET_KEY=TEST_SECRET,
-        CLICKMINT_DATA_DIR=str(settings.data_dir),
-    )
-
-
-async def _cli(env: dict[str, str], *args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "clickmint",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode() + err.decode()
+async def _cli(settings: Settings, *args: str) -> tuple[int, str]:
+    code, out, err = await run_cli(cli_env(settings), *args)
+    return code, out + err
 
 
 async def _sales(settings: Settings, db: asyncpg.Connection, prog: Programme) -> None:
@@ -106,9 +82,7 @@ async def test_customer_purge_leaves_no_trace_and_the_money_whole(
     dump = await _dump(db)
     assert CUSTOMER in dump and AGENT in dump and "203.0.113.0" in dump  # the scan sees the real rows
 
-    code, out = await _cli(
-        _cli_env(servers, settings), "purge", "customer", CUSTOMER, "--merchant", slug, "--by", "T-1"
-    )
+    code, out = await _cli(settings, "purge", "customer", CUSTOMER, "--merchant", slug, "--by", "T-1")
     assert code == 0, out
     assert "customer purged" in out
 
@@ -180,7 +154,7 @@ async def test_partner_purge_erases_contact_data_and_keeps_closed_statements(
     csv_before = await statements.export(db, statement_id, "csv")
     assert b"Alice Partner Ltd" in csv_before
 
-    code, out = await _cli(_cli_env(servers, settings), "purge", "partner", str(prog.partner_id))
+    code, out = await _cli(settings, "purge", "partner", str(prog.partner_id))
     assert code == 0, out
     dump = await _dump(db)
     for trace in (
@@ -203,11 +177,11 @@ async def test_partner_purge_erases_contact_data_and_keeps_closed_statements(
     )
 
     # A partner without closed statements loses its name too.
-    code, out = await _cli(_cli_env(servers, settings), "purge", "partner", str(idle.partner_id))
+    code, out = await _cli(settings, "purge", "partner", str(idle.partner_id))
     assert code == 0, out
     row = await db.fetchrow("SELECT name, email FROM partners WHERE id = $1", idle.partner_id)
     assert row["name"].startswith("purged-") and row["email"].endswith("@purged.invalid")
     assert "Bob Partner" not in await _dump(db)
 
-    code, out = await _cli(_cli_env(servers, settings), "purge", "partner", "999999")
+    code, out = await _cli(settings, "purge", "partner", "999999")
     assert code == 2 and "no partner 999999" in out

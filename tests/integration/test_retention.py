@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import os
-import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -19,8 +16,9 @@ from billing.settings import GROUP, BillingSettings
 from billing.settle import settle
 from clickmint.env import Env
 from clickmint.settings import Settings
-from tests.conftest import TEST_SECRET, Servers
+from tests.conftest import Servers
 from tests.factories import Programme, programme
+from tests.helpers import cli_env, run_cli
 
 
 def _months_ago(months: int) -> dt.date:
@@ -173,21 +171,8 @@ async def test_cli_dry_run_prints_decisions(
     servers: Servers, settings: Settings, db: asyncpg.Connection, old_days: tuple[dt.date, dt.date]
 ) -> None:
     closed, _ = old_days
-    env = dict(
-        os.environ,
-        CLICKMINT_REDIS_URL=servers.redis_url,
-        CLICKMINT_DATABASE_URL=servers.database_url,
-        CLICKMINT_KEY_PREFIX=servers.prefix,
-        CLICKMINT_SECRET_KEY=TEST_SECRET,
-        CLICKMINT_DATA_DIR=str(settings.data_dir),
-        CLICKMINT_SHARDS="2",
-    )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clickmint", "retention", "--dry-run", env=env, stdout=asyncio.subprocess.PIPE
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode == 0
-    text = out.decode()
+    code, text, _ = await run_cli(cli_env(settings), "retention", "--dry-run")
+    assert code == 0
     assert f"keep {_name(closed)}: " in text and "settle has not closed" in text
     assert "dry run: 0 partition(s) would drop" in text
     assert await _exists(db, _name(closed))

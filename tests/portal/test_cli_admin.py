@@ -2,41 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
-
 import orjson
 
-from tests.conftest import TEST_SECRET
+from tests.helpers import cli_env, run_cli
 from tests.portal.kit import login, portal_client
 
 
 async def _cli(env: dict[str, str], *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "clickmint",
-        "admin",
-        *args,
-        env=env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate(stdin)
-    return proc.returncode or 0, out.decode(), err.decode()
+    return await run_cli(env, "admin", *args, stdin=stdin)
 
 
 async def test_a_programme_set_up_from_the_command_line(servers, settings, db):
-    env = dict(
-        os.environ,
-        CLICKMINT_REDIS_URL=servers.redis_url,
-        CLICKMINT_DATABASE_URL=servers.database_url,
-        CLICKMINT_KEY_PREFIX=servers.prefix,
-        CLICKMINT_SECRET_KEY=TEST_SECRET,
-        CLICKMINT_DATA_DIR=str(settings.data_dir),
-    )
+    env = cli_env(settings)
     code, out, err = await _cli(env, "merchant", "add", "--slug", "cli-shop", "--name", "CLI Shop")
     assert code == 0, err
     assert orjson.loads(out)["slug"] == "cli-shop"
