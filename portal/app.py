@@ -20,7 +20,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from clickmint import logs
-from portal import api_auth, api_operator, api_partner, openapi, pages, partner_data, passwords, postbacks
+from portal import api_auth, api_operator, api_partner, openapi, pages, partner_data, passwords, postbacks, site
 from portal.api import ROLES, Endpoint, error_response, json_response, route
 from portal.errors import ApiError
 from portal.ratelimit import RateLimiter
@@ -137,7 +137,7 @@ def build(settings: PortalSettings) -> Starlette:
         Route("/api/v1/openapi.json", portal.openapi_json, methods=["GET"]),
         Route("/feeds/prices/{token}.json", portal.price_feed, methods=["GET"]),
         *(route(ep, portal) for ep in ENDPOINTS),
-        *pages.routes(),
+        *site.routes(),
     ]
     app = Starlette(routes=routes, lifespan=portal.lifespan, exception_handlers={HTTPException: _http_error})
     app.state.portal = portal
