@@ -4,8 +4,10 @@
     locust -f loadtests/locustfile.py --headless -u 50 -r 10 -t 60s --csv out/run --host http://127.0.0.1:8000
 
 Options of our own: --seed-file (default out/seed.json, or LOCUST_SEED_FILE), --portal-host (default
-http://127.0.0.1:8001, or LOCUST_PORTAL_HOST), --bot-share (default 0.1). Name a class to run only it:
-`locust -f loadtests/locustfile.py TrackerUser ...`.
+http://127.0.0.1:8001, or LOCUST_PORTAL_HOST), --bot-share (default 0.1), --user-throughput (tasks per
+second of each tracker user, started as Poisson arrivals on a schedule of the user's own, so users x
+throughput is the offered rate whatever the answers take; default 0: think times of 0.05-0.5 s). Name a
+class to run only it: `locust -f loadtests/locustfile.py TrackerUser ...`.
 
 Each view and click comes from a fresh visitor address in `X-Forwarded-For`; the tracker believes it
 only with CLICKMINT_TRUST_FORWARDED=true, otherwise every request is one visitor from 127.0.0.1 and
@@ -19,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import random
+import time
 import uuid
 from collections import deque
 from pathlib import Path
@@ -59,6 +62,12 @@ def _options(parser: Any) -> None:
         "--portal-host", default="http://127.0.0.1:8001", env_var="LOCUST_PORTAL_HOST", help="base URL of the portal"
     )
     parser.add_argument("--bot-share", type=float, default=0.10, help="share of tracker users with a bot user agent")
+    parser.add_argument(
+        "--user-throughput",
+        type=float,
+        default=0.0,
+        help="tasks/s of each tracker user, paced (Poisson arrivals); 0: think times of 0.05-0.5 s",
+    )
 
 
 @functools.cache
@@ -87,7 +96,20 @@ class TrackerUser(HttpUser):
     """Partner-site traffic: banner views, clicks, and the merchant's conversion pixel."""
 
     weight = 9
-    wait_time = between(0.05, 0.5)
+    _think = between(0.05, 0.5)
+    _due = 0.0  # paced: when the next task is due (time.monotonic)
+
+    def wait_time(self) -> float:
+        """Think time between tasks, or the pause that keeps this user at --user-throughput tasks/s."""
+        throughput = float(_option(self, "user_throughput", 0.0))  # read each time: a driver may change it
+        if throughput <= 0:
+            return float(self._think())
+        # Poisson arrivals at the user's rate, on a schedule of their own: users spawned in one batch do not
+        # fire together (locust's constant_throughput keeps them in step, so they came in bursts), a slow
+        # answer does not lower the rate, and a user more than a second behind starts again from now.
+        now = time.monotonic()
+        self._due = (max(self._due, now - 1.0) if self._due else now) + random.expovariate(throughput)
+        return max(0.0, self._due - now)
 
     def on_start(self) -> None:
         seeded = _seed(str(_option(self, "seed_file", "out/seed.json")))
