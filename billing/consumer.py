@@ -181,6 +181,8 @@ class Ingest:
                 if backlog and not entries:
                     backlog = False
                     continue
+                if not backlog and entries and len(entries) < self.settings.batch // 10 and self.settings.linger_ms:
+                    entries += await self._linger(key, consumer, len(entries))
                 if entries:
                     await self._process(shard, key, entries, redelivered=backlog)
             except _RETRYABLE as exc:
@@ -199,6 +201,16 @@ class Ingest:
                 log.exception("shard %d: unexpected error, retrying the batch", shard)
                 backlog = True
                 await asyncio.sleep(1.0)
+
+    async def _linger(self, key: str, consumer: str, have: int) -> list[Entry]:
+        """A few entries came: wait a moment for more, so a trickle is not a transaction per event. The
+        entries read so far stay pending (unacknowledged) meanwhile, like any batch in flight."""
+        await asyncio.sleep(self.settings.linger_ms / 1000)
+        reply = await self._command(
+            key, b"XREADGROUP", b"GROUP", GROUP, consumer, b"COUNT", self.settings.batch - have,
+            b"STREAMS", key, b">",
+        )  # fmt: skip
+        return reply[0][1] if reply else []
 
     async def _claim(self, shard: int, key: str, consumer: str) -> None:
         """Take over entries a dead consumer left pending; they are processed with our own backlog."""

@@ -11,6 +11,7 @@ from clickmint.settings import Settings
 GROUP = "billing"
 DEFAULT_RETENTION_DAYS = 400
 DEFAULT_METRICS_PORT = 8002
+DEFAULT_LINGER_MS = 50
 METRICS_HOST = "127.0.0.1"  # the billing metrics are for a local scraper only
 
 
@@ -26,6 +27,9 @@ class BillingSettings:
     crash_after_commit: int  # fault injection for the guarantee tests: os._exit after the Nth commit, before XACK
     retention_days: int = DEFAULT_RETENTION_DAYS  # raw event days older than this are dropped once final; 0: never
     metrics_port: int = DEFAULT_METRICS_PORT  # ingest's Prometheus text endpoint on 127.0.0.1; 0: none
+    # A read that brings fewer than batch/10 entries waits this long for more before committing: evenly
+    # spread traffic would otherwise cost a transaction per event. 0: commit at once.
+    linger_ms: int = DEFAULT_LINGER_MS
 
     @classmethod
     def from_env(cls, env: Env | None = None, core: Settings | None = None) -> BillingSettings:
@@ -42,4 +46,5 @@ class BillingSettings:
             crash_after_commit=env.int("FAULT_CRASH_AFTER_COMMIT", 0, lo=0),
             retention_days=env.int("RETENTION_DAYS", DEFAULT_RETENTION_DAYS, lo=0, hi=36_500),
             metrics_port=env.int("BILLING_METRICS_PORT", DEFAULT_METRICS_PORT, lo=0, hi=65_535),
+            linger_ms=env.int("INGEST_LINGER_MS", DEFAULT_LINGER_MS, lo=0, hi=5_000),
         )
