@@ -244,7 +244,6 @@ async def products(ctx: Ctx) -> Any:
 
 async def set_product(ctx: Ctx) -> Any:
     values = await ctx.body(PRODUCT)
-    values["wholesale_minor"] = validate.money("wholesale", values.pop("wholesale"), values["currency"])
     return await data.set_product(ctx.conn, ctx.who, values)
 
 

@@ -184,7 +184,6 @@ async def run(args: argparse.Namespace, settings: PortalSettings, conn: asyncpg.
             {"sku": args.sku, "name": args.name, "wholesale": args.wholesale, "currency": args.currency},
             api_operator.PRODUCT,
         )
-        values["wholesale_minor"] = validate.money("wholesale", values.pop("wholesale"), values["currency"])
         values["merchant_id"] = await _merchant_id(conn, args.merchant)
         _print(await data.set_product(conn, who, values))
     elif obj == "rate":

@@ -16,6 +16,7 @@ from billing import statements as billing_statements
 from billing.money import format_amount
 from billing.plans import build_plan
 from billing.pricing import FeeError
+from portal import validate
 from portal.auth import Principal
 from portal.errors import ApiError, invalid, not_found
 from portal.images import ImageError, sniff
@@ -457,8 +458,10 @@ async def products(conn: asyncpg.Connection, who: Principal) -> list[dict[str, A
 
 
 async def set_product(conn: asyncpg.Connection, who: Principal, values: dict[str, Any]) -> dict[str, Any]:
-    """Create or rename a product and record a new wholesale price version from now (or `valid_from`)."""
+    """Create or rename a product and record a new wholesale price version from now (or `valid_from`).
+    `wholesale` is the decimal text the API, pages and command line take ("12.50")."""
     merchant_id = scope_merchant(who, values.get("merchant_id"))
+    wholesale_minor = validate.money("wholesale", values["wholesale"], values["currency"])
     async with conn.transaction():
         await conn.execute(
             """INSERT INTO products (merchant_id, sku, name) VALUES ($1, $2, $3)
@@ -472,7 +475,7 @@ async def set_product(conn: asyncpg.Connection, who: Principal, values: dict[str
                VALUES ($1, $2, 'wholesale', $3, $4, coalesce($5, now()))""",
             merchant_id,
             values["sku"],
-            values["wholesale_minor"],
+            wholesale_minor,
             values["currency"],
             values.get("valid_from"),
         )

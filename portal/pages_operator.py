@@ -182,7 +182,6 @@ async def admin_creatives(ctx: Ctx, form: Any) -> Response:
 async def admin_products(ctx: Ctx, form: Any) -> Response:
     if form is not None:
         values = validate.fields(form, api_operator.PRODUCT)
-        values["wholesale_minor"] = validate.money("wholesale", values.pop("wholesale"), values["currency"])
         await odata.set_product(ctx.conn, ctx.who, values)
         return back("/admin/products", f"Wholesale price of {values['sku']} set.")
     merchants = await odata.merchants(ctx.conn, ctx.who)
