@@ -9,9 +9,11 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 
+from billing import statements
 from billing.fees import FeeLine, cpm_accrual, reversal_lines
 from billing.plans import OfferTerms
 
@@ -27,17 +29,41 @@ class LedgerReport:
     per_kind: dict[str, int] = field(default_factory=dict)
 
 
-async def approve(conn: asyncpg.Connection, now: dt.datetime, report: LedgerReport) -> None:
-    """Pending conversions past their hold become approved (or rejected when refunded in full meanwhile)."""
+async def approve(
+    conn: asyncpg.Connection,
+    now: dt.datetime,
+    period_end: dt.datetime,
+    report: LedgerReport,
+    opened: statements.StatementReport,
+) -> None:
+    """Pending conversions past their hold become approved (or rejected when refunded in full meanwhile),
+    and each approved one's commission lines are written."""
+    # First the statements the new lines will join (made now, so that each line is written into its
+    # statement in the same pass that approves it): those of the conversions about to be approved.
+    await statements.make_statements(
+        conn,
+        """SELECT c.merchant_id, c.partner_id, k.currency, c.ts AS occurred_at
+           FROM conversions c JOIN commissions k ON k.event_id = c.event_id
+           JOIN merchants m ON m.id = c.merchant_id AND m.statement_currency = 'own'
+           WHERE c.status = 'pending' AND c.hold_until <= $1 AND c.ts < $2
+             AND NOT (c.amount_minor > 0 AND c.refunded_minor >= c.amount_minor)""",
+        [now, period_end],
+        opened,
+    )
+    # The planner cannot know how many of the UPDATE's returned rows are approved (it guesses one) and
+    # would then nest-loop every new line over the statements: hash joins for this one statement.
+    previous = await conn.fetchval(
+        "SELECT current_setting('enable_nestloop') FROM (SELECT set_config('enable_nestloop', 'off', true)) s"
+    )
     rows = await conn.fetch(
-        """WITH due AS (
+        f"""WITH due AS (  -- one pass: approve, move the rollups' commission, write the lines
                UPDATE conversions SET
                    status = CASE WHEN amount_minor > 0 AND refunded_minor >= amount_minor THEN 'rejected'
                                  ELSE 'approved' END,
                    reason = CASE WHEN amount_minor > 0 AND refunded_minor >= amount_minor THEN 'refunded' END,
                    approved_at = $1
                WHERE status = 'pending' AND hold_until <= $1
-               RETURNING event_id, status, partner_id, offer_id, ts, country, sub1),
+               RETURNING event_id, status, merchant_id, partner_id, offer_id, order_id, ts, country, sub1),
            moved AS (
                SELECT partner_id, offer_id, (ts AT TIME ZONE 'UTC')::date AS day, country, sub1,
                       coalesce(sum(k.amount_minor) FILTER (WHERE due.status = 'approved'), 0)::bigint AS approved,
@@ -51,27 +77,51 @@ async def approve(conn: asyncpg.Connection, now: dt.datetime, report: LedgerRepo
                    commission_rejected_minor = r.commission_rejected_minor + m.rejected
                FROM moved m
                WHERE r.partner_id = m.partner_id AND r.day = m.day AND r.offer_id = m.offer_id
-                 AND r.country = m.country AND r.sub1 = m.sub1)
-           SELECT status, count(*) AS n FROM due GROUP BY status""",
+                 AND r.country = m.country AND r.sub1 = m.sub1),
+           {_APPROVED_LINES}
+           SELECT 'status' AS what, status AS kind, count(*) AS n, 0 AS assigned FROM due GROUP BY status
+           UNION ALL SELECT 'line', {COUNTED}""",
         now,
+        period_end,
     )
+    await conn.execute("SELECT set_config('enable_nestloop', $1, true)", previous)
     for row in rows:
-        if row["status"] == "approved":
+        if row["what"] == "line":
+            _counted(report, opened, [row])
+        elif row["kind"] == "approved":
             report.approved += row["n"]
         else:
             report.rejected_refunded += row["n"]
-    inserted = await conn.fetch(
-        """INSERT INTO ledger_lines (source, kind, merchant_id, partner_id, offer_id, currency, amount_minor, basis,
-                                    occurred_at)
-           SELECT c.event_id::text, k.kind, c.merchant_id, c.partner_id, c.offer_id, k.currency, k.amount_minor,
-                  k.basis || coalesce(', order ' || c.order_id, ''), c.ts
-           FROM conversions c JOIN commissions k ON k.event_id = c.event_id
-           WHERE c.status IN ('approved', 'reversed') AND c.approved_at = $1
-           ON CONFLICT (source, kind) DO NOTHING
-           RETURNING kind""",
-        now,
-    )
-    _count(report, [r["kind"] for r in inserted])
+
+
+_COMMISSION_LINES = """SELECT due.event_id::text AS source, k.kind, due.merchant_id, due.partner_id, due.offer_id,
+                            k.currency, k.amount_minor, k.basis || coalesce(', order ' || due.order_id, '') AS basis,
+                            due.ts AS occurred_at
+                     FROM due JOIN commissions k ON k.event_id = due.event_id WHERE due.status = 'approved'"""
+
+
+def written_lines(select: str, end_param: int) -> str:
+    """A CTE `written`: the INSERT of the ledger lines `select` gives (source, kind, merchant_id, partner_id,
+    offer_id, currency, amount_minor, basis, occurred_at), each written straight into the open statement
+    of its month when there is one and the line is due in it (before the period end, parameter
+    `end_param`, and in the statement's own currency); the rest join theirs later in statements.assign.
+    A line already written (same source and kind) is skipped: that is what makes settling twice pay
+    once. It returns the kind and statement of each line written; COUNTED sums them up by kind."""
+    return f"""written AS (
+            INSERT INTO ledger_lines (source, kind, merchant_id, partner_id, offer_id, currency, amount_minor,
+                                      basis, occurred_at, statement_id)
+            SELECT x.source, x.kind, x.merchant_id, x.partner_id, x.offer_id, x.currency, x.amount_minor, x.basis,
+                   x.occurred_at, s.id
+            FROM ({select}) x JOIN merchants m ON m.id = x.merchant_id
+            LEFT JOIN statements s ON m.statement_currency = 'own' AND x.occurred_at < ${end_param}
+                 AND s.merchant_id = x.merchant_id AND s.partner_id = x.partner_id AND s.currency = x.currency
+                 AND s.period_start = date_trunc('month', x.occurred_at AT TIME ZONE 'UTC')::date
+                 AND s.status = 'open'
+            ON CONFLICT (source, kind) DO NOTHING
+            RETURNING kind, statement_id)"""
+
+
+_APPROVED_LINES = written_lines(_COMMISSION_LINES, end_param=2)
 
 
 async def reverse_refunds(conn: asyncpg.Connection, report: LedgerReport) -> None:
@@ -122,7 +172,12 @@ async def reverse_refunds(conn: asyncpg.Connection, report: LedgerReport) -> Non
 
 
 async def pay_traffic(
-    conn: asyncpg.Connection, terms: dict[int, OfferTerms], start: dt.datetime, end: dt.datetime, report: LedgerReport
+    conn: asyncpg.Connection,
+    terms: dict[int, OfferTerms],
+    start: dt.datetime,
+    end: dt.datetime,
+    report: LedgerReport,
+    opened: statements.StatementReport,
 ) -> None:
     """cpc and cpv lines, one per unique non-bot click or non-bot view, for offers whose plans pay them."""
     for offer in terms.values():
@@ -136,14 +191,19 @@ async def pay_traffic(
                 if not amount:
                     continue
                 who = "e.partner_id = $5" if partner is not None else "NOT (e.partner_id = ANY($5::bigint[]))"
-                inserted = await conn.fetch(
-                    f"""INSERT INTO ledger_lines (source, kind, merchant_id, partner_id, offer_id, currency,
-                                                 amount_minor, basis, occurred_at)
-                        SELECT e.id::text, '{kind}', $2, e.partner_id, e.offer_id, $3, $4, '{kind} at fixed rate', e.ts
-                        FROM events e
-                        WHERE e.offer_id = $1 AND {condition} AND e.bot_reason IS NULL AND e.refusal IS NULL
-                          AND e.partner_id IS NOT NULL AND {who} AND e.ts >= $6 AND e.ts < $7
-                        ON CONFLICT (source, kind) DO NOTHING RETURNING 1""",
+                paid = await conn.fetch(
+                    "WITH "
+                    + written_lines(
+                        f"""SELECT e.id::text AS source, '{kind}' AS kind, $2::bigint AS merchant_id, e.partner_id,
+                                   e.offer_id, $3::char(3) AS currency, $4::bigint AS amount_minor,
+                                   '{kind} at fixed rate' AS basis, e.ts AS occurred_at
+                            FROM events e
+                            WHERE e.offer_id = $1 AND {condition} AND e.bot_reason IS NULL AND e.refusal IS NULL
+                              AND e.partner_id IS NOT NULL AND {who} AND e.ts >= $6 AND e.ts < $7""",
+                        end_param=7,
+                    )
+                    + " SELECT "
+                    + COUNTED,
                     offer.id,
                     offer.merchant_id,
                     plan.currency,
@@ -152,7 +212,7 @@ async def pay_traffic(
                     start - CLICK_LOOKBACK,
                     end,
                 )
-                _count(report, [kind] * len(inserted))
+                _counted(report, opened, paid)
 
 
 async def pay_views_per_mille(
@@ -196,12 +256,18 @@ async def pay_views_per_mille(
                     f"{row['views']} views in {period} per 1000",
                     dt.datetime.combine(end, dt.time(), dt.UTC) - dt.timedelta(microseconds=1),
                 )
-                _count(report, ["cpm"])
+                _counted(report, None, [{"kind": "cpm", "n": 1, "assigned": 0}])
 
 
-def _count(report: LedgerReport, kinds: list[str]) -> None:
-    report.lines += len(kinds)
+COUNTED = "kind, count(*) AS n, count(statement_id) AS assigned FROM written GROUP BY kind"
+
+
+def _counted(report: LedgerReport, assigned: statements.StatementReport | None, rows: list[Any]) -> None:
+    """Add rows of (kind, n, assigned) to the reports: lines written, and how many joined a statement."""
     per_kind: dict[str, int] = defaultdict(int, report.per_kind)
-    for kind in kinds:
-        per_kind[kind] += 1
+    for row in rows:
+        per_kind[row["kind"]] += row["n"]
+        report.lines += row["n"]
+        if assigned is not None:
+            assigned.assigned += row["assigned"]
     report.per_kind = dict(per_kind)

@@ -53,9 +53,9 @@ async def settle(
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", SETTLE_LOCK)
         terms = await load_terms(conn)
-        await ledger.approve(conn, now, report.ledger)
+        await ledger.approve(conn, now, end_at, report.ledger, report.statements)
         await ledger.reverse_refunds(conn, report.ledger)
-        await ledger.pay_traffic(conn, terms, start_at, min(end_at, now), report.ledger)
+        await ledger.pay_traffic(conn, terms, start_at, min(end_at, now), report.ledger, report.statements)
         await ledger.pay_views_per_mille(conn, terms, start, end, report.ledger)
         await statements.convert(conn, end, now, report.statements)
         await statements.assign(conn, end, report.statements)

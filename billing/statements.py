@@ -134,6 +134,31 @@ async def convert(conn: asyncpg.Connection, period_end: dt.date, now: dt.datetim
         report.converted += int(result.split()[-1])
 
 
+async def make_statements(conn: asyncpg.Connection, lines: str, args: list[Any], report: StatementReport) -> None:
+    """The month's statement for every (merchant, partner, currency, month) among `lines` (a query giving
+    merchant_id, partner_id, currency, occurred_at) that has none yet, numbered in one pass."""
+    made = await conn.fetchval(
+        f"""WITH made AS (
+               INSERT INTO statements (number, merchant_id, partner_id, currency, period_start, period_end,
+                                       min_payout_minor)
+               SELECT 'CM-' || to_char(g.month, 'YYYY-MM') || '-' || lpad(nextval('statement_numbers')::text, 6, '0'),
+                      g.merchant_id, g.partner_id, g.currency, g.month, (g.month + interval '1 month')::date,
+                      p.min_payout_minor
+               FROM (SELECT DISTINCT merchant_id, partner_id, currency,
+                            date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date AS month
+                     FROM ({lines}) l) g
+               JOIN partners p ON p.id = g.partner_id
+               WHERE NOT EXISTS (SELECT 1 FROM statements s WHERE s.merchant_id = g.merchant_id
+                                 AND s.partner_id = g.partner_id AND s.currency = g.currency
+                                 AND s.period_start = g.month)
+               ON CONFLICT (merchant_id, partner_id, currency, period_start) DO NOTHING
+               RETURNING 1)
+           SELECT count(*) FROM made""",
+        *args,
+    )
+    report.opened += made
+
+
 async def assign(conn: asyncpg.Connection, period_end: dt.date, report: StatementReport) -> None:
     """Every unassigned line that happened before `period_end` joins its open statement.
 
@@ -142,23 +167,13 @@ async def assign(conn: asyncpg.Connection, period_end: dt.date, report: Statemen
     reversals) then join the next open statement, group by group.
     """
     end_at = dt.datetime.combine(period_end, dt.time(), dt.UTC)
-    made = await conn.fetch(
-        """INSERT INTO statements (number, merchant_id, partner_id, currency, period_start, period_end,
-                                  min_payout_minor)
-           SELECT 'CM-' || to_char(g.month, 'YYYY-MM') || '-' || lpad(nextval('statement_numbers')::text, 6, '0'),
-                  g.merchant_id, g.partner_id, g.currency, g.month, (g.month + interval '1 month')::date,
-                  p.min_payout_minor
-           FROM (SELECT DISTINCT merchant_id, partner_id, currency,
-                        date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date AS month
-                 FROM ledger_lines WHERE statement_id IS NULL AND occurred_at < $1) g
-           JOIN partners p ON p.id = g.partner_id
-           WHERE NOT EXISTS (SELECT 1 FROM statements s WHERE s.merchant_id = g.merchant_id
-                             AND s.partner_id = g.partner_id AND s.currency = g.currency AND s.period_start = g.month)
-           ON CONFLICT (merchant_id, partner_id, currency, period_start) DO NOTHING
-           RETURNING id""",
-        end_at,
+    await make_statements(
+        conn,
+        "SELECT merchant_id, partner_id, currency, occurred_at FROM ledger_lines"
+        " WHERE statement_id IS NULL AND occurred_at < $1",
+        [end_at],
+        report,
     )
-    report.opened += len(made)
     result = await conn.execute(
         """UPDATE ledger_lines l SET statement_id = s.id
            FROM statements s
@@ -203,67 +218,63 @@ async def _assign_late(conn: asyncpg.Connection, period_end: dt.date, report: St
 async def close_period(
     conn: asyncpg.Connection, period_start: dt.date, now: dt.datetime, report: StatementReport
 ) -> None:
-    """Close every open statement of the period, in statement order per partner so carry-over chains."""
-    rows = await conn.fetch(
-        "SELECT id FROM statements WHERE period_start = $1 AND status = 'open' ORDER BY partner_id, id FOR UPDATE",
-        period_start,
+    """Close every open statement of the period at once. Carry-over chains from earlier periods only (one
+    statement per merchant, partner and currency per period), so no statement here feeds another."""
+    ids = await conn.fetch(
+        "SELECT id FROM statements WHERE period_start = $1 AND status = 'open' ORDER BY id FOR UPDATE", period_start
     )
-    for row in rows:
-        await close(conn, row["id"], now)
-        report.closed += 1
+    report.closed += await _close(conn, [row["id"] for row in ids], now)
 
 
 async def close(conn: asyncpg.Connection, statement_id: int, now: dt.datetime) -> None:
     """Fix the statement's totals and export hashes; the database refuses any later change."""
-    statement = await conn.fetchrow("SELECT * FROM statements WHERE id = $1 FOR UPDATE", statement_id)
-    if statement is None:
+    status = await conn.fetchrow("SELECT number, status FROM statements WHERE id = $1 FOR UPDATE", statement_id)
+    if status is None:
         raise StatementError(f"no statement {statement_id}")
-    if statement["status"] != "open":
-        raise StatementError(f"statement {statement['number']} is already {statement['status']}")
-    carried_in = await conn.fetchval(
-        """SELECT coalesce(carried_out_minor, 0) FROM statements
-           WHERE merchant_id = $1 AND partner_id = $2 AND currency = $3 AND status IN ('closed', 'paid')
-             AND period_start < $4
-           ORDER BY period_start DESC LIMIT 1""",
-        statement["merchant_id"],
-        statement["partner_id"],
-        statement["currency"],
-        statement["period_start"],
-    )
-    lines_total = await conn.fetchval(
-        """SELECT coalesce(sum(coalesce(fx_amount_minor, amount_minor)), 0)::bigint FROM ledger_lines
-           WHERE statement_id = $1""",
-        statement_id,
-    )
-    total = int(carried_in or 0) + int(lines_total)
-    payable = total > 0 and total >= statement["min_payout_minor"]
-    await conn.execute(
-        """UPDATE statements SET carried_in_minor = $2, total_minor = $3, payable = $4, carried_out_minor = $5,
-                                 closed_at = $6, status = 'closed', names = $7
-           WHERE id = $1""",
-        statement_id,
-        int(carried_in or 0),
-        total,
-        payable,
-        0 if payable else total,
+    if status["status"] != "open":
+        raise StatementError(f"statement {status['number']} is already {status['status']}")
+    await _close(conn, [statement_id], now)
+
+
+async def _close(conn: asyncpg.Connection, ids: list[int], now: dt.datetime) -> int:
+    """Close these open (and locked) statements in one UPDATE: carried in from the partner's last closed
+    statement before it, total = carried in + lines, payable against the minimum payout (else all of it
+    carries out), and the names it prints fixed so a later rename never changes its bytes."""
+    result = await conn.execute(
+        """WITH target AS (SELECT * FROM statements WHERE id = ANY($1::bigint[]) AND status = 'open'),
+           figures AS (
+               SELECT t.id,
+                      coalesce((SELECT coalesce(b.carried_out_minor, 0) FROM statements b
+                                WHERE b.merchant_id = t.merchant_id AND b.partner_id = t.partner_id
+                                  AND b.currency = t.currency AND b.status IN ('closed', 'paid')
+                                  AND b.period_start < t.period_start
+                                ORDER BY b.period_start DESC LIMIT 1), 0)::bigint AS carried_in,
+                      coalesce(sums.total, 0)::bigint AS lines_total,
+                      jsonb_build_object('merchant', m.name, 'partner', p.name,
+                                         'offers', coalesce(named.offers, '{}'::jsonb)) AS names
+               FROM target t
+               JOIN merchants m ON m.id = t.merchant_id
+               JOIN partners p ON p.id = t.partner_id
+               LEFT JOIN (SELECT statement_id, sum(coalesce(fx_amount_minor, amount_minor)) AS total
+                          FROM ledger_lines WHERE statement_id = ANY($1::bigint[]) GROUP BY statement_id) sums
+                      ON sums.statement_id = t.id
+               LEFT JOIN (SELECT u.statement_id, jsonb_object_agg(o.id::text, o.name) AS offers
+                          FROM (SELECT DISTINCT statement_id, offer_id FROM ledger_lines
+                                WHERE statement_id = ANY($1::bigint[])) u
+                          JOIN offers o ON o.id = u.offer_id GROUP BY u.statement_id) named
+                      ON named.statement_id = t.id),
+           totals AS (SELECT f.*, f.carried_in + f.lines_total AS total FROM figures f)
+           UPDATE statements s SET
+               carried_in_minor = x.carried_in,
+               total_minor = x.total,
+               payable = x.total > 0 AND x.total >= s.min_payout_minor,
+               carried_out_minor = CASE WHEN x.total > 0 AND x.total >= s.min_payout_minor THEN 0 ELSE x.total END,
+               closed_at = $2, status = 'closed', names = x.names
+           FROM totals x WHERE s.id = x.id""",
+        ids,
         now,
-        orjson.dumps(await _names(conn, statement_id)).decode(),
     )
-
-
-async def _names(conn: asyncpg.Connection, statement_id: int) -> dict[str, Any]:
-    """The names a statement prints, fixed at close so a later rename never changes its bytes."""
-    row = await conn.fetchrow(
-        """SELECT m.name AS merchant, p.name AS partner FROM statements s
-           JOIN merchants m ON m.id = s.merchant_id JOIN partners p ON p.id = s.partner_id WHERE s.id = $1""",
-        statement_id,
-    )
-    offers = await conn.fetch(
-        """SELECT DISTINCT o.id, o.name FROM ledger_lines l JOIN offers o ON o.id = l.offer_id
-           WHERE l.statement_id = $1""",
-        statement_id,
-    )
-    return {"merchant": row["merchant"], "partner": row["partner"], "offers": {str(o["id"]): o["name"] for o in offers}}
+    return int(result.split()[-1])
 
 
 async def export(conn: asyncpg.Connection, statement_id: int, kind: str) -> bytes:

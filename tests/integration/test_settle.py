@@ -30,6 +30,7 @@ async def test_a_month_settled_closed_and_a_late_refund_reversed(settings: Setti
     period = f"{now:%Y-%m}"
     first = await settle(db, period, now=now, close=False)
     assert (first.ledger.approved, first.ledger.lines) == (2, 2)
+    assert (first.statements.opened, first.statements.assigned) == (1, 2)  # written straight into it
     rollup = await db.fetchrow(
         "SELECT sum(commission_pending_minor) AS p, sum(commission_approved_minor) AS a FROM rollups"
     )
@@ -57,6 +58,15 @@ async def test_a_month_settled_closed_and_a_late_refund_reversed(settings: Setti
         await db.execute("DELETE FROM ledger_lines")
     with pytest.raises(asyncpg.IntegrityConstraintViolationError):
         await db.execute("DELETE FROM statements")
+    with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="only join an open statement"):
+        await db.execute(  # settle writes lines straight into open statements: never into a closed one
+            """INSERT INTO ledger_lines (source, kind, merchant_id, partner_id, offer_id, currency, amount_minor,
+                                        basis, occurred_at, statement_id)
+               SELECT 'late', 'cps', merchant_id, partner_id, $2, currency, 1, 'x', now(), id
+               FROM statements WHERE id = $1""",
+            statement["id"],
+            prog.offer_id,
+        )
 
     # The first export pins its hash; re-exporting gives the same bytes, also after it is marked paid.
     first_csv = await statements.export(db, statement["id"], "csv")
