@@ -115,10 +115,10 @@ class Ingest:
             self.redis = found
 
     async def run(self, shards: Sequence[int] | None = None) -> None:
-        """Consume until `stop` is called; the shards default to all of them."""
+        """Consume until `stop` is called; the shards default to this process's part of them."""
         await self.connect_redis()
         self.pool = await self._connect_db()
-        shards = list(range(self.settings.core.shards)) if shards is None else list(shards)
+        shards = self.settings.my_shards() if shards is None else list(shards)
         _gc_saved.append(gc.get_threshold())
         gc.set_threshold(max(_GC_YOUNG, _gc_saved[0][0]), *_gc_saved[0][1:])
         try:

@@ -31,12 +31,15 @@ def run_ingest() -> int:
         await ingest.connect_redis()  # a cluster client when Redis is a cluster: metrics share it
         metrics = BillingMetrics(settings, ingest.redis, ingest.stats)
         if settings.metrics_port:
+            port = settings.metrics_port + settings.part - 1  # part i of n serves on the i-th port from it
             try:
-                await metrics.start(settings.metrics_port)
+                await metrics.start(port)
             except OSError as exc:  # metrics are an aid: ingest runs without them
-                log.warning("billing metrics not served on port %d: %s", settings.metrics_port, exc)
+                log.warning("billing metrics not served on port %d: %s", port, exc)
         stop_daily = asyncio.Event()
-        daily = asyncio.create_task(retention.run_daily(settings, stop_daily), name="retention")
+        daily = asyncio.create_task(  # one process of several runs it
+            retention.run_daily(settings, stop_daily) if settings.part == 1 else stop_daily.wait(), name="retention"
+        )
         try:
             await ingest.run()
         finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from clickmint.env import Env
+from clickmint.env import Env, SettingsError
 from clickmint.settings import Settings
 
 GROUP = "billing"
@@ -30,6 +30,14 @@ class BillingSettings:
     # A read that brings fewer than batch/10 entries waits this long for more before committing: evenly
     # spread traffic would otherwise cost a transaction per event. 0: commit at once.
     linger_ms: int = DEFAULT_LINGER_MS
+    # This process is part `part` of `parts` ingest processes and consumes the shards s with
+    # s % parts == part - 1 (CLICKMINT_INGEST_PART, "1/2"); `clickmint up` starts CLICKMINT_INGEST_PROCESSES.
+    part: int = 1
+    parts: int = 1
+
+    def my_shards(self) -> list[int]:
+        """The stream shards this process consumes."""
+        return [s for s in range(self.core.shards) if s % self.parts == self.part - 1]
 
     @classmethod
     def from_env(cls, env: Env | None = None, core: Settings | None = None) -> BillingSettings:
@@ -47,4 +55,17 @@ class BillingSettings:
             retention_days=env.int("RETENTION_DAYS", DEFAULT_RETENTION_DAYS, lo=0, hi=36_500),
             metrics_port=env.int("BILLING_METRICS_PORT", DEFAULT_METRICS_PORT, lo=0, hi=65_535),
             linger_ms=env.int("INGEST_LINGER_MS", DEFAULT_LINGER_MS, lo=0, hi=5_000),
+            **_part(env, core.shards),
         )
+
+
+def _part(env: Env, shards: int) -> dict[str, int]:
+    """CLICKMINT_INGEST_PART "i/n": this is process i of n (1 <= i <= n <= shards)."""
+    value = env.raw("INGEST_PART") or "1/1"
+    try:
+        part, parts = (int(x, 10) for x in value.split("/"))
+    except ValueError:
+        raise SettingsError(f"CLICKMINT_INGEST_PART={value!r} is not i/n (e.g. 1/2)") from None
+    if not 1 <= part <= parts <= shards:
+        raise SettingsError(f"CLICKMINT_INGEST_PART={value!r}: need 1 <= i <= n <= the number of shards ({shards})")
+    return {"part": part, "parts": parts}

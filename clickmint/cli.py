@@ -89,7 +89,14 @@ def cmd_up(args: argparse.Namespace) -> int:
                 _uvicorn("tracker.app:create_app", host, settings.tracker_port, settings.tracker_workers),
                 env,
             ),
-            Part("ingest", [sys.executable, "-m", "clickmint", "ingest"], env),
+            *(
+                Part(
+                    "ingest" if settings.ingest_processes == 1 else f"ingest-{part}",
+                    [sys.executable, "-m", "clickmint", "ingest"],
+                    env | {"CLICKMINT_INGEST_PART": f"{part}/{settings.ingest_processes}"},
+                )
+                for part in range(1, settings.ingest_processes + 1)
+            ),
             Part("portal", _uvicorn("portal.app:create_app", host, settings.portal_port, 1), env),
         ]
         tracker_url = f"http://{host}:{settings.tracker_port}"
@@ -114,7 +121,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 f"Clickmint is {state} after {time.monotonic() - started:.1f}s\n"
                 f"  tracker   {tracker_url}   ({settings.tracker_workers} worker(s), clicks at /c/<link>)\n"
                 f"  portal    {portal_url}\n"
-                f"  ingest    {settings.shards} stream shard(s) -> PostgreSQL\n"
+                f"  ingest    {settings.shards} stream shard(s) -> PostgreSQL"
+                f" ({settings.ingest_processes} process(es))\n"
                 f"  redis     {redact(found.redis_url)} ({kind})\n"
                 f"  postgres  {redact(found.database_url)} ({kind})\n"
                 f"  data      {settings.data_dir}\n"

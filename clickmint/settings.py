@@ -32,6 +32,7 @@ class Settings:
     tracker_workers: int  # uvicorn workers for the tracker; default one per core
     shards: int  # event stream shards cm:events:{0..shards-1}
     key_prefix: str  # prefix of every Redis key, so tests and tenants can share one server
+    ingest_processes: int = 1  # `clickmint up` runs this many ingest processes, each on its share of the shards
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
@@ -63,6 +64,7 @@ class Settings:
             portal_port=env.port("PORTAL_PORT", DEFAULT_PORTAL_PORT),
             tracker_workers=env.int("TRACKER_WORKERS", os.cpu_count() or 1, lo=1, hi=256),
             shards=env.int("SHARDS", DEFAULT_SHARDS, lo=1, hi=1024),
+            ingest_processes=env.int("INGEST_PROCESSES", 1, lo=1, hi=env.int("SHARDS", DEFAULT_SHARDS, lo=1, hi=1024)),
             key_prefix=prefix,
         )
 

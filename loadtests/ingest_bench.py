@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import random
+import signal
 import time
 import uuid
 from dataclasses import replace
+from typing import Any
 
 import asyncpg
 import orjson
@@ -105,7 +108,20 @@ async def fill(redis_url: str, shards: int, payloads: list[tuple[int, bytes]]) -
     return elapsed
 
 
-async def bench(servers: Servers, n: int, shards: int, batch: int | None = None) -> dict[str, float | int | str]:
+def _ingest_process(billing: BillingSettings, ready: Any, go: Any) -> None:
+    async def consume() -> None:
+        ingest = Ingest(billing, derive=Deriver())
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, ingest.stop)
+        ready.set()  # started and imported: the clock starts when every process is
+        await asyncio.to_thread(go.wait)
+        await ingest.run()
+
+    asyncio.run(consume())
+
+
+async def bench(
+    servers: Servers, n: int, shards: int, batch: int | None = None, processes: int = 1
+) -> dict[str, float | int | str]:
     seeded = await seed_link(servers.database_url)
     db = await asyncpg.connect(servers.database_url)
     await db.execute(
@@ -129,17 +145,38 @@ async def bench(servers: Servers, n: int, shards: int, batch: int | None = None)
     )
     billing = BillingSettings.from_env(Env({}), core=core)
     billing = replace(billing, batch=batch or billing.batch)
-    ingest = Ingest(billing, derive=Deriver())
-    started = time.perf_counter()
-    task = asyncio.create_task(ingest.run())
+    if processes == 1:
+        ingest = Ingest(billing, derive=Deriver())
+        started = time.perf_counter()
+        task = asyncio.create_task(ingest.run())
+    else:  # what `clickmint up` runs with CLICKMINT_INGEST_PROCESSES: process i of n on its share of the shards
+        spawn = multiprocessing.get_context("spawn")
+        go = spawn.Event()
+        children = []
+        for i in range(1, processes + 1):
+            ready = spawn.Event()
+            child = spawn.Process(
+                target=_ingest_process, args=(replace(billing, part=i, parts=processes), ready, go), daemon=True
+            )
+            child.start()
+            children.append((child, ready))
+        for _child, ready in children:
+            await asyncio.to_thread(ready.wait)
+        started = time.perf_counter()
+        go.set()
     while True:
         groups = [(await redis.xinfo_groups(stream_key(PREFIX, s)))[0] for s in range(shards)]
         if all(not g["pending"] and not g["lag"] for g in groups):
             break
         await asyncio.sleep(0.05)
     ingest_s = time.perf_counter() - started
-    ingest.stop()
-    await task
+    if processes == 1:
+        ingest.stop()
+        await task
+    else:
+        for child, _ready in children:
+            child.terminate()  # SIGTERM: stops between batches
+            child.join()
     await redis.aclose()
     stored = await db.fetchval("SELECT count(*) FROM events")
     conversions = await db.fetchval("SELECT count(*) FROM conversions")
@@ -162,6 +199,7 @@ async def bench(servers: Servers, n: int, shards: int, batch: int | None = None)
         "copy_rows_per_s": round(n / copy_s),
         "copy_ratio": round((n / ingest_s) / (n / copy_s), 3),
         "shards": shards,
+        "processes": processes,
         "batch": billing.batch,
     }
 
@@ -171,10 +209,13 @@ def run(argv: list[str]) -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--batch", type=int, default=None, help="entries per XREADGROUP (default: ingest's own)")
+    parser.add_argument("--processes", type=int, default=1, help="ingest processes sharing the shards")
     args = parser.parse_args(argv)
+    if not 1 <= args.processes <= args.shards:
+        parser.error("--processes must be between 1 and --shards")
     servers = Servers.open()
     try:
-        figures = asyncio.run(bench(servers, args.events, args.shards, args.batch))
+        figures = asyncio.run(bench(servers, args.events, args.shards, args.batch, args.processes))
     finally:
         servers.close()
     rows = [
@@ -187,5 +228,8 @@ def run(argv: list[str]) -> int:
         ("ratio ingest / raw COPY", f"{figures['copy_ratio']}", ""),
     ]
     return finish(
-        f"ingest of {args.events:,} events over {args.shards} shards ({servers.postgres_where})", rows, figures
+        f"ingest of {args.events:,} events over {args.shards} shards, {args.processes} process(es)"
+        f" ({servers.postgres_where})",
+        rows,
+        figures,
     )

@@ -121,6 +121,15 @@ def _portal_shows_the_click(banner: str, demo: str) -> None:
     assert clicks == 1
 
 
+def _redirected(opener: urllib.request.OpenerDirector, request: urllib.request.Request) -> None:
+    try:
+        opener.open(request, timeout=5)
+        raise AssertionError("expected a redirect")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 302
+        assert exc.headers["location"].startswith("https://shop.example.com/")
+
+
 def test_up_demo_click_and_kill_9(data_dir: Path) -> None:
     env = _env(data_dir)
     started = time.monotonic()
@@ -142,12 +151,7 @@ def test_up_demo_click_and_kill_9(data_dir: Path) -> None:
                 return None
 
         opener = urllib.request.build_opener(NoRedirect)
-        try:
-            opener.open(request, timeout=5)
-            raise AssertionError("expected a redirect")
-        except urllib.error.HTTPError as exc:
-            assert exc.code == 302
-            assert exc.headers["location"].startswith("https://shop.example.com/")
+        _redirected(opener, request)
         clicked = time.monotonic()
         while _db_count(env, data_dir) < 1:
             assert time.monotonic() - clicked < 5, "the click did not reach PostgreSQL"
@@ -160,12 +164,23 @@ def test_up_demo_click_and_kill_9(data_dir: Path) -> None:
     _, alive = psutil.wait_procs(family, timeout=20)
     assert alive == [], f"still running after kill -9 of clickmint up: {_names(alive)}"
 
-    # A restart finds the data again: the click is still there. SIGTERM stops the whole group cleanly.
-    proc, banner = _start(env)
+    # A restart finds the data again: the click is still there. Now with two ingest processes, each on
+    # half of the shards: clicks on every demo link (spread over the shards) all reach PostgreSQL.
+    # SIGTERM stops the whole group cleanly.
+    proc, banner = _start(env | {"CLICKMINT_INGEST_PROCESSES": "2"})
     try:
         assert "migrations applied now: none" in banner
-        assert _db_count(env, data_dir) >= 1
+        assert "(2 process(es))" in banner
+        assert _db_count(env, data_dir) == 1
         family = _descendants(proc.pid)
+        ingests = [p for p in family if p.cmdline()[-1:] == ["ingest"]]
+        assert len(ingests) == 2, _names(family)
+        for url in urls:
+            _redirected(opener, urllib.request.Request(url, headers={"User-Agent": "Mozilla/5.0 (X11; Linux x86_64)"}))
+        clicked = time.monotonic()
+        while _db_count(env, data_dir) < 1 + len(urls):
+            assert time.monotonic() - clicked < 5, "a click did not reach PostgreSQL"
+            time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from billing.settings import BillingSettings
 from clickmint.env import Env, SettingsError, redact
 from clickmint.settings import Settings
 from tracker.settings import TrackerSettings
@@ -31,6 +32,8 @@ def _env(tmp_path: Path, **values: str) -> Env:
         ({"DATABASE_URL": "mysql://db/x"}, "CLICKMINT_DATABASE_URL must be a URL with scheme"),
         ({"KEY_PREFIX": "bad prefix!"}, "CLICKMINT_KEY_PREFIX='bad prefix!'"),
         ({"TRACKER_WORKERS": "-1"}, "CLICKMINT_TRACKER_WORKERS=-1 is out of range"),
+        ({"INGEST_PROCESSES": "5"}, "CLICKMINT_INGEST_PROCESSES=5 is out of range [1, 4]"),  # at most one per shard
+        ({"INGEST_PROCESSES": "0"}, "CLICKMINT_INGEST_PROCESSES=0 is out of range"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_variable(tmp_path: Path, values: dict[str, str], message: str) -> None:
@@ -51,6 +54,30 @@ def test_bad_tracker_settings_are_refused(tmp_path: Path, values: dict[str, str]
     with pytest.raises(SettingsError) as caught:
         TrackerSettings.from_env(_env(tmp_path, **values))
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("part", "message"),
+    [
+        ("2", "CLICKMINT_INGEST_PART='2' is not i/n (e.g. 1/2)"),
+        ("a/b", "CLICKMINT_INGEST_PART='a/b' is not i/n"),
+        ("3/2", "CLICKMINT_INGEST_PART='3/2': need 1 <= i <= n <= the number of shards (4)"),
+        ("0/2", "CLICKMINT_INGEST_PART='0/2': need 1 <= i"),
+        ("1/5", "CLICKMINT_INGEST_PART='1/5': need 1 <= i <= n <= the number of shards (4)"),
+    ],
+)
+def test_bad_ingest_part_is_refused(tmp_path: Path, part: str, message: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        BillingSettings.from_env(_env(tmp_path, INGEST_PART=part))
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("shards", "part", "mine"),
+    [("4", "1/1", [0, 1, 2, 3]), ("4", "1/2", [0, 2]), ("4", "2/2", [1, 3]), ("5", "3/3", [2]), ("5", "1/3", [0, 3])],
+)
+def test_ingest_parts_share_the_shards(tmp_path: Path, shards: str, part: str, mine: list[int]) -> None:
+    assert BillingSettings.from_env(_env(tmp_path, SHARDS=shards, INGEST_PART=part)).my_shards() == mine
 
 
 def test_defaults(tmp_path: Path) -> None:
