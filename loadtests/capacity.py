@@ -229,11 +229,11 @@ class Probe:
                 entries += int(group.get("pending") or 0) + int(lag if lag is not None else 0)
                 oldest = []
                 if int(group.get("pending") or 0):
-                    oldest.append(self.redis.xpending(key, GROUP)["min"])
+                    oldest.append(self.redis.xpending(key, GROUP)["min"])  # None: acknowledged meanwhile
                 undelivered = self.redis.xrange(key, min="(" + group["last-delivered-id"], count=1)
                 if undelivered:
                     oldest.append(undelivered[0][0])
-            for entry_id in oldest:
+            for entry_id in filter(None, oldest):
                 ms = int(entry_id.split("-")[0])
                 oldest_ms = ms if oldest_ms is None else min(oldest_ms, ms)
         lag_s = 0.0 if oldest_ms is None else max(0.0, time.time() - oldest_ms / 1000)
