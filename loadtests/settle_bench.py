@@ -35,10 +35,12 @@ async def _seed(db: asyncpg.Connection, conversions: int, partners: int, month: 
     await db.execute(
         """INSERT INTO conversions (event_id, ts, kind, merchant_id, offer_id, partner_id, order_id, amount_minor,
                                     currency, status, hold_until)
-           SELECT gen_random_uuid(), $2::timestamptz + (g % 2419200) * interval '1 second', 'purchase', 1, 1,
+           SELECT (lpad(to_hex((extract(epoch FROM t.ts) * 1000)::bigint), 12, '0') || '7' || substr(md5(g::text), 1, 3)
+                   || '8' || substr(md5(g::text), 4, 15))::uuid,  -- a UUIDv7 of its time, as the tracker makes
+                  t.ts, 'purchase', 1, 1,
                   1 + g % $3,
                   'o' || g, 1000 + (g::bigint * 7919) % 90000, 'USD', 'pending', $2::timestamptz
-           FROM generate_series(1, $1) g""",
+           FROM generate_series(1, $1) g, LATERAL (SELECT $2::timestamptz + (g % 2419200) * interval '1 second' AS ts) t""",
         conversions,
         start,
         partners,

@@ -15,6 +15,37 @@ from tests.factories import programme
 from tests.helpers import click_id_of, drain, postback, tracker_client
 
 
+async def _a_close_waits_for_lines_being_written(
+    settings: Settings, db: asyncpg.Connection, statement_id: int, offer_id: int
+) -> None:
+    """Lines being written into a statement hold it: a close in another transaction waits for them
+    (and then counts them), so no line can slip into a statement after its total is fixed."""
+    writer = await asyncpg.connect(settings.database_url)
+    try:
+        async with writer.transaction():
+            await writer.execute(
+                """INSERT INTO ledger_lines (source, kind, merchant_id, partner_id, offer_id, currency, amount_minor,
+                                            basis, occurred_at, statement_id)
+                   SELECT 'in-flight', 'cps', merchant_id, partner_id, $2, currency, 0, 'x', now(), id
+                   FROM statements WHERE id = $1""",
+                statement_id,
+                offer_id,
+            )
+            with pytest.raises(asyncpg.LockNotAvailableError):
+                async with db.transaction():
+                    await db.execute("SET LOCAL lock_timeout = '300ms'")
+                    await db.execute("UPDATE statements SET status = 'closed' WHERE id = $1", statement_id)
+            raise _RollBack  # leave the statement as it was
+    except _RollBack:
+        pass
+    finally:
+        await writer.close()
+
+
+class _RollBack(Exception):
+    pass
+
+
 async def test_a_month_settled_closed_and_a_late_refund_reversed(settings: Settings, db: asyncpg.Connection) -> None:
     prog = await programme(db, fee_plan={"cps_percent": "10", "cpa": {"signup": 250}})
     await db.execute("UPDATE offers SET hold_days = 0")
@@ -40,6 +71,9 @@ async def test_a_month_settled_closed_and_a_late_refund_reversed(settings: Setti
     lines = await db.fetch("SELECT kind, amount_minor, statement_id FROM ledger_lines ORDER BY kind")
     assert [(line["kind"], line["amount_minor"]) for line in lines] == [("cpa", 250), ("cps", 1300)]
     assert lines[0]["statement_id"] is not None and lines[0]["statement_id"] == lines[1]["statement_id"]
+    with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="has ledger lines"):
+        await db.execute("DELETE FROM statements")  # not even an open one, once lines are in it
+    await _a_close_waits_for_lines_being_written(settings, db, lines[0]["statement_id"], prog.offer_id)
 
     _start, end = statements.month_bounds(period)
     closing = dt.datetime.combine(end, dt.time(1), dt.UTC)
@@ -65,6 +99,15 @@ async def test_a_month_settled_closed_and_a_late_refund_reversed(settings: Setti
                SELECT 'late', 'cps', merchant_id, partner_id, $2, currency, 1, 'x', now(), id
                FROM statements WHERE id = $1""",
             statement["id"],
+            prog.offer_id,
+        )
+    with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="only join an open statement"):
+        await db.execute(  # ... nor into one that does not exist
+            """INSERT INTO ledger_lines (source, kind, merchant_id, partner_id, offer_id, currency, amount_minor,
+                                        basis, occurred_at, statement_id)
+               VALUES ('ghost', 'cps', $1, $2, $3, 'USD', 1, 'x', now(), 999999)""",
+            statement["merchant_id"],
+            statement["partner_id"],
             prog.offer_id,
         )
 
