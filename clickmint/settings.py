@@ -46,7 +46,7 @@ class Settings:
             secret = _development_secret(data_dir)
         elif len(secret) < MIN_SECRET_LENGTH:
             raise SettingsError(f"CLICKMINT_SECRET_KEY is too short: use at least {MIN_SECRET_LENGTH} characters")
-        redis_url = env.url("REDIS_URL", ("redis", "rediss", "unix", "valkey", "valkeys"))
+        redis_url = env.url("REDIS_URL", ("redis", "rediss", "unix"))
         database_url = env.url("DATABASE_URL", ("postgres", "postgresql"))
         if mode == "production" and (redis_url is None or database_url is None):
             raise SettingsError("CLICKMINT_REDIS_URL and CLICKMINT_DATABASE_URL are required in production mode")

@@ -40,7 +40,8 @@ async def _seed(db: asyncpg.Connection, conversions: int, partners: int, month: 
                   t.ts, 'purchase', 1, 1,
                   1 + g % $3,
                   'o' || g, 1000 + (g::bigint * 7919) % 90000, 'USD', 'pending', $2::timestamptz
-           FROM generate_series(1, $1) g, LATERAL (SELECT $2::timestamptz + (g % 2419200) * interval '1 second' AS ts) t""",
+           FROM generate_series(1, $1) g,
+                LATERAL (SELECT $2::timestamptz + (g % 2419200) * interval '1 second' AS ts) t""",
         conversions,
         start,
         partners,

@@ -80,7 +80,7 @@ def command_slot(command: bytes) -> int | None:
 def _node_url(url: str, host: str, port: int) -> str:
     parts = urlsplit(url)
     auth = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-    return urlunsplit((parts.scheme, f"{auth}{host}:{port}", "", "", ""))
+    return urlunsplit((parts.scheme, f"{auth}{host}:{port}", "", parts.query, ""))  # the query: TLS settings
 
 
 class ClusterConnection:

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
@@ -127,15 +128,30 @@ def _expire(future: asyncio.Future[list[Any]]) -> None:
         future.set_exception(_Late())
 
 
+def tls_context(query: str) -> ssl.SSLContext:
+    """The TLS context of a rediss:// URL, read from the query parameters redis-py takes for the same URL:
+    ssl_ca_certs (a CA bundle; default: the system's), ssl_certfile and ssl_keyfile (a client certificate),
+    ssl_cert_reqs=none (no verification: tests only) and ssl_check_hostname=false."""
+    params = {k: v[-1] for k, v in parse_qs(query).items()}
+    context = ssl.create_default_context(cafile=params.get("ssl_ca_certs"))
+    if params.get("ssl_certfile"):
+        context.load_cert_chain(params["ssl_certfile"], params.get("ssl_keyfile"))
+    if params.get("ssl_check_hostname", "").lower() == "false":
+        context.check_hostname = False
+    if params.get("ssl_cert_reqs", "").lower() == "none":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class RespConnection:
     """One pipelined connection; `execute` writes a batch of packed commands and awaits all replies."""
 
     def __init__(self, url: str, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
         parts = urlsplit(url)
-        if parts.scheme not in ("redis", "valkey", "unix"):
-            raise ValueError(
-                f"the tracker's fast path supports redis://, valkey:// and unix:// URLs, not {parts.scheme}"
-            )
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"a Redis URL is redis://, rediss:// (TLS) or unix://, not {parts.scheme}://")
+        self._ssl = tls_context(parts.query) if parts.scheme == "rediss" else None
         self._unix = parts.path if parts.scheme == "unix" else None
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 6379
@@ -155,7 +171,7 @@ class RespConnection:
             if self._unix:
                 coro = loop.create_unix_connection(_Protocol, self._unix)
             else:
-                coro = loop.create_connection(_Protocol, self._host, self._port)
+                coro = loop.create_connection(_Protocol, self._host, self._port, ssl=self._ssl)
             _, protocol = await asyncio.wait_for(coro, self._timeout)
         except (OSError, TimeoutError) as exc:
             raise RedisUnavailable(f"cannot connect to Redis: {exc}") from exc

@@ -29,6 +29,7 @@ def _env(tmp_path: Path, **values: str) -> Env:
         ({"PORTAL_PORT": "70000"}, "CLICKMINT_PORTAL_PORT=70000 is out of range"),
         ({"SHARDS": "0"}, "CLICKMINT_SHARDS=0 is out of range"),
         ({"REDIS_URL": "http://localhost:6379"}, "CLICKMINT_REDIS_URL must be a URL with scheme"),
+        ({"REDIS_URL": "valkey://localhost:6379"}, "scheme redis or rediss or unix, got 'valkey'"),
         ({"DATABASE_URL": "mysql://db/x"}, "CLICKMINT_DATABASE_URL must be a URL with scheme"),
         ({"KEY_PREFIX": "bad prefix!"}, "CLICKMINT_KEY_PREFIX='bad prefix!'"),
         ({"TRACKER_WORKERS": "-1"}, "CLICKMINT_TRACKER_WORKERS=-1 is out of range"),
