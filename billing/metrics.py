@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -25,6 +26,31 @@ from billing.settings import GROUP, METRICS_HOST, BillingSettings
 log = logging.getLogger("clickmint.billing.metrics")
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 READ_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class ShardState:
+    length: int  # entries in the stream
+    lag: int  # not yet delivered to the billing group
+    read: int  # delivered to it so far
+    pending: int  # delivered and not yet acknowledged (stored)
+    dead: int  # in the shard's dead-letter stream
+
+
+async def shard_state(redis: aioredis.Redis | Any, prefix: str, shard: int) -> ShardState:
+    """Where ingest stands on one stream shard, as Redis sees it."""
+    key = stream_key(prefix, shard)
+    length = await redis.xlen(key)
+    lag, read, pending = length, 0, 0
+    if length or await redis.exists(key):
+        groups = await redis.xinfo_groups(key)
+        group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
+        if group is not None:
+            read = int(group.get("entries-read") or 0)
+            # lag is unknown to Redis after some deletions; then all that is left may be unread.
+            lag = int(group["lag"]) if group.get("lag") is not None else length
+            pending = int(group.get("pending") or 0)
+    return ShardState(length, lag, read, pending, await redis.xlen(dead_key(prefix, shard)))
 
 
 class BillingMetrics:
@@ -45,24 +71,13 @@ class BillingMetrics:
         ]
         lag_lines, read_lines, pending_lines, dead_lines, length_lines = [], [], [], [], []
         for shard in range(self.settings.core.shards):
-            key = stream_key(self.settings.core.key_prefix, shard)
-            length = await self.redis.xlen(key)
-            lag, read, pending = length, 0, 0
-            if length or await self.redis.exists(key):
-                groups = await self.redis.xinfo_groups(key)
-                group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
-                if group is not None:
-                    read = int(group.get("entries-read") or 0)
-                    # lag is unknown to Redis after some deletions; then all that is left may be unread.
-                    lag = int(group["lag"]) if group.get("lag") is not None else length
-                    pending = int(group.get("pending") or 0)
-            dead = await self.redis.xlen(dead_key(self.settings.core.key_prefix, shard))
+            state = await shard_state(self.redis, self.settings.core.key_prefix, shard)
             label = f'{{shard="{shard}"}}'
-            lag_lines.append(f"clickmint_ingest_stream_lag{label} {lag}")
-            read_lines.append(f"clickmint_ingest_entries_read{label} {read}")
-            pending_lines.append(f"clickmint_ingest_pending_entries{label} {pending}")
-            dead_lines.append(f"clickmint_ingest_dead_letters{label} {dead}")
-            length_lines.append(f"clickmint_ingest_stream_length{label} {length}")
+            lag_lines.append(f"clickmint_ingest_stream_lag{label} {state.lag}")
+            read_lines.append(f"clickmint_ingest_entries_read{label} {state.read}")
+            pending_lines.append(f"clickmint_ingest_pending_entries{label} {state.pending}")
+            dead_lines.append(f"clickmint_ingest_dead_letters{label} {state.dead}")
+            length_lines.append(f"clickmint_ingest_stream_length{label} {state.length}")
         out += lag_lines
         out += [
             "# HELP clickmint_ingest_entries_read Entries the billing group has read.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -39,10 +40,24 @@ class SettleReport:
 
 
 async def settle(
-    conn: asyncpg.Connection, period: str, now: dt.datetime | None = None, close: bool | None = None
+    conn: asyncpg.Connection,
+    period: str,
+    now: dt.datetime | None = None,
+    close: bool | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> SettleReport:
-    """Settle one month in one transaction. `close` defaults to: the period has ended."""
+    """Settle one month in one transaction. `close` defaults to: the period has ended. `progress` is
+    told each step as it ends (a long run is otherwise silent until it commits)."""
     started = time.perf_counter()
+    step_started = started
+
+    def step(done: str) -> None:
+        nonlocal step_started
+        if progress is not None:
+            now_s = time.perf_counter()
+            progress(f"  {done} ({now_s - step_started:.1f} s)")
+            step_started = now_s
+
     now = now or dt.datetime.now(dt.UTC)
     start, end = statements.month_bounds(period)
     start_at = dt.datetime.combine(start, dt.time(), dt.UTC)
@@ -53,13 +68,21 @@ async def settle(
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", SETTLE_LOCK)
         terms = await load_terms(conn)
-        await ledger.approve(conn, now, end_at, report.ledger, report.statements)
-        await ledger.reverse_refunds(conn, report.ledger)
-        await ledger.pay_traffic(conn, terms, start_at, min(end_at, now), report.ledger, report.statements)
-        await ledger.pay_views_per_mille(conn, terms, start, end, report.ledger)
-        await statements.convert(conn, end, now, report.statements)
-        await statements.assign(conn, end, report.statements)
+        lines, got = report.ledger, report.statements
+        await ledger.approve(conn, now, end_at, lines, got)
+        step(f"conversions approved: {lines.approved:,}, rejected as refunded: {lines.rejected_refunded:,};"
+             f" commission lines: {lines.lines:,}; statements opened: {got.opened:,}")  # fmt: skip
+        before = lines.lines
+        await ledger.reverse_refunds(conn, lines)
+        step(f"refund reversals: {lines.reversals:,}")
+        await ledger.pay_traffic(conn, terms, start_at, min(end_at, now), lines, got)
+        await ledger.pay_views_per_mille(conn, terms, start, end, lines)
+        step(f"cpc, cpv and cpm lines: {lines.lines - before:,}")
+        await statements.convert(conn, end, now, got)
+        await statements.assign(conn, end, got)
+        step(f"lines in statements: {got.assigned:,} (converted to the partner's currency: {got.converted:,})")
         if close:
-            await statements.close_period(conn, start, now, report.statements)
+            await statements.close_period(conn, start, now, got)
+            step(f"statements closed: {got.closed:,}")
     report.seconds = time.perf_counter() - started
     return report

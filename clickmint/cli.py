@@ -171,19 +171,50 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def _with_database(action: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
     """Run `action` on a connection to the configured (or running, or embedded) database."""
+    return _with_servers(lambda conn, _redis_url: action(conn))
+
+
+def _with_servers(action: Callable[[asyncpg.Connection, str], Awaitable[int]]) -> int:
+    """Run `action` on a database connection and the Redis URL in use (configured, running or embedded)."""
     from clickmint.services import services
 
     settings = Settings.from_env()
 
-    async def main(dsn: str) -> int:
+    async def main(dsn: str, redis_url: str) -> int:
         conn = await asyncpg.connect(dsn)
         try:
-            return await action(conn)
+            return await action(conn, redis_url)
         finally:
             await conn.close()
 
     with services(settings) as found:
-        return asyncio.run(main(found.database_url))
+        return asyncio.run(main(found.database_url, found.redis_url))
+
+
+async def _ingest_backlog_note(redis_url: str, settings: Settings) -> str | None:
+    """What ingest has not stored yet, in words, or None when it is all stored (or Redis cannot say)."""
+    import redis.asyncio as aioredis
+
+    from billing.metrics import shard_state
+
+    client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        states = [await shard_state(client, settings.key_prefix, s) for s in range(settings.shards)]
+    except (OSError, aioredis.RedisError) as exc:
+        return f"could not ask Redis how far ingest is ({exc}); settling what PostgreSQL holds"
+    finally:
+        await client.aclose()
+    behind = sum(state.lag + state.pending for state in states)
+    dead = sum(state.dead for state in states)
+    notes = []
+    if behind:
+        notes.append(
+            f"stream entries ingest has not stored yet: {behind:,}; their events are settled by a later run"
+            " (as adjustments in the next statement if this month closes now)"
+        )
+    if dead:
+        notes.append(f"entries in the dead-letter streams, not settled: {dead:,}")
+    return "; ".join(notes) or None
 
 
 def cmd_settle(args: argparse.Namespace) -> int:
@@ -193,14 +224,20 @@ def cmd_settle(args: argparse.Namespace) -> int:
     from billing.metrics import record_run
     from billing.settle import settle
 
-    async def action(conn: asyncpg.Connection) -> int:
+    async def action(conn: asyncpg.Connection, redis_url: str) -> int:
+        note = await _ingest_backlog_note(redis_url, Settings.from_env())
+        if note:
+            print(f"clickmint: note: {note}", file=sys.stderr)
         started = dt.datetime.now(dt.UTC)
-        report = await settle(conn, args.period, close=args.close)
+        print(f"settling {args.period} ...", file=sys.stderr, flush=True)
+        report = await settle(
+            conn, args.period, close=args.close, progress=lambda line: print(line, file=sys.stderr, flush=True)
+        )
         await record_run(conn, "settle", started, report.seconds, {"period": args.period})  # billing metrics
         print(report.summary())
         return 0
 
-    return _with_database(action)
+    return _with_servers(action)
 
 
 def cmd_statement(args: argparse.Namespace) -> int:
