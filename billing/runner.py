@@ -7,6 +7,8 @@ retention once a day (`billing/retention.py`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import signal
 
@@ -40,12 +42,30 @@ def run_ingest() -> int:
         daily = asyncio.create_task(  # one process of several runs it
             retention.run_daily(settings, stop_daily) if settings.part == 1 else stop_daily.wait(), name="retention"
         )
+        trimmer = asyncio.create_task(release_freed_memory(stop_daily), name="malloc-trim")
         try:
             await ingest.run()
         finally:
             stop_daily.set()
-            await asyncio.gather(daily, return_exceptions=True)
+            await asyncio.gather(daily, trimmer, return_exceptions=True)
             await metrics.close()
 
     asyncio.run(main())
     return 0
+
+
+async def release_freed_memory(stop: asyncio.Event, every_s: float = 60.0) -> None:
+    """Hand memory that glibc keeps after it was freed back to the system, once a minute.
+
+    Ingest allocates and frees a little for every transaction; glibc's heap keeps much of what was
+    freed (RSS rose ~0.3 MB a minute at 310 events/s in the 30-minute soak), yet nothing is live:
+    malloc_trim returned all of it (`python -m loadtests.ingest_memory`). A no-op off glibc.
+    """
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+        trim(0)
