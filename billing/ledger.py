@@ -52,9 +52,8 @@ async def approve(
     )
     # The planner cannot know how many of the UPDATE's returned rows are approved (it guesses one) and
     # would then nest-loop every new line over the statements: hash joins for this one statement.
-    previous = await conn.fetchval(
-        "SELECT current_setting('enable_nestloop') FROM (SELECT set_config('enable_nestloop', 'off', true)) s"
-    )
+    previous = await conn.fetchval("SHOW enable_nestloop")
+    await conn.execute("SET LOCAL enable_nestloop = off")
     rows = await conn.fetch(
         f"""WITH due AS (  -- one pass: approve, move the rollups' commission, write the lines
                UPDATE conversions SET

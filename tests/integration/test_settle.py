@@ -7,7 +7,7 @@ import datetime as dt
 import asyncpg
 import pytest
 
-from billing import statements
+from billing import ledger, statements
 from billing.exports import sha256_hex
 from billing.settle import settle
 from clickmint.settings import Settings
@@ -62,6 +62,9 @@ async def test_a_month_settled_closed_and_a_late_refund_reversed(settings: Setti
     first = await settle(db, period, now=now, close=False)
     assert (first.ledger.approved, first.ledger.lines) == (2, 2)
     assert (first.statements.opened, first.statements.assigned) == (1, 2)  # written straight into it
+    async with db.transaction():  # approve turns nested loops off for its one statement only
+        await ledger.approve(db, now, now, ledger.LedgerReport(), statements.StatementReport())
+        assert await db.fetchval("SHOW enable_nestloop") == "on"
     rollup = await db.fetchrow(
         "SELECT sum(commission_pending_minor) AS p, sum(commission_approved_minor) AS a FROM rollups"
     )
