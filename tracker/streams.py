@@ -123,9 +123,24 @@ class _Late(Exception):
 
 
 def _expire(future: asyncio.Future[list[Any]]) -> None:
-    # A timer on the reply future itself: what wait_for did, without its extra future, callbacks and cancellation.
+    """The budget's timer: a timer on the reply future itself (wait_for's work, without its extra future).
+
+    A busy event loop must not pass for a slow Redis. uvloop runs due timers before it polls the
+    sockets, so after a long stretch of work (a burst of requests parsed in one poll) the timer fires
+    while the reply already waits, unread, in the socket; spooling then would add load to a loop that
+    is already behind. So the verdict waits for one more poll: this callback, then the next one
+    `call_soon` schedules, run on either side of the loop's next I/O poll.
+    """
     if not future.done():
-        future.set_exception(_Late())
+        future.get_loop().call_soon(_expire_after_poll, future, True)
+
+
+def _expire_after_poll(future: asyncio.Future[list[Any]], first: bool) -> None:
+    if not future.done():
+        if first:
+            future.get_loop().call_soon(_expire_after_poll, future, False)
+        else:
+            future.set_exception(_Late())
 
 
 def tls_context(query: str) -> ssl.SSLContext:
