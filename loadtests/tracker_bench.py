@@ -5,7 +5,9 @@ uvicorn worker pinned to the first core; Redis/Valkey, PostgreSQL, the load gene
 process on the second. Each gets a warm-up, then a closed-loop run at --connections (wrk when
 installed, else the Python generator) for req/s, p50 and p99. The tracker then gets an open-loop
 run at --fraction (80%) of the rate it just reached, from the Python generator (wrk cannot pace),
-whose latencies count from each request's due time, and its RSS is sampled under load.
+whose latencies count from each request's due time, and its RSS is sampled under load; then the bare
+app again, paced at that same rate: the open-loop figures' own baseline. The bare app is also paced at
+--fraction of its own maximum, to show whether the open-loop target is within reach of uvicorn alone.
 --rounds N repeats baseline+tracker N times and reports medians (for noisy machines).
 The last line printed is one JSON object of the figures.
 """
@@ -96,6 +98,9 @@ def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, A
             with Worker("loadtests.baseline:app", port, env, runner.server_cpus, servers.base / "base.log", False) as w:
                 w.wait_ready(path, expect=302)
                 base = runner.phase("baseline (bare ASGI 302)", w, traffic, others)
+                # Is the open-loop target within reach of the bare app itself, at the same share of its own max?
+                own = base["rps"] * args.fraction
+                base_own = runner.phase(f"baseline at {args.fraction:.0%}: {own:,.0f}/s open", w, traffic, others, own)
             with Worker(
                 "tracker.app:create_app", port, env, runner.server_cpus, servers.base / "tracker.log", True
             ) as w:
@@ -108,10 +113,15 @@ def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, A
                 for name, value in _metrics(w).items():
                     if name in counters:
                         counters[name] += int(value)
-                rounds.append({"base": base, "best": best, "paced": paced, "rate": rate})
+                rounds.append({"base": base, "base_own": base_own, "best": best, "paced": paced, "rate": rate})
                 if args.profile and n == args.rounds - 1:
                     counters["stream_added"] = stream_lengths(servers.redis_url, KEY_PREFIX, shards) - before
                     _profile(runner, w, traffic, others, args.profile)
+            # The open-loop target's own baseline: the bare app at the very rate the tracker was paced at.
+            with Worker("loadtests.baseline:app", port, env, runner.server_cpus, servers.base / "base.log", False) as w:
+                w.wait_ready(path, expect=302)
+                title = f"baseline at the same {rate:,.0f}/s"
+                rounds[-1]["base_paced"] = runner.phase(title, w, traffic, others, rate)
         if "stream_added" not in counters:
             counters["stream_added"] = stream_lengths(servers.redis_url, KEY_PREFIX, shards) - before
     finally:
@@ -168,11 +178,9 @@ def _median(rounds: list[dict[str, Any]], run: str, key: str) -> float:
     return float(statistics.median(r[run][key] for r in rounds))
 
 
-def _cpu_us(rounds: list[dict[str, Any]], run: str) -> float:
+def _cpu_us(rounds: list[dict[str, Any]], run: str, rate: str = "rps") -> float:
     """Median CPU time of the server per answered request, in µs: the cost itself, whatever limited the rate."""
-    return float(
-        statistics.median(r[run]["cpu_server"] / r[run]["rps"] * 1e6 if r[run]["rps"] else 0.0 for r in rounds)
-    )
+    return float(statistics.median(r[run]["cpu_server"] / r[run][rate] * 1e6 if r[run][rate] else 0.0 for r in rounds))
 
 
 def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any]], counters: dict[str, int]) -> None:
@@ -183,6 +191,7 @@ def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any
     p99_paced = _median(rounds, "paced", "p99_ms")
     rss = max(max(r["best"]["rss_mb"], r["paced"]["rss_mb"]) for r in rounds)
     cpu_us, base_cpu_us = _cpu_us(rounds, "best"), _cpu_us(rounds, "base")
+    paced_us, base_paced_us = _cpu_us(rounds, "paced", "achieved_rps"), _cpu_us(rounds, "base_paced", "achieved_rps")
     events, spooled = counters["events_redis_total"], counters["events_spooled_total"]
     batches, bots = counters["batches_total"], counters["bot_events_total"]
     warnings = list(runner.warnings)
@@ -201,8 +210,14 @@ def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any
         f"  tracker p50/p99 at {args.fraction:.0%} of max, open loop: {_median(rounds, 'paced', 'p50_ms'):.2f} / "
         f"{p99_paced:.2f} ms (target p99 <= {TARGET_P99_MS_AT_FRACTION:g} ms; counted from each request's due "
         f"time; generator dispatch lag p99 {_median(rounds, 'paced', 'dispatch_lag_p99_ms'):.2f} ms)",
+        f"  bare app paced at the same rate: p50/p99 {_median(rounds, 'base_paced', 'p50_ms'):.2f} / "
+        f"{_median(rounds, 'base_paced', 'p99_ms'):.2f} ms; paced at {args.fraction:.0%} of its own max: "
+        f"{_median(rounds, 'base_own', 'achieved_rps'):,.0f} of {_median(rounds, 'base_own', 'target_rps'):,.0f} "
+        f"req/s, p99 {_median(rounds, 'base_own', 'p99_ms'):.2f} ms",
         f"  server CPU per request: baseline {base_cpu_us:.1f} µs, tracker {cpu_us:.1f} µs (ratio "
         f"{base_cpu_us / cpu_us if cpu_us else 0.0:.2f}: the req/s ratio if the server core were the only limit)",
+        f"  server CPU per request, open loop at {args.fraction:.0%}: baseline {base_paced_us:.1f} µs, tracker "
+        f"{paced_us:.1f} µs (a request that arrives alone costs more than one of a closed-loop burst)",
         f"  tracker worker RSS under load: {rss:.1f} MB (peak)",
         f"  events: {events:,} to Redis in {batches:,} batches ({events / max(batches, 1):.1f} per batch), "
         f"{spooled:,} spooled; stream entries added: {counters['stream_added']:,}",
@@ -232,6 +247,12 @@ def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any
         "achieved_rps_at_80pct": round(_median(rounds, "paced", "achieved_rps"), 1),
         "p50_ms_at_80pct": round(_median(rounds, "paced", "p50_ms"), 3),
         "p99_ms_at_80pct": round(p99_paced, 3),
+        "baseline_p50_ms_at_80pct": round(_median(rounds, "base_paced", "p50_ms"), 3),
+        "baseline_p99_ms_at_80pct": round(_median(rounds, "base_paced", "p99_ms"), 3),
+        "baseline_own_80pct_achieved_rps": round(_median(rounds, "base_own", "achieved_rps"), 1),
+        "baseline_own_80pct_p99_ms": round(_median(rounds, "base_own", "p99_ms"), 3),
+        "cpu_us_per_request_at_80pct": round(paced_us, 1),
+        "baseline_cpu_us_per_request_at_80pct": round(base_paced_us, 1),
         "rss_mb": round(rss, 1),
         "cpu_us_per_request": round(cpu_us, 1),
         "baseline_cpu_us_per_request": round(base_cpu_us, 1),
