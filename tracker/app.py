@@ -21,7 +21,7 @@ from tracker.clickids import ClickIdSigner, derive_key
 from tracker.config import ConfigCache
 from tracker.endpoints import Hot
 from tracker.geo import GeoLookup
-from tracker.metrics import Metrics
+from tracker.metrics import LoopLag, Metrics
 from tracker.postbacks import Conversions
 from tracker.recorder import Recorder
 from tracker.settings import TrackerSettings
@@ -49,6 +49,7 @@ class TrackerApp:
             )
         self.settings = settings
         self.metrics = Metrics()
+        self.loop_lag = LoopLag()
         self.cache = ConfigCache(core.database_url, core.shards)
         self.recorder = Recorder(
             core.redis_url,
@@ -82,11 +83,15 @@ class TrackerApp:
             log.warning("starting without Redis, events go to the spool until it answers: %s", exc)
         await self.cache.start()
         await self.recorder.start()
+        lag = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         gc.collect()
         gc.freeze()  # the long-lived config and modules leave the collector's view: shorter pauses
         try:
             yield
         finally:
+            lag.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag
             await self.recorder.stop()
             await self.cache.stop()
             self.geo.close()
@@ -148,8 +153,9 @@ class TrackerApp:
             "events_lost_total": float(stats.events_lost),
         }
 
-        def batch_histogram() -> list[str]:
-            lines = ["# TYPE clickmint_batch_size histogram"]
+        def histograms() -> list[str]:
+            lines = self.loop_lag.render()
+            lines.append("# TYPE clickmint_batch_size histogram")
             total = 0
             for bound in sorted(stats.batch_sizes):
                 total += stats.batch_sizes[bound]
@@ -157,7 +163,7 @@ class TrackerApp:
                 lines.append(f'clickmint_batch_size_bucket{{le="{le}"}} {total}')
             return lines
 
-        body = self.metrics.render(gauges, batch_histogram)
+        body = self.metrics.render(gauges, histograms)
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
 

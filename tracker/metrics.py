@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable
 
@@ -55,3 +56,51 @@ class Metrics:
         if extra is not None:
             out.extend(extra())
         return "\n".join(out) + "\n"
+
+
+LOOP_LAG_BUCKETS_S = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+
+
+class LoopLag:
+    """How late the event loop wakes a timer: the tracker's own backlog, told apart from a slow Redis.
+
+    Every `interval` s a timer is due; how late it runs is the time a request that arrived then waited
+    for the loop before any of its work began. Kept as a histogram and as the worst since the last
+    scrape. Cheap: ten wake-ups a second.
+    """
+
+    def __init__(self, interval_s: float = 0.1) -> None:
+        self.interval_s = interval_s
+        self.buckets = [0] * (len(LOOP_LAG_BUCKETS_S) + 1)
+        self.sum_s = 0.0
+        self.worst_s = 0.0  # since the last scrape
+
+    def observe(self, lag_s: float) -> None:
+        for i, bound in enumerate(LOOP_LAG_BUCKETS_S):
+            if lag_s <= bound:
+                self.buckets[i] += 1
+                break
+        else:
+            self.buckets[-1] += 1
+        self.sum_s += lag_s
+        self.worst_s = max(self.worst_s, lag_s)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.interval_s
+            await asyncio.sleep(self.interval_s)
+            self.observe(max(0.0, loop.time() - due))
+
+    def render(self) -> list[str]:
+        out = ["# TYPE clickmint_event_loop_lag_seconds histogram"]
+        total = 0
+        for bound, n in zip((*LOOP_LAG_BUCKETS_S, "+Inf"), self.buckets, strict=True):
+            total += n
+            out.append(f'clickmint_event_loop_lag_seconds_bucket{{le="{bound}"}} {total}')
+        out.append(f"clickmint_event_loop_lag_seconds_count {total}")
+        out.append(f"clickmint_event_loop_lag_seconds_sum {self.sum_s:.6f}")
+        out.append("# TYPE clickmint_event_loop_lag_max_seconds gauge")
+        out.append(f"clickmint_event_loop_lag_max_seconds {self.worst_s:.6f}")
+        self.worst_s = 0.0
+        return out

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -335,6 +337,29 @@ async def test_unique_click_window(settings: Settings, db: asyncpg.Connection) -
     assert [e["unique"] for e in others] == [True]  # the window is per link
     first, second = mine[:2]
     assert first["click_id"] != second["click_id"]
+
+
+async def test_metrics_show_how_late_the_event_loop_ran(settings: Settings, db: asyncpg.Connection) -> None:
+    """A loop busy with its own work shows in clickmint_event_loop_lag_*, the worst reset at each scrape."""
+    await programme(db)
+    async with running(settings) as t:
+        await asyncio.sleep(0.25)  # a few quiet ticks
+        time.sleep(0.15)  # noqa: ASYNC251 -- on purpose: the loop is stuck for longer than the monitor's 100 ms tick
+        await asyncio.sleep(0.25)
+        busy = _samples((await t.http.get("/metrics")).text)
+        await asyncio.sleep(0.25)
+        quiet = _samples((await t.http.get("/metrics")).text)
+    assert busy["clickmint_event_loop_lag_max_seconds"] >= 0.04
+    late = busy["clickmint_event_loop_lag_seconds_count"] - busy['clickmint_event_loop_lag_seconds_bucket{le="0.02"}']
+    assert late >= 1
+    assert quiet["clickmint_event_loop_lag_max_seconds"] < 0.04  # reset by the first scrape
+    assert quiet["clickmint_event_loop_lag_seconds_count"] > busy["clickmint_event_loop_lag_seconds_count"]
+
+
+def _samples(text: str) -> dict[str, float]:
+    return {
+        name: float(value) for name, value in (line.rsplit(" ", 1) for line in text.splitlines() if line[:1] != "#")
+    }
 
 
 async def test_health_readiness_and_metrics(settings: Settings, db: asyncpg.Connection) -> None:
