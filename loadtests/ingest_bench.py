@@ -47,7 +47,7 @@ def make_events(
         roll = rng.random()
         link, partner = links[i % len(links)]
         base = {
-            "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "id": _uuid7(now_ms - n + i, rng),
             "ts": now_ms - n + i,
             "link": link,
             "partner": partner,
@@ -77,6 +77,18 @@ def make_events(
                 }
             )
     return out
+
+
+def _uuid7(unix_ms: int, rng: random.Random) -> str:
+    """A UUIDv7 of the event's time, as the tracker makes them (tracker.ids.uuid7), from the seeded generator.
+
+    Time-ordered ids keep the inserts into the events primary key local; random v4 ids, which the tracker
+    never sends, scatter them over the index (three interleaved runs each on 2026-11-26: 37.9-48.6k
+    events/s with v4 ids, 43.2-50.1k with v7)."""
+    value = (
+        (unix_ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | rng.getrandbits(12) << 64 | 0b10 << 62 | rng.getrandbits(62)
+    )
+    return str(uuid.UUID(int=value))
 
 
 async def _more_links(db: asyncpg.Connection, offer: int, merchant: int, count: int) -> list[tuple[int, int]]:
