@@ -1,5 +1,6 @@
 """`python -m loadtests.bench tracker`: the click redirect against a bare ASGI 302, same port, same load.
 
+The click has everything on (--plain: no caps, no GeoIP database, as measured before 2026-11-26).
 One after the other on one port: (1) loadtests.baseline:app, (2) tracker.app:create_app, each ONE
 uvicorn worker pinned to the first core; Redis/Valkey, PostgreSQL, the load generator and this
 process on the second. Each gets a warm-up, then a closed-loop run at --connections (wrk when
@@ -26,6 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from clickmint.embedded import pick_port
 from clickmint.errors import ClickmintError
 from loadtests.runner import Runner
@@ -36,6 +39,11 @@ from loadtests.workers import Worker
 TARGET_RATIO = 0.6
 TARGET_P99_MS_AT_FRACTION = 10.0
 KEY_PREFIX = "bench"
+EVERYTHING = (
+    "everything on: bot and burst checks, unique-click SET NX, click caps (offer and partner, daily and "
+    "lifetime) in Redis, GeoIP country, signed click id, cookie, macros"
+)
+PLAIN = "plain: no caps on the offer, no GeoIP database (--plain)"
 COUNTERS = ("events_redis_total", "events_spooled_total", "batches_total", "bot_events_total")
 
 
@@ -47,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fraction", type=float, default=0.8, help="paced run at this share of the max rate (0.8)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat baseline+tracker, report medians (1)")
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="no caps on the offer and no GeoIP database (as measured before 2026-11-26)",
+    )
     parser.add_argument(
         "--profile", metavar="FILE", help="then py-spy record the tracker at max rate (.svg/.json/.txt)"
     )
@@ -75,6 +88,9 @@ def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, A
         seeded = asyncio.run(seed_link(servers.database_url))
         port = pick_port(0)
         env = _tracker_env(servers, port)
+        if not args.plain:  # everything on: the offer's click caps are checked and counted, the country looked up
+            asyncio.run(_set_caps(servers.database_url, seeded.offer_id))
+            env["CLICKMINT_GEOIP_DB"] = _country_db(servers.base / "country.mmdb")
         shards = int(env.get("CLICKMINT_SHARDS", "4"))
         path = f"/c/{seeded.code}?sub1=x"
         traffic = Traffic("127.0.0.1", port, path)
@@ -85,6 +101,7 @@ def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, A
             f"tracker benchmark: one uvicorn worker on cpu {min(runner.server_cpus)}; redis, postgres and the "
             f"load generator on cpu {min(runner.side_cpus)}\n"
             f"  redis: {servers.redis_where}; postgres: {servers.postgres_where}\n"
+            f"  click: {PLAIN if args.plain else EVERYTHING}\n"
             f"  load: GET {path} (Chrome UA, one X-Forwarded-For per request), {args.connections} keep-alive "
             f"connections, {runner.generator}; {args.warmup:g} s warm-up + {args.duration:g} s per phase\n",
             flush=True,
@@ -124,6 +141,8 @@ def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, A
                 rounds[-1]["base_paced"] = runner.phase(title, w, traffic, others, rate)
         if "stream_added" not in counters:
             counters["stream_added"] = stream_lengths(servers.redis_url, KEY_PREFIX, shards) - before
+        if not args.plain:
+            _check_everything_on(servers.redis_url, seeded.offer_id, shards)
     finally:
         if servers.valkey is None:
             delete_keys(servers.redis_url, KEY_PREFIX)
@@ -133,12 +152,59 @@ def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, A
     return rounds, counters
 
 
+# Limits no bench reaches: every click runs the cap script (offer-wide and per partner, daily and
+# lifetime) in Redis before its event is appended, as it does on a capped offer in production.
+BENCH_CAPS = {
+    "clicks": {"daily": 10**12, "lifetime": 10**15},
+    "per_partner": {"clicks": {"daily": 10**12, "lifetime": 10**15}},
+}
+
+
+async def _set_caps(dsn: str, offer_id: int) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("UPDATE offers SET caps = $1 WHERE id = $2", json.dumps(BENCH_CAPS), offer_id)
+    finally:
+        await conn.close()
+
+
+def _country_db(path: Path) -> str:
+    """A MaxMind-format country database covering the generator's visitors (10.0.0.0/8, one country per /16)."""
+    from mmdb_writer import MMDBWriter  # the test extra's writer, as the tests use it
+    from netaddr import IPSet
+
+    writer = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoIP2-Country")
+    countries = ("US", "DE", "FR", "GB", "JP", "BR", "IN", "ES", "IT", "NL", "CA", "AU", "SE", "PL", "MX", "KR")
+    for n in range(256):
+        writer.insert_network(IPSet([f"10.{n}.0.0/16"]), {"country": {"iso_code": countries[n % len(countries)]}})
+    writer.to_db_file(str(path))
+    return str(path)
+
+
 def _check_redirect(worker: Worker, path: str) -> None:
     """One click by hand before the load: the offer's 302 with a click id, else there is nothing to measure."""
     status, headers, _ = worker.get(path, {"User-Agent": BROWSER_UA, "X-Forwarded-For": "192.0.2.1"})
     location = headers.get("location", "")
     if status != 302 or not location.startswith("https://shop.example.com/landing?cid=") or "set-cookie" not in headers:
         raise RuntimeError(f"the tracker answered {status} {location!r}, not the offer's 302 with a cookie")
+
+
+def _check_everything_on(redis_url: str, offer_id: int, shards: int) -> None:
+    """The measured clicks really ran the caps and the country lookup: counters moved, countries were found."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        counters = [int(client.get(key) or 0) for key in client.scan_iter(match=f"{KEY_PREFIX}:cap:{{o{offer_id}}}:*")]
+        latest = [client.xrevrange(f"{KEY_PREFIX}:events:{{{n}}}", count=1) for n in range(shards)]
+    finally:
+        client.close()
+    countries = {json.loads(entry[0][1][b"d"]).get("country") for entry in latest if entry}
+    if len(counters) != 4 or min(counters) <= 0:
+        raise RuntimeError(f"the cap counters did not move: {counters}")
+    if not countries or "" in countries:
+        raise RuntimeError(f"clicks were stored without a country: {countries}")
+    print(f"  checked: 4 cap counters at {min(counters):,}+ clicks; countries of the last clicks {sorted(countries)}")
 
 
 def _metrics(worker: Worker) -> dict[str, float]:
@@ -233,6 +299,7 @@ def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any
         "bench": "tracker",
         "generator": runner.generator,
         "paced_generator": "python-asyncio open loop",
+        "everything_on": not args.plain,
         "connections": args.connections,
         "duration_s": args.duration,
         "rounds": len(rounds),
