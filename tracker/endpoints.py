@@ -76,6 +76,8 @@ class Hot:
         self.cookie_flags = b"; Path=/; HttpOnly; SameSite=Lax"
         self._plans: dict[int, _Plan] = {}  # link id -> what its clicks reuse, for the snapshot below
         self._plans_of: Snapshot | None = None
+        # link id -> (UTC day number, offer, the packed cap check of one click): the same bytes all day
+        self._click_caps: dict[int, tuple[int, Any, tuple[bytes, ...]]] = {}
 
     def bot_reason(self, visit: Visit, now: float) -> str | None:
         reason = classify(visit.method, visit.user_agent, visit.purpose)
@@ -103,6 +105,7 @@ class Hot:
         """The per-link bytes and template a click reuses; rebuilt when the configuration changes."""
         if snapshot is not self._plans_of:
             self._plans, self._plans_of = {}, snapshot
+            self._click_caps = {}
         plan = self._plans.get(link.id)
         if plan is None or plan.link is not link:
             offer = link.offer
@@ -175,9 +178,7 @@ class Hot:
         if bot is None:
             unique = (plan.unique_prefix + visitor.encode(), offer.window_s)
             if offer.caps:
-                cap = caps.check_command(self.prefix, offer.id, link.partner_id, offer.caps, {"clicks": 1}, now)
-                if cap is not None:
-                    checks = (pack(*cap),)
+                checks = self._click_cap_check(link, now)
         else:
             event["unique"] = False
         await self.recorder.record(link.shard, event, checks, _decide_cap if checks else None, unique)
@@ -201,6 +202,16 @@ class Hot:
         await send({"type": "http.response.start", "status": 302, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
         return "ok"
+
+    def _click_cap_check(self, link: Link, now: float) -> tuple[bytes, ...]:
+        """The packed cap script call that checks and counts one click of this link: built once a UTC day."""
+        day = int(now) // 86400
+        cached = self._click_caps.get(link.id)
+        if cached is None or cached[0] != day or cached[1] is not link.offer:
+            offer = link.offer
+            cap = caps.check_command(self.prefix, offer.id, link.partner_id, offer.caps, {"clicks": 1}, now)
+            cached = self._click_caps[link.id] = (day, offer, (pack(*cap),) if cap is not None else ())
+        return cached[2]
 
     async def _inactive_click(self, visit: Visit, link: Link, send: Send) -> str:
         """An inactive link still redirects (to the fallback or the offer), recorded as refused, never unique."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import asyncpg
 import httpx
+import pytest
 
 from clickmint.settings import Settings
 from tests.factories import programme
@@ -28,6 +30,27 @@ async def test_click_cap_admits_exactly_the_limit_under_concurrency(settings: Se
     assert sum(loc == FALLBACK for loc in locations) == 35
     over = [r for r in responses if r.headers["location"] == FALLBACK]
     assert all("set-cookie" not in r.headers for r in over)  # no click id handed out past the cap
+
+
+async def test_a_daily_click_cap_starts_again_at_midnight_utc(
+    settings: Settings, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daily counter is keyed by the UTC day of the click, also when its cap check is reused all day."""
+    prog = await programme(db, caps={"clicks": {"daily": 2}}, fallback_url=FALLBACK)
+    midnight = (int(time.time()) // 86400 + 1) * 86400.0  # the next UTC midnight
+    clock = [midnight - 2.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    async with tracker_client(settings) as (_app, client):
+
+        async def click(i: int) -> str:
+            response = await client.get(f"/c/{prog.code}", headers={"user-agent": f"Mozilla/5.0 visitor-{i}"})
+            return response.headers["location"]
+
+        before = [await click(i) for i in range(3)]
+        clock[0] = midnight + 1.0
+        after = [await click(i) for i in range(3, 6)]
+    assert [loc == FALLBACK for loc in before] == [False, False, True]  # the third of the day is over the cap
+    assert [loc == FALLBACK for loc in after] == [False, False, True]  # a new day: two more, then over again
 
 
 async def test_per_partner_conversion_cap(settings: Settings, db: asyncpg.Connection) -> None:
