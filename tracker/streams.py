@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import select
 import ssl
 from collections import deque
 from collections.abc import Sequence
@@ -122,17 +123,22 @@ class _Late(Exception):
     """The replies did not come within the budget."""
 
 
-def _expire(future: asyncio.Future[list[Any]]) -> None:
+def _expire(future: asyncio.Future[list[Any]], protocol: _Protocol) -> None:
     """The budget's timer: a timer on the reply future itself (wait_for's work, without its extra future).
 
     A busy event loop must not pass for a slow Redis. uvloop runs due timers before it polls the
     sockets, so after a long stretch of work (a burst of requests parsed in one poll) the timer fires
     while the reply already waits, unread, in the socket; spooling then would add load to a loop that
-    is already behind. So the verdict waits for one more poll: this callback, then the next one
-    `call_soon` schedules, run on either side of the loop's next I/O poll.
+    is already behind. So when the socket has something to read, the verdict waits for the loop's next
+    poll (this callback, then the one `call_soon` schedules, run on either side of it); when it has
+    nothing, Redis has not answered and the batch is late now.
     """
-    if not future.done():
+    if future.done():
+        return
+    if _readable(protocol):
         future.get_loop().call_soon(_expire_after_poll, future, True)
+    else:
+        future.set_exception(_Late())
 
 
 def _expire_after_poll(future: asyncio.Future[list[Any]], first: bool) -> None:
@@ -141,6 +147,20 @@ def _expire_after_poll(future: asyncio.Future[list[Any]], first: bool) -> None:
             future.get_loop().call_soon(_expire_after_poll, future, False)
         else:
             future.set_exception(_Late())
+
+
+def _readable(protocol: _Protocol) -> bool:
+    """Whether the connection's socket holds bytes not read yet (a zero-timeout poll; only on a budget's expiry)."""
+    transport = protocol.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return False
 
 
 def tls_context(query: str) -> ssl.SSLContext:
@@ -212,7 +232,7 @@ class RespConnection:
         protocol.transport.write(b"".join(commands))
         if timeout is None:
             return await future
-        timer = asyncio.get_running_loop().call_later(timeout, _expire, future)
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, future, protocol)
         try:
             return await future
         except _Late:
