@@ -56,9 +56,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=1, help="repeat baseline+tracker, report medians (1)")
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument(
-        "--valkey-fair", action="store_true", help="leave the embedded Valkey at the generator's priority (nice 0)"
-    )
-    parser.add_argument(
         "--plain",
         action="store_true",
         help="no caps on the offer and no GeoIP database (as measured before 2026-11-26)",
@@ -99,8 +96,6 @@ def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, A
         path = f"/c/{seeded.code}?sub1=x"
         traffic = Traffic("127.0.0.1", port, path)
         others = {"valkey": servers.valkey.proc.pid} if servers.valkey and servers.valkey.proc else {}
-        if others and not args.valkey_fair:
-            _favour(others["valkey"], runner)
         if not others:
             runner.warnings.append("Redis from CLICKMINT_REDIS_URL: not pinned, its CPU not measured")
         print(
@@ -188,21 +183,6 @@ def _country_db(path: Path) -> str:
         writer.insert_network(IPSet([f"10.{n}.0.0/16"]), {"country": {"iso_code": countries[n % len(countries)]}})
     writer.to_db_file(str(path))
     return str(path)
-
-
-VALKEY_NICE = -10
-
-
-def _favour(pid: int, runner: Runner) -> None:
-    """Valkey shares its core with the load generator and this process; on a real host it has a core of
-    its own. At an equal share, the scheduler now and then lets wrk or the sampler run for several ms
-    while an answer waits in Valkey, which the tracker rightly takes for a slow Redis (spooled batches,
-    longer round trips). A higher priority for Valkey's main thread lets it answer as soon as it is
-    woken, as it would with its own core; --valkey-fair leaves it at the same priority as the rest."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, pid, VALKEY_NICE)
-    except OSError as exc:
-        runner.warnings.append(f"could not raise Valkey's priority ({exc}): its answers may wait behind the generator")
 
 
 def _check_redirect(worker: Worker, path: str) -> None:
