@@ -76,8 +76,8 @@ class Hot:
         self.cookie_flags = b"; Path=/; HttpOnly; SameSite=Lax"
         self._plans: dict[int, _Plan] = {}  # link id -> what its clicks reuse, for the snapshot below
         self._plans_of: Snapshot | None = None
-        # link id -> (UTC day number, offer, the packed cap check of one click): the same bytes all day
-        self._click_caps: dict[int, tuple[int, Any, tuple[bytes, ...]]] = {}
+        # link id -> (UTC day number, the link, the packed cap check of one of its clicks): the same bytes all day
+        self._click_caps: dict[int, tuple[int, Link, tuple[bytes, ...]]] = {}
 
     def bot_reason(self, visit: Visit, now: float) -> str | None:
         reason = classify(visit.method, visit.user_agent, visit.purpose)
@@ -207,10 +207,10 @@ class Hot:
         """The packed cap script call that checks and counts one click of this link: built once a UTC day."""
         day = int(now) // 86400
         cached = self._click_caps.get(link.id)
-        if cached is None or cached[0] != day or cached[1] is not link.offer:
+        if cached is None or cached[0] != day or cached[1] is not link:  # a new day or a reloaded configuration
             offer = link.offer
             cap = caps.check_command(self.prefix, offer.id, link.partner_id, offer.caps, {"clicks": 1}, now)
-            cached = self._click_caps[link.id] = (day, offer, (pack(*cap),) if cap is not None else ())
+            cached = self._click_caps[link.id] = (day, link, (pack(*cap),) if cap is not None else ())
         return cached[2]
 
     async def _inactive_click(self, visit: Visit, link: Link, send: Send) -> str:

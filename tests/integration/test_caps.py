@@ -53,6 +53,25 @@ async def test_a_daily_click_cap_starts_again_at_midnight_utc(
     assert [loc == FALLBACK for loc in after] == [False, False, True]  # a new day: two more, then over again
 
 
+async def test_a_changed_click_cap_applies_to_the_next_clicks(settings: Settings, db: asyncpg.Connection) -> None:
+    """The packed cap check is reused all day, but not past a configuration change."""
+    prog = await programme(db, caps={"clicks": {"daily": 2}}, fallback_url=FALLBACK)
+    async with tracker_client(settings) as (app, client):
+
+        async def click(i: int) -> str:
+            response = await client.get(f"/c/{prog.code}", headers={"user-agent": f"Mozilla/5.0 visitor-{i}"})
+            return response.headers["location"]
+
+        assert [await click(i) == FALLBACK for i in range(3)] == [False, False, True]
+        version = app.cache.snapshot.version
+        await db.execute("UPDATE offers SET caps = $1 WHERE id = $2", '{"clicks": {"daily": 4}}', prog.offer_id)
+        async with asyncio.timeout(2.0):  # NOTIFY cm_config, else the one-second version poll
+            while app.cache.snapshot.version == version:
+                await asyncio.sleep(0.02)
+        # The daily counter stands at 2 (the refused click was not counted): two more, then over again.
+        assert [await click(i) == FALLBACK for i in range(3, 6)] == [False, False, True]
+
+
 async def test_per_partner_conversion_cap(settings: Settings, db: asyncpg.Connection) -> None:
     prog = await programme(db, caps={"per_partner": {"conversions": {"lifetime": 3}}})
     secret = await db.fetchval("SELECT postback_secret FROM offers WHERE id = $1", prog.offer_id)
