@@ -32,6 +32,12 @@ async def test_click_cap_admits_exactly_the_limit_under_concurrency(settings: Se
     assert all("set-cookie" not in r.headers for r in over)  # no click id handed out past the cap
 
 
+async def _location(client: httpx.AsyncClient, code: str, visitor: int) -> str:
+    """Where one click of a new visitor on the link goes: the offer, or the fallback when over the cap."""
+    response = await client.get(f"/c/{code}", headers={"user-agent": f"Mozilla/5.0 visitor-{visitor}"})
+    return response.headers["location"]
+
+
 async def test_a_daily_click_cap_starts_again_at_midnight_utc(
     settings: Settings, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -41,14 +47,9 @@ async def test_a_daily_click_cap_starts_again_at_midnight_utc(
     clock = [midnight - 2.0]
     monkeypatch.setattr(time, "time", lambda: clock[0])
     async with tracker_client(settings) as (_app, client):
-
-        async def click(i: int) -> str:
-            response = await client.get(f"/c/{prog.code}", headers={"user-agent": f"Mozilla/5.0 visitor-{i}"})
-            return response.headers["location"]
-
-        before = [await click(i) for i in range(3)]
+        before = [await _location(client, prog.code, i) for i in range(3)]
         clock[0] = midnight + 1.0
-        after = [await click(i) for i in range(3, 6)]
+        after = [await _location(client, prog.code, i) for i in range(3, 6)]
     assert [loc == FALLBACK for loc in before] == [False, False, True]  # the third of the day is over the cap
     assert [loc == FALLBACK for loc in after] == [False, False, True]  # a new day: two more, then over again
 
@@ -57,19 +58,14 @@ async def test_a_changed_click_cap_applies_to_the_next_clicks(settings: Settings
     """The packed cap check is reused all day, but not past a configuration change."""
     prog = await programme(db, caps={"clicks": {"daily": 2}}, fallback_url=FALLBACK)
     async with tracker_client(settings) as (app, client):
-
-        async def click(i: int) -> str:
-            response = await client.get(f"/c/{prog.code}", headers={"user-agent": f"Mozilla/5.0 visitor-{i}"})
-            return response.headers["location"]
-
-        assert [await click(i) == FALLBACK for i in range(3)] == [False, False, True]
+        assert [await _location(client, prog.code, i) == FALLBACK for i in range(3)] == [False, False, True]
         version = app.cache.snapshot.version
         await db.execute("UPDATE offers SET caps = $1 WHERE id = $2", '{"clicks": {"daily": 4}}', prog.offer_id)
         async with asyncio.timeout(2.0):  # NOTIFY cm_config, else the one-second version poll
             while app.cache.snapshot.version == version:
                 await asyncio.sleep(0.02)
         # The daily counter stands at 2 (the refused click was not counted): two more, then over again.
-        assert [await click(i) == FALLBACK for i in range(3, 6)] == [False, False, True]
+        assert [await _location(client, prog.code, i) == FALLBACK for i in range(3, 6)] == [False, False, True]
 
 
 async def test_per_partner_conversion_cap(settings: Settings, db: asyncpg.Connection) -> None:
