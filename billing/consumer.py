@@ -229,7 +229,7 @@ class Ingest:
         rows: list[Parsed] = []
         seen: set[str] = set()
         ids: list[bytes] = []
-        dead: list[tuple[bytes, bytes, str]] = []
+        dead: list[tuple[bytes, Sequence[bytes], str]] = []
         parse = events.parse
         for count, (entry_id, fields) in enumerate(entries, 1):
             if count % _YIELD_EVERY == 0:  # let the other shards' round trips go on while this batch is parsed
@@ -237,9 +237,9 @@ class Ingest:
             if not fields:  # deleted by a trim while pending: nothing left to store
                 ids.append(entry_id)
                 continue
-            data, flag = _payload(fields)
+            data, flag, within = _payload(fields)
             try:
-                parsed = parse(data, flag)
+                parsed = parse(data, flag, within)
                 ids.append(entry_id)
                 event_id = parsed[0][0]
                 if event_id in seen:  # the same event twice in one batch: store and derive it once
@@ -247,7 +247,7 @@ class Ingest:
                 seen.add(event_id)
                 rows.append(parsed)
             except events.BadEvent as exc:
-                dead.append((entry_id, data, str(exc)))
+                dead.append((entry_id, fields, str(exc)))
         try:
             await self._commit(rows, fresh=not redelivered)
         except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueError) as exc:
@@ -266,22 +266,22 @@ class Ingest:
 
     async def _process_singly(self, shard: int, key: str, entries: list[Entry]) -> None:
         for entry_id, fields in entries:
-            data, flag = _payload(fields) if fields else (b"", None)
+            data, flag, within = _payload(fields) if fields else (b"", None, None)
             for attempt in range(3):
                 try:
-                    await self._commit([events.parse(data, flag)] if fields else [], fresh=False)
+                    await self._commit([events.parse(data, flag, within)] if fields else [], fresh=False)
                     break
                 except asyncpg.UniqueViolationError as exc:
                     # Another shard's worker took the same order id a moment ago: the next attempt sees it.
                     if attempt == 2:
-                        await self._dead_letter(shard, [(entry_id, data, str(exc))])
+                        await self._dead_letter(shard, [(entry_id, fields, str(exc))])
                 except (
                     events.BadEvent,
                     asyncpg.DataError,
                     asyncpg.IntegrityConstraintViolationError,
                     ValueError,
                 ) as exc:
-                    await self._dead_letter(shard, [(entry_id, data, str(exc))])
+                    await self._dead_letter(shard, [(entry_id, fields, str(exc))])
                     break
             await self._ack(key, [entry_id])
 
@@ -329,22 +329,25 @@ class Ingest:
                 log.warning("ack failed (attempt %d), retrying: %s", attempt + 1, exc)
                 await asyncio.sleep(min(0.1 * (attempt + 1), 2.0))
 
-    async def _dead_letter(self, shard: int, dead: list[tuple[bytes, bytes, str]]) -> None:
+    async def _dead_letter(self, shard: int, dead: list[tuple[bytes, Sequence[bytes], str]]) -> None:
+        """Park entries that cannot be stored, with every field Redis gave them ("d", "u", "c") and the reason."""
         key = dead_key(self.settings.core.key_prefix, shard)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for entry_id, raw, reason in dead:
-                pipe.xadd(key, {"entry": entry_id, "d": raw, "reason": reason[:500]})
+            for entry_id, fields, reason in dead:
+                kept: dict[bytes | str, bytes | str] = dict(zip(fields[::2], fields[1::2], strict=False))
+                pipe.xadd(key, {"entry": entry_id, **kept, "reason": reason[:500]})
             await pipe.execute()
         self.stats.dead += len(dead)
         log.error("shard %d: %d entries to the dead-letter stream, first: %s", shard, len(dead), dead[0][2])
 
 
-def _payload(fields: Sequence[bytes]) -> tuple[bytes, bytes | None]:
-    """The payload ("d") and the uniqueness flag ("u", None when absent) of an entry's flat field list."""
+def _payload(fields: Sequence[bytes]) -> tuple[bytes, bytes | None, bytes | None]:
+    """The payload ("d"), the uniqueness flag ("u") and the cap verdict ("c") of an entry's flat field list
+    (None when absent)."""
     if len(fields) == 2 and fields[0] == b"d":
-        return fields[1], None
+        return fields[1], None, None
     named = dict(zip(fields[::2], fields[1::2], strict=False))
-    return named.get(b"d", b""), named.get(b"u")
+    return named.get(b"d", b""), named.get(b"u"), named.get(b"c")
 
 
 async def trim(redis: aioredis.Redis, key: str, retention_s: int) -> None:

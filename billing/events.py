@@ -83,11 +83,11 @@ def _text(value: Any) -> str | None:
 
 
 def decode(fields: dict[bytes, bytes]) -> dict[str, Any]:
-    """A stream entry as its event: the payload "d", with the uniqueness Redis decided ("u") merged in."""
-    return _load(fields.get(b"d", b""), fields.get(b"u"))
+    """A stream entry as its event: the payload "d", with what Redis decided ("u", "c") merged in."""
+    return _load(fields.get(b"d", b""), fields.get(b"u"), fields.get(b"c"))
 
 
-def _load(data: bytes, flag: bytes | None) -> dict[str, Any]:
+def _load(data: bytes, flag: bytes | None, within: bytes | None = None) -> dict[str, Any]:
     try:
         event = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -96,21 +96,28 @@ def _load(data: bytes, flag: bytes | None) -> dict[str, Any]:
         raise BadEvent("payload is not an object")
     if flag is not None:
         event["unique"] = flag == b"1"
+    if within == b"0":  # over cap, as the tracker answered it: to the fallback, without its click id
+        event["over_cap"] = True
+        event["refusal"] = "over_cap"
+        event.pop("click_id", None)
     return event
 
 
 def to_row(fields: dict[bytes, bytes]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """One stream entry as a row of `events` and as a dict; raises BadEvent when it breaks the contract."""
-    return parse(fields.get(b"d", b""), fields.get(b"u"))
+    return parse(fields.get(b"d", b""), fields.get(b"u"), fields.get(b"c"))
 
 
-def parse(data: bytes, flag: bytes | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """A payload ("d") and its uniqueness flag ("u", None when absent) as a row of `events` and as a dict.
+def parse(data: bytes, flag: bytes | None, within: bytes | None = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A payload ("d") with the flags Redis decided as it appended the entry, as a row of `events` and as a dict.
+
+    `flag`: "u", the click's uniqueness; `within`: "c", the click's cap verdict (b"0": over cap); None
+    when the entry has no such field. The payload stored is the one the flags were merged into.
 
     The hot path of ingest (a few µs an event): one `get` per column, no per-field helper when the
     value is already what the column takes. Raises BadEvent when the event breaks the contract.
     """
-    event = _load(data, flag)
+    event = _load(data, flag, within)
     get = event.get
     kind, event_id, ts = get("type"), get("id"), get("ts")
     if kind not in TYPES:
@@ -123,7 +130,7 @@ def parse(data: bytes, flag: bytes | None) -> tuple[tuple[Any, ...], dict[str, A
     if dated != ts:  # the tracker's clock stepped back: the stored payload keeps what it said
         event["ts"], event["ts_tracker"], ts = dated, ts, dated
     unique, amount = get("unique"), get("amount")
-    raw = orjson.dumps(event) if flag is not None else data
+    raw = data if flag is None and within is None else orjson.dumps(event)
     row = (
         event_id,
         _at(ts),

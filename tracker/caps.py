@@ -21,20 +21,30 @@ METRICS = ("clicks", "conversions", "payout")
 PERIODS = ("daily", "lifetime")
 DAY_TTL_S = 2 * 86400  # a daily counter outlives its day, then goes away by itself
 
-# KEYS: the counters; ARGV: per key its limit, its TTL (0: none) and its increment.
-# Returns 1 when all counters had room (and were incremented), 0 when any would exceed its limit.
-SCRIPT = b"""
-for i, key in ipairs(KEYS) do
-  local current = tonumber(redis.call('GET', key) or '0')
-  if current + tonumber(ARGV[3 * i]) > tonumber(ARGV[3 * i - 2]) then return 0 end
+# The check of a set of counters, shared by the cap script below and the click script in tracker/streams.py:
+# KEYS[first..]: the counters; from ARGV[at], per counter its limit, its TTL (0: none) and its increment.
+# Either every counter has room and all are incremented, or none is. A counter's TTL is set when the
+# increment creates it (a daily counter is always created by this function), not again on every event.
+CHECK_FUNCTION = b"""
+local function capped(first, at)
+  local n = #KEYS - first
+  for i = 0, n do
+    local current = tonumber(redis.call('GET', KEYS[first + i]) or '0')
+    if current + tonumber(ARGV[at + 3 * i + 2]) > tonumber(ARGV[at + 3 * i]) then return false end
+  end
+  for i = 0, n do
+    local step = tonumber(ARGV[at + 3 * i + 2])
+    local ttl = tonumber(ARGV[at + 3 * i + 1])
+    if redis.call('INCRBY', KEYS[first + i], step) == step and ttl > 0 then
+      redis.call('EXPIRE', KEYS[first + i], ttl)
+    end
+  end
+  return true
 end
-for i, key in ipairs(KEYS) do
-  redis.call('INCRBY', key, ARGV[3 * i])
-  local ttl = tonumber(ARGV[3 * i - 1])
-  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
-end
-return 1
 """
+# KEYS: the counters; ARGV: per key its limit, its TTL and its increment.
+# Returns 1 when all counters had room (and were incremented), 0 when any would exceed its limit.
+SCRIPT = CHECK_FUNCTION + b"return capped(1, 1) and 1 or 0\n"
 SCRIPT_SHA = hashlib.sha1(SCRIPT).hexdigest().encode()  # Redis names scripts by SHA-1
 
 
@@ -75,10 +85,11 @@ def parse(config: dict[str, Any]) -> tuple[Limit, ...]:
     return tuple(limits)
 
 
-def check_command(
+def counters(
     prefix: str, offer_id: int, partner_id: int, limits: tuple[Limit, ...], increments: dict[str, int], now: float
-) -> tuple[Any, ...] | None:
-    """The EVALSHA that checks and counts one event (e.g. {"conversions": 1, "payout": 250}); None: no cap applies."""
+) -> tuple[list[str], list[int]]:
+    """The counter keys one event (e.g. {"conversions": 1, "payout": 250}) touches, and per key its
+    limit, TTL and increment: the KEYS and ARGV of CHECK_FUNCTION. Empty when no cap applies."""
     day = time.strftime("%Y%m%d", time.gmtime(now))
     keys: list[str] = []
     args: list[int] = []
@@ -90,6 +101,14 @@ def check_command(
         when = f"d{day}" if limit.period == "daily" else "life"
         keys.append(f"{prefix}:cap:{{o{offer_id}}}:{who}{limit.metric}:{when}")
         args += [limit.value, DAY_TTL_S if limit.period == "daily" else 0, increment]
+    return keys, args
+
+
+def check_command(
+    prefix: str, offer_id: int, partner_id: int, limits: tuple[Limit, ...], increments: dict[str, int], now: float
+) -> tuple[Any, ...] | None:
+    """The EVALSHA that checks and counts one event (e.g. {"conversions": 1, "payout": 250}); None: no cap applies."""
+    keys, args = counters(prefix, offer_id, partner_id, limits, increments, now)
     if not keys:
         return None
     return (b"EVALSHA", SCRIPT_SHA, len(keys), *keys, *args)

@@ -20,7 +20,7 @@ from tracker.macros import Template, is_safe_location, safe_deep_link
 from tracker.metrics import Metrics
 from tracker.recorder import Recorder
 from tracker.settings import TrackerSettings
-from tracker.streams import pack
+from tracker.streams import capped_unique_xadd_parts, pack, stream_key
 from tracker.visit import Visit
 
 Send = Any
@@ -52,6 +52,15 @@ class _Plan(NamedTuple):
     destination: Template  # the offer's destination with the link's partner, offer and link ids filled in
 
 
+class _ClickCaps(NamedTuple):
+    """A link's click cap check for one UTC day: its keys name the day."""
+
+    day: int  # days since the epoch, UTC
+    link: Link  # the link object it was built from: a reload makes a new one
+    check: tuple[bytes, ...]  # the cap script call alone (a Cluster's first round trip)
+    parts: tuple[bytes, bytes] | None  # the one-trip click script around the visitor's key and the payload
+
+
 class Hot:
     """The state the hot-path handlers share in one tracker process."""
 
@@ -76,8 +85,8 @@ class Hot:
         self.cookie_flags = b"; Path=/; HttpOnly; SameSite=Lax"
         self._plans: dict[int, _Plan] = {}  # link id -> what its clicks reuse, for the snapshot below
         self._plans_of: Snapshot | None = None
-        # link id -> (UTC day number, the link, the packed cap check of one of its clicks): the same bytes all day
-        self._click_caps: dict[int, tuple[int, Link, tuple[bytes, ...]]] = {}
+        # link id -> the packed cap check of one of its clicks: the same bytes all day
+        self._click_caps: dict[int, _ClickCaps] = {}
 
     def bot_reason(self, visit: Visit, now: float) -> str | None:
         reason = classify(visit.method, visit.user_agent, visit.purpose)
@@ -175,13 +184,14 @@ class Hot:
             query = {}
         checks: tuple[bytes, ...] = ()
         unique: tuple[bytes, int] | None = None
+        capped: tuple[bytes, bytes] | None = None
         if bot is None:
             unique = (plan.unique_prefix + visitor.encode(), offer.window_s)
             if offer.caps:
-                checks = self._click_cap_check(link, now)
+                checks, capped = self._click_cap_check(link, now)
         else:
             event["unique"] = False
-        await self.recorder.record(link.shard, event, checks, _decide_cap if checks else None, unique)
+        await self.recorder.record(link.shard, event, checks, _decide_cap if checks else None, unique, capped)
         if "over_cap" in event:  # the cap was hit: the fallback offer, no click id, no cookie
             await self._redirect(send, offer.fallback_url or offer.destination.render(link.ids), None, visit)
             return "over_cap"
@@ -203,15 +213,24 @@ class Hot:
         await send({"type": "http.response.body", "body": b""})
         return "ok"
 
-    def _click_cap_check(self, link: Link, now: float) -> tuple[bytes, ...]:
-        """The packed cap script call that checks and counts one click of this link: built once a UTC day."""
+    def _click_cap_check(self, link: Link, now: float) -> tuple[tuple[bytes, ...], tuple[bytes, bytes] | None]:
+        """The packed cap check of one click of this link, alone and as parts of the one-trip click script.
+
+        Built once a UTC day and per loaded link; (), None when none of the offer's caps counts clicks.
+        """
         day = int(now) // 86400
         cached = self._click_caps.get(link.id)
-        if cached is None or cached[0] != day or cached[1] is not link:  # a new day or a reloaded configuration
+        if cached is None or cached.day != day or cached.link is not link:  # a new day or a reloaded configuration
             offer = link.offer
-            cap = caps.check_command(self.prefix, offer.id, link.partner_id, offer.caps, {"clicks": 1}, now)
-            cached = self._click_caps[link.id] = (day, link, (pack(*cap),) if cap is not None else ())
-        return cached[2]
+            keys, args = caps.counters(self.prefix, offer.id, link.partner_id, offer.caps, {"clicks": 1}, now)
+            if keys:
+                stream = stream_key(self.prefix, link.shard)
+                check = (pack(b"EVALSHA", caps.SCRIPT_SHA, len(keys), *keys, *args),)
+                cached = _ClickCaps(day, link, check, capped_unique_xadd_parts(stream, offer.window_s, keys, args))
+            else:
+                cached = _ClickCaps(day, link, (), None)
+            self._click_caps[link.id] = cached
+        return cached.check, cached.parts
 
     async def _inactive_click(self, visit: Visit, link: Link, send: Send) -> str:
         """An inactive link still redirects (to the fallback or the offer), recorded as refused, never unique."""

@@ -1,8 +1,10 @@
 """Group commit: the events of all requests in flight go to Redis in one pipeline, else to the spool.
 
-A request hands its event to `Recorder.record` and awaits only its own batch. A batch has up to two
-round trips: first the checks some events need (unique-click SET NX, cap counters), whose replies
-finish those events, then one XADD per event. If Redis is down, errs, or is slower than the budget,
+A request hands its event to `Recorder.record` and awaits only its own batch. A batch has one round
+trip on a single Redis: one XADD per event, or for a click one script that also decides its uniqueness
+and, when its offer has caps, checks and counts them. On a Redis Cluster, where the cap counters and
+the streams live in different slots, the cap checks go first in a round trip of their own, whose
+replies finish those events, then the appends. If Redis is down, errs, or is slower than the budget,
 the batch is fsynced to the local spool instead and the request still succeeds; a background task
 replays the spool into the streams once Redis answers again.
 """
@@ -24,6 +26,7 @@ from tracker.spool import Spool, SpoolError, parse_lines
 from tracker.streams import (
     RedisUnavailable,
     RespConnection,
+    capped_unique_xadd_command,
     pack,
     stream_key,
     unique_xadd_command,
@@ -44,7 +47,7 @@ Decide = Callable[[dict[str, Any], list[Any] | None], None]
 
 
 class Entry:
-    __slots__ = ("checks", "decide", "event", "lost", "replies", "shard", "unique")
+    __slots__ = ("capped", "checks", "decide", "event", "lost", "replies", "shard", "unique")
 
     def __init__(
         self,
@@ -53,12 +56,15 @@ class Entry:
         checks: tuple[bytes, ...],
         decide: Decide | None,
         unique: tuple[bytes, int] | None,
+        capped: tuple[bytes, bytes] | None,
     ) -> None:
         self.shard = shard
         self.event = event
         self.checks = checks
         self.decide = decide
         self.unique = unique  # (uniqueness key, window s): appended by the UNIQUE_XADD script
+        # the parts of a CAPPED_UNIQUE_XADD call that does `checks` (its caps) and the append in one go
+        self.capped = capped
         self.replies: list[Any] | None = None
         self.lost = False  # neither Redis nor the spool could take it (full disk)
 
@@ -109,6 +115,7 @@ class Recorder:
         self._batch_future: asyncio.Future[None] | None = None
         self._flushing = False
         self._healthy = False
+        self._one_trip = False  # a single Redis: a capped click's checks and append in one script call
         self._wake = asyncio.Event()  # set when a batch failed: the maintainer reconnects without waiting
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -144,6 +151,7 @@ class Recorder:
         """Connect, to one server or (found out by asking it) to every master of a Redis Cluster."""
         await self._conn.close()
         self._conn = await connect_any(self._url)
+        self._one_trip = not isinstance(self._conn, ClusterConnection)
         if self._scripts:
             replies = await self._conn.execute([pack(b"SCRIPT", b"LOAD", script) for script in self._scripts], 2.0)
             if any(isinstance(reply, hiredis.ReplyError) for reply in replies):
@@ -168,12 +176,15 @@ class Recorder:
         checks: tuple[bytes, ...] = (),
         decide: Decide | None = None,
         unique: tuple[bytes, int] | None = None,
+        capped: tuple[bytes, bytes] | None = None,
     ) -> Entry:
         """Make the event durable (Redis stream or spool) in the next batch; returns it with its check replies.
 
         `unique`: (key, window) to decide click uniqueness in the same script call that appends the event.
+        `capped`: with `unique`, the parts of the CAPPED_UNIQUE_XADD call that runs `checks` (one cap
+        check) in that same call on a single Redis; its reply is then the check's reply.
         """
-        entry = Entry(shard, event, checks, decide, unique)
+        entry = Entry(shard, event, checks, decide, unique, capped)
         future = self._batch_future
         if future is None:
             future = self._batch_future = _BatchFuture(loop=asyncio.get_running_loop())
@@ -222,18 +233,16 @@ class Recorder:
                 log.warning("redis unavailable, spooling: %s", exc)
                 self._healthy = False
                 self._wake.set()  # reconnect now: a Redis that was only slow for a moment is back at once
-        for entry in batch:
-            if entry.decide is not None and entry.replies is None:
-                entry.decide(entry.event, None)
         await self._write_spool(batch)
 
     async def _write_redis(self, batch: list[Entry]) -> None:
-        checks = [command for entry in batch for command in entry.checks]
+        one_trip = self._one_trip
+        checks = [c for e in batch if not (one_trip and e.capped is not None) for c in e.checks]
         if checks:
             replies = await self._conn.execute(checks, timeout=self.budget_s)
             at = 0
             for entry in batch:
-                if entry.checks:
+                if entry.checks and not (one_trip and entry.capped is not None):
                     n = len(entry.checks)
                     entry.replies = replies[at : at + n]
                     at += n
@@ -243,11 +252,20 @@ class Recorder:
         commands = [
             xadd_command(key(e.shard), dumps(e.event))
             if e.unique is None
+            else capped_unique_xadd_command(e.unique[0], e.capped, dumps(e.event))
+            if one_trip and e.capped is not None
             else unique_xadd_command(e.unique[0], key(e.shard), e.unique[1], dumps(e.event))
             for e in batch
         ]
         replies = await self._conn.execute(commands, timeout=self.budget_s)
-        failed = [entry for entry, reply in zip(batch, replies, strict=True) if isinstance(reply, hiredis.ReplyError)]
+        failed: list[Entry] = []
+        for entry, reply in zip(batch, replies, strict=True):
+            if isinstance(reply, hiredis.ReplyError):
+                failed.append(entry)
+            elif one_trip and entry.capped is not None:  # the reply is the cap check's: 1 within, 0 over
+                entry.replies = [reply]
+                if entry.decide is not None:
+                    entry.decide(entry.event, entry.replies)
         if failed:  # e.g. OOM under noeviction: those events go to the spool, the rest are in the stream
             log.warning(
                 "redis refused %d of %d events (%s), spooling them", len(failed), len(batch), failed_reply(replies)
@@ -257,6 +275,8 @@ class Recorder:
 
     async def _write_spool(self, batch: list[Entry]) -> None:
         for entry in batch:
+            if entry.decide is not None and entry.replies is None:  # Redis could not check it
+                entry.decide(entry.event, None)
             if entry.unique is not None and "unique" not in entry.event:
                 # Redis could not decide: counted unique, flagged so the numbers can be re-checked.
                 entry.event["unique"] = True

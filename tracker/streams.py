@@ -4,7 +4,10 @@ Redis key layout (PREFIX is CLICKMINT_KEY_PREFIX, "cm" by default):
 
     {PREFIX}:events:{N}          stream, N in 0..shards-1; one entry per event, field "d" = orjson payload,
                                  and for a click field "u" = 1 or 0: unique or not, decided by Redis as it
-                                 appends the entry. The {N} hash tag lets each shard live on its own node.
+                                 appends the entry; for a capped click on a single Redis also field "c" =
+                                 1 or 0: within its caps or over cap, decided by the same script (ingest
+                                 applies "c" = 0 as the tracker does: over_cap, refusal over_cap, no
+                                 click id). The {N} hash tag lets each shard live on its own node.
     {PREFIX}:uniq:{N}:L:visitor  string, set NX with the offer's window as TTL, by the same script that
                                  appends the click to shard N (same hash tag, same Cluster slot): the click
                                  of this visitor on link L is unique when the SET succeeds.
@@ -29,6 +32,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
+from tracker.caps import CHECK_FUNCTION
+
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
 
 # KEYS: the uniqueness key, the stream; ARGV: the uniqueness window (s), the payload. One round trip
@@ -38,6 +43,21 @@ local unique = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
 return redis.call('XADD', KEYS[2], '*', 'd', ARGV[2], 'u', unique and '1' or '0')
 """
 UNIQUE_XADD_SHA = hashlib.sha1(UNIQUE_XADD).hexdigest().encode()
+
+# KEYS: the uniqueness key, the stream, the cap counters; ARGV: the uniqueness window (s), per counter
+# its limit, TTL and increment, the payload last. One round trip checks and counts the click's caps,
+# decides its uniqueness and appends it with both verdicts; returns 1 (within its caps) or 0 (over cap).
+# Its keys live in different Cluster slots: on a Cluster the caps go in a round trip of their own.
+CAPPED_UNIQUE_XADD = (
+    CHECK_FUNCTION
+    + b"""
+local within = capped(3, 2) and '1' or '0'
+local unique = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
+redis.call('XADD', KEYS[2], '*', 'd', ARGV[#ARGV], 'u', unique and '1' or '0', 'c', within)
+return tonumber(within)
+"""
+)
+CAPPED_UNIQUE_XADD_SHA = hashlib.sha1(CAPPED_UNIQUE_XADD).hexdigest().encode()
 
 
 class RedisUnavailable(ConnectionError):
@@ -80,6 +100,32 @@ def unique_xadd_command(unique_key: bytes, stream: bytes, window_s: int, payload
 
 
 _MIDDLES: dict[tuple[bytes, int], bytes] = {}
+
+
+def capped_unique_xadd_parts(
+    stream: bytes, window_s: int, keys: Sequence[str], args: Sequence[int]
+) -> tuple[bytes, bytes]:
+    """The packed CAPPED_UNIQUE_XADD call of one link's clicks around the visitor's key and the payload.
+
+    Everything but those two is the same for every click of a link all day, so it is packed once.
+    """
+    before = pack(b"EVALSHA", CAPPED_UNIQUE_XADD_SHA, 2 + len(keys), b"", stream, *keys, window_s, *args, b"")
+    blank = b"$0\r\n\r\n"
+    head, _, rest = before.partition(blank)  # the count of arguments, EVALSHA, its SHA, the number of keys
+    after = rest[: -len(blank)]  # the stream, the counters, the window and the counters' arguments
+    return head, after
+
+
+def capped_unique_xadd_command(unique_key: bytes, parts: tuple[bytes, bytes], payload: bytes) -> bytes:
+    """EVALSHA of CAPPED_UNIQUE_XADD for one click, from its link's parts."""
+    return b"%s$%d\r\n%s\r\n%s$%d\r\n%s\r\n" % (
+        parts[0],
+        len(unique_key),
+        unique_key,
+        parts[1],
+        len(payload),
+        payload,
+    )
 
 
 class _Protocol(asyncio.Protocol):

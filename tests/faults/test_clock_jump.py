@@ -133,6 +133,7 @@ async def test_forward_jump_is_refused_with_its_reason(
         dead += await redis.xrange(dead_key(settings.key_prefix, shard))
     await redis.aclose()
     assert sorted(orjson.loads(fields[b"d"])["click_id"] for _, fields in dead) == sorted(ahead)
+    assert all(fields[b"u"] in (b"0", b"1") for _, fields in dead), "a dead letter keeps what Redis decided"
     reasons = {fields[b"reason"].decode() for _, fields in dead}
     assert all("ahead of ingest's clock" in reason for reason in reasons), reasons
     assert ingest.stats.dead == len(ahead)

@@ -22,6 +22,7 @@ from clickmint.settings import Settings
 from tests.cluster_kit import ValkeyCluster, key_slot_owner, running_cluster
 from tests.factories import programme
 from tests.faults.test_tracker_kill import start_tracker, stop_tracker, tracker_env
+from tests.integration.test_caps import FALLBACK, clicks_over_a_cap, stored_over_cap
 
 pytestmark = pytest.mark.timeout(180)
 SHARDS = 6
@@ -122,3 +123,20 @@ async def test_two_trackers_two_ingests_and_a_master_restart(
                 name = consumer["name"]
                 consumers.add((name.decode() if isinstance(name, bytes) else name).split(":")[0])
     assert consumers == {"ingest-0", "ingest-1"}
+
+
+async def test_click_caps_on_a_cluster_take_their_own_round_trip(
+    settings: Settings, db: asyncpg.Connection, cluster: ValkeyCluster
+) -> None:
+    """The cap counters and the streams live in different slots: the caps are checked first, then the clicks
+    appended, and an over-cap click is stored just as on a single Redis."""
+    settings = replace(settings, redis_url=cluster.url, shards=SHARDS)
+    prog, locations = await clicks_over_a_cap(settings, db)
+    assert [loc == FALLBACK for loc in locations] == [False, False, False, True, True]
+    fields = []
+    for n in range(SHARDS):
+        key = f"{settings.key_prefix}:events:{{{n}}}"
+        with redis.Redis(port=key_slot_owner(cluster, key)) as client:
+            fields += [entry for _, entry in client.xrange(key)]
+    assert len(fields) == 5 and not any(b"c" in entry for entry in fields)  # decided in the first round trip
+    assert await stored_over_cap(settings, db, prog) == [(False, True)] * 3 + [(True, False)] * 2  # sorted

@@ -7,11 +7,13 @@ import time
 
 import asyncpg
 import httpx
+import orjson
 import pytest
+import redis.asyncio
 
 from clickmint.settings import Settings
-from tests.factories import programme
-from tests.helpers import postback, tracker_client
+from tests.factories import Programme, programme
+from tests.helpers import drain, postback, tracker_client
 
 FALLBACK = "https://fallback.example.org/"
 
@@ -66,6 +68,63 @@ async def test_a_changed_click_cap_applies_to_the_next_clicks(settings: Settings
                 await asyncio.sleep(0.02)
         # The daily counter stands at 2 (the refused click was not counted): two more, then over again.
         assert [await _location(client, prog.code, i) == FALLBACK for i in range(3, 6)] == [False, False, True]
+
+
+async def _evalsha_calls(client: redis.asyncio.Redis) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def clicks_over_a_cap(settings: Settings, db: asyncpg.Connection) -> tuple[Programme, list[str]]:
+    """Five visitors' clicks on a link capped at three a day, one after the other: where each went."""
+    prog = await programme(
+        db, caps={"clicks": {"daily": 3}, "per_partner": {"clicks": {"lifetime": 100}}}, fallback_url=FALLBACK
+    )
+    async with tracker_client(settings) as (_app, client):
+        return prog, [await _location(client, prog.code, i) for i in range(5)]
+
+
+async def stored_over_cap(settings: Settings, db: asyncpg.Connection, prog: Programme) -> list[tuple[bool, bool]]:
+    """Ingest the clicks; per stored click (sorted): (over cap, has a click id), checked against its payload."""
+    await drain(settings, 5, db)
+    rows = await db.fetch("SELECT refusal, click_id, payload FROM events WHERE link_id = $1 ", prog.link_id)
+    stored = []
+    for row in rows:
+        payload = orjson.loads(row["payload"])
+        over = row["refusal"] == "over_cap"
+        assert payload.get("over_cap", False) is over and payload.get("refusal") == row["refusal"]
+        assert ("click_id" in payload) is (row["click_id"] is not None)
+        stored.append((over, row["click_id"] is not None))
+    return sorted(stored)
+
+
+async def test_a_capped_click_is_checked_and_appended_in_one_script_call(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    """On a single Redis the caps, the uniqueness and the append are one call; ingest stores the verdict as
+    the tracker answered it: an over-cap click is refused over_cap and keeps no click id."""
+    client = redis.asyncio.Redis.from_url(settings.redis_url)
+    try:
+        before = await _evalsha_calls(client)
+        prog, locations = await clicks_over_a_cap(settings, db)
+        calls = await _evalsha_calls(client) - before
+        entries = [
+            fields
+            for shard in range(settings.shards)
+            for _, fields in await client.xrange(f"{settings.key_prefix}:events:{{{shard}}}")
+        ]
+        counters = await client.keys(f"{settings.key_prefix}:cap:*")
+        ttls = {key.decode().rsplit(":", 1)[1]: await client.ttl(key) for key in counters}
+    finally:
+        await client.aclose()
+    assert [loc == FALLBACK for loc in locations] == [False, False, False, True, True]
+    assert calls == 5, "one script call a click, not a cap check and then an append"
+    assert sorted(fields[b"c"] for fields in entries) == [b"0", b"0", b"1", b"1", b"1"]
+    assert all(b"u" in fields for fields in entries)
+    daily = [ttl for name, ttl in ttls.items() if name.startswith("d")]
+    assert len(ttls) == 2 and ttls["life"] == -1, ttls  # the partner's lifetime counter never expires
+    assert len(daily) == 1 and 0 < daily[0] <= 2 * 86400, ttls  # the offer's daily one does
+    assert await stored_over_cap(settings, db, prog) == [(False, True)] * 3 + [(True, False)] * 2  # sorted
 
 
 async def test_per_partner_conversion_cap(settings: Settings, db: asyncpg.Connection) -> None:
