@@ -20,6 +20,7 @@ import redis
 
 from clickmint.settings import Settings
 from tests.cluster_kit import ValkeyCluster, key_slot_owner, running_cluster
+from tests.contract import check_entry
 from tests.factories import programme
 from tests.faults.test_tracker_kill import start_tracker, stop_tracker, tracker_env
 from tests.integration.test_caps import FALLBACK, clicks_over_a_cap, stored_over_cap
@@ -139,4 +140,6 @@ async def test_click_caps_on_a_cluster_take_their_own_round_trip(
         with redis.Redis(port=key_slot_owner(cluster, key)) as client:
             fields += [entry for _, entry in client.xrange(key)]
     assert len(fields) == 5 and not any(b"c" in entry for entry in fields)  # decided in the first round trip
+    for entry in fields:
+        check_entry(entry)
     assert await stored_over_cap(settings, db, prog) == [(False, True)] * 3 + [(True, False)] * 2  # sorted

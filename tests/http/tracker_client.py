@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from billing.events import decode
 from clickmint.env import Env
 from clickmint.settings import Settings
+from tests.contract import check_entry
 from tracker.app import TrackerApp, signer_for
 from tracker.clickids import ClickIdSigner, derive_key
 from tracker.conversions import sign
@@ -61,10 +62,11 @@ class Tracker:
         return total, stats.events_redis, stats.events_spooled
 
     async def events(self) -> list[dict[str, Any]]:
-        """Every event in every stream of the prefix, oldest first."""
+        """Every event in every stream of the prefix, oldest first; each checked against the stream contract."""
         found: list[tuple[tuple[int, int], dict[str, Any]]] = []
         for key in await self.stream_keys():
             for entry_id, fields in await self.redis.xrange(key):
+                check_entry(fields)
                 ms, seq = entry_id.split(b"-")
                 found.append(((int(ms), int(seq)), decode(fields)))
         return [event for _, event in sorted(found, key=lambda pair: pair[0])]
@@ -72,7 +74,10 @@ class Tracker:
     async def shard_events(self, shard: int) -> list[dict[str, Any]]:
         """The events of one shard's stream, in stream order."""
         key = f"{self.prefix}:events:{{{shard}}}"
-        return [decode(fields) for _, fields in await self.redis.xrange(key)]
+        entries = [fields for _, fields in await self.redis.xrange(key)]
+        for fields in entries:
+            check_entry(fields)
+        return [decode(fields) for fields in entries]
 
 
 @contextlib.asynccontextmanager

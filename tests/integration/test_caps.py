@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio
 
 from clickmint.settings import Settings
+from tests.contract import check_entry
 from tests.factories import Programme, programme
 from tests.helpers import drain, postback, tracker_client
 
@@ -120,7 +121,8 @@ async def test_a_capped_click_is_checked_and_appended_in_one_script_call(
     assert [loc == FALLBACK for loc in locations] == [False, False, False, True, True]
     assert calls == 5, "one script call a click, not a cap check and then an append"
     assert sorted(fields[b"c"] for fields in entries) == [b"0", b"0", b"1", b"1", b"1"]
-    assert all(b"u" in fields for fields in entries)
+    for fields in entries:
+        check_entry(fields)
     daily = [ttl for name, ttl in ttls.items() if name.startswith("d")]
     assert len(ttls) == 2 and ttls["life"] == -1, ttls  # the partner's lifetime counter never expires
     assert len(daily) == 1 and 0 < daily[0] <= 2 * 86400, ttls  # the offer's daily one does
