@@ -152,12 +152,34 @@ class Recorder:
         await self._conn.close()
         self._conn = await connect_any(self._url)
         self._one_trip = not isinstance(self._conn, ClusterConnection)
-        if self._scripts:
-            replies = await self._conn.execute([pack(b"SCRIPT", b"LOAD", script) for script in self._scripts], 2.0)
-            if any(isinstance(reply, hiredis.ReplyError) for reply in replies):
-                await self._conn.close()
-                raise RedisUnavailable(f"cannot load scripts: {failed_reply(replies)}")
+        try:
+            await self._load_scripts(2.0)
+        except RedisUnavailable:
+            await self._conn.close()
+            raise
         self._healthy = True
+
+    async def _load_scripts(self, timeout: float) -> None:
+        if self._scripts:
+            replies = await self._conn.execute([pack(b"SCRIPT", b"LOAD", script) for script in self._scripts], timeout)
+            if any(isinstance(reply, hiredis.ReplyError) for reply in replies):
+                raise RedisUnavailable(f"cannot load scripts: {failed_reply(replies)}")
+
+    async def _execute(self, commands: list[bytes]) -> list[Any]:
+        """One round trip of the batch; a script Redis no longer knows is loaded again and its calls resent.
+
+        Redis forgets scripts on SCRIPT FLUSH, and a node that never loaded them can take over a slot;
+        the connection then stays up, so without this every click would be spooled as unchecked.
+        """
+        replies = await self._conn.execute(commands, timeout=self.budget_s)
+        missing = [i for i, reply in enumerate(replies) if _noscript(reply)]
+        if missing and self._scripts:
+            log.warning("redis no longer knows the tracker's scripts; loading them again")
+            await self._load_scripts(self.budget_s)
+            again = await self._conn.execute([commands[i] for i in missing], timeout=self.budget_s)
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
 
     def _key(self, shard: int) -> bytes:
         key = self._keys.get(shard)
@@ -239,7 +261,7 @@ class Recorder:
         one_trip = self._one_trip
         checks = [c for e in batch if not (one_trip and e.capped is not None) for c in e.checks]
         if checks:
-            replies = await self._conn.execute(checks, timeout=self.budget_s)
+            replies = await self._execute(checks)
             at = 0
             for entry in batch:
                 if entry.checks and not (one_trip and entry.capped is not None):
@@ -257,7 +279,7 @@ class Recorder:
             else unique_xadd_command(e.unique[0], key(e.shard), e.unique[1], dumps(e.event))
             for e in batch
         ]
-        replies = await self._conn.execute(commands, timeout=self.budget_s)
+        replies = await self._execute(commands)
         failed: list[Entry] = []
         for entry, reply in zip(batch, replies, strict=True):
             if isinstance(reply, hiredis.ReplyError):
@@ -346,6 +368,10 @@ class Recorder:
 def _read_all(fd: int) -> bytes:
     with open(fd, "rb", closefd=False) as handle:
         return handle.read()
+
+
+def _noscript(reply: Any) -> bool:
+    return isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT")
 
 
 def failed_reply(replies: list[Any]) -> str:

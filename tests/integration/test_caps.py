@@ -129,6 +129,23 @@ async def test_a_capped_click_is_checked_and_appended_in_one_script_call(
     assert await stored_over_cap(settings, db, prog) == [(False, True)] * 3 + [(True, False)] * 2  # sorted
 
 
+async def test_caps_hold_when_redis_forgets_the_scripts(settings: Settings, db: asyncpg.Connection) -> None:
+    """SCRIPT FLUSH (or a failover to a node that never loaded them) leaves the connection up: the tracker
+    loads its scripts again and resends those calls, so clicks are still checked and nothing is spooled."""
+    prog = await programme(db, caps={"clicks": {"daily": 2}}, fallback_url=FALLBACK)
+    client = redis.asyncio.Redis.from_url(settings.redis_url)
+    try:
+        async with tracker_client(settings) as (app, http):
+            first = await _location(http, prog.code, 0)
+            await client.script_flush()
+            rest = [await _location(http, prog.code, i) for i in (1, 2)]
+            spooled = app.recorder.stats.events_spooled
+    finally:
+        await client.aclose()
+    assert [loc == FALLBACK for loc in (first, *rest)] == [False, False, True]
+    assert spooled == 0
+
+
 async def test_per_partner_conversion_cap(settings: Settings, db: asyncpg.Connection) -> None:
     prog = await programme(db, caps={"per_partner": {"conversions": {"lifetime": 3}}})
     secret = await db.fetchval("SELECT postback_secret FROM offers WHERE id = $1", prog.offer_id)
