@@ -151,6 +151,7 @@ class TrackerApp:
             "spool_full": 1.0 if spool.full else 0.0,
             "spool_write_errors_total": float(stats.spool_errors),
             "events_lost_total": float(stats.events_lost),
+            "scripts_reloaded_total": float(stats.scripts_reloaded),
         }
 
         def histograms() -> list[str]:

@@ -86,6 +86,7 @@ class Stats:
         self.events_replayed = 0
         self.spool_errors = 0  # batches the spool could not take
         self.events_lost = 0  # events answered although nothing durable holds them (Redis down, spool full)
+        self.scripts_reloaded = 0  # times Redis answered NOSCRIPT on a live connection and got the scripts again
         self.batch_sizes: dict[int, int] = {}  # upper bound -> count (histogram buckets)
 
 
@@ -176,6 +177,7 @@ class Recorder:
         if missing and self._scripts:
             log.warning("redis no longer knows the tracker's scripts; loading them again")
             await self._load_scripts(self.budget_s)
+            self.stats.scripts_reloaded += 1
             again = await self._conn.execute([commands[i] for i in missing], timeout=self.budget_s)
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply

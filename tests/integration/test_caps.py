@@ -140,10 +140,12 @@ async def test_caps_hold_when_redis_forgets_the_scripts(settings: Settings, db: 
             await client.script_flush()
             rest = [await _location(http, prog.code, i) for i in (1, 2)]
             spooled = app.recorder.stats.events_spooled
+            metrics = (await http.get("/metrics")).text
     finally:
         await client.aclose()
     assert [loc == FALLBACK for loc in (first, *rest)] == [False, False, True]
     assert spooled == 0
+    assert "clickmint_scripts_reloaded_total 1.0" in metrics.splitlines()  # an operator sees it happened
 
 
 async def test_per_partner_conversion_cap(settings: Settings, db: asyncpg.Connection) -> None:
