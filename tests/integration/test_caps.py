@@ -35,6 +35,23 @@ async def test_click_cap_admits_exactly_the_limit_under_concurrency(settings: Se
     assert all("set-cookie" not in r.headers for r in over)  # no click id handed out past the cap
 
 
+async def test_two_trackers_share_one_cap_exactly(settings: Settings, db: asyncpg.Connection) -> None:
+    """Two tracker processes' worth of recorders (each its own connection and batches) on one cap, offer-wide
+    and per partner: together they admit exactly the limit."""
+    prog = await programme(
+        db, caps={"clicks": {"daily": 40}, "per_partner": {"clicks": {"lifetime": 30}}}, fallback_url=FALLBACK
+    )
+    async with tracker_client(settings) as (_a, first), tracker_client(settings) as (_b, second):
+
+        async def click(i: int) -> str:
+            client = first if i % 2 else second
+            return await _location(client, prog.code, i)
+
+        locations = await asyncio.gather(*(click(i) for i in range(90)))
+    assert sum(loc != FALLBACK for loc in locations) == 30  # the tighter of the two caps
+    assert sum(loc == FALLBACK for loc in locations) == 60
+
+
 async def _location(client: httpx.AsyncClient, code: str, visitor: int) -> str:
     """Where one click of a new visitor on the link goes: the offer, or the fallback when over the cap."""
     response = await client.get(f"/c/{code}", headers={"user-agent": f"Mozilla/5.0 visitor-{visitor}"})
