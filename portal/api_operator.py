@@ -104,6 +104,11 @@ async def offer(ctx: Ctx) -> Any:
     return await data.offer(ctx.conn, ctx.who, ctx.path_int("offer_id"))
 
 
+async def offer_caps(ctx: Ctx) -> Any:
+    core = ctx.portal.settings.core
+    return await data.offer_caps(ctx.conn, ctx.portal.redis, core.key_prefix, ctx.who, ctx.path_int("offer_id"))
+
+
 async def create_offer(ctx: Ctx) -> Any:
     return await data.create_offer(ctx.conn, ctx.who, await ctx.body(OFFER))
 
@@ -344,6 +349,13 @@ ENDPOINTS = [
     _o("POST", "/offers", create_offer, "Create an offer", body=OFFER, status=201),
     _o("GET", "/offers/{offer_id}", offer, "One offer"),
     _o("PATCH", "/offers/{offer_id}", update_offer, "Change an offer", body=EDIT_OFFER),
+    _o(
+        "GET",
+        "/offers/{offer_id}/caps",
+        offer_caps,
+        "The offer's caps and what has been counted against each today (UTC), per partner where per partner;"
+        " payout in minor units of the offer's currency",
+    ),
     _o("PUT", "/offers/{offer_id}/partner-plan", partner_plan, "A per-partner fee plan override", body=PARTNER_PLAN),
     _o("GET", "/partners", partners, "Partners of the programme, with status"),
     _o("POST", "/partners", create_partner, "Add a partner (and invite its user)", body=NEW_PARTNER, status=201),

@@ -85,6 +85,13 @@ def parse(config: dict[str, Any]) -> tuple[Limit, ...]:
     return tuple(limits)
 
 
+def counter_key(prefix: str, offer_id: int, limit: Limit, partner_id: int, day: str) -> str:
+    """The Redis key of one limit's counter; `day` (YYYYMMDD, UTC) names a daily counter's day."""
+    who = f"p{partner_id}:" if limit.per_partner else ""
+    when = f"d{day}" if limit.period == "daily" else "life"
+    return f"{prefix}:cap:{{o{offer_id}}}:{who}{limit.metric}:{when}"
+
+
 def counters(
     prefix: str, offer_id: int, partner_id: int, limits: tuple[Limit, ...], increments: dict[str, int], now: float
 ) -> tuple[list[str], list[int]]:
@@ -97,9 +104,7 @@ def counters(
         increment = increments.get(limit.metric)
         if increment is None:
             continue
-        who = f"p{partner_id}:" if limit.per_partner else ""
-        when = f"d{day}" if limit.period == "daily" else "life"
-        keys.append(f"{prefix}:cap:{{o{offer_id}}}:{who}{limit.metric}:{when}")
+        keys.append(counter_key(prefix, offer_id, limit, partner_id, day))
         args += [limit.value, DAY_TTL_S if limit.period == "daily" else 0, increment]
     return keys, args
 

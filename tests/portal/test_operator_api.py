@@ -8,7 +8,11 @@ import struct
 import zlib
 
 import pytest
+import redis.asyncio
 
+from clickmint.embedded import pick_port
+from tests.factories import programme
+from tests.helpers import tracker_client
 from tests.portal.kit import add_user, csrf_headers, login, portal_client, world
 
 
@@ -258,3 +262,51 @@ async def test_network_operator_sees_every_merchant_and_creates_merchants(db, se
         )
         assert refused.status_code == 403
     assert await db.fetchval("SELECT count(*) FROM merchants") == 3
+
+
+async def test_cap_usage_shows_what_the_tracker_counted(db, settings):
+    """Per cap, offer-wide and per partner: the limit, what the tracker's counters hold today, what is left.
+    Another merchant's operator and an unknown offer get a 404; unreadable counters a 503 with a code."""
+    w = await world(db)
+    caps = {"clicks": {"daily": 10}, "per_partner": {"clicks": {"lifetime": 4}}}
+    prog = await programme(db, caps=caps, fallback_url="https://fallback.example.org/")
+    await add_user(db, "ops@capped.example", "operator", merchant_id=prog.merchant_id)
+    async with tracker_client(settings) as (_app, tracker):
+        for i in range(6):  # four within the partner's lifetime cap, then two over it
+            await tracker.get(f"/c/{prog.code}", headers={"user-agent": f"Mozilla/5.0 visitor-{i}"})
+    path = f"/api/v1/admin/offers/{prog.offer_id}/caps"
+    async with portal_client(settings) as client:
+        await login(client, "ops@capped.example")
+        usage = await client.get(path)
+        unknown = await client.get("/api/v1/admin/offers/999999/caps")
+        client.app.state.portal.redis = redis.asyncio.Redis(port=pick_port(0))  # nothing listens there
+        down = await client.get(path)
+    async with portal_client(settings) as client:
+        await login(client, "ops@shop-m.example")  # merchant M's operator
+        foreign = await client.get(path)
+        uncapped = await client.get(f"/api/v1/admin/offers/{w.ids['public_offer']}/caps")
+    assert usage.status_code == 200, usage.text
+    assert usage.json()["currency"] == "USD" and usage.json()["caps"] == [
+        {
+            "metric": "clicks",
+            "period": "daily",
+            "scope": "offer",
+            "partner_id": None,
+            "limit": 10,
+            "used": 4,
+            "remaining": 6,
+        },
+        {
+            "metric": "clicks",
+            "period": "lifetime",
+            "scope": "partner",
+            "partner_id": prog.partner_id,
+            "limit": 4,
+            "used": 4,
+            "remaining": 0,
+        },
+    ]
+    assert (unknown.status_code, unknown.json()["error"]) == (404, "not_found")
+    assert (foreign.status_code, foreign.json()["error"]) == (404, "not_found")
+    assert (down.status_code, down.json()["error"]) == (503, "redis_unavailable")
+    assert uncapped.status_code == 200 and uncapped.json()["caps"] == []
