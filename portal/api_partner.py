@@ -34,12 +34,16 @@ async def customers(ctx: Ctx) -> Any:
     return {"customers": await data.customers(ctx.conn, ctx.partner_id, limit)}
 
 
+def counters(ctx: Ctx) -> data.Counters:
+    return ctx.portal.redis, ctx.portal.settings.core.key_prefix
+
+
 async def offers(ctx: Ctx) -> Any:
-    return {"offers": await data.offers(ctx.conn, ctx.partner_id)}
+    return {"offers": await data.offers(ctx.conn, ctx.partner_id, counters(ctx))}
 
 
 async def offer(ctx: Ctx) -> Any:
-    return await data.offer(ctx.conn, ctx.partner_id, ctx.path_int("offer_id"))
+    return await data.offer(ctx.conn, ctx.partner_id, ctx.path_int("offer_id"), counters(ctx))
 
 
 async def creatives(ctx: Ctx) -> Any:

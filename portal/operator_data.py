@@ -18,7 +18,7 @@ from billing import statements as billing_statements
 from billing.money import format_amount
 from billing.plans import build_plan
 from billing.pricing import FeeError
-from portal import validate
+from portal import cap_usage, validate
 from portal.auth import Principal
 from portal.errors import ApiError, invalid, not_found
 from portal.images import ImageError, sniff
@@ -189,49 +189,22 @@ async def offer(conn: asyncpg.Connection, who: Principal, offer_id: int) -> dict
 async def offer_caps(
     conn: asyncpg.Connection, client: redis.asyncio.Redis, prefix: str, who: Principal, offer_id: int
 ) -> dict[str, Any]:
-    """Each cap of an offer with what the tracker has counted against it, read from its counters in Redis:
-    today's (UTC) for daily caps; per partner, one row for each partner with a link to the offer."""
+    """Each cap of an offer with what the tracker has counted against it: today's (UTC) for daily caps;
+    per partner, one row for each partner with a link to the offer."""
     where, args = _in_scope(who, "o.merchant_id")
     row = await conn.fetchrow(f"SELECT o.caps, o.currency FROM offers o WHERE {where} AND o.id = $2", *args, offer_id)
     if row is None:
         raise not_found("offer")
-    config = orjson.loads(row["caps"]) if isinstance(row["caps"], str) else row["caps"]
-    try:
-        limits = tracker_caps.parse(config or {})
-    except tracker_caps.CapConfigError:
-        limits = ()  # never stored: the API refuses malformed caps
-    now = dt.datetime.now(dt.UTC)
-    day = now.strftime("%Y%m%d")
+    limits = cap_usage.limits_of(row["caps"])
     partners: list[int] = []
     if any(limit.per_partner for limit in limits):
-        partners = [
-            r[0]
-            for r in await conn.fetch("SELECT DISTINCT partner_id FROM links WHERE offer_id = $1 ORDER BY 1", offer_id)
-        ]
-    rows: list[dict[str, Any]] = []
-    for limit in limits:
-        for partner in partners if limit.per_partner else [None]:
-            rows.append(
-                {
-                    "metric": limit.metric,
-                    "period": limit.period,
-                    "scope": "partner" if limit.per_partner else "offer",
-                    "partner_id": partner,
-                    "limit": limit.value,
-                    "key": tracker_caps.counter_key(prefix, offer_id, limit, partner or 0, day),
-                }
-            )
-    counted: list[Any] = []
-    if rows:
-        try:
-            counted = await client.mget([r["key"] for r in rows])
-        except (redis.exceptions.RedisError, OSError) as exc:
-            raise ApiError(503, "redis_unavailable", "the cap counters cannot be read right now; retry later") from exc
-    for r, value in zip(rows, counted, strict=True):
-        del r["key"]
-        r["used"] = int(value or 0)
-        r["remaining"] = max(r["limit"] - r["used"], 0)
-    return {"offer_id": offer_id, "currency": row["currency"], "day": now.date().isoformat(), "caps": rows}
+        query = "SELECT DISTINCT partner_id FROM links WHERE offer_id = $1 ORDER BY 1"
+        partners = [r[0] for r in await conn.fetch(query, offer_id)]
+    try:
+        day, found = await cap_usage.usage(client, prefix, [(offer_id, limits, partners)])
+    except (redis.exceptions.RedisError, OSError) as exc:
+        raise ApiError(503, "redis_unavailable", "the cap counters cannot be read right now; retry later") from exc
+    return {"offer_id": offer_id, "currency": row["currency"], "day": day, "caps": found[offer_id]}
 
 
 _OFFER_FIELDS = (

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from billing.money import format_amount
 from portal import auth, validate
 from portal.api import Ctx
 from portal.errors import ApiError
@@ -24,6 +25,7 @@ TEMPLATES = jinja2.Environment(
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
+TEMPLATES.filters["money"] = format_amount  # minor units -> "12.34" by the currency's exponent
 DEFAULT_BRAND = {"primary": "#1f4e79", "accent": "#f0a202", "tagline": "", "logo_url": None}
 
 

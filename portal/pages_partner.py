@@ -42,7 +42,9 @@ async def orders_page(ctx: Ctx, form: Any) -> Response:
 
 
 async def offers_page(ctx: Ctx, form: Any) -> Response:
-    return await show(ctx, "offers.html", offers=await pdata.offers(ctx.conn, ctx.partner_id))
+    return await show(
+        ctx, "offers.html", offers=await pdata.offers(ctx.conn, ctx.partner_id, api_partner.counters(ctx))
+    )
 
 
 async def links_page(ctx: Ctx, form: Any) -> Response:
@@ -63,7 +65,7 @@ async def links_page(ctx: Ctx, form: Any) -> Response:
         ctx,
         "links.html",
         links=await pdata.links(ctx.conn, ctx.partner_id, tracker),
-        offers=await pdata.offers(ctx.conn, ctx.partner_id),
+        offers=await pdata.offers(ctx.conn, ctx.partner_id, api_partner.counters(ctx)),
         built=built,
         link_id=link_id,
     )

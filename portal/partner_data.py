@@ -9,8 +9,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 import asyncpg
+import redis.asyncio
+import redis.exceptions
 
 from billing.money import format_amount
+from portal import cap_usage
 from portal.errors import ApiError, invalid, not_found
 from tracker.macros import normalize_hosts, safe_deep_link
 
@@ -130,7 +133,7 @@ async def customers(conn: asyncpg.Connection, partner_id: int, limit: int) -> li
 _OPEN_OFFERS = """
     SELECT o.id, o.name, o.status, o.visibility, o.destination_url, o.allowed_hosts, o.currency, o.hold_days,
            o.attribution_window_s, o.starts_at, o.ends_at, m.id AS merchant_id, m.name AS merchant,
-           coalesce(pp_plan.fee_plan, o.fee_plan) AS fee_plan
+           coalesce(pp_plan.fee_plan, o.fee_plan) AS fee_plan, o.caps
     FROM offers o
     JOIN merchants m ON m.id = o.merchant_id
     JOIN partner_programmes pp ON pp.merchant_id = o.merchant_id AND pp.partner_id = $1 AND pp.status = 'approved'
@@ -158,17 +161,46 @@ def _json(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
-async def offers(conn: asyncpg.Connection, partner_id: int) -> list[dict[str, Any]]:
-    """Offers open to the partner, partner-only upcoming sales included (flagged `upcoming`)."""
+Counters = tuple[redis.asyncio.Redis, str]  # the Redis the tracker counts caps in, and its key prefix
+
+
+async def offers(conn: asyncpg.Connection, partner_id: int, counters: Counters) -> list[dict[str, Any]]:
+    """Offers open to the partner, partner-only upcoming sales included (flagged `upcoming`), with their caps."""
     rows = await conn.fetch(_OPEN_OFFERS + " ORDER BY o.starts_at NULLS FIRST, o.id", partner_id)
-    return [_offer(r) for r in rows]
+    return await _with_caps([_offer(r) for r in rows], partner_id, counters)
 
 
-async def offer(conn: asyncpg.Connection, partner_id: int, offer_id: int) -> dict[str, Any]:
+async def offer(conn: asyncpg.Connection, partner_id: int, offer_id: int, counters: Counters) -> dict[str, Any]:
+    return (await _with_caps([_offer(await _open_offer(conn, partner_id, offer_id))], partner_id, counters))[0]
+
+
+async def _open_offer(conn: asyncpg.Connection, partner_id: int, offer_id: int) -> asyncpg.Record:
     row = await conn.fetchrow(_OPEN_OFFERS + " AND o.id = $2", partner_id, offer_id)
     if row is None:
         raise not_found("offer")
-    return _offer(row)
+    return row
+
+
+async def _with_caps(items: list[dict[str, Any]], partner_id: int, counters: Counters) -> list[dict[str, Any]]:
+    """Each offer's caps as its partner sees them: its own per-partner caps with what it has used and what is
+    left today, the offer-wide ones with their limit and whether they are reached (not the offer's volume).
+    `caps` is null when the counters cannot be read; the offers are listed all the same."""
+    wanted = [(item["id"], cap_usage.limits_of(item.pop("caps")), [partner_id]) for item in items]
+    try:
+        _, found = await cap_usage.usage(*counters, wanted)
+    except (redis.exceptions.RedisError, OSError):
+        found = None
+    for item in items:
+        if found is None:
+            item["caps"] = None
+            continue
+        item["caps"] = [
+            {k: row[k] for k in ("metric", "period", "scope", "limit", "used", "remaining")}
+            if row["scope"] == "partner"
+            else {**{k: row[k] for k in ("metric", "period", "scope", "limit")}, "reached": row["remaining"] == 0}
+            for row in found[item["id"]]
+        ]
+    return items
 
 
 def _link(row: asyncpg.Record, tracker_url: str) -> dict[str, Any]:
@@ -224,7 +256,7 @@ async def create_link(
     conn: asyncpg.Connection, partner_id: int, offer_id: int, creative_id: int | None, tracker_url: str
 ) -> dict[str, Any]:
     """A new tracking link on an offer open to the partner (optionally with one of the offer's banners)."""
-    await offer(conn, partner_id, offer_id)
+    await _open_offer(conn, partner_id, offer_id)
     if creative_id is not None:
         found = await conn.fetchval("SELECT 1 FROM creatives WHERE id = $1 AND offer_id = $2", creative_id, offer_id)
         if not found:

@@ -10,9 +10,11 @@ import hmac
 
 import asyncpg
 import pytest
+import redis.asyncio
 
 from billing.settle import settle
 from billing.statements import month_bounds
+from clickmint.embedded import pick_port
 from clickmint.settings import Settings
 from portal import postbacks
 from tests.factories import programme
@@ -269,3 +271,44 @@ async def test_a_closed_statement_reexports_the_same_bytes_after_renames(setting
     assert b"BBB_SECRET private" in before
     with pytest.raises(asyncpg.IntegrityConstraintViolationError):
         await db.execute("UPDATE statements SET names = '{}' WHERE id = $1", w.ids["b_statement"])
+
+
+async def test_offers_show_the_partners_own_cap_usage_and_whether_offer_caps_are_reached(
+    settings: Settings, db: asyncpg.Connection
+):
+    caps = {"clicks": {"daily": 3}, "per_partner": {"clicks": {"daily": 2}, "payout": {"lifetime": 5000}}}
+    prog = await programme(db, caps=caps, fallback_url="https://fallback.example.org/")
+    other = await db.fetchval("INSERT INTO partners (name, email) VALUES ('Other', 'o@p.example') RETURNING id")
+    await db.execute(
+        "INSERT INTO partner_programmes (partner_id, merchant_id, status) VALUES ($1, $2, 'approved')",
+        other,
+        prog.merchant_id,
+    )
+    await db.execute(
+        "INSERT INTO links (code, partner_id, offer_id) VALUES ('other-link', $1, $2)", other, prog.offer_id
+    )
+    await add_user(db, "capped@p.example", "partner", partner_id=prog.partner_id, merchant_id=prog.merchant_id)
+    async with tracker_client(settings) as (_app, tracker):
+        for i, code in enumerate([prog.code] * 3 + ["other-link"]):  # two of ours count, the third is over our cap
+            await tracker.get(f"/c/{code}", headers={"user-agent": f"Mozilla/5.0 visitor-{i}"})
+    async with portal_client(settings) as portal:
+        await login(portal, "capped@p.example")
+        listed = (await portal.get("/api/v1/partner/offers")).json()["offers"]
+        one = (await portal.get(f"/api/v1/partner/offers/{prog.offer_id}")).json()
+        page = (await portal.get("/offers")).text
+        portal.app.state.portal.redis = redis.asyncio.Redis(port=pick_port(0))  # the counters out of reach
+        blind = await portal.get("/api/v1/partner/offers")
+    [offer] = [o for o in listed if o["id"] == prog.offer_id]
+    assert (
+        offer["caps"]
+        == one["caps"]
+        == [
+            {"metric": "clicks", "period": "daily", "scope": "offer", "limit": 3, "reached": True},
+            {"metric": "clicks", "period": "daily", "scope": "partner", "limit": 2, "used": 2, "remaining": 0},
+            {"metric": "payout", "period": "lifetime", "scope": "partner", "limit": 5000, "used": 0, "remaining": 5000},
+        ]
+    )
+    assert "Your daily cap: 2 clicks of 2 clicks used today (UTC)" in page
+    assert "Your lifetime cap: 0.00 USD of 50.00 USD used" in page
+    assert 'Offer daily cap: 3 clicks <span class="tag">reached until midnight UTC' in page
+    assert blind.status_code == 200 and [o["caps"] for o in blind.json()["offers"]] == [None]
