@@ -207,6 +207,40 @@ async def offer_caps(
     return {"offer_id": offer_id, "currency": row["currency"], "day": day, "caps": found[offer_id]}
 
 
+async def caps_used_today(
+    conn: asyncpg.Connection, client: redis.asyncio.Redis, prefix: str, offers: list[dict[str, Any]]
+) -> dict[int, list[dict[str, Any]]] | None:
+    """For the offers page, per offer: each offer-wide cap with what is used, each per-partner cap with how
+    many of the offer's partners have reached it and the most any of them used. None: Redis cannot say."""
+    limits = {o["id"]: cap_usage.limits_of(o["caps"]) for o in offers}
+    limits = {offer_id: found for offer_id, found in limits.items() if found}
+    per_partner = [offer_id for offer_id, found in limits.items() if any(limit.per_partner for limit in found)]
+    partners: dict[int, list[int]] = {}
+    if per_partner:
+        query = """SELECT offer_id, array_agg(DISTINCT partner_id ORDER BY partner_id) AS partners FROM links
+                   WHERE offer_id = ANY($1::bigint[]) GROUP BY offer_id"""
+        partners = {r["offer_id"]: list(r["partners"]) for r in await conn.fetch(query, per_partner)}
+    try:
+        _, found_rows = await cap_usage.usage(
+            client, prefix, [(offer_id, found, partners.get(offer_id, [])) for offer_id, found in limits.items()]
+        )
+    except (redis.exceptions.RedisError, OSError):
+        return None
+    summary: dict[int, list[dict[str, Any]]] = {}
+    for offer_id, rows in found_rows.items():
+        lines: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for row in rows:
+            line = lines.setdefault(
+                (row["scope"], row["metric"], row["period"]),
+                {k: row[k] for k in ("scope", "metric", "period", "limit")} | {"used": 0, "partners": 0, "at_cap": 0},
+            )
+            line["used"] = max(line["used"], row["used"])  # per partner: the most any partner used
+            line["partners"] += 1
+            line["at_cap"] += row["remaining"] == 0
+        summary[offer_id] = list(lines.values())
+    return summary
+
+
 _OFFER_FIELDS = (
     "name",
     "status",

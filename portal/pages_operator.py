@@ -28,10 +28,13 @@ async def admin_offers(ctx: Ctx, form: Any) -> Response:
         values = validate.fields(_offer_form(form), api_operator.OFFER)
         created = await odata.create_offer(ctx.conn, ctx.who, values)
         return back("/admin/offers", f"Offer {created['name']} created.")
+    offers = await odata.offers(ctx.conn, ctx.who)
+    core = ctx.portal.settings.core
     return await show(
         ctx,
         "admin_offers.html",
-        offers=await odata.offers(ctx.conn, ctx.who),
+        offers=offers,
+        caps_used=await odata.caps_used_today(ctx.conn, ctx.portal.redis, core.key_prefix, offers),
         merchants=await odata.merchants(ctx.conn, ctx.who),
     )
 

@@ -279,8 +279,10 @@ async def test_cap_usage_shows_what_the_tracker_counted(db, settings):
         await login(client, "ops@capped.example")
         usage = await client.get(path)
         unknown = await client.get("/api/v1/admin/offers/999999/caps")
+        page = (await client.get("/admin/offers")).text
         client.app.state.portal.redis = redis.asyncio.Redis(port=pick_port(0))  # nothing listens there
         down = await client.get(path)
+        blind_page = await client.get("/admin/offers")
     async with portal_client(settings) as client:
         await login(client, "ops@shop-m.example")  # merchant M's operator
         foreign = await client.get(path)
@@ -310,3 +312,6 @@ async def test_cap_usage_shows_what_the_tracker_counted(db, settings):
     assert (foreign.status_code, foreign.json()["error"]) == (404, "not_found")
     assert (down.status_code, down.json()["error"]) == (503, "redis_unavailable")
     assert uncapped.status_code == 200 and uncapped.json()["caps"] == []
+    assert "clicks, daily: 4 of 10 used today" in page
+    assert "clicks, lifetime, per partner: 1 of 1 at the cap (most used: 4 of 4)" in page
+    assert blind_page.status_code == 200 and "usage unavailable right now" in blind_page.text
