@@ -1,7 +1,7 @@
 """The portal in a real headless Chromium (Debian's chromium, driven by Playwright): a partner signs in
 on its merchant's branded page, sees the click it made a moment ago, sets a retail price and downloads a
-statement; an operator creates an offer and the partner sees it. Tracker, ingest and portal run for real
-on loopback."""
+statement; an operator creates an offer with a cap and the partner sees the offer and its cap. Tracker,
+ingest and portal run for real on loopback."""
 
 from __future__ import annotations
 
@@ -191,6 +191,7 @@ async def test_partner_and_operator_in_chromium(settings: Settings, db: asyncpg.
             await ops.fill("#new-offer input[name=destination_url]", "https://sunny.example/winter?c={click_id}")
             await ops.select_option("#new-offer select[name=visibility]", "partners")
             await ops.fill("#new-offer textarea[name=fee_plan]", '{"cps_percent": "12"}')
+            await ops.fill("#new-offer textarea[name=caps]", '{"per_partner": {"clicks": {"daily": 5}}}')
             await ops.click("#new-offer button[type=submit]")
             await ops.wait_for_url(f"{portal_url}/admin/offers?notice=*")
             assert "Offer Partners-only winter sale created." in await ops.inner_text(".notice")
@@ -198,6 +199,7 @@ async def test_partner_and_operator_in_chromium(settings: Settings, db: asyncpg.
             await page.goto(f"{portal_url}/offers")
             offers = await page.inner_text("#offers")
             assert "Partners-only winter sale" in offers and "partners only" in offers
+            assert "Your daily cap: 0 clicks of 5 clicks used today (UTC)" in offers  # read from the tracker's counters
             await browser.close()
     finally:
         ingest.stop()
