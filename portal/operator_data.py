@@ -196,15 +196,27 @@ async def offer_caps(
     if row is None:
         raise not_found("offer")
     limits = cap_usage.limits_of(row["caps"])
-    partners: list[int] = []
-    if any(limit.per_partner for limit in limits):
-        query = "SELECT DISTINCT partner_id FROM links WHERE offer_id = $1 ORDER BY 1"
-        partners = [r[0] for r in await conn.fetch(query, offer_id)]
+    partners = await _linked_partners(conn, {offer_id: limits})
     try:
-        day, found = await cap_usage.usage(client, prefix, [(offer_id, limits, partners)])
+        day, found = await cap_usage.usage(client, prefix, [(offer_id, limits, partners.get(offer_id, []))])
     except (redis.exceptions.RedisError, OSError) as exc:
         raise ApiError(503, "redis_unavailable", "the cap counters cannot be read right now; retry later") from exc
     return {"offer_id": offer_id, "currency": row["currency"], "day": day, "caps": found[offer_id]}
+
+
+async def _linked_partners(
+    conn: asyncpg.Connection, limits: dict[int, tuple[tracker_caps.Limit, ...]]
+) -> dict[int, list[int]]:
+    """Per offer with a per-partner cap: the partners with a link to it, whose counters there are to read."""
+    offer_ids = [offer_id for offer_id, found in limits.items() if any(limit.per_partner for limit in found)]
+    if not offer_ids:
+        return {}
+    rows = await conn.fetch(
+        """SELECT offer_id, array_agg(DISTINCT partner_id ORDER BY partner_id) AS partners FROM links
+           WHERE offer_id = ANY($1::bigint[]) GROUP BY offer_id""",
+        offer_ids,
+    )
+    return {r["offer_id"]: list(r["partners"]) for r in rows}
 
 
 async def caps_used_today(
@@ -214,12 +226,7 @@ async def caps_used_today(
     many of the offer's partners have reached it and the most any of them used. None: Redis cannot say."""
     limits = {o["id"]: cap_usage.limits_of(o["caps"]) for o in offers}
     limits = {offer_id: found for offer_id, found in limits.items() if found}
-    per_partner = [offer_id for offer_id, found in limits.items() if any(limit.per_partner for limit in found)]
-    partners: dict[int, list[int]] = {}
-    if per_partner:
-        query = """SELECT offer_id, array_agg(DISTINCT partner_id ORDER BY partner_id) AS partners FROM links
-                   WHERE offer_id = ANY($1::bigint[]) GROUP BY offer_id"""
-        partners = {r["offer_id"]: list(r["partners"]) for r in await conn.fetch(query, per_partner)}
+    partners = await _linked_partners(conn, limits)
     try:
         _, found_rows = await cap_usage.usage(
             client, prefix, [(offer_id, found, partners.get(offer_id, [])) for offer_id, found in limits.items()]

@@ -260,24 +260,25 @@ class Recorder:
         await self._write_spool(batch)
 
     async def _write_redis(self, batch: list[Entry]) -> None:
-        one_trip = self._one_trip
-        checks = [c for e in batch if not (one_trip and e.capped is not None) for c in e.checks]
-        if checks:
-            replies = await self._execute(checks)
-            at = 0
+        if not self._one_trip:  # a Cluster: the caps cannot share the append's script, so they go ahead of it
             for entry in batch:
-                if entry.checks and not (one_trip and entry.capped is not None):
-                    n = len(entry.checks)
-                    entry.replies = replies[at : at + n]
-                    at += n
-                    if entry.decide is not None:
-                        entry.decide(entry.event, entry.replies)
+                entry.capped = None
+        ahead = [entry for entry in batch if entry.checks and entry.capped is None]
+        if ahead:
+            replies = await self._execute([command for entry in ahead for command in entry.checks])
+            at = 0
+            for entry in ahead:
+                n = len(entry.checks)
+                entry.replies = replies[at : at + n]
+                at += n
+                if entry.decide is not None:
+                    entry.decide(entry.event, entry.replies)
         dumps, key = orjson.dumps, self._key
         commands = [
             xadd_command(key(e.shard), dumps(e.event))
             if e.unique is None
             else capped_unique_xadd_command(e.unique[0], e.capped, dumps(e.event))
-            if one_trip and e.capped is not None
+            if e.capped is not None
             else unique_xadd_command(e.unique[0], key(e.shard), e.unique[1], dumps(e.event))
             for e in batch
         ]
@@ -286,7 +287,7 @@ class Recorder:
         for entry, reply in zip(batch, replies, strict=True):
             if isinstance(reply, hiredis.ReplyError):
                 failed.append(entry)
-            elif one_trip and entry.capped is not None:  # the reply is the cap check's: 1 within, 0 over
+            elif entry.capped is not None:  # the reply is the cap check's: 1 within, 0 over
                 entry.replies = [reply]
                 if entry.decide is not None:
                     entry.decide(entry.event, entry.replies)
