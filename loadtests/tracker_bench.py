@@ -1,10 +1,12 @@
 """`python -m loadtests.bench tracker`: the click redirect against a bare ASGI 302, same port, same load.
 
 The click has everything on (--plain: no caps, no GeoIP database, as measured before 2026-11-26).
-One after the other on one port: (1) loadtests.baseline:app, (2) tracker.app:create_app, each ONE
-uvicorn worker pinned to the first core; Redis/Valkey, PostgreSQL, the load generator and this
-process on the second. Each gets a warm-up, then a closed-loop run at --connections (wrk when
-installed, else the Python generator) for req/s, p50 and p99. The tracker then gets an open-loop
+One after the other on one port: (1) loadtests.baseline:app, (2) loadtests.floor:app (the bare 302 that
+first appends one event to a stream by group commit: the least any tracker that records before it answers
+costs on the day's machine), (3) tracker.app:create_app, each ONE uvicorn worker pinned to the first core;
+Redis/Valkey, PostgreSQL, the load generator and this process on the second. Each gets a warm-up,
+then a closed-loop run at --connections (wrk when installed, else the Python generator) for req/s,
+p50 and p99. The tracker then gets an open-loop
 run at --fraction (80%) of the rate it just reached, from the Python generator (wrk cannot pace),
 whose latencies count from each request's due time, and its RSS is sampled under load; then the bare
 app again, paced at that same rate: the open-loop figures' own baseline. The bare app is also paced at
@@ -39,6 +41,7 @@ from loadtests.workers import Worker
 TARGET_RATIO = 0.6
 TARGET_P99_MS_AT_FRACTION = 10.0
 KEY_PREFIX = "bench"
+FLOOR_PREFIX = KEY_PREFIX + ":floor"  # the floor app's streams (loadtests/floor.py)
 EVERYTHING = (
     "everything on: bot and burst checks, unique-click SET NX, click caps (offer and partner, daily and "
     "lifetime) in Redis, GeoIP country, signed click id, cookie, macros"
@@ -109,6 +112,7 @@ def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, A
         )
         counters = dict.fromkeys(COUNTERS, 0)
         before = stream_lengths(servers.redis_url, KEY_PREFIX, shards)
+        floor_before = stream_lengths(servers.redis_url, FLOOR_PREFIX, shards)
         rounds: list[dict[str, Any]] = []
         for n in range(args.rounds):
             if args.rounds > 1:
@@ -119,6 +123,10 @@ def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, A
                 # Is the open-loop target within reach of the bare app itself, at the same share of its own max?
                 own = base["rps"] * args.fraction
                 base_own = runner.phase(f"baseline at {args.fraction:.0%}: {own:,.0f}/s open", w, traffic, others, own)
+            # The floor: the bare 302 that first appends one event by group commit, what any durable tracker pays.
+            with Worker("loadtests.floor:app", port, env, runner.server_cpus, servers.base / "floor.log", False) as w:
+                w.wait_ready(path, expect=302)
+                floor = runner.phase("floor (bare 302 + group-commit XADD)", w, traffic, others)
             with Worker(
                 "tracker.app:create_app", port, env, runner.server_cpus, servers.base / "tracker.log", True
             ) as w:
@@ -131,7 +139,9 @@ def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, A
                 for name, value in _metrics(w).items():
                     if name in counters:
                         counters[name] += int(value)
-                rounds.append({"base": base, "base_own": base_own, "best": best, "paced": paced, "rate": rate})
+                rounds.append(
+                    {"base": base, "base_own": base_own, "floor": floor, "best": best, "paced": paced, "rate": rate}
+                )
                 if args.profile and n == args.rounds - 1:
                     counters["stream_added"] = stream_lengths(servers.redis_url, KEY_PREFIX, shards) - before
                     _profile(runner, w, traffic, others, args.profile)
@@ -140,6 +150,7 @@ def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, A
                 w.wait_ready(path, expect=302)
                 title = f"baseline at the same {rate:,.0f}/s"
                 rounds[-1]["base_paced"] = runner.phase(title, w, traffic, others, rate)
+        counters["floor_stream_added"] = stream_lengths(servers.redis_url, FLOOR_PREFIX, shards) - floor_before
         if "stream_added" not in counters:
             counters["stream_added"] = stream_lengths(servers.redis_url, KEY_PREFIX, shards) - before
         if not args.plain:
@@ -260,10 +271,14 @@ def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any
     """The figures side by side (medians over rounds), the warnings, then the JSON line."""
     ratios = [r["best"]["rps"] / r["base"]["rps"] if r["base"]["rps"] else 0.0 for r in rounds]
     ratio = float(statistics.median(ratios))
+    floor_rps = _median(rounds, "floor", "rps")
+    floor_ratio = float(
+        statistics.median(r["floor"]["rps"] / r["base"]["rps"] if r["base"]["rps"] else 0.0 for r in rounds)
+    )
     rps, base_rps = _median(rounds, "best", "rps"), _median(rounds, "base", "rps")
     p99_paced = _median(rounds, "paced", "p99_ms")
     rss = max(max(r["best"]["rss_mb"], r["paced"]["rss_mb"]) for r in rounds)
-    cpu_us, base_cpu_us = _cpu_us(rounds, "best"), _cpu_us(rounds, "base")
+    cpu_us, base_cpu_us, floor_cpu_us = _cpu_us(rounds, "best"), _cpu_us(rounds, "base"), _cpu_us(rounds, "floor")
     valkey_us = (  # Valkey's CPU per click (None with a configured Redis, whose CPU is not ours to measure)
         float(statistics.median(r["best"]["cpu_valkey"] / r["best"]["rps"] * 1e6 for r in rounds if r["best"]["rps"]))
         if "valkey" in rounds[0]["best"]["cpu"]
@@ -282,6 +297,9 @@ def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any
     lines = [
         "",
         f"  req/s   baseline {base_rps:,.0f}   tracker {rps:,.0f}   ratio {ratio:.2f}{many} (target >= {TARGET_RATIO})",
+        f"  floor (bare 302 + group-commit XADD, nothing else) {floor_rps:,.0f} req/s: ratio {floor_ratio:.2f} of the "
+        f"baseline, the most any tracker that records each event before answering reaches here; tracker / floor "
+        f"{rps / floor_rps if floor_rps else 0.0:.2f}",
         f"  tracker p50/p99 closed loop: {_median(rounds, 'best', 'p50_ms'):.2f} / "
         f"{_median(rounds, 'best', 'p99_ms'):.2f} ms; baseline {_median(rounds, 'base', 'p50_ms'):.2f} / "
         f"{_median(rounds, 'base', 'p99_ms'):.2f} ms",
@@ -292,8 +310,9 @@ def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any
         f"{_median(rounds, 'base_paced', 'p99_ms'):.2f} ms; paced at {args.fraction:.0%} of its own max: "
         f"{_median(rounds, 'base_own', 'achieved_rps'):,.0f} of {_median(rounds, 'base_own', 'target_rps'):,.0f} "
         f"req/s, p99 {_median(rounds, 'base_own', 'p99_ms'):.2f} ms",
-        f"  server CPU per request: baseline {base_cpu_us:.1f} µs, tracker {cpu_us:.1f} µs (ratio "
-        f"{base_cpu_us / cpu_us if cpu_us else 0.0:.2f}: the req/s ratio if the server core were the only limit)",
+        f"  server CPU per request: baseline {base_cpu_us:.1f} µs, floor {floor_cpu_us:.1f} µs, tracker "
+        f"{cpu_us:.1f} µs (ratio {base_cpu_us / cpu_us if cpu_us else 0.0:.2f}: the req/s ratio if the server core "
+        "were the only limit)",
         f"  server CPU per request, open loop at {args.fraction:.0%}: baseline {base_paced_us:.1f} µs, tracker "
         f"{paced_us:.1f} µs (a request that arrives alone costs more than one of a closed-loop burst)",
         f"  tracker worker RSS under load: {rss:.1f} MB (peak)",
@@ -322,6 +341,11 @@ def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any
         "baseline_p50_ms": round(_median(rounds, "base", "p50_ms"), 3),
         "baseline_p99_ms": round(_median(rounds, "base", "p99_ms"), 3),
         "ratio": round(ratio, 3),
+        "floor_rps": round(floor_rps, 1),
+        "floor_ratio": round(floor_ratio, 3),
+        "floor_cpu_us_per_request": round(floor_cpu_us, 1),
+        "floor_p99_ms": round(_median(rounds, "floor", "p99_ms"), 3),
+        "floor_events": counters["floor_stream_added"],
         "rate_at_80pct": round(float(statistics.median(r["rate"] for r in rounds)), 1),
         "achieved_rps_at_80pct": round(_median(rounds, "paced", "achieved_rps"), 1),
         "p50_ms_at_80pct": round(_median(rounds, "paced", "p50_ms"), 3),
@@ -343,7 +367,7 @@ def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any
         "events_redis": events,
         "events_spooled": spooled,
         "events_per_batch": round(events / max(batches, 1), 2),
-        "errors": int(sum(r[k].get("errors", 0) for r in rounds for k in ("base", "best", "paced"))),
+        "errors": int(sum(r[k].get("errors", 0) for r in rounds for k in ("base", "floor", "best", "paced"))),
         "meets_targets": meets,
         "warnings": warnings,
     }
