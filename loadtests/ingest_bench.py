@@ -3,6 +3,12 @@
 Fills the event streams with realistic events (70% views, 25% clicks, 4% actions, 1% purchases, a
 share of bots), runs billing ingest with its derive step until every entry is acknowledged, and in
 the same run COPYs the same rows into a plain table: the baseline of what PostgreSQL takes at best.
+
+Then the floor (embedded PostgreSQL only; --no-floor skips it): the same events through the same
+streams, consumer group and ingest, storing the events only (read, decode and check, COPY into
+`events`, commit, XACK) without the derive step (attribution, conversions, rollups). What is left
+between the floor and the raw COPY is the price of the consumer group and of the indexed,
+transactional store; between ingest and the floor, the price of deriving.
 """
 
 from __future__ import annotations
@@ -108,21 +114,21 @@ async def _more_links(db: asyncpg.Connection, offer: int, merchant: int, count: 
     return [(r["id"], r["partner_id"]) for r in rows]
 
 
-async def fill(redis_url: str, shards: int, payloads: list[tuple[int, bytes]]) -> float:
+async def fill(redis_url: str, prefix: str, shards: int, payloads: list[tuple[int, bytes]]) -> float:
     conn = RespConnection(redis_url)
     await conn.connect()
     started = time.perf_counter()
     for start in range(0, len(payloads), 5000):
         chunk = payloads[start : start + 5000]
-        await conn.execute([pack(b"XADD", stream_key(PREFIX, shard), b"*", b"d", data) for shard, data in chunk])
+        await conn.execute([pack(b"XADD", stream_key(prefix, shard), b"*", b"d", data) for shard, data in chunk])
     elapsed = time.perf_counter() - started
     await conn.close()
     return elapsed
 
 
-def _ingest_process(billing: BillingSettings, ready: Any, go: Any) -> None:
+def _ingest_process(billing: BillingSettings, ready: Any, go: Any, derive: bool = True) -> None:
     async def consume() -> None:
-        ingest = Ingest(billing, derive=Deriver())
+        ingest = Ingest(billing, derive=Deriver() if derive else None)
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, ingest.stop)
         ready.set()  # started and imported: the clock starts when every process is
         await asyncio.to_thread(go.wait)
@@ -131,8 +137,53 @@ def _ingest_process(billing: BillingSettings, ready: Any, go: Any) -> None:
     asyncio.run(consume())
 
 
+async def _ingest(redis_url: str, billing: BillingSettings, processes: int, derive: bool) -> float:
+    """Run ingest over streams filled beforehand until every entry is acknowledged; returns the seconds it took."""
+    shards, prefix = billing.core.shards, billing.core.key_prefix
+    redis = aioredis.Redis.from_url(redis_url)
+    for shard in range(shards):
+        await redis.xgroup_create(stream_key(prefix, shard), "billing", id="0", mkstream=True)
+    if processes == 1:
+        ingest = Ingest(billing, derive=Deriver() if derive else None)
+        started = time.perf_counter()
+        task = asyncio.create_task(ingest.run())
+    else:  # what `clickmint up` runs with CLICKMINT_INGEST_PROCESSES: process i of n on its share of the shards
+        spawn = multiprocessing.get_context("spawn")
+        go = spawn.Event()
+        children = []
+        for i in range(1, processes + 1):
+            ready = spawn.Event()
+            child = spawn.Process(
+                target=_ingest_process,
+                args=(replace(billing, part=i, parts=processes), ready, go, derive),
+                daemon=True,
+            )
+            child.start()
+            children.append((child, ready))
+        for _child, ready in children:
+            await asyncio.to_thread(ready.wait)
+        started = time.perf_counter()
+        go.set()
+    while True:
+        groups = [(await redis.xinfo_groups(stream_key(prefix, s)))[0] for s in range(shards)]
+        if all(not g["pending"] and not g["lag"] for g in groups):
+            break
+        await asyncio.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    if processes == 1:
+        ingest.stop()
+        await task
+    else:
+        for child, _ready in children:
+            child.terminate()  # SIGTERM: stops between batches
+            child.join()
+    await redis.delete(*(stream_key(prefix, s) for s in range(shards)))  # its memory and AOF, before the next run
+    await redis.aclose()
+    return elapsed
+
+
 async def bench(
-    servers: Servers, n: int, shards: int, batch: int | None = None, processes: int = 1
+    servers: Servers, n: int, shards: int, batch: int | None = None, processes: int = 1, floor: bool = True
 ) -> dict[str, float | int | str]:
     seeded = await seed_link(servers.database_url)
     db = await asyncpg.connect(servers.database_url)
@@ -146,50 +197,14 @@ async def bench(
     now_ms = int(time.time() * 1000)
     evs = make_events(n, links, seeded.offer_id, now_ms)
     payloads = [(shard_of(int(e["link"]), shards), orjson.dumps(e)) for e in evs]  # as the tracker shards them
-    fill_s = await fill(servers.redis_url, shards, payloads)
-    redis = aioredis.Redis.from_url(servers.redis_url)
-    for shard in range(shards):
-        await redis.xgroup_create(stream_key(PREFIX, shard), "billing", id="0", mkstream=True)
-
+    fill_s = await fill(servers.redis_url, PREFIX, shards, payloads)
     core = Settings.from_env(Env({"CLICKMINT_SECRET_KEY": "b" * 40, "CLICKMINT_DATA_DIR": str(servers.base)}))
     core = replace(
         core, redis_url=servers.redis_url, database_url=servers.database_url, shards=shards, key_prefix=PREFIX
     )
     billing = BillingSettings.from_env(Env({}), core=core)
     billing = replace(billing, batch=batch or billing.batch)
-    if processes == 1:
-        ingest = Ingest(billing, derive=Deriver())
-        started = time.perf_counter()
-        task = asyncio.create_task(ingest.run())
-    else:  # what `clickmint up` runs with CLICKMINT_INGEST_PROCESSES: process i of n on its share of the shards
-        spawn = multiprocessing.get_context("spawn")
-        go = spawn.Event()
-        children = []
-        for i in range(1, processes + 1):
-            ready = spawn.Event()
-            child = spawn.Process(
-                target=_ingest_process, args=(replace(billing, part=i, parts=processes), ready, go), daemon=True
-            )
-            child.start()
-            children.append((child, ready))
-        for _child, ready in children:
-            await asyncio.to_thread(ready.wait)
-        started = time.perf_counter()
-        go.set()
-    while True:
-        groups = [(await redis.xinfo_groups(stream_key(PREFIX, s)))[0] for s in range(shards)]
-        if all(not g["pending"] and not g["lag"] for g in groups):
-            break
-        await asyncio.sleep(0.05)
-    ingest_s = time.perf_counter() - started
-    if processes == 1:
-        ingest.stop()
-        await task
-    else:
-        for child, _ready in children:
-            child.terminate()  # SIGTERM: stops between batches
-            child.join()
-    await redis.aclose()
+    ingest_s = await _ingest(servers.redis_url, billing, processes, derive=True)
     stored = await db.fetchval("SELECT count(*) FROM events")
     conversions = await db.fetchval("SELECT count(*) FROM conversions")
 
@@ -199,6 +214,23 @@ async def bench(
     await db.copy_records_to_table("bench_copy", records=rows, columns=event_rows.COLUMNS)
     copy_s = time.perf_counter() - started
     await db.execute("DROP TABLE bench_copy")
+    figures: dict[str, float | int | str] = {}
+    if floor and servers.postgres is None:
+        print("floor skipped: it empties `events` first, which it does only in an embedded PostgreSQL", flush=True)
+    elif floor:  # the same events again, stored only: into an empty `events`, through streams of their own
+        await db.execute("TRUNCATE events")  # the bench's own embedded database, thrown away after the run
+        floor_prefix = PREFIX + "floor"
+        await fill(servers.redis_url, floor_prefix, shards, payloads)
+        floor_billing = replace(billing, core=replace(billing.core, key_prefix=floor_prefix))
+        floor_s = await _ingest(servers.redis_url, floor_billing, processes, derive=False)
+        floor_stored = await db.fetchval("SELECT count(*) FROM events")
+        figures = {
+            "floor_s": round(floor_s, 2),
+            "floor_events_per_s": round(n / floor_s),
+            "floor_copy_ratio": round((n / floor_s) / (n / copy_s), 3),
+            "floor_stored": floor_stored,
+            "derive_share": round(1 - floor_s / ingest_s, 3),
+        }
     await db.close()
     return {
         "events": n,
@@ -213,6 +245,7 @@ async def bench(
         "shards": shards,
         "processes": processes,
         "batch": billing.batch,
+        **figures,
     }
 
 
@@ -222,12 +255,15 @@ def run(argv: list[str]) -> int:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--batch", type=int, default=None, help="entries per XREADGROUP (default: ingest's own)")
     parser.add_argument("--processes", type=int, default=1, help="ingest processes sharing the shards")
+    parser.add_argument(
+        "--no-floor", dest="floor", action="store_false", help="skip the floor run (the events stored, nothing derived)"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.processes <= args.shards:
         parser.error("--processes must be between 1 and --shards")
     servers = Servers.open()
     try:
-        figures = asyncio.run(bench(servers, args.events, args.shards, args.batch, args.processes))
+        figures = asyncio.run(bench(servers, args.events, args.shards, args.batch, args.processes, args.floor))
     finally:
         servers.close()
     rows = [
@@ -239,6 +275,16 @@ def run(argv: list[str]) -> int:
         ("baseline: raw COPY of the same rows", f"{figures['copy_rows_per_s']:,} rows/s", f"{figures['copy_s']} s"),
         ("ratio ingest / raw COPY", f"{figures['copy_ratio']}", ""),
     ]
+    if "floor_s" in figures:
+        rows += [
+            (
+                "floor: the same ingest storing only (no derive)",
+                f"{figures['floor_events_per_s']:,} events/s",
+                f"{figures['floor_s']} s",
+            ),
+            ("ratio floor / raw COPY", f"{figures['floor_copy_ratio']}", ""),
+            ("share of ingest's time spent deriving", f"{figures['derive_share']:.0%}", ""),
+        ]
     return finish(
         f"ingest of {args.events:,} events over {args.shards} shards, {args.processes} process(es)"
         f" ({servers.postgres_where})",
