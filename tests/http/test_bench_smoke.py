@@ -1,0 +1,50 @@
+"""`python -m loadtests.bench tracker` and `... ingest` end to end, tiny: they run, measure every phase, and
+the last line is their JSON. No timing is asserted: the figures only have to exist and to count real work."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.timeout(150)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench(*args: str) -> tuple[dict[str, Any], str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKMINT_")}  # embedded servers of its own
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtests.bench", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=140
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1]), result.stdout
+
+
+def test_ingest_bench_measures_ingest_the_raw_copy_and_the_floor() -> None:
+    figures, out = _bench("ingest", "--events", "3000")
+    assert figures["stored"] == 3000 and figures["conversions"] > 0  # ingest derived conversions
+    assert figures["floor_stored"] == 3000  # the floor stored every event again, into an emptied table
+    for name in ("events_per_s", "copy_rows_per_s", "floor_events_per_s"):
+        assert figures[name] > 0, name
+    assert figures["floor_copy_ratio"] > 0 and 0 <= figures["derive_share"] < 1
+    assert "floor: the same ingest storing only (no derive)" in out
+
+
+def test_ingest_bench_without_the_floor() -> None:
+    figures, out = _bench("ingest", "--events", "500", "--no-floor")
+    assert figures["stored"] == 500
+    assert "floor_events_per_s" not in figures and "floor:" not in out
+
+
+def test_tracker_bench_measures_the_bare_app_the_floor_and_the_tracker() -> None:
+    figures, out = _bench("tracker", "--duration", "1", "--warmup", "0.2", "--connections", "8")
+    assert figures["baseline_rps"] > 0 and figures["floor_rps"] > 0 and figures["rps"] > 0
+    assert figures["floor_events"] > 0  # the floor app appended its events to its streams
+    assert figures["events_redis"] > 0 and figures["everything_on"] is True
+    assert 0 < figures["floor_ratio"] and 0 < figures["ratio"]
+    assert "floor (bare 302 + group-commit XADD)" in out
