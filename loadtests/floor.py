@@ -16,29 +16,33 @@ import time
 from pathlib import Path
 from typing import Any
 
+from loadtests import baseline
 from tracker.recorder import Recorder
 from tracker.spool import Spool
 
-_LOCATION = (b"location", b"https://shop.example.com/landing?cid=floor&s1=x")
-_NO_STORE = (b"cache-control", b"no-store, max-age=0")
-_EMPTY = (b"content-length", b"0")
 _SHARDS = int(os.environ.get("CLICKMINT_SHARDS", "4"))
-# Under the bench's key prefix (removed after a run on a configured Redis), apart from the tracker's streams.
-PREFIX = os.environ.get("CLICKMINT_KEY_PREFIX", "bench") + ":floor"
+
+
+def key_prefix(tracker_prefix: str) -> str:
+    """The floor's streams: under the bench's key prefix (removed after a run on a configured Redis), apart
+    from the tracker's."""
+    return tracker_prefix + ":floor"
+
 
 _recorder: Recorder | None = None
 _sequence = itertools.count()
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Record one event, then answer the 302; the recorder starts and stops with the lifespan."""
+    """Record one event, then answer as the bare app; the recorder starts and stops with the lifespan."""
     global _recorder
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 spool = Spool(Path(os.environ["CLICKMINT_DATA_DIR"]) / "floor-spool")
-                _recorder = Recorder(os.environ["CLICKMINT_REDIS_URL"], PREFIX, spool)
+                prefix = key_prefix(os.environ.get("CLICKMINT_KEY_PREFIX", "bench"))
+                _recorder = Recorder(os.environ["CLICKMINT_REDIS_URL"], prefix, spool)
                 await _recorder.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -49,5 +53,4 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     n = next(_sequence)
     assert _recorder is not None
     await _recorder.record(n % _SHARDS, {"id": n, "ts": int(time.time() * 1000), "type": "click", "link": 1})
-    await send({"type": "http.response.start", "status": 302, "headers": [_LOCATION, _NO_STORE, _EMPTY]})
-    await send({"type": "http.response.body", "body": b""})
+    await baseline.app(scope, receive, send)  # then the bare app's very answer

@@ -33,6 +33,7 @@ import asyncpg
 
 from clickmint.embedded import pick_port
 from clickmint.errors import ClickmintError
+from loadtests import floor
 from loadtests.runner import Runner
 from loadtests.servers import Servers, delete_keys, seed_link, stream_lengths, unseed_link
 from loadtests.traffic import BROWSER_UA, Traffic
@@ -41,7 +42,7 @@ from loadtests.workers import Worker
 TARGET_RATIO = 0.6
 TARGET_P99_MS_AT_FRACTION = 10.0
 KEY_PREFIX = "bench"
-FLOOR_PREFIX = KEY_PREFIX + ":floor"  # the floor app's streams (loadtests/floor.py)
+FLOOR_PREFIX = floor.key_prefix(KEY_PREFIX)
 EVERYTHING = (
     "everything on: bot and burst checks, unique-click SET NX, click caps (offer and partner, daily and "
     "lifetime) in Redis, GeoIP country, signed click id, cookie, macros"
@@ -126,7 +127,7 @@ def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, A
             # The floor: the bare 302 that first appends one event by group commit, what any durable tracker pays.
             with Worker("loadtests.floor:app", port, env, runner.server_cpus, servers.base / "floor.log", False) as w:
                 w.wait_ready(path, expect=302)
-                floor = runner.phase("floor (bare 302 + group-commit XADD)", w, traffic, others)
+                at_floor = runner.phase("floor (bare 302 + group-commit XADD)", w, traffic, others)
             with Worker(
                 "tracker.app:create_app", port, env, runner.server_cpus, servers.base / "tracker.log", True
             ) as w:
@@ -140,7 +141,7 @@ def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, A
                     if name in counters:
                         counters[name] += int(value)
                 rounds.append(
-                    {"base": base, "base_own": base_own, "floor": floor, "best": best, "paced": paced, "rate": rate}
+                    {"base": base, "base_own": base_own, "floor": at_floor, "best": best, "paced": paced, "rate": rate}
                 )
                 if args.profile and n == args.rounds - 1:
                     counters["stream_added"] = stream_lengths(servers.redis_url, KEY_PREFIX, shards) - before
@@ -267,14 +268,16 @@ def _cpu_us(rounds: list[dict[str, Any]], run: str, rate: str = "rps") -> float:
     return float(statistics.median(r[run]["cpu_server"] / r[run][rate] * 1e6 if r[run][rate] else 0.0 for r in rounds))
 
 
+def _ratios(rounds: list[dict[str, Any]], run: str) -> list[float]:
+    """Each round's req/s of `run` over the bare app's in the same round."""
+    return [r[run]["rps"] / r["base"]["rps"] if r["base"]["rps"] else 0.0 for r in rounds]
+
+
 def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any]], counters: dict[str, int]) -> None:
     """The figures side by side (medians over rounds), the warnings, then the JSON line."""
-    ratios = [r["best"]["rps"] / r["base"]["rps"] if r["base"]["rps"] else 0.0 for r in rounds]
+    ratios = _ratios(rounds, "best")
     ratio = float(statistics.median(ratios))
-    floor_rps = _median(rounds, "floor", "rps")
-    floor_ratio = float(
-        statistics.median(r["floor"]["rps"] / r["base"]["rps"] if r["base"]["rps"] else 0.0 for r in rounds)
-    )
+    floor_rps, floor_ratio = _median(rounds, "floor", "rps"), float(statistics.median(_ratios(rounds, "floor")))
     rps, base_rps = _median(rounds, "best", "rps"), _median(rounds, "base", "rps")
     p99_paced = _median(rounds, "paced", "p99_ms")
     rss = max(max(r["best"]["rss_mb"], r["paced"]["rss_mb"]) for r in rounds)
