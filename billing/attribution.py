@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from billing.fees import FeeError, FeeEvent, FeeLine, commission_lines
+from billing.fees import FeeError, FeeEvent, FeeLine, commission
 from billing.plans import OfferTerms
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -22,6 +22,7 @@ class Verdict:
     status: str  # pending or rejected
     reason: str | None
     lines: tuple[FeeLine, ...]
+    note: str | None = None  # why part of it earns nothing (an item without a retail price...)
 
 
 def occurred_at(event: dict[str, Any]) -> dt.datetime:
@@ -54,7 +55,7 @@ def judge(
             sales_before=sales_before,
             amount_before_minor=amount_before,
         )
-        lines = commission_lines(terms.plan_for(int(event["partner"])), fee_event)
+        earned = commission(terms.plan_for(int(event["partner"])), fee_event)
     except FeeError as exc:
         return Verdict("rejected", exc.code, ())
-    return Verdict("pending", None, tuple(lines))
+    return Verdict("pending", None, earned.lines, "; ".join(earned.notes) or None)

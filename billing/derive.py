@@ -30,7 +30,7 @@ _COUNTERS = 9
 _ROLLUP_COLUMNS = """partner_id, day, offer_id, country, sub1, views, clicks, unique_clicks, bots, actions, sales,
     sales_minor, commission_pending_minor, commission_rejected_minor"""
 _CONVERSION_COLUMNS = """event_id, ts, kind, merchant_id, offer_id, partner_id, link_id, click_id, action, order_id,
-    amount_minor, currency, items, customer_ref, country, sub1, status, reason, hold_until"""
+    amount_minor, currency, items, customer_ref, country, sub1, status, reason, hold_until, note"""
 _COMMISSION_COLUMNS = "event_id, kind, amount_minor, currency, basis"
 _REFRESH_SQL = "SELECT version, to_regclass('pg_temp.cm_rollup_stage') IS NOT NULL FROM config_version"
 # Per connection, made by its first batch: what a batch writes by the thousand is COPYed (binary, no
@@ -271,6 +271,7 @@ def _conversion_row(
         verdict.status,
         verdict.reason,
         at + hold,
+        verdict.note,
     )
 
 

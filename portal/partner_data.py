@@ -90,9 +90,11 @@ async def stats(conn: asyncpg.Connection, partner_id: int, range_: str, group: s
 async def orders(conn: asyncpg.Connection, partner_id: int, limit: int) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         """SELECT c.event_id::text AS id, c.ts, c.kind, c.action, c.order_id, c.amount_minor, c.currency,
-                  c.status, c.reason, c.refunded_minor, c.hold_until, c.customer_ref, o.name AS offer, o.id AS offer_id,
-                  coalesce((SELECT sum(amount_minor) FROM commissions k WHERE k.event_id = c.event_id), 0)::bigint
-                      AS commission_minor, o.currency AS offer_currency
+                  c.status, c.reason, c.note, c.refunded_minor, c.hold_until, c.customer_ref, o.name AS offer,
+                  o.id AS offer_id, o.currency AS offer_currency,
+                  (SELECT array_agg(k.currency || ':' || k.amount_minor ORDER BY k.currency) FROM (
+                       SELECT currency, sum(amount_minor) AS amount_minor FROM commissions
+                       WHERE event_id = c.event_id GROUP BY currency) k) AS commissions
            FROM conversions c JOIN offers o ON o.id = c.offer_id
            WHERE c.partner_id = $1 ORDER BY c.ts DESC LIMIT $2""",
         partner_id,
@@ -105,8 +107,12 @@ async def orders(conn: asyncpg.Connection, partner_id: int, limit: int) -> list[
         item["ts"] = row["ts"].isoformat()
         item["hold_until"] = row["hold_until"].isoformat()
         item["amount"] = format_amount(row["amount_minor"], currency) if row["amount_minor"] is not None else None
-        item["commission"] = format_amount(row["commission_minor"], row["offer_currency"])
         item["currency"] = currency
+        earned = [(ccy, int(minor)) for ccy, minor in (part.split(":") for part in row["commissions"] or ())]
+        item["commissions"] = [
+            {"currency": ccy, "amount": format_amount(minor, ccy), "amount_minor": minor} for ccy, minor in earned
+        ]
+        item["commission"] = " + ".join(f"{format_amount(m, c)} {c}" for c, m in earned) or "0"
         out.append(item)
     return out
 

@@ -11,6 +11,8 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from billing.money import AmountError, normalize_currency, parse_amount
 from tracker.clickids import ClickIdError, ClickIdSigner
 from tracker.config import Link, Offer, Snapshot
@@ -109,8 +111,15 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def _items(raw: Any, currency: str) -> list[dict[str, Any]]:
+    """The basket, one format everywhere: a JSON array of {"sku", "qty" (default 1), "price"}; in a pixel's
+    query or a form, that array as JSON text."""
     if raw is None or raw == "":
         return []
+    if isinstance(raw, str):
+        try:
+            raw = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise Refusal("invalid_items", "items must be a JSON array") from None
     if not isinstance(raw, list) or len(raw) > MAX_ITEMS:
         raise Refusal("invalid_items", f"items must be a list of at most {MAX_ITEMS} objects")
     items = []

@@ -52,13 +52,7 @@ def _params(request: Request, body: bytes) -> dict[str, Any]:
             if not isinstance(parsed, dict):
                 raise Refusal("invalid_json", "the body must be a JSON object")
             return parsed  # type: ignore[no-any-return]
-    params = _form(raw)
-    if isinstance(params.get("items"), str):
-        try:
-            params["items"] = orjson.loads(params["items"])
-        except orjson.JSONDecodeError:
-            raise Refusal("invalid_items", "items must be a JSON array") from None
-    return params
+    return _form(raw)
 
 
 def _query(request: Request) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import asyncpg
 import httpx
@@ -383,8 +383,26 @@ async def test_pixel_click_id_param_wins_over_cookie(settings: Settings, shop: S
     assert (event["click_id"], event["via"]) == (shop.click_id, "pixel")
 
 
+_BAD_QTY = quote(orjson.dumps([{"sku": "a", "qty": 0, "price": "1.00"}]).decode())
+
+
+async def test_pixel_takes_the_postbacks_basket(settings: Settings, shop: Shop) -> None:
+    items = [{"sku": "tee", "qty": 2, "price": "19.99"}, {"sku": "cap-" + "x" * 250, "price": "5.00"}]
+    basket = quote(orjson.dumps(items).decode())  # longer than any other pixel parameter may be
+    async with running(settings) as t:
+        pixel = await t.http.get(_pixel(shop, shop.click_id, f"&order_id=o-9&amount=43.98&items={basket}"))
+        [event] = await t.events()
+    _assert_gif(pixel, None)
+    long_sku = {"sku": "cap-" + "x" * 250, "qty": 1, "price": 500}  # qty defaults to 1
+    assert event["items"] == [{"sku": "tee", "qty": 2, "price": 1999}, long_sku]
+
+
 def _pixel(s: Shop, click_id: str, extra: str = "") -> str:
     return f"/a/{s.prog.offer_id}?click_id={click_id}{extra}"
+
+
+def _basket(s: Shop, items: str) -> str:
+    return _pixel(s, s.click_id, f"&order_id=o&amount=1&items={items}")
 
 
 # (test id, path and query, refusal, recorded as a non-billable event?)
@@ -401,6 +419,8 @@ PIXEL_REFUSALS: list[tuple[str, Callable[[Shop], str], str, bool]] = [
     ("wrong_offer", lambda s: _pixel(s, s.other_click_id), "click_id_wrong_offer", True),
     ("negative_amount", lambda s: _pixel(s, s.click_id, "&order_id=o&amount=-3"), "negative_amount", True),
     ("too_many_decimals", lambda s: _pixel(s, s.click_id, "&order_id=o&amount=1.234"), "too_many_decimals", True),
+    ("basket_not_json", lambda s: _basket(s, "%5B%7B"), "invalid_items", True),
+    ("basket_bad_qty", lambda s: _basket(s, _BAD_QTY), "invalid_items", True),
 ]
 
 

@@ -52,7 +52,7 @@ async def test_a_click_and_a_sale_show_in_stats_orders_and_customers(settings: S
             "pending",
             "129.99",
             "USD",
-            "13.00",
+            "13.00 USD",
         )
         # The signup and the sale both count for the customer they brought.
         customers = (await portal.get("/api/v1/partner/customers")).json()["customers"]
