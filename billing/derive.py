@@ -151,6 +151,7 @@ class Deriver:
                 [n for _, n in orders],
             )
             taken = {(r["offer_id"], r["order_id"]) for r in rows}
+        acted = await self._actions_taken(conn, events)
         conversion_rows, commission_rows, customer_rows = [], [], []
         for event in events:
             offer_id = int(event.get("offer") or 0)
@@ -159,9 +160,14 @@ class Deriver:
             sales_before = amount_before = 0
             if terms is not None and terms.has_tiers and event["type"] == "purchase" and event.get("partner"):
                 sales_before, amount_before = await _period_sales(conn, int(event["partner"]), offer_id, event)
-            verdict = judge(event, terms, order in taken if order else False, sales_before, amount_before)
+            once = _once_key(event, terms)
+            verdict = judge(
+                event, terms, order in taken if order else False, sales_before, amount_before, once in acted
+            )
             if verdict.status == "pending" and order:
                 taken.add(order)
+            if verdict.status == "pending" and once:
+                acted.add(once)
             at = occurred_at(event)
             conversion_rows.append(_conversion_row(event, terms, verdict, at))
             commission = sum(line.amount_minor for line in verdict.lines)
@@ -202,6 +208,29 @@ class Deriver:
                                  currency = coalesce(customers.currency, EXCLUDED.currency)""",
                 customer_rows,
             )
+
+    async def _actions_taken(self, conn: asyncpg.Connection, events: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+        """The (offer, click id, action) of this batch's actions without order id that are already billable.
+
+        Two workers may take batches of one shard at once: an advisory lock per key, taken in order, makes
+        the second wait for the first's commit, so it then sees the first's row and rejects its repeat."""
+        keys = sorted({key for e in events if (key := _once_key(e, self.terms.get(int(e.get("offer") or 0))))})
+        if not keys:
+            return set()
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k ORDER BY k",
+            [f"action:{o}:{c}:{a}" for o, c, a in keys],
+        )
+        rows = await conn.fetch(
+            """SELECT offer_id, click_id, coalesce(action, 'action') AS action FROM conversions
+               WHERE (offer_id, click_id, coalesce(action, 'action'))
+                     IN (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]))
+                 AND kind = 'action' AND order_id IS NULL AND status <> 'rejected'""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+        )
+        return {(r["offer_id"], r["click_id"], r["action"]) for r in rows}
 
     async def _refunds(self, conn: asyncpg.Connection, events: list[dict[str, Any]]) -> None:
         """A refund reduces its order's billable conversion; reversals of paid commission are made at settle."""
@@ -246,6 +275,15 @@ class Deriver:
             )
 
 
+def _once_key(event: dict[str, Any], terms: OfferTerms | None) -> tuple[int, str, str] | None:
+    """An action without order id counts once per click and action name, unless its offer pays repeats."""
+    if event["type"] != "action" or event.get("order_id") or not event.get("click_id") or terms is None:
+        return None
+    if terms.repeat_actions or event.get("refusal"):
+        return None
+    return (terms.id, str(event["click_id"]), str(event.get("action") or "action"))
+
+
 def _conversion_row(
     event: dict[str, Any], terms: OfferTerms | None, verdict: Verdict, at: dt.datetime
 ) -> tuple[Any, ...]:
@@ -276,18 +314,22 @@ def _conversion_row(
 
 
 async def _inherit_click_facts(conn: asyncpg.Connection, events: list[dict[str, Any]]) -> None:
-    """A conversion is counted under the sub id and country of the click that brought it, not the merchant's server."""
+    """A conversion is counted under the sub id and country of the click that brought it, not the merchant's
+    server; a click recorded as a bot is remembered, so that its conversions are rejected."""
     click_ids = list({e["click_id"] for e in events if e.get("click_id")})
     if not click_ids:
         return
     rows = await conn.fetch(
-        "SELECT click_id, sub1, country FROM events WHERE type = 'click' AND click_id = ANY($1::text[])", click_ids
+        "SELECT click_id, sub1, country, bot_reason FROM events WHERE type = 'click' AND click_id = ANY($1::text[])",
+        click_ids,
     )
-    facts = {r["click_id"]: (r["sub1"] or "", r["country"]) for r in rows}
+    facts = {r["click_id"]: (r["sub1"] or "", r["country"], r["bot_reason"]) for r in rows}
     for event in events:
         found = facts.get(event.get("click_id") or "")
         if found is not None:
-            event["sub1"], event["country"] = found
+            event["sub1"], event["country"], bot = found
+            if bot:
+                event["click_bot"] = bot  # a conversion on a bot's click is never paid
 
 
 async def _period_sales(

@@ -31,6 +31,7 @@ class OfferTerms:
     plan: FeePlan
     overrides: dict[int, FeePlan]  # partner id -> effective plan
     has_tiers: bool
+    repeat_actions: bool = False  # every repeat of an action without order id counts (else one per click and name)
 
     def plan_for(self, partner_id: int) -> FeePlan:
         return self.overrides.get(partner_id, self.plan)
@@ -105,7 +106,7 @@ def _json(value: Any) -> dict[str, Any]:
 async def load_terms(conn: asyncpg.Connection) -> dict[int, OfferTerms]:
     """Every offer's terms, with partner overrides and price versions; a malformed plan is skipped and logged."""
     offers = await conn.fetch(
-        """SELECT o.id, o.merchant_id, o.currency, o.hold_days, o.fee_plan, m.rounding
+        """SELECT o.id, o.merchant_id, o.currency, o.hold_days, o.fee_plan, o.repeat_actions, m.rounding
            FROM offers o JOIN merchants m ON m.id = o.merchant_id"""
     )
     overrides = await conn.fetch("SELECT offer_id, partner_id, fee_plan FROM offer_partner_plans")
@@ -152,5 +153,6 @@ async def load_terms(conn: asyncpg.Connection) -> dict[int, OfferTerms]:
             plan=plan,
             overrides=partner_plans,
             has_tiers=bool(plan.cps_tiers) or any(p.cps_tiers for p in partner_plans.values()),
+            repeat_actions=row["repeat_actions"],
         )
     return terms

@@ -53,6 +53,7 @@ OFFER = {
     "allowed_hosts": (validate.hosts, False),
     "attribution_window_s": (validate.integer(60, 31_536_000), False),
     "hold_days": (validate.integer(0, 365), False),
+    "repeat_actions": (validate.boolean, False),
     "currency": (validate.currency, False),
     "fee_plan": (validate.json_object, False),
     "caps": (validate.json_object, False),

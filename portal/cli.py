@@ -52,6 +52,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     o_add.add_argument("--caps", default="{}", help="caps JSON")
     o_add.add_argument("--visibility", choices=("public", "partners", "private"))
     o_add.add_argument("--hold-days")
+    o_add.add_argument(
+        "--repeat-actions",
+        choices=("yes", "no"),
+        help="pay every repeat of an action without order id (default: once per click and action name)",
+    )
     o_add.add_argument("--window-s", help="attribution window in seconds")
     o_add.add_argument("--hosts", help="allowed deep-link hosts, comma separated")
     o_add.add_argument("--fallback", help="fallback URL (over cap, paused)")
@@ -154,6 +159,7 @@ async def run(args: argparse.Namespace, settings: PortalSettings, conn: asyncpg.
                 "caps": "caps",
                 "visibility": "visibility",
                 "hold_days": "hold_days",
+                "repeat_actions": "repeat_actions",
                 "window_s": "attribution_window_s",
                 "hosts": "allowed_hosts",
                 "fallback": "fallback_url",

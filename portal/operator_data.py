@@ -26,8 +26,8 @@ from tracker import caps as tracker_caps
 from tracker.macros import Template
 
 OFFER_COLUMNS = """o.id, o.merchant_id, o.name, o.status, o.visibility, o.destination_url, o.fallback_url,
-    o.allowed_hosts, o.attribution_window_s, o.hold_days, o.currency, o.fee_plan, o.caps, o.postback_security,
-    o.postback_secret,
+    o.allowed_hosts, o.attribution_window_s, o.hold_days, o.repeat_actions, o.currency, o.fee_plan, o.caps,
+    o.postback_security, o.postback_secret,
     o.postback_ip_allowlist::text[] AS postback_ip_allowlist, o.starts_at, o.ends_at, o.created_at, o.updated_at"""
 
 
@@ -257,6 +257,7 @@ _OFFER_FIELDS = (
     "allowed_hosts",
     "attribution_window_s",
     "hold_days",
+    "repeat_actions",
     "fee_plan",
     "caps",
     "postback_security",

@@ -132,6 +132,16 @@ def choice(*options: str) -> Check:
     return check
 
 
+@_schema({"type": "boolean"})
+def boolean(name: str, value: Any) -> bool:
+    """true or false; from a form, "true"/"false" (or a checkbox's "on")."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "on", "yes", "false", "no"):
+        return value.strip().lower() in ("true", "on", "yes")
+    raise invalid(name, "must be true or false")
+
+
 @_schema({"type": "string", "format": "uri", "maxLength": 2000})
 def url(name: str, value: Any) -> str:
     value = text(1, 2000)(name, value)

@@ -21,6 +21,7 @@ KINDS = ("action", "purchase", "refund")
 MAX_ITEMS = 100
 MAX_TEXT = 255
 SIGNATURE_TOLERANCE_S = 300
+MAX_WINDOW_S = 31_536_000  # the longest attribution window an offer may have (offers.attribution_window_s)
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-.")
 
 
@@ -58,6 +59,19 @@ def offer_of(snapshot: Snapshot, raw_offer: str) -> Offer:
     if offer is None:
         raise Refusal("unknown_offer", f"no offer {raw_offer}", 404)
     return offer
+
+
+def offer_of_click(signer: ClickIdSigner, snapshot: Snapshot, token: str, now: int) -> Offer:
+    """The offer a signed click id names through its link (TUNE's /aff_lsr without offer_id); the id's
+    age is checked against that offer's window afterwards, by `attribute`."""
+    try:
+        click = signer.verify(token, now, MAX_WINDOW_S)
+    except ClickIdError as exc:
+        raise Refusal(f"click_id_{exc.reason}", f"the click id is refused: {exc.reason.replace('_', ' ')}") from None
+    link = snapshot.links_by_id.get(click.link_id)
+    if link is None:
+        raise Refusal("unknown_offer", "the transaction id names no link of a known offer", 404)
+    return link.offer
 
 
 def attribute(signer: ClickIdSigner, snapshot: Snapshot, offer: Offer, token: str, now: int) -> Link:

@@ -290,6 +290,18 @@ async def test_tune_postback_is_accepted(settings: Settings, shop: Shop) -> None
     assert (action["type"], action["action"], action["via"]) == ("action", "newsletter", "tune")
 
 
+async def test_tune_finds_the_offer_from_the_transaction_id(settings: Settings, shop: Shop) -> None:
+    # TUNE templates often leave offer_id out: the signed click id names its link, hence its offer. The
+    # default action name is the pixel's ("lead").
+    async with running(settings) as t:
+        lead = await t.http.get(_tune(shop, offer_id=DROP, amount=DROP, adv_sub=DROP))
+        sale = await t.http.get(_tune(shop, offer_id=DROP))
+        action, purchase = await t.shard_events(t.shard(shop.prog.code))
+    assert (lead.text, sale.text) == ("success=true;", "success=true;")
+    assert (action["type"], action["action"], action["offer"]) == ("action", "lead", shop.prog.offer_id)
+    assert (purchase["type"], purchase["offer"], purchase["amount"]) == ("purchase", shop.prog.offer_id, 4250)
+
+
 async def test_tune_post_is_accepted_like_get(settings: Settings, shop: Shop) -> None:
     url = _tune(shop)
     async with running(settings) as t:
@@ -298,8 +310,17 @@ async def test_tune_post_is_accepted_like_get(settings: Settings, shop: Shop) ->
         assert (await t.written())[0] == 1
 
 
+def _unknown_link(shop: Shop) -> str:
+    return shop.signer.issue(10_000_000, int(time.time()))
+
+
 TUNE_REFUSALS: list[tuple[str, str, Callable[[Shop], str]]] = [
     ("unknown_offer", "unknown_offer", lambda s: _tune(s, offer_id=999_999)),
+    ("no_offer_forged", "click_id_bad_signature", lambda s: _tune(s, offer_id=DROP, transaction_id=flip(s.click_id))),
+    ("no_offer_unknown_link", "unknown_offer", lambda s: _tune(s, offer_id=DROP, transaction_id=_unknown_link(s))),
+    ("no_offer_expired", "click_id_expired", lambda s: _tune(s, offer_id=DROP, transaction_id=_old(s))),
+    ("no_offer_no_transaction", "missing_transaction_id", lambda s: _tune(s, offer_id=DROP, transaction_id=DROP)),
+    ("no_offer_bad_token", "bad_token", lambda s: _tune(s, offer_id=DROP, security_token="nope")),
     ("missing_token", "missing_token", lambda s: _tune(s, security_token=DROP)),
     ("bad_token", "bad_token", lambda s: _tune(s, security_token="nope")),
     ("missing_transaction", "missing_transaction_id", lambda s: _tune(s, transaction_id=DROP)),
