@@ -153,19 +153,30 @@ class Deriver:
             taken = {(r["offer_id"], r["order_id"]) for r in rows}
         acted = await self._actions_taken(conn, events)
         conversion_rows, commission_rows, customer_rows = [], [], []
+        # Tiers count the month's earlier billable sales: those stored, and this batch's (sorted by time) so far.
+        tallied: dict[tuple[int, int, int], list[int]] = defaultdict(lambda: [0, 0])
         for event in events:
             offer_id = int(event.get("offer") or 0)
             terms = self.terms.get(offer_id)
             order = (offer_id, event["order_id"]) if event.get("order_id") else None
             sales_before = amount_before = 0
+            tiered = False
             if terms is not None and terms.has_tiers and event["type"] == "purchase" and event.get("partner"):
-                sales_before, amount_before = await _period_sales(conn, int(event["partner"]), offer_id, event)
+                tiered = True
+                sales_before, amount_before = await _period_sales(conn, int(event["partner"]), terms, event)
+                month = _month(event)
+                sales_before += tallied[int(event["partner"]), offer_id, month][0]
+                amount_before += tallied[int(event["partner"]), offer_id, month][1]
             once = _once_key(event, terms)
             verdict = judge(
                 event, terms, order in taken if order else False, sales_before, amount_before, once in acted
             )
             if verdict.status == "pending" and order:
                 taken.add(order)
+            if tiered and terms is not None and verdict.status == "pending":
+                tally = tallied[int(event["partner"]), offer_id, _month(event)]
+                tally[0] += 1
+                tally[1] += int(event.get("amount") or 0) if event.get("currency") == terms.currency else 0
             if verdict.status == "pending" and once:
                 acted.add(once)
             at = occurred_at(event)
@@ -332,20 +343,30 @@ async def _inherit_click_facts(conn: asyncpg.Connection, events: list[dict[str, 
                 event["click_bot"] = bot  # a conversion on a bot's click is never paid
 
 
+def _month(event: dict[str, Any]) -> int:
+    """The UTC month of an event, as a number (year * 12 + month)."""
+    day = _day(event)
+    return day.year * 12 + day.month
+
+
 async def _period_sales(
-    conn: asyncpg.Connection, partner_id: int, offer_id: int, event: dict[str, Any]
+    conn: asyncpg.Connection, partner_id: int, terms: OfferTerms, event: dict[str, Any]
 ) -> tuple[int, int]:
-    """Billable sales of this partner and offer earlier in the event's month: what tiers count."""
+    """What tiers count: the billable (pending or approved) sales of this partner and offer stored so far with
+    an earlier time in the event's UTC month, and their amount in the offer's currency (a sale in another
+    currency counts as a sale, not towards min_amount)."""
     at = occurred_at(event)
     start = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     row = await conn.fetchrow(
-        """SELECT count(*) AS n, coalesce(sum(amount_minor), 0)::bigint AS amount FROM conversions
+        """SELECT count(*) AS n, coalesce(sum(amount_minor) FILTER (WHERE currency = $5), 0)::bigint AS amount
+           FROM conversions
            WHERE partner_id = $1 AND offer_id = $2 AND kind = 'purchase' AND status IN ('pending', 'approved')
              AND ts >= $3 AND ts < $4""",
         partner_id,
-        offer_id,
+        terms.id,
         start,
         at,
+        terms.currency,
     )
     return int(row["n"]), int(row["amount"])
 

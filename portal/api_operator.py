@@ -55,8 +55,8 @@ OFFER = {
     "hold_days": (validate.integer(0, 365), False),
     "repeat_actions": (validate.boolean, False),
     "currency": (validate.currency, False),
-    "fee_plan": (validate.json_object, False),
-    "caps": (validate.json_object, False),
+    "fee_plan": (validate.fee_plan, False),
+    "caps": (validate.caps, False),
     "postback_security": (validate.choice("hmac", "token"), False),
     "postback_ip_allowlist": (validate.hosts, False),
     "starts_at": (validate.timestamp, False),
@@ -118,7 +118,7 @@ async def update_offer(ctx: Ctx) -> Any:
     return await data.update_offer(ctx.conn, ctx.who, ctx.path_int("offer_id"), await ctx.body(EDIT_OFFER))
 
 
-PARTNER_PLAN = {"partner_id": (validate.integer(1), True), "fee_plan": (validate.json_object, True)}
+PARTNER_PLAN = {"partner_id": (validate.integer(1), True), "fee_plan": (validate.partner_plan, True)}
 
 
 async def partner_plan(ctx: Ctx) -> Any:

@@ -18,7 +18,7 @@ from billing import statements as billing_statements
 from billing.money import format_amount
 from billing.plans import build_plan
 from billing.pricing import FeeError
-from portal import cap_usage, validate
+from portal import cap_usage, terms_schema, validate
 from portal.auth import Principal
 from portal.errors import ApiError, invalid, not_found
 from portal.images import ImageError, sniff
@@ -151,7 +151,8 @@ async def update_merchant(conn: asyncpg.Connection, who: Principal, merchant_id:
 
 
 def check_offer(values: dict[str, Any], currency: str, rounding: str = "half_even") -> None:
-    """Refuse what the tracker or billing could not use: an unsafe destination, malformed caps or fee plan."""
+    """Refuse what the tracker or billing could not use: an unsafe destination, caps or a fee plan outside their
+    schemas (schemas/offers/), tiers that do not rise."""
     for name in ("destination_url", "fallback_url"):
         if name in values:
             try:
@@ -159,17 +160,25 @@ def check_offer(values: dict[str, Any], currency: str, rounding: str = "half_eve
             except ValueError as exc:
                 raise invalid(name, str(exc)) from exc
     if "caps" in values:
+        terms_schema.check("caps", "caps", values["caps"])
         try:
             tracker_caps.parse(values["caps"])
         except (tracker_caps.CapConfigError, TypeError, AttributeError) as exc:
-            raise invalid("caps", str(exc) or "malformed caps") from exc
+            raise terms_schema.refusal("caps", "/caps", str(exc) or "malformed caps") from exc
     if "fee_plan" in values:
-        try:
-            build_plan(currency, rounding, values["fee_plan"])
-        except (FeeError, TypeError, AttributeError, KeyError) as exc:
-            raise invalid("fee_plan", getattr(exc, "detail", None) or str(exc) or "malformed fee plan") from exc
+        terms_schema.check("fee_plan", "fee_plan", values["fee_plan"])
+        _build(values["fee_plan"], currency, rounding)
     if values.get("starts_at") and values.get("ends_at") and values["ends_at"] <= values["starts_at"]:
         raise invalid("ends_at", "must be after starts_at")
+
+
+def _build(plan: dict[str, Any], currency: str, rounding: str) -> None:
+    """What the schema cannot say (tier thresholds rise strictly), as billing itself checks it."""
+    try:
+        build_plan(currency, rounding, plan)
+    except (FeeError, TypeError, AttributeError, KeyError) as exc:
+        detail = getattr(exc, "detail", None) or str(exc) or "malformed fee plan"
+        raise terms_schema.refusal("fee_plan", "/fee_plan/tiers" if "tier" in detail else "/fee_plan", detail) from exc
 
 
 async def offers(conn: asyncpg.Connection, who: Principal) -> list[dict[str, Any]]:
@@ -327,7 +336,9 @@ async def set_partner_plan(
     )
     if not member:
         raise not_found("partner")
-    check_offer({"fee_plan": {**current["fee_plan"], **plan}}, current["currency"])
+    terms_schema.check("partner_plan", "fee_plan", plan)
+    rounding = await conn.fetchval("SELECT rounding FROM merchants WHERE id = $1", current["merchant_id"])
+    _build({**current["fee_plan"], **plan}, current["currency"], rounding)
     async with conn.transaction():
         await conn.execute(
             """INSERT INTO offer_partner_plans (offer_id, partner_id, fee_plan) VALUES ($1, $2, $3)

@@ -13,6 +13,7 @@ import orjson
 from starlette.requests import Request
 
 from billing.money import AmountError, normalize_currency, parse_amount
+from portal import terms_schema
 from portal.errors import ApiError, invalid
 
 MAX_BODY = 64 * 1024
@@ -207,6 +208,24 @@ def json_object(name: str, value: Any) -> dict[str, Any]:
     if not isinstance(value, dict) or len(orjson.dumps(value)) > 16_384:
         raise invalid(name, "must be a JSON object of at most 16 KiB")
     return value
+
+
+@_schema({"$ref": "#/components/schemas/FeePlan"})
+def fee_plan(name: str, value: Any) -> dict[str, Any]:
+    """An offer's fee plan, checked against schemas/offers/fee_plan.schema.json (invalid_fee_plan)."""
+    return terms_schema.check("fee_plan", name, json_object(name, value))  # type: ignore[no-any-return]
+
+
+@_schema({"$ref": "#/components/schemas/PartnerPlan"})
+def partner_plan(name: str, value: Any) -> dict[str, Any]:
+    """A partner's override of an offer's fee plan (the fee plan's keys, each may be null)."""
+    return terms_schema.check("partner_plan", name, json_object(name, value))  # type: ignore[no-any-return]
+
+
+@_schema({"$ref": "#/components/schemas/Caps"})
+def caps(name: str, value: Any) -> dict[str, Any]:
+    """An offer's caps, checked against schemas/offers/caps.schema.json (invalid_caps)."""
+    return terms_schema.check("caps", name, json_object(name, value))  # type: ignore[no-any-return]
 
 
 @_schema({"type": "string", "pattern": "^[0-9]{1,10}(\\.[0-9]{1,10})?$"})

@@ -74,10 +74,10 @@ async def test_an_offer_created_is_audited_and_open_to_partners(db, settings):
     [
         ({"destination_url": "javascript:alert(1)"}, "invalid_field"),
         ({"destination_url": "https://user:pw@evil.example/"}, "invalid_field"),
-        ({"fee_plan": {"cps_percent": 8.5}}, "invalid_field"),
-        ({"fee_plan": {"cpa": "lots"}}, "invalid_field"),
-        ({"caps": {"clicks": {"daily": -1}}}, "invalid_field"),
-        ({"caps": {"clicks": {"weekly": 5}}}, "invalid_field"),
+        ({"fee_plan": {"cps_percent": 8.5}}, "invalid_fee_plan"),  # every case: portal/test_fee_plan_schema.py
+        ({"fee_plan": {"cpa": "lots"}}, "invalid_fee_plan"),
+        ({"caps": {"clicks": {"daily": -1}}}, "invalid_caps"),
+        ({"caps": {"clicks": {"weekly": 5}}}, "invalid_caps"),
         ({"hold_days": 400}, "invalid_field"),
         ({"repeat_actions": "sometimes"}, "invalid_field"),
         ({"attribution_window_s": "1e9"}, "invalid_field"),
