@@ -22,13 +22,14 @@ from billing.plans import OfferTerms, load_terms
 
 log = logging.getLogger("clickmint.billing.derive")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-# partner, day, offer, country, sub1 -> views, clicks, unique, bots, actions, sales, sales_minor, pending, rejected
+# partner, day, offer, country, sub1 -> views, clicks, unique, bots, actions, sales, sales_minor, billable views.
+# Commission is not counted here: the portal reads it from the ledger and commissions (billing/figures.py).
 RollupKey = tuple[int, dt.date, int, str, str]
-_COUNTERS = 9
+_COUNTERS = 8
 
 
 _ROLLUP_COLUMNS = """partner_id, day, offer_id, country, sub1, views, clicks, unique_clicks, bots, actions, sales,
-    sales_minor, commission_pending_minor, commission_rejected_minor"""
+    sales_minor, billable_views"""
 _CONVERSION_COLUMNS = """event_id, ts, kind, merchant_id, offer_id, partner_id, link_id, click_id, action, order_id,
     amount_minor, currency, items, customer_ref, country, sub1, status, reason, hold_until, note"""
 _COMMISSION_COLUMNS = "event_id, kind, amount_minor, currency, basis"
@@ -53,8 +54,7 @@ _ROLLUP_UPSERT_SQL = f"""INSERT INTO rollups AS r ({_ROLLUP_COLUMNS})
         unique_clicks = r.unique_clicks + EXCLUDED.unique_clicks, bots = r.bots + EXCLUDED.bots,
         actions = r.actions + EXCLUDED.actions, sales = r.sales + EXCLUDED.sales,
         sales_minor = r.sales_minor + EXCLUDED.sales_minor,
-        commission_pending_minor = r.commission_pending_minor + EXCLUDED.commission_pending_minor,
-        commission_rejected_minor = r.commission_rejected_minor + EXCLUDED.commission_rejected_minor"""
+        billable_views = r.billable_views + EXCLUDED.billable_views"""
 _DAYS: dict[int, dt.date] = {}
 _MS_PER_DAY = 86_400_000
 
@@ -118,6 +118,8 @@ class Deriver:
                     bots[partner, day, offer, bot] += 1
                 elif kind == "view":
                     counters[0] += 1
+                    if not get("refusal"):
+                        counters[7] += 1  # what cpv and cpm pay
                 else:
                     counters[1] += 1
                     if get("unique") and not get("refusal"):
@@ -181,7 +183,6 @@ class Deriver:
                 acted.add(once)
             at = occurred_at(event)
             conversion_rows.append(_conversion_row(event, terms, verdict, at))
-            commission = sum(line.amount_minor for line in verdict.lines)
             for line in verdict.lines:
                 commission_rows.append((event["id"], line.kind, line.amount_minor, line.currency, line.basis))
             counters = rollups[_key(event)]
@@ -190,7 +191,6 @@ class Deriver:
             if event["type"] == "purchase" and verdict.status == "pending":
                 counters[5] += 1
                 counters[6] += int(event.get("amount") or 0)
-            counters[7 if verdict.status == "pending" else 8] += commission
             if event.get("customer") and verdict.status == "pending" and terms is not None:
                 customer_rows.append(
                     (

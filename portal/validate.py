@@ -92,15 +92,18 @@ def fields(data: Mapping[str, Any], spec: Mapping[str, tuple[Check, bool]], *, i
     return out
 
 
-def text(lo: int = 1, hi: int = 200) -> Check:
+def text(lo: int = 1, hi: int = 200, lines: bool = False) -> Check:
+    """A string of lo to hi characters, stripped; without control characters (`lines`: newlines allowed)."""
+    allowed = "\t\n" if lines else "\t"
+
     @_schema({"type": "string", "minLength": lo, "maxLength": hi})
     def check(name: str, value: Any) -> str:
         if not isinstance(value, str):
             raise invalid(name, "must be a string")
-        value = value.strip()
+        value = value.strip().replace("\r\n", "\n") if lines else value.strip()
         if not lo <= len(value) <= hi:
             raise invalid(name, f"must be {lo} to {hi} characters")
-        if any(ord(c) < 32 and c not in "\t" for c in value):
+        if any(ord(c) < 32 and c not in allowed for c in value):
             raise invalid(name, "must not hold control characters")
         return value
 
@@ -249,6 +252,17 @@ def money(name: str, value: Any, code: str) -> int:
         return parse_amount(value.strip(), code)
     except AmountError as exc:
         raise invalid(name, exc.detail) from exc
+
+
+@_schema({"type": "string", "format": "date"})
+def date(name: str, value: Any) -> dt.date:
+    """A UTC day, YYYY-MM-DD."""
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value.strip()):
+        raise invalid(name, "must be a date like 2026-11-30")
+    try:
+        return dt.date.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise invalid(name, "must be a date like 2026-11-30") from exc
 
 
 @_schema({"type": "string", "format": "date-time"})
