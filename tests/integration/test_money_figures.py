@@ -303,3 +303,31 @@ async def test_late_lines_and_reversals_of_an_earlier_period_are_adjustments(
         ("reversal:cps", -200, False),  # S-2 sold and refunded in April: an ordinary line
         ("reversal:cps", -100, True),  # S-1 was sold in March
     ]
+
+
+async def test_the_statement_worked_out_in_docs_money(settings: Settings, db: asyncpg.Connection) -> None:
+    prog = await programme(db, fee_plan={"cpc": 20, "cpm": 150, "cpa": {"signup": 250}, "cps_percent": "7.5"})
+    await db.execute("UPDATE offers SET hold_days = 0")
+    await db.execute("UPDATE partners SET min_payout_minor = 5000")
+    nov = dt.datetime(2025, 11, 1, tzinfo=dt.UTC)
+    async with feeder(settings, db) as feed:
+        clicks = [feed.event(prog, "click", nov + dt.timedelta(days=2, seconds=i)) for i in range(412)]
+        views = [feed.event(prog, "view", nov + dt.timedelta(days=2, hours=5)) for _ in range(1234)]
+        click_id = clicks[0]["click_id"]
+        signups = [
+            feed.event(prog, "action", nov + dt.timedelta(days=4, hours=h), action="signup", click_id=click_id)
+            for h in (1, 2)
+        ]
+        sale = feed.event(prog, "purchase", nov + dt.timedelta(days=7), order_id="A-1", amount=12999, currency="USD")
+        await feed.send(*clicks, *views, *signups, sale)
+        await settle(db, "2025-11", now=nov + dt.timedelta(days=9), close=False)
+        await feed.send(*[feed.event(prog, "view", nov + dt.timedelta(days=2, hours=6)) for _ in range(6)])
+        await feed.send(
+            feed.event(prog, "refund", nov + dt.timedelta(days=19), order_id="A-1", amount=2999, currency="USD")
+        )
+        await settle(db, "2025-11", now=dt.datetime(2025, 12, 1, 1, tzinfo=dt.UTC))
+    statement = await db.fetchrow("SELECT * FROM statements")
+    lines = sorted((r["kind"], r["amount_minor"]) for r in await db.fetch("SELECT * FROM ledger_lines"))
+    assert lines == [("cpa", 250), ("cpc", 8240), ("cpm", 1), ("cpm", 185), ("cps", 975), ("reversal:cps", -225)]
+    assert (statement["carried_in_minor"], statement["total_minor"], statement["payable"]) == (0, 9426, True)
+    assert await db.fetchval("SELECT reason FROM conversions WHERE status = 'rejected'") == "duplicate_action"
