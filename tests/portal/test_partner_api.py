@@ -262,16 +262,23 @@ async def test_outbound_postbacks_are_signed_retried_and_logged(db, settings):
 
 async def test_a_closed_statement_reexports_the_same_bytes_after_renames(settings, db):
     """Found by fuzzing the operator API: renaming the offer, merchant or partner changed a closed
-    statement's bytes. The names are fixed at close now."""
+    statement's bytes. The names, addresses and payment terms are fixed at close now."""
     w = await world(db)
     from billing import statements
 
+    async with portal_client(settings) as client:
+        h = csrf_headers(await login(client, "ops@shop-m.example"))
+        terms = {"address": "1 Market Street\nSpringfield", "payment_terms": "Net 30, by bank transfer."}
+        changed = await client.patch(f"/api/v1/admin/merchants/{w.merchant_id}", json=terms, headers=h)
+        assert changed.status_code == 200 and changed.json()["address"] == "1 Market Street\nSpringfield"
+    await db.execute("UPDATE partners SET address = 'Flat 2, High Road' WHERE id = $1", w.b_partner)
     await statements.close(db, w.ids["b_statement"], dt.datetime.now(dt.UTC))
     before = await statements.export(db, w.ids["b_statement"], "csv")
     pdf_before = await statements.export(db, w.ids["b_statement"], "pdf")
+    assert b"Springfield" in before and b"Net 30, by bank transfer." in before and b"Flat 2, High Road" in before
     await db.execute("UPDATE offers SET name = 'Renamed offer'")
-    await db.execute("UPDATE merchants SET name = 'Renamed merchant'")
-    await db.execute("UPDATE partners SET name = 'Renamed partner'")
+    await db.execute("UPDATE merchants SET name = 'Renamed merchant', address = 'Moved', payment_terms = 'Net 60'")
+    await db.execute("UPDATE partners SET name = 'Renamed partner', address = 'Moved too'")
     assert await statements.export(db, w.ids["b_statement"], "csv") == before
     assert await statements.export(db, w.ids["b_statement"], "pdf") == pdf_before
     assert b"BBB_SECRET private" in before
