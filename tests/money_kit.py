@@ -53,6 +53,8 @@ class Feeder:
         if kind == "click":
             event["click_id"] = fields.pop("click_id", f"c{self.seq:037d}")
             event["unique"] = fields.pop("unique", True)
+        elif kind in ("action", "purchase", "refund"):
+            event["via"] = "postback"  # as a signed server-to-server postback sends it
         event.update(fields)
         return event
 
