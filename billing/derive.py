@@ -22,15 +22,16 @@ from billing.plans import OfferTerms, load_terms
 
 log = logging.getLogger("clickmint.billing.derive")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-# partner, day, offer, country, sub1 -> views, clicks, unique, bots, actions, sales, sales_minor, pending, rejected
+# partner, day, offer, country, sub1 -> views, clicks, unique, bots, actions, sales, sales_minor, billable views.
+# Commission is not counted here: the portal reads it from the ledger and commissions (billing/figures.py).
 RollupKey = tuple[int, dt.date, int, str, str]
-_COUNTERS = 9
+_COUNTERS = 8
 
 
 _ROLLUP_COLUMNS = """partner_id, day, offer_id, country, sub1, views, clicks, unique_clicks, bots, actions, sales,
-    sales_minor, commission_pending_minor, commission_rejected_minor"""
+    sales_minor, billable_views"""
 _CONVERSION_COLUMNS = """event_id, ts, kind, merchant_id, offer_id, partner_id, link_id, click_id, action, order_id,
-    amount_minor, currency, items, customer_ref, country, sub1, status, reason, hold_until"""
+    amount_minor, currency, items, customer_ref, country, sub1, status, reason, hold_until, note"""
 _COMMISSION_COLUMNS = "event_id, kind, amount_minor, currency, basis"
 _REFRESH_SQL = "SELECT version, to_regclass('pg_temp.cm_rollup_stage') IS NOT NULL FROM config_version"
 # Per connection, made by its first batch: what a batch writes by the thousand is COPYed (binary, no
@@ -53,8 +54,7 @@ _ROLLUP_UPSERT_SQL = f"""INSERT INTO rollups AS r ({_ROLLUP_COLUMNS})
         unique_clicks = r.unique_clicks + EXCLUDED.unique_clicks, bots = r.bots + EXCLUDED.bots,
         actions = r.actions + EXCLUDED.actions, sales = r.sales + EXCLUDED.sales,
         sales_minor = r.sales_minor + EXCLUDED.sales_minor,
-        commission_pending_minor = r.commission_pending_minor + EXCLUDED.commission_pending_minor,
-        commission_rejected_minor = r.commission_rejected_minor + EXCLUDED.commission_rejected_minor"""
+        billable_views = r.billable_views + EXCLUDED.billable_views"""
 _DAYS: dict[int, dt.date] = {}
 _MS_PER_DAY = 86_400_000
 
@@ -118,6 +118,8 @@ class Deriver:
                     bots[partner, day, offer, bot] += 1
                 elif kind == "view":
                     counters[0] += 1
+                    if not get("refusal"):
+                        counters[7] += 1  # what cpv and cpm pay
                 else:
                     counters[1] += 1
                     if get("unique") and not get("refusal"):
@@ -151,20 +153,36 @@ class Deriver:
                 [n for _, n in orders],
             )
             taken = {(r["offer_id"], r["order_id"]) for r in rows}
+        acted = await self._actions_taken(conn, events)
         conversion_rows, commission_rows, customer_rows = [], [], []
+        # Tiers count the month's earlier billable sales: those stored, and this batch's (sorted by time) so far.
+        tallied: dict[tuple[int, int, int], list[int]] = defaultdict(lambda: [0, 0])
         for event in events:
             offer_id = int(event.get("offer") or 0)
             terms = self.terms.get(offer_id)
             order = (offer_id, event["order_id"]) if event.get("order_id") else None
             sales_before = amount_before = 0
+            tiered = False
             if terms is not None and terms.has_tiers and event["type"] == "purchase" and event.get("partner"):
-                sales_before, amount_before = await _period_sales(conn, int(event["partner"]), offer_id, event)
-            verdict = judge(event, terms, order in taken if order else False, sales_before, amount_before)
+                tiered = True
+                sales_before, amount_before = await _period_sales(conn, int(event["partner"]), terms, event)
+                month = _month(event)
+                sales_before += tallied[int(event["partner"]), offer_id, month][0]
+                amount_before += tallied[int(event["partner"]), offer_id, month][1]
+            once = _once_key(event, terms)
+            verdict = judge(
+                event, terms, order in taken if order else False, sales_before, amount_before, once in acted
+            )
             if verdict.status == "pending" and order:
                 taken.add(order)
+            if tiered and terms is not None and verdict.status == "pending":
+                tally = tallied[int(event["partner"]), offer_id, _month(event)]
+                tally[0] += 1
+                tally[1] += int(event.get("amount") or 0) if event.get("currency") == terms.currency else 0
+            if verdict.status == "pending" and once:
+                acted.add(once)
             at = occurred_at(event)
             conversion_rows.append(_conversion_row(event, terms, verdict, at))
-            commission = sum(line.amount_minor for line in verdict.lines)
             for line in verdict.lines:
                 commission_rows.append((event["id"], line.kind, line.amount_minor, line.currency, line.basis))
             counters = rollups[_key(event)]
@@ -173,7 +191,6 @@ class Deriver:
             if event["type"] == "purchase" and verdict.status == "pending":
                 counters[5] += 1
                 counters[6] += int(event.get("amount") or 0)
-            counters[7 if verdict.status == "pending" else 8] += commission
             if event.get("customer") and verdict.status == "pending" and terms is not None:
                 customer_rows.append(
                     (
@@ -202,6 +219,29 @@ class Deriver:
                                  currency = coalesce(customers.currency, EXCLUDED.currency)""",
                 customer_rows,
             )
+
+    async def _actions_taken(self, conn: asyncpg.Connection, events: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+        """The (offer, click id, action) of this batch's actions without order id that are already billable.
+
+        Two workers may take batches of one shard at once: an advisory lock per key, taken in order, makes
+        the second wait for the first's commit, so it then sees the first's row and rejects its repeat."""
+        keys = sorted({key for e in events if (key := _once_key(e, self.terms.get(int(e.get("offer") or 0))))})
+        if not keys:
+            return set()
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k ORDER BY k",
+            [f"action:{o}:{c}:{a}" for o, c, a in keys],
+        )
+        rows = await conn.fetch(
+            """SELECT offer_id, click_id, coalesce(action, 'action') AS action FROM conversions
+               WHERE (offer_id, click_id, coalesce(action, 'action'))
+                     IN (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]))
+                 AND kind = 'action' AND order_id IS NULL AND status <> 'rejected'""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+        )
+        return {(r["offer_id"], r["click_id"], r["action"]) for r in rows}
 
     async def _refunds(self, conn: asyncpg.Connection, events: list[dict[str, Any]]) -> None:
         """A refund reduces its order's billable conversion; reversals of paid commission are made at settle."""
@@ -246,6 +286,15 @@ class Deriver:
             )
 
 
+def _once_key(event: dict[str, Any], terms: OfferTerms | None) -> tuple[int, str, str] | None:
+    """An action without order id counts once per click and action name, unless its offer pays repeats."""
+    if event["type"] != "action" or event.get("order_id") or not event.get("click_id") or terms is None:
+        return None
+    if terms.repeat_actions or event.get("refusal"):
+        return None
+    return (terms.id, str(event["click_id"]), str(event.get("action") or "action"))
+
+
 def _conversion_row(
     event: dict[str, Any], terms: OfferTerms | None, verdict: Verdict, at: dt.datetime
 ) -> tuple[Any, ...]:
@@ -271,38 +320,53 @@ def _conversion_row(
         verdict.status,
         verdict.reason,
         at + hold,
+        verdict.note,
     )
 
 
 async def _inherit_click_facts(conn: asyncpg.Connection, events: list[dict[str, Any]]) -> None:
-    """A conversion is counted under the sub id and country of the click that brought it, not the merchant's server."""
+    """A conversion is counted under the sub id and country of the click that brought it, not the merchant's
+    server; a click recorded as a bot is remembered, so that its conversions are rejected."""
     click_ids = list({e["click_id"] for e in events if e.get("click_id")})
     if not click_ids:
         return
     rows = await conn.fetch(
-        "SELECT click_id, sub1, country FROM events WHERE type = 'click' AND click_id = ANY($1::text[])", click_ids
+        "SELECT click_id, sub1, country, bot_reason FROM events WHERE type = 'click' AND click_id = ANY($1::text[])",
+        click_ids,
     )
-    facts = {r["click_id"]: (r["sub1"] or "", r["country"]) for r in rows}
+    facts = {r["click_id"]: (r["sub1"] or "", r["country"], r["bot_reason"]) for r in rows}
     for event in events:
         found = facts.get(event.get("click_id") or "")
         if found is not None:
-            event["sub1"], event["country"] = found
+            event["sub1"], event["country"], bot = found
+            if bot:
+                event["click_bot"] = bot  # a conversion on a bot's click is never paid
+
+
+def _month(event: dict[str, Any]) -> int:
+    """The UTC month of an event, as a number (year * 12 + month)."""
+    day = _day(event)
+    return day.year * 12 + day.month
 
 
 async def _period_sales(
-    conn: asyncpg.Connection, partner_id: int, offer_id: int, event: dict[str, Any]
+    conn: asyncpg.Connection, partner_id: int, terms: OfferTerms, event: dict[str, Any]
 ) -> tuple[int, int]:
-    """Billable sales of this partner and offer earlier in the event's month: what tiers count."""
+    """What tiers count: the billable (pending or approved) sales of this partner and offer stored so far with
+    an earlier time in the event's UTC month, and their amount in the offer's currency (a sale in another
+    currency counts as a sale, not towards min_amount)."""
     at = occurred_at(event)
     start = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     row = await conn.fetchrow(
-        """SELECT count(*) AS n, coalesce(sum(amount_minor), 0)::bigint AS amount FROM conversions
+        """SELECT count(*) AS n, coalesce(sum(amount_minor) FILTER (WHERE currency = $5), 0)::bigint AS amount
+           FROM conversions
            WHERE partner_id = $1 AND offer_id = $2 AND kind = 'purchase' AND status IN ('pending', 'approved')
              AND ts >= $3 AND ts < $4""",
         partner_id,
-        offer_id,
+        terms.id,
         start,
         at,
+        terms.currency,
     )
     return int(row["n"]), int(row["amount"])
 

@@ -24,6 +24,7 @@ from billing.pricing import (
 
 __all__ = [
     "KINDS",
+    "Commission",
     "FeeError",
     "FeeEvent",
     "FeeLine",
@@ -32,6 +33,7 @@ __all__ = [
     "PlanOverride",
     "PriceVersion",
     "Tier",
+    "commission",
     "commission_lines",
     "cpm_accrual",
     "effective_plan",
@@ -73,8 +75,8 @@ class FeePlan:
     cpa_minor: Mapping[str, int] = field(default_factory=dict)
     cps_percent: Decimal | None = None  # percent of the sale amount
     cps_tiers: tuple[Tier, ...] = ()  # volume tiers, lowest first; a reached tier replaces cps_percent
-    # Markup: the merchant's wholesale and the partner's retail price of each sku, versioned. A sku without a
-    # retail price is settled at the unit price the sale reported.
+    # Markup: the merchant's wholesale and the partner's retail price of each sku, versioned. An item without
+    # both in force (or with retail below wholesale) earns nothing, and the sale's notes say why.
     wholesale: Mapping[str, tuple[PriceVersion, ...]] = field(default_factory=dict)
     retail: Mapping[str, tuple[PriceVersion, ...]] = field(default_factory=dict)
     rounding: str = "half_even"  # or "half_up", as the merchant's plan says
@@ -93,6 +95,14 @@ class FeePlan:
         put(self, "retail", _freeze(self.retail, _check_versions))
         if self.rounding not in ROUNDING:
             raise FeeError("invalid_plan", f"rounding must be one of {sorted(ROUNDING)}, not {self.rounding!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Commission:
+    """What one event earns: at most one line per kind, and notes on what earns nothing and why."""
+
+    lines: tuple[FeeLine, ...]
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -172,12 +182,17 @@ def cpm_accrual(rate_minor_per_mille: int, views_before: int, views_now: int, mo
     return earned - round_minor(Fraction(views_before * rate_minor_per_mille, 1000), mode)
 
 
-def commission_lines(plan: FeePlan, event: FeeEvent) -> list[FeeLine]:
-    """Return the commission lines `event` earns under `plan`, each rounded once; lines of zero are left out."""
+def commission(plan: FeePlan, event: FeeEvent) -> Commission:
+    """Return the lines `event` earns under `plan`, each rounded once, lines of zero left out, with notes.
+
+    At most one line per kind: the ledger keys a line by (source event, kind), so a second line of a kind
+    would be taken for a replay of the first. A markup sale is one line, the sum over its items.
+    """
     ccy = plan.currency
     lines: list[FeeLine] = []
+    notes: list[str] = []
     if event.kind in ("view", "click") and event.bot:
-        return lines
+        return Commission(())
     if event.kind == "view":
         if plan.cpv_minor is not None:
             lines.append(FeeLine("cpv", plan.cpv_minor, ccy, f"1 view at {_money(plan.cpv_minor, ccy)}"))
@@ -196,8 +211,16 @@ def commission_lines(plan: FeePlan, event: FeeEvent) -> list[FeeLine]:
         if event.kind == "purchase":
             sale_ccy = event.currency or plan.currency  # never empty: FeeEvent refuses a purchase without one
             lines.extend(_cps_lines(plan, event, sale_ccy))
-            lines.extend(_markup_lines(plan, event, sale_ccy))
-    return [line for line in lines if line.amount_minor]
+            markup, notes = _markup(plan, event, sale_ccy)
+            lines.extend(markup)
+    kept = tuple(line for line in lines if line.amount_minor)
+    assert len({line.kind for line in kept}) == len(kept), "one line per kind"
+    return Commission(kept, tuple(notes))
+
+
+def commission_lines(plan: FeePlan, event: FeeEvent) -> list[FeeLine]:
+    """Return the commission lines `event` earns under `plan` (see `commission`)."""
+    return list(commission(plan, event).lines)
 
 
 def reversal_lines(
@@ -250,26 +273,48 @@ def _cps_lines(plan: FeePlan, event: FeeEvent, sale_ccy: str) -> list[FeeLine]:
     return [FeeLine("cps", amount, sale_ccy, basis)]
 
 
-def _markup_lines(plan: FeePlan, event: FeeEvent, sale_ccy: str) -> list[FeeLine]:
+def _markup(plan: FeePlan, event: FeeEvent, sale_ccy: str) -> tuple[list[FeeLine], list[str]]:
+    """One line: each item's quantity x (retail - wholesale) at the versions in force at the sale, summed."""
     if not plan.wholesale:
-        return []
+        return [], []
     ccy = plan.currency
     if sale_ccy != ccy:
         raise FeeError("currency_mismatch", f"markup prices are in {ccy}, the sale is in {sale_ccy}")
-    if event.occurred_at is None or not event.items:
-        raise FeeError("invalid_event", "a markup sale needs its time and its items")
-    lines = []
-    for sku, qty, sold_at in event.items:
-        if sku not in plan.wholesale:
-            raise FeeError("no_wholesale_price", f"no wholesale price for sku {sku!r}")
-        wholesale = price_at(plan.wholesale[sku], event.occurred_at).amount_minor
-        retail = price_at(plan.retail[sku], event.occurred_at).amount_minor if sku in plan.retail else sold_at
-        if retail < wholesale:
-            detail = f"retail {_money(retail, ccy)} below wholesale {_money(wholesale, ccy)} for sku {sku!r}"
-            raise FeeError("retail_below_wholesale", detail)
-        basis = f"{qty} x ({format_amount(retail, ccy)} - {format_amount(wholesale, ccy)}) {ccy} for sku {sku}"
-        lines.append(FeeLine("markup", qty * (retail - wholesale), ccy, basis))
-    return lines
+    if event.occurred_at is None:
+        raise FeeError("invalid_event", "a markup sale needs its time")
+    if not event.items:
+        return [], ["markup: the sale lists no items"]
+    parts: list[str] = []
+    notes: list[str] = []
+    total = 0
+    for sku, qty, _reported in event.items:  # the unit price the sale reported plays no part
+        wholesale = _in_force(plan.wholesale, sku, event.occurred_at)
+        retail = _in_force(plan.retail, sku, event.occurred_at)
+        if wholesale is None:
+            reason = "no wholesale price" + (" in force" if sku in plan.wholesale else "")
+        elif retail is None:
+            reason = "no retail price for this partner" + (" in force" if sku in plan.retail else "")
+        elif retail < wholesale:
+            reason = f"retail {format_amount(retail, ccy)} below wholesale {format_amount(wholesale, ccy)}"
+        else:
+            total += qty * (retail - wholesale)
+            parts.append(f"{qty} x {sku} ({format_amount(retail, ccy)} - {format_amount(wholesale, ccy)})")
+            continue
+        notes.append(f"sku {sku}: {reason}, earns nothing")
+    if not parts:
+        return [], notes
+    return [FeeLine("markup", total, ccy, " + ".join(parts) + f" {ccy}")], notes
+
+
+def _in_force(prices: Mapping[str, tuple[PriceVersion, ...]], sku: str, at: datetime) -> int | None:
+    if sku not in prices:
+        return None
+    try:
+        return price_at(prices[sku], at).amount_minor
+    except FeeError as exc:
+        if exc.code != "no_price_in_force":
+            raise
+        return None
 
 
 def _share(amount: int, part: int, whole: int, mode: str) -> int:

@@ -1,7 +1,9 @@
-"""Settle, the ledger half: approve what passed its hold, and write the ledger lines it earned.
+"""Settle, the ledger half: approve what passed its hold, write the lines conversions earned, reverse refunds.
 
-Every line is unique on (source, kind), its source the event id it comes from (or, for cpm, a key
-naming the offer, partner and period), so running settle twice, or two at once, never pays twice.
+Every line is unique on (source, kind), its source the event id it comes from (for traffic lines, see
+billing/traffic.py, a key naming the group), so running settle twice, or two at once, never pays twice.
+Each line gets its splits (ledger_splits: by country and sub id) in the same statement, which is what
+the portal's figures add up.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ from typing import Any
 import asyncpg
 
 from billing import statements
-from billing.fees import FeeLine, cpm_accrual, reversal_lines
-from billing.plans import OfferTerms
+from billing.fees import FeeLine, reversal_lines
 
 CLICK_LOOKBACK = dt.timedelta(days=45)  # unique clicks this old may still be unpaid (settle not run for a while)
 
@@ -55,7 +56,7 @@ async def approve(
     previous = await conn.fetchval("SHOW enable_nestloop")
     await conn.execute("SET LOCAL enable_nestloop = off")
     rows = await conn.fetch(
-        f"""WITH due AS (  -- one pass: approve, move the rollups' commission, write the lines
+        f"""WITH due AS (  -- one pass: approve, write the lines and their splits
                UPDATE conversions SET
                    status = CASE WHEN amount_minor > 0 AND refunded_minor >= amount_minor THEN 'rejected'
                                  ELSE 'approved' END,
@@ -63,21 +64,12 @@ async def approve(
                    approved_at = $1
                WHERE status = 'pending' AND hold_until <= $1
                RETURNING event_id, status, merchant_id, partner_id, offer_id, order_id, ts, country, sub1),
-           moved AS (
-               SELECT partner_id, offer_id, (ts AT TIME ZONE 'UTC')::date AS day, country, sub1,
-                      coalesce(sum(k.amount_minor) FILTER (WHERE due.status = 'approved'), 0)::bigint AS approved,
-                      coalesce(sum(k.amount_minor) FILTER (WHERE due.status = 'rejected'), 0)::bigint AS rejected
-               FROM due LEFT JOIN commissions k ON k.event_id = due.event_id
-               GROUP BY 1, 2, 3, 4, 5),
-           rolled AS (
-               UPDATE rollups r SET
-                   commission_pending_minor = r.commission_pending_minor - m.approved - m.rejected,
-                   commission_approved_minor = r.commission_approved_minor + m.approved,
-                   commission_rejected_minor = r.commission_rejected_minor + m.rejected
-               FROM moved m
-               WHERE r.partner_id = m.partner_id AND r.day = m.day AND r.offer_id = m.offer_id
-                 AND r.country = m.country AND r.sub1 = m.sub1),
-           {_APPROVED_LINES}
+           {_APPROVED_LINES},
+           split AS (
+               INSERT INTO ledger_splits (line_id, partner_id, offer_id, day, country, sub1, amount_minor)
+               SELECT w.id, w.partner_id, w.offer_id, (w.occurred_at AT TIME ZONE 'UTC')::date, due.country,
+                      due.sub1, w.amount_minor
+               FROM written w JOIN due ON due.event_id::text = w.source)
            SELECT 'status' AS what, status AS kind, count(*) AS n, 0 AS assigned FROM due GROUP BY status
            UNION ALL SELECT 'line', {COUNTED}""",
         now,
@@ -86,7 +78,7 @@ async def approve(
     await conn.execute("SELECT set_config('enable_nestloop', $1, true)", previous)
     for row in rows:
         if row["what"] == "line":
-            _counted(report, opened, [row])
+            counted(report, opened, [row])
         elif row["kind"] == "approved":
             report.approved += row["n"]
         else:
@@ -95,42 +87,44 @@ async def approve(
 
 _COMMISSION_LINES = """SELECT due.event_id::text AS source, k.kind, due.merchant_id, due.partner_id, due.offer_id,
                             k.currency, k.amount_minor, k.basis || coalesce(', order ' || due.order_id, '') AS basis,
-                            due.ts AS occurred_at
+                            due.ts AS occurred_at, NULL::bigint AS quantity, NULL::bigint AS rate_minor
                      FROM due JOIN commissions k ON k.event_id = due.event_id WHERE due.status = 'approved'"""
 
 
 def written_lines(select: str, end_param: int) -> str:
     """A CTE `written`: the INSERT of the ledger lines `select` gives (source, kind, merchant_id, partner_id,
-    offer_id, currency, amount_minor, basis, occurred_at), each written straight into the open statement
-    of its month when there is one and the line is due in it (before the period end, parameter
-    `end_param`, and in the statement's own currency); the rest join theirs later in statements.assign.
-    A line already written (same source and kind) is skipped: that is what makes settling twice pay
-    once. It returns the kind and statement of each line written; COUNTED sums them up by kind."""
+    offer_id, currency, amount_minor, basis, occurred_at, quantity, rate_minor), each written straight into
+    the open statement of its month when there is one and the line is due in it (before the period end,
+    parameter `end_param`, and in the statement's own currency); the rest join theirs later in
+    statements.assign. A line already written (same source and kind) is skipped: that is what makes settling
+    twice pay once. It returns each line written (id, source, kind, statement_id, partner_id, offer_id,
+    occurred_at, amount_minor); COUNTED sums them up by kind."""
     return f"""written AS (
             INSERT INTO ledger_lines (source, kind, merchant_id, partner_id, offer_id, currency, amount_minor,
-                                      basis, occurred_at, statement_id)
+                                      basis, occurred_at, quantity, rate_minor, statement_id)
             SELECT x.source, x.kind, x.merchant_id, x.partner_id, x.offer_id, x.currency, x.amount_minor, x.basis,
-                   x.occurred_at, s.id
+                   x.occurred_at, x.quantity, x.rate_minor, s.id
             FROM ({select}) x JOIN merchants m ON m.id = x.merchant_id
             LEFT JOIN statements s ON m.statement_currency = 'own' AND x.occurred_at < ${end_param}
                  AND s.merchant_id = x.merchant_id AND s.partner_id = x.partner_id AND s.currency = x.currency
                  AND s.period_start = date_trunc('month', x.occurred_at AT TIME ZONE 'UTC')::date
                  AND s.status = 'open'
             ON CONFLICT (source, kind) DO NOTHING
-            RETURNING kind, statement_id)"""
+            RETURNING id, source, kind, statement_id, partner_id, offer_id, occurred_at, amount_minor)"""
 
 
 _APPROVED_LINES = written_lines(_COMMISSION_LINES, end_param=2)
 
 
 async def reverse_refunds(conn: asyncpg.Connection, report: LedgerReport) -> None:
-    """Refunds of approved conversions become negative lines, proportional to the refunded share."""
+    """Refunds of approved conversions become negative lines, proportional to the refunded share, rounded once
+    on the cumulative refunded share as the merchant rounds; each in the conversion's country and sub id."""
     rows = await conn.fetch(
         """SELECT r.event_id, r.ts, r.amount_minor, c.event_id AS conversion, c.amount_minor AS sale, c.currency,
-                  c.merchant_id, c.partner_id, c.offer_id, c.order_id,
+                  c.merchant_id, c.partner_id, c.offer_id, c.order_id, c.country, c.sub1, m.rounding,
                   coalesce((SELECT sum(p.amount_minor) FROM refunds p WHERE p.conversion_id = r.conversion_id
                             AND (p.ts, p.event_id) < (r.ts, r.event_id)), 0)::bigint AS before
-           FROM refunds r JOIN conversions c ON c.event_id = r.conversion_id
+           FROM refunds r JOIN conversions c ON c.event_id = r.conversion_id JOIN merchants m ON m.id = c.merchant_id
            WHERE c.status IN ('approved', 'reversed') AND r.amount_minor > 0
              AND NOT EXISTS (SELECT 1 FROM ledger_lines l WHERE l.source = r.event_id::text)
            ORDER BY r.ts, r.event_id"""
@@ -145,13 +139,14 @@ async def reverse_refunds(conn: asyncpg.Connection, report: LedgerReport) -> Non
             row["amount_minor"],
             row["sale"],
             refunded_before_minor=row["before"],
+            mode=row["rounding"],
             currency=row["currency"],
         )
         for line in lines:
-            await conn.execute(
+            line_id = await conn.fetchval(
                 """INSERT INTO ledger_lines (source, kind, merchant_id, partner_id, offer_id, currency, amount_minor,
                                             basis, occurred_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (source, kind) DO NOTHING""",
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (source, kind) DO NOTHING RETURNING id""",
                 str(row["event_id"]),
                 "reversal:" + line.kind,
                 row["merchant_id"],
@@ -162,6 +157,19 @@ async def reverse_refunds(conn: asyncpg.Connection, report: LedgerReport) -> Non
                 f"{line.basis}, order {row['order_id']}",
                 row["ts"],
             )
+            if line_id is None:
+                continue
+            await conn.execute(
+                """INSERT INTO ledger_splits (line_id, partner_id, offer_id, day, country, sub1, amount_minor)
+                   VALUES ($1, $2, $3, ($4::timestamptz AT TIME ZONE 'UTC')::date, $5, $6, $7)""",
+                line_id,
+                row["partner_id"],
+                row["offer_id"],
+                row["ts"],
+                row["country"],
+                row["sub1"],
+                line.amount_minor,
+            )
             report.reversals += 1
         await conn.execute(
             """UPDATE conversions SET status = 'reversed'
@@ -170,98 +178,10 @@ async def reverse_refunds(conn: asyncpg.Connection, report: LedgerReport) -> Non
         )
 
 
-async def pay_traffic(
-    conn: asyncpg.Connection,
-    terms: dict[int, OfferTerms],
-    start: dt.datetime,
-    end: dt.datetime,
-    report: LedgerReport,
-    opened: statements.StatementReport,
-) -> None:
-    """cpc and cpv lines, one per unique non-bot click or non-bot view, for offers whose plans pay them."""
-    for offer in terms.values():
-        plans = [(None, offer.plan)] + [(p, plan) for p, plan in offer.overrides.items()]
-        others = list(offer.overrides)
-        for partner, plan in plans:
-            for kind, amount, condition in (
-                ("cpc", plan.cpc_minor, "e.type = 'click' AND e.is_unique"),
-                ("cpv", plan.cpv_minor, "e.type = 'view'"),
-            ):
-                if not amount:
-                    continue
-                who = "e.partner_id = $5" if partner is not None else "NOT (e.partner_id = ANY($5::bigint[]))"
-                paid = await conn.fetch(
-                    "WITH "
-                    + written_lines(
-                        f"""SELECT e.id::text AS source, '{kind}' AS kind, $2::bigint AS merchant_id, e.partner_id,
-                                   e.offer_id, $3::char(3) AS currency, $4::bigint AS amount_minor,
-                                   '{kind} at fixed rate' AS basis, e.ts AS occurred_at
-                            FROM events e
-                            WHERE e.offer_id = $1 AND {condition} AND e.bot_reason IS NULL AND e.refusal IS NULL
-                              AND e.partner_id IS NOT NULL AND {who} AND e.ts >= $6 AND e.ts < $7""",
-                        end_param=7,
-                    )
-                    + " SELECT "
-                    + COUNTED,
-                    offer.id,
-                    offer.merchant_id,
-                    plan.currency,
-                    amount,
-                    partner if partner is not None else others,
-                    start - CLICK_LOOKBACK,
-                    end,
-                )
-                _counted(report, opened, paid)
-
-
-async def pay_views_per_mille(
-    conn: asyncpg.Connection, terms: dict[int, OfferTerms], start: dt.date, end: dt.date, report: LedgerReport
-) -> None:
-    """cpm accrues on the period's cumulative views, so no fraction of a cent is lost or invented;
-    views counted after an earlier settle of the same period add a line for the difference."""
-    period = start.strftime("%Y-%m")
-    for offer in terms.values():
-        if not offer.plan.cpm_minor and not any(p.cpm_minor for p in offer.overrides.values()):
-            continue
-        views = await conn.fetch(
-            """SELECT partner_id, sum(views)::bigint AS views FROM rollups
-               WHERE offer_id = $1 AND day >= $2 AND day < $3 AND partner_id <> 0 GROUP BY partner_id""",
-            offer.id,
-            start,
-            end,
-        )
-        for row in views:
-            plan = offer.plan_for(row["partner_id"])
-            if not plan.cpm_minor:
-                continue
-            key = f"cpm:{offer.id}:{row['partner_id']}:{period}"
-            paid = await conn.fetchrow(
-                "SELECT coalesce(sum(amount_minor), 0)::bigint AS paid, count(*) AS n FROM ledger_lines"
-                " WHERE source LIKE $1",
-                key + ":%",
-            )
-            due = cpm_accrual(plan.cpm_minor, 0, int(row["views"]), plan.rounding) - int(paid["paid"])
-            if due:
-                await conn.execute(
-                    """INSERT INTO ledger_lines (source, kind, merchant_id, partner_id, offer_id, currency,
-                                                amount_minor, basis, occurred_at)
-                       VALUES ($1, 'cpm', $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (source, kind) DO NOTHING""",
-                    f"{key}:{int(paid['n']) + 1}",
-                    offer.merchant_id,
-                    row["partner_id"],
-                    offer.id,
-                    plan.currency,
-                    due,
-                    f"{row['views']} views in {period} per 1000",
-                    dt.datetime.combine(end, dt.time(), dt.UTC) - dt.timedelta(microseconds=1),
-                )
-                _counted(report, None, [{"kind": "cpm", "n": 1, "assigned": 0}])
-
-
 COUNTED = "kind, count(*) AS n, count(statement_id) AS assigned FROM written GROUP BY kind"
 
 
-def _counted(report: LedgerReport, assigned: statements.StatementReport | None, rows: list[Any]) -> None:
+def counted(report: LedgerReport, assigned: statements.StatementReport | None, rows: list[Any]) -> None:
     """Add rows of (kind, n, assigned) to the reports: lines written, and how many joined a statement."""
     per_kind: dict[str, int] = defaultdict(int, report.per_kind)
     for row in rows:

@@ -31,6 +31,7 @@ class OfferTerms:
     plan: FeePlan
     overrides: dict[int, FeePlan]  # partner id -> effective plan
     has_tiers: bool
+    repeat_actions: bool = False  # every repeat of an action without order id counts (else one per click and name)
 
     def plan_for(self, partner_id: int) -> FeePlan:
         return self.overrides.get(partner_id, self.plan)
@@ -102,15 +103,24 @@ def _json(value: Any) -> dict[str, Any]:
     return orjson.loads(value) if isinstance(value, str | bytes) else dict(value or {})  # type: ignore[no-any-return]
 
 
-async def load_terms(conn: asyncpg.Connection) -> dict[int, OfferTerms]:
-    """Every offer's terms, with partner overrides and price versions; a malformed plan is skipped and logged."""
+async def load_terms(conn: asyncpg.Connection, offer_ids: list[int] | None = None) -> dict[int, OfferTerms]:
+    """Every offer's terms (or those of `offer_ids`), with partner overrides and price versions; a malformed
+    plan is skipped and logged."""
     offers = await conn.fetch(
-        """SELECT o.id, o.merchant_id, o.currency, o.hold_days, o.fee_plan, m.rounding
-           FROM offers o JOIN merchants m ON m.id = o.merchant_id"""
+        """SELECT o.id, o.merchant_id, o.currency, o.hold_days, o.fee_plan, o.repeat_actions, m.rounding
+           FROM offers o JOIN merchants m ON m.id = o.merchant_id
+           WHERE $1::bigint[] IS NULL OR o.id = ANY($1::bigint[])""",
+        offer_ids,
     )
-    overrides = await conn.fetch("SELECT offer_id, partner_id, fee_plan FROM offer_partner_plans")
+    overrides = await conn.fetch(
+        """SELECT offer_id, partner_id, fee_plan FROM offer_partner_plans
+           WHERE $1::bigint[] IS NULL OR offer_id = ANY($1::bigint[])""",
+        offer_ids,
+    )
     prices = await conn.fetch(
-        "SELECT merchant_id, sku, kind, partner_id, amount_minor, valid_from FROM prices ORDER BY valid_from, id"
+        """SELECT merchant_id, sku, kind, partner_id, amount_minor, valid_from FROM prices
+           WHERE $1::bigint[] IS NULL OR merchant_id = ANY($1::bigint[]) ORDER BY valid_from, id""",
+        None if offer_ids is None else sorted({r["merchant_id"] for r in offers}),
     )
     wholesale: dict[int, dict[str, list[PriceVersion]]] = defaultdict(lambda: defaultdict(list))
     retail: dict[tuple[int, int], dict[str, list[PriceVersion]]] = defaultdict(lambda: defaultdict(list))
@@ -152,5 +162,6 @@ async def load_terms(conn: asyncpg.Connection) -> dict[int, OfferTerms]:
             plan=plan,
             overrides=partner_plans,
             has_tiers=bool(plan.cps_tiers) or any(p.cps_tiers for p in partner_plans.values()),
+            repeat_actions=row["repeat_actions"],
         )
     return terms

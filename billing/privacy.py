@@ -27,9 +27,9 @@ Kept, and why:
   financial record whose CSV and PDF bytes are pinned by SHA-256 and print the partner's name,
   and bookkeeping law requires keeping issued statements (GDPR art. 17(3)(b)). Its e-mail and
   everything else still goes; with only open statements the name goes too.
-- `conversions.sub1` and `rollups.sub1` are kept: they are the keys live statistics are counted
-  under (approval moves commission between rollups by them), shared by every visitor of that
-  sub id; the per-visitor copies in the raw events are erased.
+- `conversions.sub1`, `rollups.sub1` and `ledger_splits.sub1` are kept: they are the keys live
+  statistics and the commission by sub id are counted under, shared by every visitor of that sub id;
+  the per-visitor copies in the raw events are erased.
 - The portal's `audit_log` is append-only by trigger (who did what); actor e-mails in it stay.
 - Redis: acknowledged stream entries are trimmed after `CLICKMINT_STREAM_RETENTION_S`; entries
   in the dead-letter streams are not searched.
@@ -53,7 +53,7 @@ PERSONAL_KEYS = ["ip", "ua", "sub1", "sub2", "sub3", "sub4", "sub5", "source", "
 
 CUSTOMER_KEPT = (
     "ledger lines, statements, commissions, refunds, order ids and amounts (money records, no customer data); "
-    "conversions.sub1 and rollups.sub1 (shared statistics keys)"
+    "conversions.sub1, rollups.sub1 and ledger_splits.sub1 (shared statistics keys)"
 )
 PARTNER_KEPT = "ledger lines, statements and amounts; the portal audit log (append-only)"
 PARTNER_NAME_KEPT = "; the partner name (printed on closed statements, whose exports are pinned)"

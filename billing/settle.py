@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from billing import ledger, statements
+from billing import ledger, statements, traffic
 from billing.plans import load_terms
 
 SETTLE_LOCK = 0x736574746C65  # "settle": one settle at a time per database
@@ -75,9 +75,8 @@ async def settle(
         before = lines.lines
         await ledger.reverse_refunds(conn, lines)
         step(f"refund reversals: {lines.reversals:,}")
-        await ledger.pay_traffic(conn, terms, start_at, min(end_at, now), lines, got)
-        await ledger.pay_views_per_mille(conn, terms, start, end, lines)
-        step(f"cpc, cpv and cpm lines: {lines.lines - before:,}")
+        await traffic.pay_traffic(conn, terms, start_at, min(end_at, now), lines, got)
+        step(f"cpc, cpv and cpm lines (one per offer, day and rate): {lines.lines - before:,}")
         await statements.convert(conn, end, now, got)
         await statements.assign(conn, end, got)
         step(f"lines in statements: {got.assigned:,} (converted to the partner's currency: {got.converted:,})")

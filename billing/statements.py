@@ -9,7 +9,9 @@ SHA-256. From then on the database refuses any change but closed -> paid and tha
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,6 +134,38 @@ async def convert(conn: asyncpg.Connection, period_end: dt.date, now: dt.datetim
         )
         report.assigned += int(result.split()[-1])
         report.converted += int(result.split()[-1])
+        await _convert_splits(conn, {line[0]: line[1] for line in lines})
+
+
+async def _convert_splits(conn: asyncpg.Connection, converted: dict[int, int]) -> None:
+    """A converted line's splits share its converted amount in proportion to their own (largest remainder),
+    so the portal's figures by country and sub id add up to the statement in its currency."""
+    rows = await conn.fetch(
+        """SELECT line_id, country, sub1, amount_minor FROM ledger_splits WHERE line_id = ANY($1::bigint[])
+           ORDER BY line_id, country, sub1""",
+        list(converted),
+    )
+    by_line: dict[int, list[asyncpg.Record]] = {}
+    for row in rows:
+        by_line.setdefault(row["line_id"], []).append(row)
+    keys: list[tuple[int, str, str]] = []
+    amounts: list[int] = []
+    for line_id, splits in by_line.items():
+        weights = [abs(split["amount_minor"]) for split in splits]
+        shares = money.allocate(converted[line_id], weights) if sum(weights) else [converted[line_id]] + [0] * (
+            len(splits) - 1
+        )
+        keys += [(line_id, split["country"], split["sub1"]) for split in splits]
+        amounts += shares
+    await conn.execute(
+        """UPDATE ledger_splits x SET fx_amount_minor = c.amount
+           FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS c(line_id, country, sub1, amount)
+           WHERE (x.line_id, x.country, x.sub1) = (c.line_id, c.country, c.sub1)""",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        amounts,
+    )
 
 
 async def make_statements(conn: asyncpg.Connection, lines: str, args: list[Any], report: StatementReport) -> None:
@@ -239,7 +273,8 @@ async def close(conn: asyncpg.Connection, statement_id: int, now: dt.datetime) -
 async def _close(conn: asyncpg.Connection, ids: list[int], now: dt.datetime) -> int:
     """Close these open (and locked) statements in one UPDATE: carried in from the partner's last closed
     statement before it, total = carried in + lines, payable against the minimum payout (else all of it
-    carries out), and the names it prints fixed so a later rename never changes its bytes."""
+    carries out), and what it prints of the parties (names, addresses, payment terms) and its layout fixed, so
+    a later rename or a new version of Clickmint never changes its bytes."""
     result = await conn.execute(
         """WITH target AS (SELECT * FROM statements WHERE id = ANY($1::bigint[]) AND status = 'open'),
            figures AS (
@@ -251,7 +286,10 @@ async def _close(conn: asyncpg.Connection, ids: list[int], now: dt.datetime) -> 
                                 ORDER BY b.period_start DESC LIMIT 1), 0)::bigint AS carried_in,
                       coalesce(sums.total, 0)::bigint AS lines_total,
                       jsonb_build_object('merchant', m.name, 'partner', p.name,
-                                         'offers', coalesce(named.offers, '{}'::jsonb)) AS names
+                                         'offers', coalesce(named.offers, '{}'::jsonb), 'layout', $3::int,
+                                         'merchant_address', coalesce(m.address, ''),
+                                         'partner_address', coalesce(p.address, ''),
+                                         'payment_terms', coalesce(m.payment_terms, '')) AS names
                FROM target t
                JOIN merchants m ON m.id = t.merchant_id
                JOIN partners p ON p.id = t.partner_id
@@ -273,6 +311,7 @@ async def _close(conn: asyncpg.Connection, ids: list[int], now: dt.datetime) -> 
            FROM totals x WHERE s.id = x.id""",
         ids,
         now,
+        exports.LAYOUT,
     )
     return int(result.split()[-1])
 
@@ -304,23 +343,42 @@ async def mark_paid(conn: asyncpg.Connection, statement_id: int, now: dt.datetim
 
 
 async def document(conn: asyncpg.Connection, statement_id: int) -> exports.StatementDoc:
-    """The statement as the exports render it; a closed one always renders to the same bytes."""
+    """The statement as the exports render it; a closed one always renders to the same bytes.
+
+    A line is an adjustment when it belongs to an earlier period: it happened before this statement's period
+    (a late event), or it reverses a sale of an earlier period. A reversal of a sale of the same period is
+    an ordinary line. Statements closed before lines were grouped keep their layout and rule (layout 1)."""
     row = await conn.fetchrow(
-        """SELECT s.*, m.name AS merchant, p.name AS partner FROM statements s
-           JOIN merchants m ON m.id = s.merchant_id JOIN partners p ON p.id = s.partner_id WHERE s.id = $1""",
+        """SELECT s.*, m.name AS merchant, p.name AS partner, m.address AS merchant_address,
+                  p.address AS partner_address, m.payment_terms
+           FROM statements s JOIN merchants m ON m.id = s.merchant_id JOIN partners p ON p.id = s.partner_id
+           WHERE s.id = $1""",
         statement_id,
     )
     if row is None:
         raise StatementError(f"no statement {statement_id}")
     lines = await conn.fetch(
-        """SELECT l.occurred_at, l.source, l.kind, l.offer_id, o.name AS offer, l.basis, l.amount_minor,
-                  l.currency, l.fx_rate, l.fx_amount_minor
-           FROM ledger_lines l JOIN offers o ON o.id = l.offer_id WHERE l.statement_id = $1
+        """SELECT l.id, l.occurred_at, l.source, l.kind, l.offer_id, o.name AS offer, l.basis, l.amount_minor,
+                  l.currency, l.fx_rate, l.fx_amount_minor, l.quantity, l.rate_minor, c.ts AS sale_at
+           FROM ledger_lines l JOIN offers o ON o.id = l.offer_id
+           LEFT JOIN refunds r ON l.kind LIKE 'reversal:%' AND r.event_id::text = l.source
+           LEFT JOIN conversions c ON c.event_id = r.conversion_id
+           WHERE l.statement_id = $1
            ORDER BY l.occurred_at, l.id""",
         statement_id,
     )
     names = orjson.loads(row["names"]) if row["names"] else None  # fixed at close; live while open
+    layout = 1 if row["status"] != "open" and "layout" not in (names or {}) else exports.LAYOUT
     start = dt.datetime.combine(row["period_start"], dt.time(), dt.UTC)
+
+    def earlier(line: asyncpg.Record) -> bool:
+        if layout == 1:
+            return bool(line["occurred_at"] < start or line["kind"].startswith("reversal"))
+        return bool(line["occurred_at"] < start or (line["sale_at"] is not None and line["sale_at"] < start))
+
+    def fixed(key: str) -> str:
+        return str(names.get(key, "")) if names else (row[key] or "")
+
     return exports.StatementDoc(
         number=row["number"],
         merchant=names["merchant"] if names else row["merchant"],
@@ -332,6 +390,10 @@ async def document(conn: asyncpg.Connection, statement_id: int) -> exports.State
         closed_at=row["closed_at"],
         carried_in_minor=row["carried_in_minor"],
         min_payout_minor=row["min_payout_minor"],
+        layout=layout,
+        merchant_address=fixed("merchant_address"),
+        partner_address=fixed("partner_address"),
+        payment_terms=fixed("payment_terms"),
         lines=tuple(
             exports.StatementLine(
                 occurred_at=line["occurred_at"],
@@ -340,8 +402,37 @@ async def document(conn: asyncpg.Connection, statement_id: int) -> exports.State
                 offer=names["offers"].get(str(line["offer_id"]), line["offer"]) if names else line["offer"],
                 description=_described(line),
                 amount_minor=line["amount_minor"] if line["fx_amount_minor"] is None else line["fx_amount_minor"],
-                adjustment=line["occurred_at"] < start or line["kind"].startswith("reversal"),
+                adjustment=earlier(line),
+                quantity=line["quantity"],
+                rate=_rate(line) if layout != 1 else None,
+                line_id=line["id"],
             )
             for line in lines
         ),
     )
+
+
+def _rate(line: asyncpg.Record) -> str | None:
+    if line["rate_minor"] is None:
+        return None
+    return money.format_amount(line["rate_minor"], line["currency"])
+
+
+async def detail(conn: asyncpg.Connection, statement_id: int, line_id: int | None = None) -> bytes:
+    """The events each line of a statement pays or takes back, as CSV: one row per event (a traffic line's
+    events from ledger_line_events; a conversion's or a refund's line: its own event)."""
+    rows = await conn.fetch(
+        """SELECT l.id, l.source, l.kind, l.occurred_at, coalesce(e.event_id::text, l.source) AS event_id
+           FROM ledger_lines l LEFT JOIN ledger_line_events e ON e.line_id = l.id
+           WHERE l.statement_id = $1 AND ($2::bigint IS NULL OR l.id = $2)
+           ORDER BY l.occurred_at, l.id, event_id""",
+        statement_id,
+        line_id,
+    )
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["Line", "Reference", "Kind", "Date (UTC)", "Event"])
+    for r in rows:
+        when = r["occurred_at"].astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        writer.writerow([r["id"], exports.safe_cell(r["source"]), r["kind"], when, exports.safe_cell(r["event_id"])])
+    return out.getvalue().encode("utf-8")

@@ -258,7 +258,10 @@ def cmd_statement(args: argparse.Namespace) -> int:
         if args.action == "show":
             print((await statements.export(conn, statement_id, "csv")).decode(), end="")
             return 0
-        data = await statements.export(conn, statement_id, args.format)
+        if args.format == "detail":
+            data = await statements.detail(conn, statement_id)
+        else:
+            data = await statements.export(conn, statement_id, args.format)
         if args.output == "-":
             sys.stdout.buffer.write(data)
         else:
@@ -338,7 +341,12 @@ def _settle_args(parser: argparse.ArgumentParser) -> None:
 def _statement_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("show", "export", "paid"))
     parser.add_argument("number", help="the statement number, e.g. CM-2026-11-000042")
-    parser.add_argument("--format", choices=("csv", "pdf"), default="csv")
+    parser.add_argument(
+        "--format",
+        choices=("csv", "pdf", "detail"),
+        default="csv",
+        help="csv or pdf: the statement; detail: the event ids of each of its lines, as CSV",
+    )
     parser.add_argument("-o", "--output", default="-", help="file to write the export to (default: stdout)")
 
 
@@ -366,7 +374,11 @@ COMMANDS: dict[
     "demo": (cmd_demo, "seed a merchant, two offers, two partners with links, and print tracking URLs", None),
     "ingest": (cmd_ingest, "run billing ingest: event streams -> PostgreSQL", None),
     "settle": (cmd_settle, "approve conversions, write ledger lines and statements for a month", _settle_args),
-    "statement": (cmd_statement, "show, export (csv, pdf) or mark paid a statement", _statement_args),
+    "statement": (
+        cmd_statement,
+        "show, export (csv, pdf, or the events of each line: detail) or mark paid a statement",
+        _statement_args,
+    ),
     "retention": (cmd_retention, "drop raw event days past CLICKMINT_RETENTION_DAYS once final", _retention_args),
     "admin": (cmd_admin, "merchants, offers, partners, links, products, rates, users, API keys, audit", _admin_args),
     "purge": (cmd_purge, "erase a customer's or a partner's personal data (privacy request)", _purge_args),

@@ -83,7 +83,10 @@ def _default(value: Any) -> Any:
 
 
 def error_response(exc: ApiError) -> Response:
-    response = json_response({"error": exc.code, "detail": exc.detail}, exc.status)
+    body = {"error": exc.code, "detail": exc.detail}
+    if exc.pointer is not None:
+        body["pointer"] = exc.pointer
+    response = json_response(body, exc.status)
     if exc.retry_after is not None:
         response.headers["Retry-After"] = str(exc.retry_after)
     return response

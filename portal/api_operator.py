@@ -11,7 +11,7 @@ from billing import statements as billing_statements
 from portal import operator_data as data
 from portal import users, validate
 from portal.api import Ctx, Endpoint
-from portal.api_partner import export_response
+from portal.api_partner import detail_response, export_response
 from portal.errors import ApiError, invalid
 
 _ID = (validate.integer(1), False)
@@ -36,11 +36,15 @@ NEW_MERCHANT = {
     "rounding": (validate.choice("half_even", "half_up"), False),
     "statement_currency": (validate.choice("own", "partner"), False),
     "branding": (_branding, False),
+    "address": (validate.text(0, 500, lines=True), False),
+    "payment_terms": (validate.text(0, 500, lines=True), False),
 }
 EDIT_MERCHANT = {
     "name": (validate.text(1, 200), False),
     "statement_currency": (validate.choice("own", "partner"), False),
     "branding": (_branding, False),
+    "address": (validate.text(0, 500, lines=True), False),
+    "payment_terms": (validate.text(0, 500, lines=True), False),
 }
 
 OFFER = {
@@ -53,9 +57,10 @@ OFFER = {
     "allowed_hosts": (validate.hosts, False),
     "attribution_window_s": (validate.integer(60, 31_536_000), False),
     "hold_days": (validate.integer(0, 365), False),
+    "repeat_actions": (validate.boolean, False),
     "currency": (validate.currency, False),
-    "fee_plan": (validate.json_object, False),
-    "caps": (validate.json_object, False),
+    "fee_plan": (validate.fee_plan, False),
+    "caps": (validate.caps, False),
     "postback_security": (validate.choice("hmac", "token"), False),
     "postback_ip_allowlist": (validate.hosts, False),
     "starts_at": (validate.timestamp, False),
@@ -117,7 +122,7 @@ async def update_offer(ctx: Ctx) -> Any:
     return await data.update_offer(ctx.conn, ctx.who, ctx.path_int("offer_id"), await ctx.body(EDIT_OFFER))
 
 
-PARTNER_PLAN = {"partner_id": (validate.integer(1), True), "fee_plan": (validate.json_object, True)}
+PARTNER_PLAN = {"partner_id": (validate.integer(1), True), "fee_plan": (validate.partner_plan, True)}
 
 
 async def partner_plan(ctx: Ctx) -> Any:
@@ -136,6 +141,7 @@ NEW_PARTNER = {
     "email": (validate.text(3, 254), True),
     "currency": (validate.currency, False),
     "min_payout_minor": (validate.integer(0), False),
+    "address": (validate.text(0, 500, lines=True), False),
     "status": (validate.choice("applied", "approved"), False),
     "invite": (validate.choice("yes", "no"), False),
 }
@@ -271,8 +277,13 @@ async def add_rate(ctx: Ctx) -> Any:
 
 async def report(ctx: Ctx) -> Any:
     days = ctx.query("days", validate.integer(1, 366), 30)
-    since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days - 1)
-    return {"since": since.isoformat(), "rows": await data.report(ctx.conn, ctx.who, since)}
+    until = ctx.query("to", validate.date, None) or dt.datetime.now(dt.UTC).date()
+    since = ctx.query("from", validate.date, None) or until - dt.timedelta(days=days - 1)
+    if since > until or (until - since).days > 365:
+        raise invalid("from", "must be on or before to, at most 366 days before it")
+    group = ctx.query("group", validate.choice(*data.REPORT_GROUPS), "partner_offer")
+    rows = await data.report(ctx.conn, ctx.who, since, group, until)
+    return {"since": since.isoformat(), "until": until.isoformat(), "group": group, "rows": rows}
 
 
 def _period(name: str, value: Any) -> dt.date:
@@ -310,6 +321,12 @@ async def statement_csv(ctx: Ctx) -> Any:
 
 async def statement_pdf(ctx: Ctx) -> Any:
     return await _export(ctx, "pdf")
+
+
+async def statement_detail(ctx: Ctx) -> Any:
+    statement_id = ctx.path_int("statement_id")
+    await data.owns_statement(ctx.conn, ctx.who, statement_id)
+    return await detail_response(ctx, statement_id)
 
 
 async def audit_log(ctx: Ctx) -> Any:
@@ -389,12 +406,33 @@ ENDPOINTS = [
     ),
     _o("GET", "/rates", rates, "Currency rates"),
     _o("POST", "/rates", add_rate, "Add a currency rate", body=RATE, status=201),
-    _o("GET", "/reports", report, "The programme by partner and offer", query={"days": _DAYS}),
+    _o(
+        "GET",
+        "/reports",
+        report,
+        "The programme by partner and offer (or by partner, offer, day, sub id, country, statement period): traffic"
+        " from the rollups, sales and commission per currency (pending, approved, reversed, paid, rejected) from the"
+        " ledger statements are made of",
+        query={
+            "days": _DAYS,
+            "from": {"type": "string", "format": "date"},
+            "to": {"type": "string", "format": "date"},
+            "group": {"type": "string", "enum": list(data.REPORT_GROUPS)},
+        },
+    ),
     _o("GET", "/statements", statements, "Statements", query={"period": _period.schema}),
     _o("POST", "/statements/{statement_id}/close", close_statement, "Close a statement (it becomes immutable)"),
     _o("POST", "/statements/{statement_id}/paid", pay_statement, "Mark a closed statement paid"),
     _o("GET", "/statements/{statement_id}/csv", statement_csv, "A statement as CSV", produces="text/csv"),
     _o("GET", "/statements/{statement_id}/pdf", statement_pdf, "A statement as PDF", produces="application/pdf"),
+    _o(
+        "GET",
+        "/statements/{statement_id}/detail",
+        statement_detail,
+        "The event ids of each line of a statement (or of one line: ?line=ID), as CSV",
+        query={"line": {"type": "integer", "minimum": 1}},
+        produces="text/csv",
+    ),
     _o(
         "GET",
         "/audit",

@@ -3,6 +3,7 @@ Every handler passes ctx.partner_id (from the credential) to the data layer, not
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from starlette.responses import Response
@@ -11,18 +12,31 @@ from billing import statements as billing_statements
 from portal import partner_data as data
 from portal import passwords, postbacks, validate
 from portal.api import Ctx, Endpoint
-from portal.errors import ApiError
+from portal.errors import ApiError, invalid
 
 _RANGE = {"type": "string", "enum": list(data.RANGES)}
 _GROUP = {"type": "string", "enum": list(data.GROUPS)}
 _LIMIT = {"type": "integer", "minimum": 1, "maximum": 500}
+_DAY = {"type": "string", "format": "date", "description": "a UTC day, YYYY-MM-DD; overrides range"}
 _SUBS = {f"sub{i}": {"type": "string", "maxLength": 200} for i in range(1, 6)}
 
 
-async def stats(ctx: Ctx) -> Any:
+def stats_window(ctx: Ctx) -> tuple[str, Any, Any]:
+    """range (today, 7d, 30d), or from/to (UTC days, both included, at most 366 days)."""
     range_ = ctx.query("range", validate.choice(*data.RANGES), "7d")
+    since, until = ctx.query("from", validate.date, None), ctx.query("to", validate.date, None)
+    if since is not None or until is not None:
+        until = until or dt.datetime.now(dt.UTC).date()
+        since = since or until
+        if since > until or (until - since).days > 365:
+            raise invalid("from", "must be on or before to, at most 366 days before it")
+    return range_, since, until
+
+
+async def stats(ctx: Ctx) -> Any:
+    range_, since, until = stats_window(ctx)
     group = ctx.query("group", validate.choice(*data.GROUPS), "day")
-    return await data.stats(ctx.conn, ctx.partner_id, range_, group)
+    return await data.stats(ctx.conn, ctx.partner_id, range_, group, since, until)
 
 
 async def orders(ctx: Ctx) -> Any:
@@ -140,6 +154,24 @@ async def statement_csv(ctx: Ctx) -> Response:
     return await _export(ctx, "csv")
 
 
+async def statement_detail(ctx: Ctx) -> Response:
+    statement_id = ctx.path_int("statement_id")
+    await data.owns_statement(ctx.conn, ctx.partner_id, statement_id)
+    return await detail_response(ctx, statement_id)
+
+
+async def detail_response(ctx: Ctx, statement_id: int) -> Response:
+    """The events of each line (or of line `line`) as CSV: a grouped line traces to every event it pays."""
+    line_id = ctx.query("line", validate.integer(1), None)
+    number = await ctx.conn.fetchval("SELECT number FROM statements WHERE id = $1", statement_id)
+    body = await billing_statements.detail(ctx.conn, statement_id, line_id)
+    return Response(
+        body,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="statement-{number}-events.csv"'},
+    )
+
+
 async def statement_pdf(ctx: Ctx) -> Response:
     return await _export(ctx, "pdf")
 
@@ -208,8 +240,9 @@ ENDPOINTS = [
         "GET",
         "/stats",
         stats,
-        "Views, clicks, bots, actions, sales and commission from the live rollups",
-        query={"range": _RANGE, "group": _GROUP},
+        "Traffic (views, clicks, bots, actions) from the live rollups; sales and commission per currency (pending,"
+        " approved, reversed, paid, rejected) from the ledger statements are made of",
+        query={"range": _RANGE, "group": _GROUP, "from": _DAY, "to": _DAY},
     ),
     _p("GET", "/orders", orders, "Recent orders and actions of its customers, with status", query={"limit": _LIMIT}),
     _p(
@@ -251,4 +284,12 @@ ENDPOINTS = [
     _p("GET", "/statements/{statement_id}", statement, "One statement with its lines"),
     _p("GET", "/statements/{statement_id}/csv", statement_csv, "The statement as CSV", produces="text/csv"),
     _p("GET", "/statements/{statement_id}/pdf", statement_pdf, "The statement as PDF", produces="application/pdf"),
+    _p(
+        "GET",
+        "/statements/{statement_id}/detail",
+        statement_detail,
+        "The event ids of each line of the statement (or of one line: ?line=ID), as CSV",
+        query={"line": {"type": "integer", "minimum": 1}},
+        produces="text/csv",
+    ),
 ]

@@ -41,6 +41,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     m_add.add_argument("--slug", required=True)
     m_add.add_argument("--name", required=True)
     m_add.add_argument("--currency")
+    m_add.add_argument("--address", help="postal address printed on statements (newlines as \\n)")
+    m_add.add_argument("--payment-terms", help="printed on statements, e.g. 'Net 30, by bank transfer'")
 
     offer = objects.add_parser("offer", help="offers").add_subparsers(dest="action", required=True)
     offer.add_parser("list")
@@ -52,6 +54,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     o_add.add_argument("--caps", default="{}", help="caps JSON")
     o_add.add_argument("--visibility", choices=("public", "partners", "private"))
     o_add.add_argument("--hold-days")
+    o_add.add_argument(
+        "--repeat-actions",
+        choices=("yes", "no"),
+        help="pay every repeat of an action without order id (default: once per click and action name)",
+    )
     o_add.add_argument("--window-s", help="attribution window in seconds")
     o_add.add_argument("--hosts", help="allowed deep-link hosts, comma separated")
     o_add.add_argument("--fallback", help="fallback URL (over cap, paused)")
@@ -67,6 +74,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     p_add.add_argument("--merchant", required=True, help="merchant slug")
     p_add.add_argument("--name", required=True)
     p_add.add_argument("--email", required=True)
+    p_add.add_argument("--address", help="postal address printed on its statements (newlines as \\n)")
     p_add.add_argument("--no-invite", action="store_true", help="do not create a partner user and mail an invitation")
     p_status = partner.add_parser("status")
     p_status.add_argument("id", type=int)
@@ -136,9 +144,11 @@ async def run(args: argparse.Namespace, settings: PortalSettings, conn: asyncpg.
     if obj == "merchant" and action == "list":
         _print(await data.merchants(conn, who))
     elif obj == "merchant":
-        values = validate.fields(
-            _given(args, {"slug": "slug", "name": "name", "currency": "currency"}), api_operator.NEW_MERCHANT
-        )
+        given = _given(args, {"slug": "slug", "name": "name", "currency": "currency", "address": "address"})
+        given |= _given(args, {"payment_terms": "payment_terms"})
+        if "address" in given:
+            given["address"] = given["address"].replace("\\n", "\n")
+        values = validate.fields(given, api_operator.NEW_MERCHANT)
         _print(await data.create_merchant(conn, who, values))
     elif obj == "offer" and action == "list":
         _print(await data.offers(conn, who))
@@ -154,6 +164,7 @@ async def run(args: argparse.Namespace, settings: PortalSettings, conn: asyncpg.
                 "caps": "caps",
                 "visibility": "visibility",
                 "hold_days": "hold_days",
+                "repeat_actions": "repeat_actions",
                 "window_s": "attribution_window_s",
                 "hosts": "allowed_hosts",
                 "fallback": "fallback_url",
@@ -168,7 +179,10 @@ async def run(args: argparse.Namespace, settings: PortalSettings, conn: asyncpg.
     elif obj == "partner" and action == "status":
         _print(await data.set_partner_status(conn, who, args.id, await _merchant_id(conn, args.merchant), args.status))
     elif obj == "partner":
-        values = validate.fields({"name": args.name, "email": args.email}, api_operator.NEW_PARTNER)
+        given = {"name": args.name, "email": args.email}
+        if args.address:
+            given["address"] = args.address.replace("\\n", "\n")
+        values = validate.fields(given, api_operator.NEW_PARTNER)
         values["email"] = users.check_email(values["email"])
         values["merchant_id"] = await _merchant_id(conn, args.merchant)
         created = await data.create_partner(conn, who, values)

@@ -1,7 +1,7 @@
 """What the portal refuses, as one exception carrying the HTTP status and a machine-readable code.
 
-ApiError(status, code, detail)
-  ├── 400 invalid_json, invalid_field, unknown_field, ...
+ApiError(status, code, detail[, pointer])
+  ├── 400 invalid_json, invalid_field, unknown_field, invalid_fee_plan, invalid_caps (with `pointer`), ...
   ├── 401 unauthenticated
   ├── 403 forbidden, csrf
   ├── 404 not_found        (also what another partner's object looks like: never 403)
@@ -14,12 +14,15 @@ from __future__ import annotations
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str, retry_after: int | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, detail: str, retry_after: int | None = None, pointer: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
         self.retry_after = retry_after
+        self.pointer = pointer  # the JSON pointer of the offending value in the request body, when known
 
 
 def not_found(what: str = "object") -> ApiError:

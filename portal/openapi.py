@@ -6,14 +6,27 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from portal import validate
+from portal import terms_schema, validate
 from portal.api import Endpoint
 
 _ERROR = {
     "type": "object",
     "required": ["error", "detail"],
-    "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+    "properties": {
+        "error": {"type": "string", "description": "machine-readable code, e.g. invalid_field, invalid_fee_plan"},
+        "detail": {"type": "string"},
+        "pointer": {
+            "type": "string",
+            "description": "invalid_fee_plan and invalid_caps: the JSON pointer of the offending value in the "
+            "request body, e.g. /fee_plan/tiers/0/percent",
+        },
+    },
 }
+
+
+def _embedded(name: str) -> dict[str, Any]:
+    """A schema of schemas/offers as an OpenAPI component (the document names it, not its file)."""
+    return {k: v for k, v in terms_schema.schema(name).items() if k not in ("$schema", "$id")}
 _ERRORS = {
     "400": "Invalid input",
     "401": "No or bad credential",
@@ -76,7 +89,12 @@ def document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
-            "schemas": {"Error": _ERROR},
+            "schemas": {
+                "Error": _ERROR,
+                "FeePlan": _embedded("fee_plan"),
+                "PartnerPlan": _embedded("partner_plan"),
+                "Caps": _embedded("caps"),
+            },
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer", "description": "cm_<prefix>_<secret>"},
                 "session": {"type": "apiKey", "in": "cookie", "name": "cm_session"},

@@ -14,11 +14,12 @@ import orjson
 import redis.asyncio
 import redis.exceptions
 
+from billing import figures
 from billing import statements as billing_statements
 from billing.money import format_amount
 from billing.plans import build_plan
 from billing.pricing import FeeError
-from portal import cap_usage, validate
+from portal import cap_usage, partner_data, terms_schema, validate
 from portal.auth import Principal
 from portal.errors import ApiError, invalid, not_found
 from portal.images import ImageError, sniff
@@ -26,8 +27,8 @@ from tracker import caps as tracker_caps
 from tracker.macros import Template
 
 OFFER_COLUMNS = """o.id, o.merchant_id, o.name, o.status, o.visibility, o.destination_url, o.fallback_url,
-    o.allowed_hosts, o.attribution_window_s, o.hold_days, o.currency, o.fee_plan, o.caps, o.postback_security,
-    o.postback_secret,
+    o.allowed_hosts, o.attribution_window_s, o.hold_days, o.repeat_actions, o.currency, o.fee_plan, o.caps,
+    o.postback_security, o.postback_secret,
     o.postback_ip_allowlist::text[] AS postback_ip_allowlist, o.starts_at, o.ends_at, o.created_at, o.updated_at"""
 
 
@@ -81,7 +82,9 @@ def _in_scope(who: Principal, alias: str = "merchant_id") -> tuple[str, list[Any
     return (f"{alias} = $1", [own]) if own is not None else ("$1::bigint IS NULL", [None])
 
 
-_MERCHANT_COLUMNS = "id, slug, name, currency, rounding, statement_currency, branding, created_at"
+_MERCHANT_COLUMNS = (
+    "id, slug, name, currency, rounding, statement_currency, branding, address, payment_terms, created_at"
+)
 
 # -- merchants ------------------------------------------------------------------------------------
 
@@ -112,14 +115,17 @@ async def create_merchant(conn: asyncpg.Connection, who: Principal, values: dict
     async with conn.transaction():
         try:
             merchant_id = await conn.fetchval(
-                """INSERT INTO merchants (slug, name, currency, rounding, branding, statement_currency)
-                   VALUES ($1, $2, $3, $4, $5, $6) RETURNING id""",
+                """INSERT INTO merchants (slug, name, currency, rounding, branding, statement_currency, address,
+                                         payment_terms)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id""",
                 values["slug"],
                 values["name"],
                 values.get("currency", "USD"),
                 values.get("rounding", "half_even"),
                 orjson.dumps(values.get("branding", {})).decode(),
                 values.get("statement_currency", "own"),
+                values.get("address"),
+                values.get("payment_terms"),
             )
         except asyncpg.UniqueViolationError as exc:
             raise ApiError(409, "conflict", f"a merchant with slug {values['slug']!r} exists") from exc
@@ -131,17 +137,21 @@ async def update_merchant(conn: asyncpg.Connection, who: Principal, merchant_id:
     scope_merchant(who, merchant_id)
     async with conn.transaction():
         row = await conn.fetchrow(
-            "SELECT name, branding, statement_currency FROM merchants WHERE id = $1 FOR UPDATE", merchant_id
+            "SELECT name, branding, statement_currency, address, payment_terms FROM merchants WHERE id = $1 FOR UPDATE",
+            merchant_id,
         )
         if row is None:
             raise not_found("merchant")
         branding = {**orjson.loads(row["branding"]), **values.get("branding", {})}
         await conn.execute(
-            "UPDATE merchants SET name = $2, branding = $3, statement_currency = $4 WHERE id = $1",
+            """UPDATE merchants SET name = $2, branding = $3, statement_currency = $4, address = $5, payment_terms = $6
+               WHERE id = $1""",
             merchant_id,
             values.get("name", row["name"]),
             orjson.dumps(branding).decode(),
             values.get("statement_currency", row["statement_currency"]),
+            values.get("address", row["address"]),
+            values.get("payment_terms", row["payment_terms"]),
         )
         await audit(conn, who, merchant_id, "update", "merchant", merchant_id, values)
     return await merchant(conn, who, merchant_id)
@@ -151,7 +161,8 @@ async def update_merchant(conn: asyncpg.Connection, who: Principal, merchant_id:
 
 
 def check_offer(values: dict[str, Any], currency: str, rounding: str = "half_even") -> None:
-    """Refuse what the tracker or billing could not use: an unsafe destination, malformed caps or fee plan."""
+    """Refuse what the tracker or billing could not use: an unsafe destination, caps or a fee plan outside their
+    schemas (schemas/offers/), tiers that do not rise."""
     for name in ("destination_url", "fallback_url"):
         if name in values:
             try:
@@ -159,17 +170,25 @@ def check_offer(values: dict[str, Any], currency: str, rounding: str = "half_eve
             except ValueError as exc:
                 raise invalid(name, str(exc)) from exc
     if "caps" in values:
+        terms_schema.check("caps", "caps", values["caps"])
         try:
             tracker_caps.parse(values["caps"])
         except (tracker_caps.CapConfigError, TypeError, AttributeError) as exc:
-            raise invalid("caps", str(exc) or "malformed caps") from exc
+            raise terms_schema.refusal("caps", "/caps", str(exc) or "malformed caps") from exc
     if "fee_plan" in values:
-        try:
-            build_plan(currency, rounding, values["fee_plan"])
-        except (FeeError, TypeError, AttributeError, KeyError) as exc:
-            raise invalid("fee_plan", getattr(exc, "detail", None) or str(exc) or "malformed fee plan") from exc
+        terms_schema.check("fee_plan", "fee_plan", values["fee_plan"])
+        _build(values["fee_plan"], currency, rounding)
     if values.get("starts_at") and values.get("ends_at") and values["ends_at"] <= values["starts_at"]:
         raise invalid("ends_at", "must be after starts_at")
+
+
+def _build(plan: dict[str, Any], currency: str, rounding: str) -> None:
+    """What the schema cannot say (tier thresholds rise strictly), as billing itself checks it."""
+    try:
+        build_plan(currency, rounding, plan)
+    except (FeeError, TypeError, AttributeError, KeyError) as exc:
+        detail = getattr(exc, "detail", None) or str(exc) or "malformed fee plan"
+        raise terms_schema.refusal("fee_plan", "/fee_plan/tiers" if "tier" in detail else "/fee_plan", detail) from exc
 
 
 async def offers(conn: asyncpg.Connection, who: Principal) -> list[dict[str, Any]]:
@@ -257,6 +276,7 @@ _OFFER_FIELDS = (
     "allowed_hosts",
     "attribution_window_s",
     "hold_days",
+    "repeat_actions",
     "fee_plan",
     "caps",
     "postback_security",
@@ -326,7 +346,9 @@ async def set_partner_plan(
     )
     if not member:
         raise not_found("partner")
-    check_offer({"fee_plan": {**current["fee_plan"], **plan}}, current["currency"])
+    terms_schema.check("partner_plan", "fee_plan", plan)
+    rounding = await conn.fetchval("SELECT rounding FROM merchants WHERE id = $1", current["merchant_id"])
+    _build({**current["fee_plan"], **plan}, current["currency"], rounding)
     async with conn.transaction():
         await conn.execute(
             """INSERT INTO offer_partner_plans (offer_id, partner_id, fee_plan) VALUES ($1, $2, $3)
@@ -366,11 +388,13 @@ async def create_partner(conn: asyncpg.Connection, who: Principal, values: dict[
         partner_id = await conn.fetchval("SELECT id FROM partners WHERE email = $1", values["email"])
         if partner_id is None:
             partner_id = await conn.fetchval(
-                "INSERT INTO partners (name, email, currency, min_payout_minor) VALUES ($1, $2, $3, $4) RETURNING id",
+                """INSERT INTO partners (name, email, currency, min_payout_minor, address) VALUES ($1, $2, $3, $4, $5)
+                   RETURNING id""",
                 values["name"],
                 values["email"],
                 values.get("currency", "USD"),
                 values.get("min_payout_minor", 0),
+                values.get("address"),
             )
         await conn.execute(
             """INSERT INTO partner_programmes (partner_id, merchant_id, status) VALUES ($1, $2, $3)
@@ -584,31 +608,43 @@ async def add_rate(conn: asyncpg.Connection, who: Principal, values: dict[str, A
 # -- reports, statements, audit -------------------------------------------------------------------
 
 
-async def report(conn: asyncpg.Connection, who: Principal, since: dt.date) -> list[dict[str, Any]]:
-    """The programme by partner and offer, from the rollups."""
-    where, args = _in_scope(who, "o.merchant_id")
-    rows = await conn.fetch(
-        f"""SELECT r.partner_id, p.name AS partner, r.offer_id, o.name AS offer, o.currency,
-                   sum(r.views)::bigint AS views, sum(r.clicks)::bigint AS clicks,
-                   sum(r.unique_clicks)::bigint AS unique_clicks, sum(r.bots)::bigint AS bots,
-                   sum(r.actions)::bigint AS actions, sum(r.sales)::bigint AS sales,
-                   sum(r.sales_minor)::bigint AS sales_minor,
-                   sum(r.commission_pending_minor + r.commission_approved_minor)::bigint AS commission_minor
-            FROM rollups r JOIN offers o ON o.id = r.offer_id JOIN partners p ON p.id = r.partner_id
-            WHERE {where} AND r.day >= ${len(args) + 1}
-            GROUP BY 1, 2, 3, 4, 5 ORDER BY commission_minor DESC, r.partner_id, r.offer_id""",
-        *args,
-        since,
+async def _names(conn: asyncpg.Connection, table: str, ids: list[int]) -> dict[str, str]:
+    rows = await conn.fetch(f"SELECT id, name FROM {table} WHERE id = ANY($1::bigint[])", ids) if ids else []
+    return {str(r["id"]): r["name"] for r in rows}
+
+
+REPORT_GROUPS = ("partner_offer", "partner", "offer", "day", "sub1", "country", "period")
+
+
+async def report(
+    conn: asyncpg.Connection, who: Principal, since: dt.date, group: str = "partner_offer", until: dt.date | None = None
+) -> list[dict[str, Any]]:
+    """The programme by partner and offer (or another `group`): traffic from the rollups, sales and commission
+    per currency from the records statements are made of (billing/figures.py), as partners see theirs."""
+    until = until or dt.datetime.now(dt.UTC).date()
+    own = who.merchant_scope()
+    counts = await partner_data.traffic_counts(
+        conn,
+        "($1::bigint IS NULL OR o.merchant_id = $1) AND r.partner_id <> 0 AND r.day >= $2 AND r.day <= $3",
+        [own, since, until],
+        group,
     )
-    return [
-        {
-            **dict(r),
-            "sales": r["sales"],
-            "sales_amount": format_amount(r["sales_minor"], r["currency"]),
-            "commission": format_amount(r["commission_minor"], r["currency"]),
-        }
-        for r in rows
-    ]
+    money = await figures.commission(conn, figures.Scope(merchant_id=own), since, until, group)
+    rows, _, _ = partner_data.assemble(counts, money)
+    ids = [int(part) for row in rows for part in row["key"].split(":") if part.isdigit()]
+    partners = await _names(conn, "partners", ids if group in ("partner_offer", "partner") else [])
+    offers = await _names(conn, "offers", ids if group in ("partner_offer", "offer") else [])
+    for row in rows:
+        key = row["key"]
+        if group == "partner_offer":
+            partner_id, offer_id = key.split(":")
+            row.update(partner_id=int(partner_id), partner=partners.get(partner_id, ""))
+            row.update(offer_id=int(offer_id), offer=offers.get(offer_id, ""))
+        elif group == "partner":
+            row.update(partner_id=int(key), partner=partners.get(key, ""))
+        elif group == "offer":
+            row.update(offer_id=int(key), offer=offers.get(key, ""))
+    return rows
 
 
 async def statements(conn: asyncpg.Connection, who: Principal, period_start: dt.date | None) -> list[dict]:

@@ -12,21 +12,25 @@ import asyncpg
 import redis.asyncio
 import redis.exceptions
 
+from billing import figures as billing_figures
+from billing import statements as billing_statements
 from billing.money import format_amount
 from portal import cap_usage
 from portal.errors import ApiError, invalid, not_found
 from tracker.macros import normalize_hosts, safe_deep_link
 
 RANGES = {"today": 1, "7d": 7, "30d": 30}
-GROUPS = ("day", "offer", "sub1", "country")
-_MONEY = (
-    "sales_minor",
-    "commission_pending_minor",
-    "commission_approved_minor",
-    "commission_rejected_minor",
-    "commission_reversed_minor",
-)
-_COUNTS = ("views", "clicks", "unique_clicks", "bots", "actions", "sales")
+GROUPS = ("day", "offer", "sub1", "country", "period")
+_COUNTS = ("views", "clicks", "unique_clicks", "bots", "actions")
+_COUNT_KEYS = {
+    "day": "r.day::text",
+    "offer": "r.offer_id::text",
+    "sub1": "r.sub1",
+    "country": "r.country",
+    "period": "to_char(r.day, 'YYYY-MM')",
+    "partner": "r.partner_id::text",
+    "partner_offer": "r.partner_id || ':' || r.offer_id",
+}
 
 
 def first_day(range_: str, today: dt.date | None = None) -> dt.date:
@@ -34,70 +38,116 @@ def first_day(range_: str, today: dt.date | None = None) -> dt.date:
     return today - dt.timedelta(days=RANGES[range_] - 1)
 
 
-def _money_fields(row: dict[str, Any], currency: str) -> dict[str, Any]:
-    for name in _MONEY:
-        if name in row and row[name] is not None:
-            label = "sales_amount" if name == "sales_minor" else name.removesuffix("_minor")
-            row[label] = format_amount(int(row[name]), currency)
+def money_row(currency: str, figures: billing_figures.Figures) -> dict[str, Any]:
+    """One currency's money, as minor units and as decimal text in that currency."""
+    row: dict[str, Any] = {"currency": currency, "sales": figures.sales}
+    for name, value in (
+        ("sales_amount", figures.sales_minor),
+        ("commission_pending", figures.pending),
+        ("commission_approved", figures.approved),
+        ("commission_reversed", figures.reversed),
+        ("commission_paid", figures.paid),
+        ("commission_rejected", figures.rejected),
+    ):
+        row[f"{name}_minor" if name != "sales_amount" else "sales_minor"] = value
+        row[name] = format_amount(value, currency)
     return row
 
 
-async def stats(conn: asyncpg.Connection, partner_id: int, range_: str, group: str) -> dict[str, Any]:
-    """Views, clicks, bots, actions, sales and commission from billing's rollups (never a raw scan),
-    totals per currency plus rows grouped by day, offer, sub id or country."""
-    since = first_day(range_)
-    key = {"day": "r.day::text", "offer": "o.name || ' #' || r.offer_id", "sub1": "r.sub1", "country": "r.country"}[
-        group
-    ]
-    sums = ", ".join(f"sum(r.{c})::bigint AS {c}" for c in (*_COUNTS, *_MONEY))
+async def traffic_counts(conn: asyncpg.Connection, where: str, args: list[Any], group: str) -> dict[str, dict]:
+    """Views, clicks, unique clicks, bots and actions from the rollups, per key of `group` (no money)."""
+    sums = ", ".join(f"sum(r.{c})::bigint AS {c}" for c in _COUNTS)
     rows = await conn.fetch(
-        f"""SELECT {key} AS key, o.currency, {sums} FROM rollups r JOIN offers o ON o.id = r.offer_id
-            WHERE r.partner_id = $1 AND r.day >= $2 GROUP BY 1, 2 ORDER BY 1, 2""",
-        partner_id,
-        since,
+        f"SELECT {_COUNT_KEYS[group]} AS key, {sums} FROM rollups r JOIN offers o ON o.id = r.offer_id "
+        f"WHERE {where} GROUP BY 1",
+        *args,
     )
-    totals: dict[str, dict[str, Any]] = {}
-    out_rows = []
-    for row in rows:
-        item = dict(row)
-        out_rows.append(_money_fields(dict(item), row["currency"]))
-        total = totals.setdefault(row["currency"], {c: 0 for c in (*_COUNTS, *_MONEY)})
-        for column in (*_COUNTS, *_MONEY):
-            total[column] += int(row[column])
+    return {row["key"]: {c: int(row[c]) for c in _COUNTS} for row in rows}
+
+
+def assemble(
+    counts: dict[str, dict[str, int]], money: billing_figures.Result, label: dict[str, str] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, int], list[dict[str, Any]]]:
+    """Rows per key (traffic counts, and money per currency), the counts' totals and the money's per currency."""
+    by_key: dict[str, dict[str, billing_figures.Figures]] = {}
+    for (key, currency), figures in money.items():
+        by_key.setdefault(key, {})[currency] = figures
+    rows = []
+    for key in sorted(set(counts) | set(by_key)):
+        row: dict[str, Any] = {"key": (label or {}).get(key, key), **counts.get(key, dict.fromkeys(_COUNTS, 0))}
+        row["money"] = [money_row(c, f) for c, f in sorted(by_key.get(key, {}).items())]
+        rows.append(row)
+    totals = {c: sum(count[c] for count in counts.values()) for c in _COUNTS}
+    per_currency: dict[str, billing_figures.Figures] = {}
+    for (_, currency), figures in money.items():
+        total = per_currency.setdefault(currency, billing_figures.Figures())
+        for name in ("pending", "approved", "reversed", "paid", "rejected", "sales", "sales_minor"):
+            setattr(total, name, getattr(total, name) + getattr(figures, name))
+    return rows, totals, [money_row(c, f) for c, f in sorted(per_currency.items())]
+
+
+async def offer_labels(conn: asyncpg.Connection, keys: Any) -> dict[str, str]:
+    ids = [int(k) for k in keys if str(k).isdigit()]
+    rows = await conn.fetch("SELECT id, name FROM offers WHERE id = ANY($1::bigint[])", ids)
+    return {str(r["id"]): f"{r['name']} #{r['id']}" for r in rows}
+
+
+async def stats(
+    conn: asyncpg.Connection,
+    partner_id: int,
+    range_: str,
+    group: str,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+) -> dict[str, Any]:
+    """Traffic from billing's rollups (never a raw scan); money from the ledger and commissions, the records
+    statements are made of (billing/figures.py), per currency the statement carries."""
+    until = until or dt.datetime.now(dt.UTC).date()
+    since = since or first_day(range_, until)
+    where = "r.partner_id = $1 AND r.day >= $2 AND r.day <= $3"
+    counts = await traffic_counts(conn, where, [partner_id, since, until], group)
+    money = await billing_figures.commission(conn, billing_figures.Scope(partner_id=partner_id), since, until, group)
+    label = await offer_labels(conn, set(counts) | {k for k, _ in money}) if group == "offer" else None
+    rows, totals, per_currency = assemble(counts, money, label)
     bots = await conn.fetch(
-        """SELECT reason, sum(events)::bigint AS events FROM rollup_bots WHERE partner_id = $1 AND day >= $2
-           GROUP BY reason ORDER BY 2 DESC, 1""",
+        """SELECT reason, sum(events)::bigint AS events FROM rollup_bots
+           WHERE partner_id = $1 AND day >= $2 AND day <= $3 GROUP BY reason ORDER BY 2 DESC, 1""",
         partner_id,
         since,
+        until,
     )
     actions = await conn.fetch(
-        """SELECT action, sum(events)::bigint AS events FROM rollup_actions WHERE partner_id = $1 AND day >= $2
-           GROUP BY action ORDER BY 2 DESC, 1""",
+        """SELECT action, sum(events)::bigint AS events FROM rollup_actions
+           WHERE partner_id = $1 AND day >= $2 AND day <= $3 GROUP BY action ORDER BY 2 DESC, 1""",
         partner_id,
         since,
+        until,
     )
     return {
         "range": range_,
         "since": since.isoformat(),
+        "until": until.isoformat(),
         "group": group,
-        "totals": [{"currency": c, **_money_fields(t, c)} for c, t in sorted(totals.items())],
-        "rows": out_rows,
+        "totals": totals,
+        "money": per_currency,
+        "rows": rows,
         "bots_by_reason": [dict(r) for r in bots],
         "actions_by_name": [dict(r) for r in actions],
     }
 
 
 async def orders(conn: asyncpg.Connection, partner_id: int, limit: int) -> list[dict[str, Any]]:
+    """Recent conversions with what each earned and what refunds took back, from the same records as stats."""
     rows = await conn.fetch(
         """SELECT c.event_id::text AS id, c.ts, c.kind, c.action, c.order_id, c.amount_minor, c.currency,
-                  c.status, c.reason, c.refunded_minor, c.hold_until, c.customer_ref, o.name AS offer, o.id AS offer_id,
-                  coalesce((SELECT sum(amount_minor) FROM commissions k WHERE k.event_id = c.event_id), 0)::bigint
-                      AS commission_minor, o.currency AS offer_currency
+                  c.status, c.reason, c.note, c.refunded_minor, c.hold_until, c.customer_ref, o.name AS offer,
+                  o.id AS offer_id, o.currency AS offer_currency
            FROM conversions c JOIN offers o ON o.id = c.offer_id
            WHERE c.partner_id = $1 ORDER BY c.ts DESC LIMIT $2""",
         partner_id,
         limit,
     )
+    money = await billing_figures.conversions(conn, [row["id"] for row in rows])
     out = []
     for row in rows:
         item = dict(row)
@@ -105,8 +155,22 @@ async def orders(conn: asyncpg.Connection, partner_id: int, limit: int) -> list[
         item["ts"] = row["ts"].isoformat()
         item["hold_until"] = row["hold_until"].isoformat()
         item["amount"] = format_amount(row["amount_minor"], currency) if row["amount_minor"] is not None else None
-        item["commission"] = format_amount(row["commission_minor"], row["offer_currency"])
         item["currency"] = currency
+        earned = sorted(money.get(row["id"], {}).items())
+        item["commissions"] = [
+            {
+                "currency": ccy,
+                "earned": format_amount(f.pending + f.approved + f.paid, ccy),
+                "earned_minor": f.pending + f.approved + f.paid,
+                "reversed": format_amount(f.reversed, ccy),
+                "reversed_minor": f.reversed,
+            }
+            for ccy, f in earned
+        ]
+        item["commission"] = " + ".join(f"{c['earned']} {c['currency']}" for c in item["commissions"]) or "0"
+        item["reversed"] = " + ".join(
+            f"{c['reversed']} {c['currency']}" for c in item["commissions"] if c["reversed_minor"]
+        )
         out.append(item)
     return out
 
@@ -418,8 +482,8 @@ def _statement(row: asyncpg.Record) -> dict[str, Any]:
 _STATEMENTS = """SELECT s.id, s.number, s.merchant_id, m.name AS merchant, s.currency, s.period_start, s.period_end,
                         s.status, s.carried_in_minor, s.total_minor, s.payable, s.carried_out_minor, s.closed_at,
                         s.paid_at, s.created_at,
-                        (SELECT coalesce(sum(amount_minor), 0) FROM ledger_lines l WHERE l.statement_id = s.id)::bigint
-                            AS lines_minor,
+                        (SELECT coalesce(sum(coalesce(fx_amount_minor, amount_minor)), 0) FROM ledger_lines l
+                         WHERE l.statement_id = s.id)::bigint AS lines_minor,
                         (SELECT count(*) FROM ledger_lines l WHERE l.statement_id = s.id) AS line_count
                  FROM statements s JOIN merchants m ON m.id = s.merchant_id"""
 
@@ -430,23 +494,35 @@ async def statements(conn: asyncpg.Connection, partner_id: int) -> list[dict[str
 
 
 async def statement(conn: asyncpg.Connection, partner_id: int, statement_id: int) -> dict[str, Any]:
+    """One statement with its lines as its exports show them (grouped traffic lines, adjustments marked)."""
     row = await conn.fetchrow(_STATEMENTS + " WHERE s.partner_id = $1 AND s.id = $2", partner_id, statement_id)
     if row is None:
         raise not_found("statement")
+    return await statement_with_lines(conn, row)
+
+
+async def statement_with_lines(conn: asyncpg.Connection, row: asyncpg.Record) -> dict[str, Any]:
     item = _statement(row)
-    lines = await conn.fetch(
-        """SELECT l.source AS event_id, l.kind, l.amount_minor, l.basis, l.occurred_at, o.name AS offer
-           FROM ledger_lines l JOIN offers o ON o.id = l.offer_id WHERE l.statement_id = $1
-           ORDER BY l.occurred_at, l.id""",
-        statement_id,
-    )
+    doc = await billing_statements.document(conn, row["id"])
+    item["issued"], item["payment_terms"] = doc.issued, doc.terms
+    item["subtotal"] = format_amount(doc.subtotal_minor, doc.currency)
+    item["adjustments"] = format_amount(doc.adjustments_minor, doc.currency)
     item["lines"] = [
         {
-            **dict(r),
-            "occurred_at": r["occurred_at"].isoformat(),
-            "amount": format_amount(r["amount_minor"], row["currency"]),
+            "id": line.line_id,
+            "reference": line.event_id,
+            "event_id": line.event_id,
+            "kind": line.kind,
+            "offer": line.offer,
+            "basis": line.description,
+            "quantity": line.quantity,
+            "rate": line.rate,
+            "amount_minor": line.amount_minor,
+            "amount": format_amount(line.amount_minor, doc.currency),
+            "adjustment": line.adjustment,
+            "occurred_at": line.occurred_at.isoformat(),
         }
-        for r in lines
+        for line in doc.lines
     ]
     return item
 

@@ -13,6 +13,7 @@ import orjson
 from starlette.requests import Request
 
 from billing.money import AmountError, normalize_currency, parse_amount
+from portal import terms_schema
 from portal.errors import ApiError, invalid
 
 MAX_BODY = 64 * 1024
@@ -91,15 +92,18 @@ def fields(data: Mapping[str, Any], spec: Mapping[str, tuple[Check, bool]], *, i
     return out
 
 
-def text(lo: int = 1, hi: int = 200) -> Check:
+def text(lo: int = 1, hi: int = 200, lines: bool = False) -> Check:
+    """A string of lo to hi characters, stripped; without control characters (`lines`: newlines allowed)."""
+    allowed = "\t\n" if lines else "\t"
+
     @_schema({"type": "string", "minLength": lo, "maxLength": hi})
     def check(name: str, value: Any) -> str:
         if not isinstance(value, str):
             raise invalid(name, "must be a string")
-        value = value.strip()
+        value = value.strip().replace("\r\n", "\n") if lines else value.strip()
         if not lo <= len(value) <= hi:
             raise invalid(name, f"must be {lo} to {hi} characters")
-        if any(ord(c) < 32 and c not in "\t" for c in value):
+        if any(ord(c) < 32 and c not in allowed for c in value):
             raise invalid(name, "must not hold control characters")
         return value
 
@@ -130,6 +134,16 @@ def choice(*options: str) -> Check:
         return value
 
     return check
+
+
+@_schema({"type": "boolean"})
+def boolean(name: str, value: Any) -> bool:
+    """true or false; from a form, "true"/"false" (or a checkbox's "on")."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "on", "yes", "false", "no"):
+        return value.strip().lower() in ("true", "on", "yes")
+    raise invalid(name, "must be true or false")
 
 
 @_schema({"type": "string", "format": "uri", "maxLength": 2000})
@@ -199,6 +213,24 @@ def json_object(name: str, value: Any) -> dict[str, Any]:
     return value
 
 
+@_schema({"$ref": "#/components/schemas/FeePlan"})
+def fee_plan(name: str, value: Any) -> dict[str, Any]:
+    """An offer's fee plan, checked against schemas/offers/fee_plan.schema.json (invalid_fee_plan)."""
+    return terms_schema.check("fee_plan", name, json_object(name, value))  # type: ignore[no-any-return]
+
+
+@_schema({"$ref": "#/components/schemas/PartnerPlan"})
+def partner_plan(name: str, value: Any) -> dict[str, Any]:
+    """A partner's override of an offer's fee plan (the fee plan's keys, each may be null)."""
+    return terms_schema.check("partner_plan", name, json_object(name, value))  # type: ignore[no-any-return]
+
+
+@_schema({"$ref": "#/components/schemas/Caps"})
+def caps(name: str, value: Any) -> dict[str, Any]:
+    """An offer's caps, checked against schemas/offers/caps.schema.json (invalid_caps)."""
+    return terms_schema.check("caps", name, json_object(name, value))  # type: ignore[no-any-return]
+
+
 @_schema({"type": "string", "pattern": "^[0-9]{1,10}(\\.[0-9]{1,10})?$"})
 def decimal_rate(name: str, value: Any) -> Decimal:
     if not isinstance(value, str) or not re.fullmatch(r"[0-9]{1,10}(\.[0-9]{1,10})?", value.strip()):
@@ -220,6 +252,17 @@ def money(name: str, value: Any, code: str) -> int:
         return parse_amount(value.strip(), code)
     except AmountError as exc:
         raise invalid(name, exc.detail) from exc
+
+
+@_schema({"type": "string", "format": "date"})
+def date(name: str, value: Any) -> dt.date:
+    """A UTC day, YYYY-MM-DD."""
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value.strip()):
+        raise invalid(name, "must be a date like 2026-11-30")
+    try:
+        return dt.date.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise invalid(name, "must be a date like 2026-11-30") from exc
 
 
 @_schema({"type": "string", "format": "date-time"})

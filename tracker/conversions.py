@@ -11,6 +11,8 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from billing.money import AmountError, normalize_currency, parse_amount
 from tracker.clickids import ClickIdError, ClickIdSigner
 from tracker.config import Link, Offer, Snapshot
@@ -19,6 +21,7 @@ KINDS = ("action", "purchase", "refund")
 MAX_ITEMS = 100
 MAX_TEXT = 255
 SIGNATURE_TOLERANCE_S = 300
+MAX_WINDOW_S = 31_536_000  # the longest attribution window an offer may have (offers.attribution_window_s)
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-.")
 
 
@@ -56,6 +59,19 @@ def offer_of(snapshot: Snapshot, raw_offer: str) -> Offer:
     if offer is None:
         raise Refusal("unknown_offer", f"no offer {raw_offer}", 404)
     return offer
+
+
+def offer_of_click(signer: ClickIdSigner, snapshot: Snapshot, token: str, now: int) -> Offer:
+    """The offer a signed click id names through its link (TUNE's /aff_lsr without offer_id); the id's
+    age is checked against that offer's window afterwards, by `attribute`."""
+    try:
+        click = signer.verify(token, now, MAX_WINDOW_S)
+    except ClickIdError as exc:
+        raise Refusal(f"click_id_{exc.reason}", f"the click id is refused: {exc.reason.replace('_', ' ')}") from None
+    link = snapshot.links_by_id.get(click.link_id)
+    if link is None:
+        raise Refusal("unknown_offer", "the transaction id names no link of a known offer", 404)
+    return link.offer
 
 
 def attribute(signer: ClickIdSigner, snapshot: Snapshot, offer: Offer, token: str, now: int) -> Link:
@@ -109,8 +125,15 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def _items(raw: Any, currency: str) -> list[dict[str, Any]]:
+    """The basket, one format everywhere: a JSON array of {"sku", "qty" (default 1), "price"}; in a pixel's
+    query or a form, that array as JSON text."""
     if raw is None or raw == "":
         return []
+    if isinstance(raw, str):
+        try:
+            raw = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise Refusal("invalid_items", "items must be a JSON array") from None
     if not isinstance(raw, list) or len(raw) > MAX_ITEMS:
         raise Refusal("invalid_items", f"items must be a list of at most {MAX_ITEMS} objects")
     items = []

@@ -52,13 +52,7 @@ def _params(request: Request, body: bytes) -> dict[str, Any]:
             if not isinstance(parsed, dict):
                 raise Refusal("invalid_json", "the body must be a JSON object")
             return parsed  # type: ignore[no-any-return]
-    params = _form(raw)
-    if isinstance(params.get("items"), str):
-        try:
-            params["items"] = orjson.loads(params["items"])
-        except orjson.JSONDecodeError:
-            raise Refusal("invalid_items", "items must be a JSON array") from None
-    return params
+    return _form(raw)
 
 
 def _query(request: Request) -> dict[str, Any]:
@@ -166,7 +160,8 @@ class Conversions:
         return JSONResponse({"status": status, "event_id": event["id"], "type": event["type"]})
 
     async def tune(self, request: Request) -> Response:
-        """TUNE's /aff_lsr: offer_id, transaction_id, amount, adv_sub, security_token -> success=true;"""
+        """TUNE's /aff_lsr: offer_id (else found from transaction_id), transaction_id, amount, adv_sub,
+        security_token -> success=true;"""
         now = time.time()
         client_ip = _client_ip(request, self.hot.settings.trust_forwarded)
         try:
@@ -175,15 +170,19 @@ class Conversions:
             if request.method == "POST" and request.scope.get("query_string"):  # TUNE posts with the query string
                 raw = {**raw, **_query(request)}
             snapshot = self.hot.cache.snapshot
-            offer = conversions.offer_of(snapshot, str(raw.get("offer_id", "")))
+            if raw.get("offer_id") in (None, ""):  # the signed transaction id names its link, hence its offer
+                click_id = conversions._text(raw, "transaction_id", required=True)
+                offer = conversions.offer_of_click(self.hot.signer, snapshot, click_id, int(now))
+            else:
+                offer = conversions.offer_of(snapshot, str(raw["offer_id"]))
             conversions.check_token(offer, str(raw.get("security_token", "")), client_ip)
             click_id = conversions._text(raw, "transaction_id", required=True)
             link = conversions.attribute(self.hot.signer, snapshot, offer, click_id, int(now))
-            params = {
+            params = {  # without goal_name, the action is named as the pixel names it ("lead")
                 "order_id": raw.get("adv_sub", ""),
                 "amount": raw.get("amount", ""),
                 "currency": raw.get("currency", ""),
-                "action": raw.get("goal_name", "") or "conversion",
+                "action": raw.get("goal_name", ""),
             }
             event = conversions.build(params, offer, link, click_id)
         except Refusal as refusal:

@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl
 MAX_QUERY_BYTES = 4096
 MAX_PARAM_CHARS = 255
 MAX_FIELDS = 64
+_LONG_PARAMS = frozenset(("url", "items"))  # a deep link and a pixel's basket may use the whole query
 
 
 @dataclass(slots=True)
@@ -124,7 +125,7 @@ def parse_query(raw: bytes) -> tuple[dict[str, str], str | None]:
     for part in text.split("&"):
         if part:
             key, _, value = part.partition("=")
-            if len(value) > MAX_PARAM_CHARS and key != "url":
+            if len(value) > MAX_PARAM_CHARS and key not in _LONG_PARAMS:
                 return {}, "field_too_long"
             if key not in query:
                 query[key] = value
@@ -140,7 +141,7 @@ def _parse_escaped(text: str) -> tuple[dict[str, str], str | None]:
         return {}, "too_many_fields"
     query: dict[str, str] = {}
     for key, value in pairs:
-        if len(value) > MAX_PARAM_CHARS and key != "url":
+        if len(value) > MAX_PARAM_CHARS and key not in _LONG_PARAMS:
             return {}, "field_too_long"
         query.setdefault(key, value)
     return query, None

@@ -117,7 +117,8 @@ async def test_conservation_over_random_histories(servers: Servers, ops: list[tu
     try:
         await conn.execute(
             "TRUNCATE events, conversions, commissions, refunds, rollups, rollup_actions, rollup_bots, customers, "
-            "ledger_lines, statements, offers, links, partners, partner_programmes, merchants, prices, "
+            "ledger_lines, ledger_splits, ledger_line_events, statements, offers, links, partners, partner_programmes, "
+            "merchants, prices, "
             "offer_partner_plans RESTART IDENTITY CASCADE"
         )
         prog = await programme(conn, fee_plan={"cps_percent": "7.5"})

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import asyncpg
 import httpx
@@ -290,6 +290,18 @@ async def test_tune_postback_is_accepted(settings: Settings, shop: Shop) -> None
     assert (action["type"], action["action"], action["via"]) == ("action", "newsletter", "tune")
 
 
+async def test_tune_finds_the_offer_from_the_transaction_id(settings: Settings, shop: Shop) -> None:
+    # TUNE templates often leave offer_id out: the signed click id names its link, hence its offer. The
+    # default action name is the pixel's ("lead").
+    async with running(settings) as t:
+        lead = await t.http.get(_tune(shop, offer_id=DROP, amount=DROP, adv_sub=DROP))
+        sale = await t.http.get(_tune(shop, offer_id=DROP))
+        action, purchase = await t.shard_events(t.shard(shop.prog.code))
+    assert (lead.text, sale.text) == ("success=true;", "success=true;")
+    assert (action["type"], action["action"], action["offer"]) == ("action", "lead", shop.prog.offer_id)
+    assert (purchase["type"], purchase["offer"], purchase["amount"]) == ("purchase", shop.prog.offer_id, 4250)
+
+
 async def test_tune_post_is_accepted_like_get(settings: Settings, shop: Shop) -> None:
     url = _tune(shop)
     async with running(settings) as t:
@@ -298,8 +310,17 @@ async def test_tune_post_is_accepted_like_get(settings: Settings, shop: Shop) ->
         assert (await t.written())[0] == 1
 
 
+def _unknown_link(shop: Shop) -> str:
+    return shop.signer.issue(10_000_000, int(time.time()))
+
+
 TUNE_REFUSALS: list[tuple[str, str, Callable[[Shop], str]]] = [
     ("unknown_offer", "unknown_offer", lambda s: _tune(s, offer_id=999_999)),
+    ("no_offer_forged", "click_id_bad_signature", lambda s: _tune(s, offer_id=DROP, transaction_id=flip(s.click_id))),
+    ("no_offer_unknown_link", "unknown_offer", lambda s: _tune(s, offer_id=DROP, transaction_id=_unknown_link(s))),
+    ("no_offer_expired", "click_id_expired", lambda s: _tune(s, offer_id=DROP, transaction_id=_old(s))),
+    ("no_offer_no_transaction", "missing_transaction_id", lambda s: _tune(s, offer_id=DROP, transaction_id=DROP)),
+    ("no_offer_bad_token", "bad_token", lambda s: _tune(s, offer_id=DROP, security_token="nope")),
     ("missing_token", "missing_token", lambda s: _tune(s, security_token=DROP)),
     ("bad_token", "bad_token", lambda s: _tune(s, security_token="nope")),
     ("missing_transaction", "missing_transaction_id", lambda s: _tune(s, transaction_id=DROP)),
@@ -383,8 +404,26 @@ async def test_pixel_click_id_param_wins_over_cookie(settings: Settings, shop: S
     assert (event["click_id"], event["via"]) == (shop.click_id, "pixel")
 
 
+_BAD_QTY = quote(orjson.dumps([{"sku": "a", "qty": 0, "price": "1.00"}]).decode())
+
+
+async def test_pixel_takes_the_postbacks_basket(settings: Settings, shop: Shop) -> None:
+    items = [{"sku": "tee", "qty": 2, "price": "19.99"}, {"sku": "cap-" + "x" * 250, "price": "5.00"}]
+    basket = quote(orjson.dumps(items).decode())  # longer than any other pixel parameter may be
+    async with running(settings) as t:
+        pixel = await t.http.get(_pixel(shop, shop.click_id, f"&order_id=o-9&amount=43.98&items={basket}"))
+        [event] = await t.events()
+    _assert_gif(pixel, None)
+    long_sku = {"sku": "cap-" + "x" * 250, "qty": 1, "price": 500}  # qty defaults to 1
+    assert event["items"] == [{"sku": "tee", "qty": 2, "price": 1999}, long_sku]
+
+
 def _pixel(s: Shop, click_id: str, extra: str = "") -> str:
     return f"/a/{s.prog.offer_id}?click_id={click_id}{extra}"
+
+
+def _basket(s: Shop, items: str) -> str:
+    return _pixel(s, s.click_id, f"&order_id=o&amount=1&items={items}")
 
 
 # (test id, path and query, refusal, recorded as a non-billable event?)
@@ -401,6 +440,8 @@ PIXEL_REFUSALS: list[tuple[str, Callable[[Shop], str], str, bool]] = [
     ("wrong_offer", lambda s: _pixel(s, s.other_click_id), "click_id_wrong_offer", True),
     ("negative_amount", lambda s: _pixel(s, s.click_id, "&order_id=o&amount=-3"), "negative_amount", True),
     ("too_many_decimals", lambda s: _pixel(s, s.click_id, "&order_id=o&amount=1.234"), "too_many_decimals", True),
+    ("basket_not_json", lambda s: _basket(s, "%5B%7B"), "invalid_items", True),
+    ("basket_bad_qty", lambda s: _basket(s, _BAD_QTY), "invalid_items", True),
 ]
 
 

@@ -44,3 +44,22 @@ async def test_a_malformed_period_is_refused(settings: Settings, db: asyncpg.Con
     assert "a period is written YYYY-MM, not '2026-13'" in err
     assert "Traceback" not in err
     assert await db.fetchval("SELECT count(*) FROM job_runs") == 0
+
+
+async def test_a_statements_detail_lists_the_events_of_its_grouped_lines(settings: Settings, db: asyncpg.Connection):
+    prog = await programme(db, fee_plan={"cpc": 25})
+    async with tracker_client(settings) as (_app, client):
+        for agent in ("Mozilla/5.0 (X11)", "Mozilla/5.0 (Mac)"):
+            await client.get(f"/c/{prog.code}", headers={"user-agent": agent})
+    await drain(settings, 2, db)
+    period = f"{dt.datetime.now(dt.UTC):%Y-%m}"
+    code, _out, err = await run_cli(cli_env(settings), "settle", "--period", period, "--no-close")
+    assert code == 0, err
+    assert "cpc, cpv and cpm lines (one per offer, day and rate): 1" in err
+    number = await db.fetchval("SELECT number FROM statements")
+    code, out, err = await run_cli(cli_env(settings), "statement", "export", number, "--format", "detail")
+    assert code == 0, err
+    header, *rows = out.splitlines()
+    assert header == "Line,Reference,Kind,Date (UTC),Event"
+    clicks = {str(r["id"]) for r in await db.fetch("SELECT id FROM events WHERE type = 'click'")}
+    assert {row.split(",")[4] for row in rows} == clicks and len(rows) == 2

@@ -14,9 +14,23 @@ async def _cli(env: dict[str, str], *args: str, stdin: bytes | None = None) -> t
 
 async def test_a_programme_set_up_from_the_command_line(servers, settings, db):
     env = cli_env(settings)
-    code, out, err = await _cli(env, "merchant", "add", "--slug", "cli-shop", "--name", "CLI Shop")
+    code, out, err = await _cli(
+        env,
+        "merchant",
+        "add",
+        "--slug",
+        "cli-shop",
+        "--name",
+        "CLI Shop",
+        "--address",
+        "1 Market Street\\nSpringfield",
+        "--payment-terms",
+        "Net 30",
+    )
     assert code == 0, err
-    assert orjson.loads(out)["slug"] == "cli-shop"
+    made = orjson.loads(out)
+    assert (made["slug"], made["payment_terms"]) == ("cli-shop", "Net 30")
+    assert made["address"] == "1 Market Street\nSpringfield"  # printed on its statements
     code, out, err = await _cli(
         env,
         "offer",

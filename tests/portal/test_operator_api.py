@@ -36,6 +36,7 @@ OFFER = {
     "fee_plan": {"cps_percent": "8"},
     "caps": {"clicks": {"daily": 1000}, "per_partner": {"conversions": {"lifetime": 50}}},
     "hold_days": 14,
+    "repeat_actions": True,
     "allowed_hosts": ["shop.example"],
     "starts_at": "2030-01-01T00:00:00Z",
 }
@@ -49,6 +50,7 @@ async def test_an_offer_created_is_audited_and_open_to_partners(db, settings):
         assert made.status_code == 201, made.text
         offer = made.json()
         assert (offer["merchant_id"], offer["currency"], offer["hold_days"]) == (w.merchant_id, "USD", 14)
+        assert offer["repeat_actions"] is True
         assert offer["fee_plan"] == {"cps_percent": "8"} and len(offer["postback_secret"]) >= 32
         changed = await client.patch(
             f"/api/v1/admin/offers/{offer['id']}",
@@ -72,11 +74,12 @@ async def test_an_offer_created_is_audited_and_open_to_partners(db, settings):
     [
         ({"destination_url": "javascript:alert(1)"}, "invalid_field"),
         ({"destination_url": "https://user:pw@evil.example/"}, "invalid_field"),
-        ({"fee_plan": {"cps_percent": 8.5}}, "invalid_field"),
-        ({"fee_plan": {"cpa": "lots"}}, "invalid_field"),
-        ({"caps": {"clicks": {"daily": -1}}}, "invalid_field"),
-        ({"caps": {"clicks": {"weekly": 5}}}, "invalid_field"),
+        ({"fee_plan": {"cps_percent": 8.5}}, "invalid_fee_plan"),  # every case: portal/test_fee_plan_schema.py
+        ({"fee_plan": {"cpa": "lots"}}, "invalid_fee_plan"),
+        ({"caps": {"clicks": {"daily": -1}}}, "invalid_caps"),
+        ({"caps": {"clicks": {"weekly": 5}}}, "invalid_caps"),
         ({"hold_days": 400}, "invalid_field"),
+        ({"repeat_actions": "sometimes"}, "invalid_field"),
         ({"attribution_window_s": "1e9"}, "invalid_field"),
         ({"ends_at": "2029-01-01T00:00:00Z"}, "invalid_field"),
         ({"starts_at": "2030-01-01T00:00:00"}, "invalid_field"),

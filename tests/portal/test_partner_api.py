@@ -29,7 +29,7 @@ async def test_a_click_and_a_sale_show_in_stats_orders_and_customers(settings: S
     async with portal_client(settings) as portal:
         await login(portal, "p@p.example")
         empty = (await portal.get("/api/v1/partner/stats?range=today")).json()
-        assert empty["totals"] == []
+        assert empty["money"] == [] and empty["totals"]["clicks"] == 0
         async with tracker_client(settings) as (_app, tracker):
             cid = click_id_of(await tracker.get(f"/c/{prog.code}?sub1=blog", headers={"user-agent": "Mozilla/5.0"}))
             await tracker.get(
@@ -40,9 +40,15 @@ async def test_a_click_and_a_sale_show_in_stats_orders_and_customers(settings: S
             await postback(tracker, secret, {**base, "order_id": "ORD-1", "amount": "129.99", "customer_id": "cust-9"})
         await drain(settings, 4, db)
         stats = (await portal.get("/api/v1/partner/stats?range=today&group=sub1")).json()
-        (usd,) = stats["totals"]  # the bot's click counts under bots, not clicks
-        assert (usd["clicks"], usd["unique_clicks"], usd["bots"], usd["actions"], usd["sales"]) == (1, 1, 1, 2, 1)
-        assert usd["sales_amount"] == "129.99" and usd["commission_pending"] == "15.50"
+        totals = stats["totals"]  # the bot's click counts under bots, not clicks
+        assert (totals["clicks"], totals["unique_clicks"], totals["bots"], totals["actions"]) == (1, 1, 1, 2)
+        (usd,) = stats["money"]
+        assert (usd["currency"], usd["sales"], usd["sales_amount"], usd["commission_pending"]) == (
+            "USD",
+            1,
+            "129.99",
+            "15.50",
+        )
         assert {r["key"] for r in stats["rows"]} >= {"blog"}
         assert stats["bots_by_reason"][0]["events"] == 1
         assert {a["action"] for a in stats["actions_by_name"]} >= {"signup"}
@@ -52,7 +58,7 @@ async def test_a_click_and_a_sale_show_in_stats_orders_and_customers(settings: S
             "pending",
             "129.99",
             "USD",
-            "13.00",
+            "13.00 USD",
         )
         # The signup and the sale both count for the customer they brought.
         customers = (await portal.get("/api/v1/partner/customers")).json()["customers"]
@@ -256,16 +262,23 @@ async def test_outbound_postbacks_are_signed_retried_and_logged(db, settings):
 
 async def test_a_closed_statement_reexports_the_same_bytes_after_renames(settings, db):
     """Found by fuzzing the operator API: renaming the offer, merchant or partner changed a closed
-    statement's bytes. The names are fixed at close now."""
+    statement's bytes. The names, addresses and payment terms are fixed at close now."""
     w = await world(db)
     from billing import statements
 
+    async with portal_client(settings) as client:
+        h = csrf_headers(await login(client, "ops@shop-m.example"))
+        terms = {"address": "1 Market Street\nSpringfield", "payment_terms": "Net 30, by bank transfer."}
+        changed = await client.patch(f"/api/v1/admin/merchants/{w.merchant_id}", json=terms, headers=h)
+        assert changed.status_code == 200 and changed.json()["address"] == "1 Market Street\nSpringfield"
+    await db.execute("UPDATE partners SET address = 'Flat 2, High Road' WHERE id = $1", w.b_partner)
     await statements.close(db, w.ids["b_statement"], dt.datetime.now(dt.UTC))
     before = await statements.export(db, w.ids["b_statement"], "csv")
     pdf_before = await statements.export(db, w.ids["b_statement"], "pdf")
+    assert b"Springfield" in before and b"Net 30, by bank transfer." in before and b"Flat 2, High Road" in before
     await db.execute("UPDATE offers SET name = 'Renamed offer'")
-    await db.execute("UPDATE merchants SET name = 'Renamed merchant'")
-    await db.execute("UPDATE partners SET name = 'Renamed partner'")
+    await db.execute("UPDATE merchants SET name = 'Renamed merchant', address = 'Moved', payment_terms = 'Net 60'")
+    await db.execute("UPDATE partners SET name = 'Renamed partner', address = 'Moved too'")
     assert await statements.export(db, w.ids["b_statement"], "csv") == before
     assert await statements.export(db, w.ids["b_statement"], "pdf") == pdf_before
     assert b"BBB_SECRET private" in before

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 import subprocess
 import sys
 from decimal import Decimal
 
 import pytest
 
-from billing.exports import StatementDoc, StatementLine, safe_cell, sha256_hex, statement_csv, statement_pdf
+from billing.exports import HEADER, StatementDoc, StatementLine, safe_cell, sha256_hex, statement_csv, statement_pdf
 
 PAYLOADS = ["=1+1", "+SUM(A1:A9)", "-2+3", "@cmd", "\t=1", "\r=1", '=HYPERLINK("http://x")', "\uff1d1", "  =1"]
 CLOSED = dt.datetime(2026, 12, 1, 3, 0, tzinfo=dt.UTC)
@@ -49,7 +50,7 @@ def _doc(
 @pytest.mark.parametrize("payload", PAYLOADS)
 def test_no_text_cell_is_a_formula(payload: str) -> None:
     rows = list(csv.reader(io.StringIO(statement_csv(_doc(payload)).decode())))
-    text_cells = [cell for row in rows for i, cell in enumerate(row) if not (len(row) == 7 and i == 5)]
+    text_cells = [cell for row in rows for i, cell in enumerate(row) if not (len(row) == 9 and i == 7)]
     for cell in text_cells:
         assert not cell.startswith(("=", "+", "@", "\t", "\r", "\uff1d")), cell
         assert not (cell.startswith("-") and not _is_number(cell)), cell
@@ -73,8 +74,8 @@ def test_safe_cell(text: str, safe: str) -> None:
 def test_amounts_stay_numbers_and_sum_to_the_total() -> None:
     doc = _doc(carried=500)
     rows = list(csv.reader(io.StringIO(statement_csv(doc).decode())))
-    header = rows.index(["Date (UTC)", "Event", "Kind", "Offer", "Description", "Amount", "Adjustment"])
-    amounts = [Decimal(row[5]) for row in rows[header + 1 : header + 1 + len(doc.lines)]]
+    header = rows.index(list(HEADER))
+    amounts = [Decimal(row[7]) for row in rows[header + 1 : header + 1 + len(doc.lines)]]
     assert sum(amounts) == Decimal(1234 + 2468 - 3702) / 100
     totals = dict(row for row in rows if len(row) == 2)
     assert Decimal(totals["Total"]) == Decimal(500 + 1234 + 2468 - 3702) / 100
@@ -94,7 +95,7 @@ def test_minimum_payout_boundary(carried: int, min_payout: int, payable: bool, c
 @pytest.mark.parametrize(("currency", "shown"), [("JPY", "1234"), ("KWD", "1.234"), ("USD", "12.34")])
 def test_currency_exponents(currency: str, shown: str) -> None:
     rows = list(csv.reader(io.StringIO(statement_csv(_doc(currency=currency, lines=1)).decode())))
-    assert [row[5] for row in rows if len(row) == 7][1] == shown
+    assert [row[7] for row in rows if len(row) == 9][1] == shown
 
 
 def test_pdf_is_deterministic_here_and_in_another_process() -> None:
@@ -123,3 +124,169 @@ def test_pdf_shows_the_statement() -> None:
 
 def test_csv_is_deterministic() -> None:
     assert statement_csv(_doc()) == statement_csv(_doc())
+
+
+# --- the layout of statements closed before lines were grouped: pinned bytes, never changed ------------------
+
+
+def _legacy(text: str, lines: int) -> StatementDoc:
+    return StatementDoc(
+        number="CM-2026-11-000001",
+        merchant=text,
+        partner=text,
+        period_start=dt.date(2026, 11, 1),
+        period_end=dt.date(2026, 12, 1),
+        currency="USD",
+        status="closed",
+        closed_at=CLOSED,
+        carried_in_minor=250,
+        min_payout_minor=1000,
+        layout=1,
+        lines=tuple(
+            StatementLine(
+                dt.datetime(2026, 11, 2, tzinfo=dt.UTC) + dt.timedelta(hours=i),
+                f"event-{i}",
+                "cps" if i % 3 else "reversal:cps",
+                f"{text} offer {i} " + "long name " * i,
+                f"{text} {i} basis",
+                1234 * (i + 1) * (-1 if i % 3 == 0 else 1),
+                adjustment=i % 3 == 0,
+            )
+            for i in range(lines)
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "lines", "csv_sha", "pdf_sha"),
+    [  # the SHA-256 the layout-1 code gave before this module was split (commit cd4e2ec)
+        (
+            "Shop",
+            3,
+            "748e3d23324945ada572fe6ef63e4f8e5f833e681b6d7a0cd07c2a887d301850",
+            "32cd402c4ed731b03407d05c8b9a4776ac735131ee3e725cf1086a6d0e02bcc1",
+        ),
+        (
+            "Café 東京 🚀",
+            40,
+            "437bcfb431d4f7605eb7151db9134f09894a96d46c1b00364df205b472215205",
+            "f409bfe02f42a8ccc5e7e2e75659d8fa83d14d23792ebf9cdedfc928eae2656e",
+        ),
+    ],
+)
+def test_statements_closed_before_keep_their_bytes(text: str, lines: int, csv_sha: str, pdf_sha: str) -> None:
+    doc = _legacy(text, lines)
+    assert (sha256_hex(statement_csv(doc)), sha256_hex(statement_pdf(doc))) == (csv_sha, pdf_sha)
+
+
+# --- the current layout: parties, issue date, terms, grouped lines, pages, nothing cut --------------------------
+
+LONG_ORDER = "ORDER-" + "7" * 240 + "-END"
+LONG_OFFER = "Winter sale " + " ".join(f"w{i}" for i in range(60))
+
+
+def _readable(lines: int = 60, closed: dt.datetime | None = CLOSED) -> StatementDoc:
+    traffic = [
+        StatementLine(
+            dt.datetime(2026, 11, 1 + i % 28, tzinfo=dt.UTC),
+            f"cpc:7:9:2026-11-{1 + i % 28:02d}:20:1",
+            "cpc",
+            LONG_OFFER,
+            f"{100 + i} unique clicks x 0.20 USD",
+            (100 + i) * 20,
+            adjustment=False,
+            quantity=100 + i,
+            rate="0.20",
+        )
+        for i in range(lines)
+    ]
+    sale = StatementLine(
+        dt.datetime(2026, 11, 3, 12, tzinfo=dt.UTC),
+        "0190f0f0-0000-7000-8000-000000000001",
+        "cps",
+        LONG_OFFER,
+        f"10% of 19.60 USD, order {LONG_ORDER}",
+        196,
+        adjustment=False,
+    )
+    return StatementDoc(
+        number="CM-2026-11-000042",
+        merchant="Acme Shop",
+        partner="Dana Deals",
+        period_start=dt.date(2026, 11, 1),
+        period_end=dt.date(2026, 12, 1),
+        currency="USD",
+        status="closed" if closed else "open",
+        closed_at=closed,
+        carried_in_minor=0,
+        min_payout_minor=5000,
+        merchant_address="1 Market Street\nSpringfield 12345",
+        partner_address="Flat 2, 9 High Road\nLeeds LS1 1AA",
+        payment_terms="Paid by bank transfer within 30 days of the issue date.",
+        lines=(sale, *traffic),
+    )
+
+
+def _pdf_text(raw: bytes) -> str:
+    """The text an uncompressed PDF shows, its lines joined without separators (a wrapped word reads whole)."""
+    return b"".join(re.findall(rb"\((.*?)\) Tj", raw)).decode("latin-1").replace("\\(", "(").replace("\\)", ")")
+
+
+def test_pdf_shows_issue_date_parties_addresses_terms_and_page_numbers() -> None:
+    raw = statement_pdf(_readable(), compress=False)
+    text = _pdf_text(raw)
+    for expected in (
+        "Statement CM-2026-11-000042",
+        "2026-12-01",  # issued: the day it closed
+        "Acme Shop",
+        "1 Market Street",
+        "Springfield 12345",
+        "Dana Deals",
+        "Leeds LS1 1AA",
+        "Paid by bank transfer within 30 days",
+        "minimum payout of 50.00 USD",
+    ):
+        assert expected in text, expected
+    pages = raw.count(b"/Type /Page\n")
+    assert pages >= 2
+    for page in range(1, pages + 1):
+        assert f"page {page} of {pages}" in text
+
+
+def test_pdf_never_cuts_an_order_id_or_an_offer_name() -> None:
+    text = _pdf_text(statement_pdf(_readable(lines=2), compress=False))
+    assert LONG_ORDER in text
+    assert LONG_OFFER.replace(" ", "") in text.replace(" ", "")
+    assert "..." not in text
+
+
+def test_an_open_statement_is_not_issued() -> None:
+    doc = _readable(lines=1, closed=None)
+    assert "not issued (open)" in _pdf_text(statement_pdf(doc, compress=False))
+    assert ["Issued", "not issued (open)"] in list(csv.reader(io.StringIO(statement_csv(doc).decode())))
+
+
+def test_csv_has_parties_terms_and_quantity_times_rate() -> None:
+    rows = list(csv.reader(io.StringIO(statement_csv(_readable(lines=3)).decode())))
+    heading = {row[0]: row[1] for row in rows if len(row) == 2}
+    assert heading["Issued"] == "2026-12-01"
+    assert heading["Merchant address"] == "1 Market Street\nSpringfield 12345"
+    assert heading["Partner address"] == "Flat 2, 9 High Road\nLeeds LS1 1AA"
+    assert heading["Payment terms"].startswith("Paid by bank transfer")
+    table = [dict(zip(HEADER, row, strict=True)) for row in rows if len(row) == len(HEADER)][1:]
+    assert table[0]["Reference"] == "0190f0f0-0000-7000-8000-000000000001" and table[0]["Quantity"] == ""
+    for line in table[1:]:
+        assert Decimal(line["Quantity"]) * Decimal(line["Rate"]) == Decimal(line["Amount"])
+
+
+def test_current_layout_is_deterministic_in_another_process() -> None:
+    first = statement_pdf(_readable())
+    assert first == statement_pdf(_readable()) and statement_csv(_readable()) == statement_csv(_readable())
+    code = (
+        "import sys; sys.path.insert(0, '.');"
+        "from tests.unit.test_exports import _readable; from billing.exports import statement_pdf, sha256_hex;"
+        "print(sha256_hex(statement_pdf(_readable())))"
+    )
+    env = {"PYTHONHASHSEED": "7", "PATH": ""}
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert other.stdout.strip() == sha256_hex(first)
