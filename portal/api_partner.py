@@ -187,7 +187,7 @@ NEW_POSTBACK = {
 async def postback_create(ctx: Ctx) -> Any:
     values = await ctx.body(NEW_POSTBACK)
     events = ["action", "purchase"] if values.get("events", "all") == "all" else [values["events"]]
-    return await postbacks.create(ctx.conn, ctx.partner_id, values["url"], events)
+    return await postbacks.create(ctx.conn, ctx.partner_id, values["url"], events, ctx.portal.settings.egress)
 
 
 async def postback_delete(ctx: Ctx) -> Any:

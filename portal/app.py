@@ -65,7 +65,9 @@ class Portal:
         self.pool = await asyncpg.create_pool(core.database_url, min_size=1, max_size=8)
         self.redis = redis.asyncio.Redis.from_url(core.redis_url)
         self.limiter = RateLimiter(self.redis, core.key_prefix)
-        delivery = asyncio.create_task(postbacks.run(self.pool)) if self.settings.deliver_postbacks else None
+        delivery = None
+        if self.settings.deliver_postbacks:
+            delivery = asyncio.create_task(postbacks.run(self.pool, self.settings.egress))
         try:
             yield
         finally:

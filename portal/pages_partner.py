@@ -94,7 +94,7 @@ async def postbacks_page(ctx: Ctx, form: Any) -> Response:
             return back("/postbacks", "Postback deleted.")
         values = validate.fields(form, api_partner.NEW_POSTBACK)
         events = ["action", "purchase"] if values.get("events", "all") == "all" else [values["events"]]
-        await pb.create(ctx.conn, ctx.partner_id, values["url"], events)
+        await pb.create(ctx.conn, ctx.partner_id, values["url"], events, ctx.portal.settings.egress)
         return back("/postbacks", "Postback added.")
     listing = await pb.listing(ctx.conn, ctx.partner_id)
     log = {p["id"]: await pb.deliveries(ctx.conn, ctx.partner_id, p["id"]) for p in listing}
