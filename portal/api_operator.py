@@ -8,13 +8,13 @@ import datetime as dt
 from typing import Any
 
 from billing import statements as billing_statements
+from portal import invitations, users, validate
 from portal import operator_data as data
-from portal import users, validate
 from portal.api import Ctx, Endpoint
 from portal.api_partner import export_response
 from portal.errors import ApiError, invalid
 
-_ID = (validate.integer(1), False)
+_MERCHANT = (validate.ref("merchant"), False)  # a network operator names one; an operator's own by default
 BRANDING = {
     "logo_url": (validate.url, False),
     "primary": (validate.colour, False),
@@ -44,7 +44,7 @@ EDIT_MERCHANT = {
 }
 
 OFFER = {
-    "merchant_id": _ID,
+    "merchant_id": _MERCHANT,
     "name": (validate.text(1, 200), True),
     "status": (validate.choice("active", "paused", "archived"), False),
     "visibility": (validate.choice("public", "partners", "private"), False),
@@ -117,7 +117,7 @@ async def update_offer(ctx: Ctx) -> Any:
     return await data.update_offer(ctx.conn, ctx.who, ctx.path_int("offer_id"), await ctx.body(EDIT_OFFER))
 
 
-PARTNER_PLAN = {"partner_id": (validate.integer(1), True), "fee_plan": (validate.json_object, True)}
+PARTNER_PLAN = {"partner_id": (validate.ref("partner"), True), "fee_plan": (validate.json_object, True)}
 
 
 async def partner_plan(ctx: Ctx) -> Any:
@@ -131,35 +131,33 @@ async def partners(ctx: Ctx) -> Any:
 
 
 NEW_PARTNER = {
-    "merchant_id": _ID,
+    "merchant_id": _MERCHANT,
     "name": (validate.text(1, 200), True),
     "email": (validate.text(3, 254), True),
     "currency": (validate.currency, False),
     "min_payout_minor": (validate.integer(0), False),
-    "status": (validate.choice("applied", "approved"), False),
-    "invite": (validate.choice("yes", "no"), False),
 }
 
 
 async def create_partner(ctx: Ctx) -> Any:
+    """Invite an e-mail address to the programme; the partner joins when it accepts (docs/tenancy.md)."""
     values = await ctx.body(NEW_PARTNER)
-    values["email"] = users.check_email(values["email"])
-    invite = values.pop("invite", "yes") == "yes"
-    created = await data.create_partner(ctx.conn, ctx.who, values)
-    if invite:
-        created["user_id"] = await users.invite(
-            ctx.conn,
-            ctx.portal.settings,
-            values["email"],
-            values["name"],
-            "partner",
-            created["id"],
-            created["merchant_id"],
-        )
-    return created
+    merchant_id = data.scope_merchant(ctx.who, values.pop("merchant_id", None))
+    return await invitations.invite(ctx.conn, ctx.portal.settings, ctx.who, merchant_id, values)
 
 
-PARTNER_STATUS = {"merchant_id": _ID, "status": (validate.choice("applied", "approved", "suspended", "rejected"), True)}
+async def invitation_list(ctx: Ctx) -> Any:
+    return {"invitations": await invitations.listing(ctx.conn, ctx.who)}
+
+
+async def invitation_withdraw(ctx: Ctx) -> Any:
+    return await invitations.withdraw(ctx.conn, ctx.who, ctx.path_int("invitation_id"))
+
+
+PARTNER_STATUS = {
+    "merchant_id": _MERCHANT,
+    "status": (validate.choice("applied", "approved", "suspended", "rejected"), True),
+}
 
 
 async def partner_status(ctx: Ctx) -> Any:
@@ -173,7 +171,11 @@ async def links(ctx: Ctx) -> Any:
     return {"links": await data.links(ctx.conn, ctx.who)}
 
 
-NEW_LINK = {"offer_id": (validate.integer(1), True), "partner_id": (validate.integer(1), True), "creative_id": _ID}
+NEW_LINK = {
+    "offer_id": (validate.ref("offer"), True),
+    "partner_id": (validate.ref("partner"), True),
+    "creative_id": (validate.ref("creative"), False),  # a banner of this same offer
+}
 LINK_STATUS = {"status": (validate.choice("active", "paused"), True)}
 
 
@@ -201,7 +203,7 @@ def _base64(name: str, value: Any) -> bytes:
 
 _base64.schema = {"type": "string", "contentEncoding": "base64"}  # type: ignore[attr-defined]
 NEW_CREATIVE = {
-    "offer_id": (validate.integer(1), True),
+    "offer_id": (validate.ref("offer"), True),
     "name": (validate.text(1, 200), True),
     "alt_text": (validate.text(0, 300), False),
     "image_base64": (_base64, True),
@@ -229,12 +231,12 @@ async def _multipart_creative(ctx: Ctx) -> dict[str, Any]:
             raise invalid("image", "is required (a file)")
         body = await upload.read(validate.MAX_UPLOAD + 1)
         fields = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
-    checked = validate.fields(fields, {k: v for k, v in NEW_CREATIVE.items() if k != "image_base64"})
+    checked = await ctx.fields(fields, {k: v for k, v in NEW_CREATIVE.items() if k != "image_base64"})
     return {**checked, "image_base64": body}
 
 
 PRODUCT = {
-    "merchant_id": _ID,
+    "merchant_id": _MERCHANT,
     "sku": (validate.sku, True),
     "name": (validate.text(1, 200), True),
     "wholesale": (validate.decimal_text, True),
@@ -253,7 +255,7 @@ async def set_product(ctx: Ctx) -> Any:
 
 
 RATE = {
-    "merchant_id": _ID,
+    "merchant_id": _MERCHANT,
     "base": (validate.currency, True),
     "quote": (validate.currency, True),
     "rate": (validate.decimal_rate, True),
@@ -319,9 +321,8 @@ async def audit_log(ctx: Ctx) -> Any:
 NEW_USER = {
     "email": (validate.text(3, 254), True),
     "name": (validate.text(0, 200), False),
-    "role": (validate.choice("partner", "operator", "network"), True),
-    "partner_id": _ID,
-    "merchant_id": _ID,
+    "role": (validate.choice("operator", "network"), True),  # never a partner's: partners accept invitations
+    "merchant_id": _MERCHANT,
 }
 
 
@@ -358,7 +359,17 @@ ENDPOINTS = [
     ),
     _o("PUT", "/offers/{offer_id}/partner-plan", partner_plan, "A per-partner fee plan override", body=PARTNER_PLAN),
     _o("GET", "/partners", partners, "Partners of the programme, with status"),
-    _o("POST", "/partners", create_partner, "Add a partner (and invite its user)", body=NEW_PARTNER, status=201),
+    _o(
+        "POST",
+        "/partners",
+        create_partner,
+        "Invite an e-mail address to the programme (the partner joins when it accepts; the answer is the same"
+        " whoever the address belongs to)",
+        body=NEW_PARTNER,
+        status=201,
+    ),
+    _o("GET", "/invitations", invitation_list, "Invitations sent, with their status"),
+    _o("DELETE", "/invitations/{invitation_id}", invitation_withdraw, "Withdraw a pending invitation"),
     _o(
         "POST",
         "/partners/{partner_id}/status",
@@ -406,7 +417,8 @@ ENDPOINTS = [
         "POST",
         "/users",
         create_user,
-        "Create a partner or operator user; an invitation goes to the outbox",
+        "Invite an operator (or, by a network operator, a network operator) to set a password; the answer is"
+        " the same whether or not the address has an account. Partner users are made only by invitations",
         body=NEW_USER,
         status=201,
     ),

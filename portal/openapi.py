@@ -17,12 +17,14 @@ _ERROR = {
 _ERRORS = {
     "400": "Invalid input",
     "401": "No or bad credential",
-    "403": "Scope or CSRF refused",
+    "403": "Scope, CSRF or another site's origin (cross_origin) refused",
     "404": "Not found (also another partner's object)",
     "409": "Conflict",
     "413": "Body too large",
     "429": "Rate limited (see Retry-After)",
 }
+# Public writes (sign-in, sign-out, password reset, invitations) take only JSON: a form from another site cannot.
+_NOT_JSON = {"415": "Not JSON (unsupported_media_type)"}
 
 
 def document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any]:
@@ -53,7 +55,9 @@ def document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any]:
                         "description": text,
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
                     }
-                    for code, text in _ERRORS.items()
+                    for code, text in (
+                        _ERRORS | _NOT_JSON if ep.role == "public" and ep.method != "GET" else _ERRORS
+                    ).items()
                 },
             },
         }

@@ -360,7 +360,11 @@ async def partners(conn: asyncpg.Connection, who: Principal) -> list[dict[str, A
     return [_iso(dict(r)) for r in rows]
 
 
-async def create_partner(conn: asyncpg.Connection, who: Principal, values: dict[str, Any]) -> dict[str, Any]:
+async def enrol_partner(conn: asyncpg.Connection, who: Principal, values: dict[str, Any]) -> dict[str, Any]:
+    """The machine owner's `clickmint admin partner add`: the partner (found by e-mail, or made) joins the
+    programme at once. No operator can do this: operators invite (portal/invitations.py) and partners accept."""
+    if who.via != "cli":
+        raise ApiError(403, "forbidden", "operators invite partners; only the command line enrols them directly")
     merchant_id = scope_merchant(who, values.get("merchant_id"))
     async with conn.transaction():
         partner_id = await conn.fetchval("SELECT id FROM partners WHERE email = $1", values["email"])
@@ -427,6 +431,10 @@ async def create_link(conn: asyncpg.Connection, who: Principal, values: dict[str
     )
     if not member:
         raise not_found("partner")
+    if values.get("creative_id") is not None and not await conn.fetchval(
+        "SELECT 1 FROM creatives WHERE id = $1 AND offer_id = $2", values["creative_id"], values["offer_id"]
+    ):
+        raise not_found("creative")  # only a banner of this offer; another merchant's is not even there
     async with conn.transaction():
         row = await conn.fetchrow(
             "INSERT INTO links (code, partner_id, offer_id, creative_id) VALUES ($1, $2, $3, $4) RETURNING *",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from portal.pages import page
-from portal.pages_auth import forgot, home, login_page, login_submit, logout_submit, reset_page
+from portal.pages_auth import forgot, home, invitation_page, login_page, login_submit, logout_submit, reset_page
 from portal.pages_operator import (
     admin_audit,
     admin_creatives,
@@ -38,6 +38,7 @@ def routes() -> list[Route]:
         Route("/logout", logout_submit, methods=["POST"]),
         Route("/forgot", forgot, methods=["GET", "POST"]),
         Route("/reset", reset_page, methods=["GET", "POST"]),
+        Route("/invitation", invitation_page, methods=["GET", "POST"]),
         page("/dashboard", dashboard, "partner"),
         page("/orders", orders_page, "partner"),
         page("/offers", offers_page, "partner"),

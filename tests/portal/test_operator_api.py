@@ -4,6 +4,7 @@ statements, and an audit row for every change. Refusals write nothing."""
 from __future__ import annotations
 
 import base64
+import re
 import struct
 import zlib
 
@@ -136,20 +137,63 @@ async def test_partners_apply_are_approved_and_suspended(db, settings):
 
 
 async def test_new_partner_is_invited_by_mail(db, settings):
+    """An operator invites an address; the partner exists only once whoever reads that mailbox accepts, and
+    then sets its own password through a second mail to the same address."""
     await world(db)
     async with portal_client(settings) as ops:
         csrf = await login(ops, "ops@shop-m.example")
         made = await ops.post(
             "/api/v1/admin/partners", json={"name": "Carol", "email": "Carol@P.example"}, headers=csrf_headers(csrf)
         )
-        assert made.status_code == 201
+        assert made.status_code == 201, made.text
+        assert made.json()["status"] == "pending" and made.json()["email"] == "carol@p.example"
         again = await ops.post(
             "/api/v1/admin/partners", json={"name": "Carol", "email": "carol@p.example"}, headers=csrf_headers(csrf)
         )
-        assert again.status_code == 409
-    mail = await db.fetchrow("SELECT to_email, subject, body FROM outbox")
+        assert again.status_code == 201 and again.json()["invitation_id"] == made.json()["invitation_id"]
+        assert [i["status"] for i in (await ops.get("/api/v1/admin/invitations")).json()["invitations"]] == ["pending"]
+        assert await db.fetchval("SELECT count(*) FROM partners WHERE email = 'carol@p.example'") == 0
+        mails = await db.fetch("SELECT body FROM outbox WHERE to_email = 'carol@p.example' ORDER BY id")
+        assert len(mails) == 2  # the second invitation replaced the first: only its link works
+        first = re.search(r"/invitation\?token=(\S+)", mails[0]["body"]).group(1)
+        token = re.search(r"/invitation\?token=(\S+)", mails[1]["body"]).group(1)
+        assert (await ops.post("/api/v1/invitations/accept", json={"token": first})).status_code == 400
+        accepted = await ops.post("/api/v1/invitations/accept", json={"token": token})
+        assert accepted.status_code == 200 and accepted.json()["set_password"] is True
+        partners = (await ops.get("/api/v1/admin/partners")).json()["partners"]
+        assert [(p["email"], p["status"]) for p in partners if p["email"] == "carol@p.example"] == [
+            ("carol@p.example", "approved")
+        ]
+    mail = await db.fetchrow("SELECT to_email, body FROM outbox ORDER BY id DESC LIMIT 1")
     assert mail["to_email"] == "carol@p.example" and "/reset?token=" in mail["body"]
     assert await db.fetchval("SELECT password_hash FROM users WHERE email = 'carol@p.example'") is None
+    assert await db.fetchval("SELECT role FROM users WHERE email = 'carol@p.example'") == "partner"
+
+
+async def test_an_invitation_can_be_withdrawn(db, settings):
+    w = await world(db)
+    async with portal_client(settings) as ops:
+        csrf = await login(ops, "ops@shop-m.example")
+        made = (
+            await ops.post(
+                "/api/v1/admin/partners", json={"name": "Dan", "email": "dan@p.example"}, headers=csrf_headers(csrf)
+            )
+        ).json()
+        withdrawn = await ops.delete(f"/api/v1/admin/invitations/{made['invitation_id']}", headers=csrf_headers(csrf))
+        assert withdrawn.status_code == 200 and withdrawn.json()["status"] == "withdrawn"
+        twice = await ops.delete(f"/api/v1/admin/invitations/{made['invitation_id']}", headers=csrf_headers(csrf))
+        assert twice.status_code == 409
+        token = re.search(r"/invitation\?token=(\S+)", await db.fetchval("SELECT body FROM outbox")).group(1)
+        assert (await ops.post("/api/v1/invitations/accept", json={"token": token})).status_code == 400
+        # Another merchant's operator cannot see or withdraw it.
+        async with portal_client(settings) as other:
+            other_csrf = await login(other, "ops@bbb.example")
+            assert (await other.get("/api/v1/admin/invitations")).json()["invitations"] == []
+            gone = await other.delete(
+                f"/api/v1/admin/invitations/{made['invitation_id']}", headers=csrf_headers(other_csrf)
+            )
+            assert gone.status_code == 404
+    assert await db.fetchval("SELECT count(*) FROM partner_programmes WHERE merchant_id = $1", w.merchant_id) == 2
 
 
 @pytest.mark.parametrize(
