@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 from typing import Any
 
 from billing import statements as billing_statements
@@ -13,6 +14,7 @@ from portal import operator_data as data
 from portal.api import Ctx, Endpoint
 from portal.api_partner import export_response
 from portal.errors import ApiError, invalid
+from tracker import sources as tracker_sources
 
 _MERCHANT = (validate.ref("merchant"), False)  # a network operator names one; an operator's own by default
 BRANDING = {
@@ -61,6 +63,53 @@ OFFER = {
     "starts_at": (validate.timestamp, False),
     "ends_at": (validate.timestamp, False),
 }
+
+
+def _sources(name: str, value: Any) -> dict[str, Any]:
+    """Which channel may create which kind of conversion: {channel: [kinds]} over the safe defaults."""
+    raw = validate.json_object(name, value)
+    try:
+        tracker_sources.parse(raw)
+    except tracker_sources.SourceError as exc:
+        raise invalid(name, str(exc)) from exc
+    return raw
+
+
+_sources.schema = {  # type: ignore[attr-defined]
+    "type": "object",
+    "description": "Which channel may create which kind of conversion; a channel left out keeps its default "
+    "(pixel and cookie: action; postback: action, purchase, refund; tune: action, purchase). Refunds come only "
+    "from postbacks. See docs/conversion-sources.md",
+    "additionalProperties": False,
+    "properties": {
+        channel: {"type": "array", "items": {"enum": sorted(set(tracker_sources.KINDS) - never)}}
+        for channel, never in ((c, tracker_sources.NEVER.get(c, frozenset())) for c in tracker_sources.CHANNELS)
+    },
+}
+
+
+def _pixel_max(name: str, value: Any) -> str:
+    """The most a pixel purchase may claim, as written ("250.00"), or "none" for no maximum."""
+    return "none" if value == "none" else validate.decimal_text(name, value)
+
+
+_pixel_max.schema = {"type": "string", "pattern": "^([0-9]{1,15}(\\.[0-9]{1,4})?|none)$"}  # type: ignore[attr-defined]
+
+
+def _tune_token(name: str, value: Any) -> str:
+    """TUNE's own token for /aff_lsr on an HMAC offer: 24-200 letters, digits, '.', '_' or '-'; "generate" for a
+    random one, "none" to turn TUNE off on an HMAC offer. Never the offer's HMAC secret."""
+    if value in ("generate", "none"):
+        return str(value)
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9._-]{24,200}", value):
+        raise invalid(name, 'must be 24-200 letters, digits, ".", "_" or "-", or "generate" or "none"')
+    return value
+
+
+_tune_token.schema = {"type": "string", "pattern": "^([A-Za-z0-9._-]{24,200}|generate|none)$"}  # type: ignore[attr-defined]
+OFFER["conversion_sources"] = (_sources, False)
+OFFER["pixel_max_amount"] = (_pixel_max, False)
+OFFER["tune_token"] = (_tune_token, False)
 EDIT_OFFER = {k: (check, False) for k, (check, _) in OFFER.items() if k not in ("merchant_id", "currency")}
 
 
@@ -314,6 +363,26 @@ async def statement_pdf(ctx: Ctx) -> Any:
     return await _export(ctx, "pdf")
 
 
+# The codes of the trust rules (tracker/sources.py, billing/attribution.py) and billing's own reasons; the
+# tracker's input refusals (click_id_*, invalid_*, missing_*, ...) are listed in README "What the tracker does".
+REASONS = {
+    **tracker_sources.REFUSALS,
+    "superseded": "an authenticated conversion for the same order id came later and took its place",
+    "duplicate_order": "another billable conversion already holds this order id",
+    "refund_needs_authentication": "a refund from a source that proves nothing (a pixel): not applied",
+    "over_cap": "a cap of the offer was reached",
+    "unattributed": "no partner could be named",
+    "refunded": "refunded in full before its hold ended",
+}
+
+
+async def conversions(ctx: Ctx) -> Any:
+    status = ctx.query("status", validate.choice("pending", "approved", "rejected", "reversed"), None)
+    reason = ctx.query("reason", validate.text(1, 64), None)
+    limit = ctx.query("limit", validate.integer(1, 500), 100)
+    return await data.conversions(ctx.conn, ctx.who, status, reason, limit)
+
+
 async def audit_log(ctx: Ctx) -> Any:
     return {"entries": await data.audit_log(ctx.conn, ctx.who, ctx.query("limit", validate.integer(1, 1000), 200))}
 
@@ -401,6 +470,22 @@ ENDPOINTS = [
     _o("GET", "/rates", rates, "Currency rates"),
     _o("POST", "/rates", add_rate, "Add a currency rate", body=RATE, status=201),
     _o("GET", "/reports", report, "The programme by partner and offer", query={"days": _DAYS}),
+    _o(
+        "GET",
+        "/conversions",
+        conversions,
+        "The latest conversions with their channel (via), whether the source was authenticated, and why a"
+        " refused one was refused; refunds with why one did not count (codes: components.schemas.ConversionReason)",
+        query={
+            "status": {"type": "string", "enum": ["pending", "approved", "rejected", "reversed"]},
+            "reason": {
+                "type": "string",
+                "maxLength": 64,
+                "description": "a code of components.schemas.ConversionReason",
+            },
+            "limit": {"type": "integer", "minimum": 1, "maximum": 500},
+        },
+    ),
     _o("GET", "/statements", statements, "Statements", query={"period": _period.schema}),
     _o("POST", "/statements/{statement_id}/close", close_statement, "Close a statement (it becomes immutable)"),
     _o("POST", "/statements/{statement_id}/paid", pay_statement, "Mark a closed statement paid"),

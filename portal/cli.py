@@ -61,6 +61,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     o_add.add_argument("--fallback", help="fallback URL (over cap, paused)")
     o_add.add_argument("--starts", help="ISO 8601 time with zone")
     o_add.add_argument("--ends", help="ISO 8601 time with zone")
+    o_add.add_argument(
+        "--sources",
+        help='which channel may create which kind of conversion, JSON over the safe defaults, e.g. \'{"pixel": '
+        '["action", "purchase"]}\' (docs/conversion-sources.md)',
+    )
+    o_add.add_argument("--pixel-max", help='the most a pixel purchase may claim, e.g. "250.00"')
+    o_add.add_argument("--tune-token", help='TUNE\'s own token for /aff_lsr on an HMAC offer, or "generate"')
     o_set = offer.add_parser("status")
     o_set.add_argument("id", type=int)
     o_set.add_argument("status", choices=("active", "paused", "archived"))
@@ -177,6 +184,9 @@ async def run(args: argparse.Namespace, settings: PortalSettings, conn: asyncpg.
                 "fallback": "fallback_url",
                 "starts": "starts_at",
                 "ends": "ends_at",
+                "sources": "conversion_sources",
+                "pixel_max": "pixel_max_amount",
+                "tune_token": "tune_token",
             },
         )
         raw["merchant_id"] = await _merchant_id(conn, args.merchant)

@@ -27,6 +27,24 @@ _ERRORS = {
 _NOT_JSON = {"415": "Not JSON (unsupported_media_type)"}
 
 
+def _reasons() -> dict[str, Any]:
+    """Why a conversion was refused or rejected, and why a refund did not count: every code with its meaning."""
+    from portal.api_operator import REASONS
+    from tracker.conversions import KINDS
+
+    return {
+        "type": "string",
+        "description": "Refusal codes of conversions (the tracker answers them to postbacks as "
+        '{"error": code} with 4xx, to TUNE as err_msg=code, to pixels in X-Clickmint-Refusal) and the reasons '
+        "billing rejects with; GET /api/v1/admin/conversions shows them per conversion. Kinds: "
+        + ", ".join(KINDS)
+        + ". "
+        + "; ".join(f"{code}: {words}" for code, words in sorted(REASONS.items())),
+        "enum": sorted(REASONS),
+        "x-clickmint-meanings": dict(sorted(REASONS.items())),
+    }
+
+
 def document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for ep in endpoints:
@@ -80,7 +98,7 @@ def document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
-            "schemas": {"Error": _ERROR},
+            "schemas": {"Error": _ERROR, "ConversionReason": _reasons()},
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer", "description": "cm_<prefix>_<secret>"},
                 "session": {"type": "apiKey", "in": "cookie", "name": "cm_session"},

@@ -77,6 +77,36 @@ async def admin_statements(ctx: Ctx, form: Any) -> Response:
     )
 
 
+async def admin_conversions(ctx: Ctx, form: Any) -> Response:
+    """The latest conversions with their channel and, for a refused one, why (the codes of ConversionReason)."""
+    found = await odata.conversions(ctx.conn, ctx.who, None, None, 200)
+    rows = [
+        {**c, "when": c["ts"][:19], "source": f"{c['via'] or ''}{' (authenticated)' if c['authenticated'] else ''}"}
+        for c in found["conversions"]
+    ]
+    return await show(
+        ctx,
+        "admin_table.html",
+        title="Conversions",
+        table_id="conversions",
+        row_actions=None,
+        columns=[
+            ("When", "when"),
+            ("Offer", "offer_id"),
+            ("Partner", "partner_id"),
+            ("Kind", "kind"),
+            ("Order", "order_id"),
+            ("Amount", "amount"),
+            ("Currency", "currency"),
+            ("Source", "source"),
+            ("Status", "status"),
+            ("Why", "reason"),
+        ],
+        rows=rows,
+        form=None,
+    )
+
+
 async def admin_audit(ctx: Ctx, form: Any) -> Response:
     return await show(ctx, "admin_audit.html", entries=await odata.audit_log(ctx.conn, ctx.who, 300))
 

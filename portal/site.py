@@ -8,6 +8,7 @@ from portal.pages import page
 from portal.pages_auth import forgot, home, invitation_page, login_page, login_submit, logout_submit, reset_page
 from portal.pages_operator import (
     admin_audit,
+    admin_conversions,
     admin_creatives,
     admin_home,
     admin_links,
@@ -52,6 +53,7 @@ def routes() -> list[Route]:
         page("/admin/partners", admin_partners, "operator", ("GET", "POST")),
         page("/admin/statements", admin_statements, "operator", ("GET", "POST")),
         page("/admin/audit", admin_audit, "operator"),
+        page("/admin/conversions", admin_conversions, "operator"),
         page("/admin/links", admin_links, "operator", ("GET", "POST")),
         page("/admin/creatives", admin_creatives, "operator", ("GET", "POST")),
         page("/admin/products", admin_products, "operator", ("GET", "POST")),

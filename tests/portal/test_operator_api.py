@@ -359,3 +359,84 @@ async def test_cap_usage_shows_what_the_tracker_counted(db, settings):
     assert "clicks, daily: 4 of 10 used today" in page
     assert "clicks, lifetime, per partner: 1 of 1 at the cap (most used: 4 of 4)" in page
     assert blind_page.status_code == 200 and "usage unavailable right now" in blind_page.text
+
+
+async def test_offer_conversion_sources_are_checked_and_shown(db, settings):
+    w = await world(db)
+    async with portal_client(settings) as ops:
+        csrf = await login(ops, "ops@shop-m.example")
+        path = f"/api/v1/admin/offers/{w.ids['public_offer']}"
+        shown = (await ops.get(path)).json()
+        assert shown["conversion_sources"] == {
+            "pixel": ["action"],
+            "cookie": ["action"],
+            "postback": ["action", "purchase", "refund"],
+            "tune": ["action", "purchase"],
+        }
+        assert (shown["pixel_max_amount"], shown["tune_token"]) == (None, None)
+        for bad in (
+            {"conversion_sources": {"pixel": ["action", "refund"]}},
+            {"conversion_sources": {"cookie": ["refund"]}},
+            {"conversion_sources": {"tune": ["refund"]}},
+            {"conversion_sources": {"email": ["action"]}},
+            {"conversion_sources": {"pixel": "purchase"}},
+            {"conversion_sources": {"pixel": ["sale"]}},
+            {"pixel_max_amount": "1.234"},
+            {"pixel_max_amount": "0"},
+            {"tune_token": "short"},
+        ):
+            refused = await ops.patch(path, json=bad, headers=csrf_headers(csrf))
+            assert refused.status_code == 400 and refused.json()["error"] == "invalid_field", (bad, refused.text)
+        changed = await ops.patch(
+            path,
+            json={
+                "conversion_sources": {"pixel": ["action", "purchase"]},
+                "pixel_max_amount": "250.00",
+                "tune_token": "my-own-tune-token-0123456789",
+            },
+            headers=csrf_headers(csrf),
+        )
+        assert changed.status_code == 200, changed.text
+        body = changed.json()
+        assert body["conversion_sources"]["pixel"] == ["action", "purchase"]
+        assert body["conversion_sources"]["postback"] == ["action", "purchase", "refund"]  # the default stays
+        assert (body["pixel_max_amount"], body["tune_token"]) == ("250.00", "my-own-tune-token-0123456789")
+        generated = (await ops.patch(path, json={"tune_token": "generate"}, headers=csrf_headers(csrf))).json()
+        assert len(generated["tune_token"]) >= 32 and generated["tune_token"] != body["tune_token"]
+        cleared = (
+            await ops.patch(path, json={"tune_token": "none", "pixel_max_amount": "none"}, headers=csrf_headers(csrf))
+        ).json()
+        assert (cleared["tune_token"], cleared["pixel_max_amount"]) == (None, None)
+    assert await db.fetchval("SELECT pixel_max_amount_minor FROM offers WHERE id = $1", w.ids["public_offer"]) is None
+    audit = await db.fetchval("SELECT string_agg(detail::text, ' ') FROM audit_log")
+    assert "my-own-tune-token" not in audit  # a token never lands in the audit log
+
+
+async def test_operators_see_refused_conversions_with_their_reason(db, settings):
+    w = await world(db)
+    await db.execute(
+        """INSERT INTO conversions (event_id, ts, kind, merchant_id, offer_id, partner_id, order_id, amount_minor,
+                                    currency, status, reason, hold_until, via, authenticated)
+           VALUES (gen_random_uuid(), now(), 'purchase', $1, $2, $3, 'P-1', 500, 'USD', 'rejected', 'superseded',
+                   now(), 'pixel', false)""",
+        w.merchant_id,
+        w.ids["public_offer"],
+        w.a_partner,
+    )
+    async with portal_client(settings) as ops:
+        await login(ops, "ops@shop-m.example")
+        found = (await ops.get("/api/v1/admin/conversions", params={"reason": "superseded"})).json()
+        assert [(c["order_id"], c["via"], c["authenticated"], c["amount"]) for c in found["conversions"]] == [
+            ("P-1", "pixel", False, "5.00")
+        ]
+        everything = (await ops.get("/api/v1/admin/conversions")).json()["conversions"]
+        assert len(everything) == 2  # and B's order in the world
+        page = (await ops.get("/admin/conversions")).text
+        assert "superseded" in page and "P-1" in page
+        doc = (await ops.get("/api/v1/openapi.json")).json()
+        reasons = doc["components"]["schemas"]["ConversionReason"]["enum"]
+        assert {"source_not_allowed", "amount_over_pixel_max", "tune_not_enabled", "superseded"} <= set(reasons)
+        assert {"refund_needs_authentication", "duplicate_order"} <= set(reasons)
+    async with portal_client(settings) as other:
+        await login(other, "ops@bbb.example")
+        assert (await other.get("/api/v1/admin/conversions")).json()["conversions"] == []
