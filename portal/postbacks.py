@@ -81,9 +81,12 @@ async def listing(conn: asyncpg.Connection, partner_id: int) -> list[dict[str, A
 async def check_url(policy: EgressPolicy, url: str) -> None:
     """A postback URL must pass the egress policy when it is saved (and passes it again at each delivery)."""
     try:
-        await policy.check(url)
+        async with asyncio.timeout(TIMEOUT_S):
+            await policy.check(url)
     except Blocked as refused:
         raise ApiError(400, "url_not_allowed", f"this URL is not called: {refused.reason}") from None
+    except TimeoutError:
+        raise ApiError(400, "url_not_allowed", "this URL is not called: its host did not resolve in time") from None
 
 
 async def create(
@@ -269,10 +272,13 @@ class Deliverer:
     async def attempt(self, url: str, secret: str) -> tuple[str, int | None]:
         """One call of a delivery's URL: (outcome, status code if one came back)."""
         try:
-            target = await self.policy.check(url)
+            async with asyncio.timeout(self.timeout):  # a name server that never answers is a timeout too
+                target = await self.policy.check(url)
         except Blocked as refused:
             log.info("postback not called, blocked by the egress policy: %s", refused.reason)
             return "blocked", None
+        except TimeoutError:
+            return "timeout", None
         timestamp = int(time.time())
         headers = {
             "Host": target.host_header,
