@@ -26,6 +26,21 @@ class Verdict:
     note: str | None = None  # why part of it earns nothing (an item without a retail price...)
 
 
+def authenticated(event: dict[str, Any]) -> bool:
+    """Whether the conversion's source proved who sent it (a signed or token postback, not a pixel). Events
+    written before the tracker said so (no `auth`) are judged by their channel."""
+    auth = event.get("auth")
+    if auth is not None:
+        return auth in ("signature", "token")
+    return event.get("via") in ("postback", "tune")
+
+
+def supersedes(event: dict[str, Any], holder_authenticated: bool, holder_status: str) -> bool:
+    """An authenticated conversion takes an order id from a pending unauthenticated one (which becomes rejected
+    `superseded`); never the other way round, and never once the holder was approved."""
+    return authenticated(event) and not holder_authenticated and holder_status == "pending"
+
+
 def occurred_at(event: dict[str, Any]) -> dt.datetime:
     return _EPOCH + dt.timedelta(milliseconds=event["ts"])
 

@@ -16,7 +16,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from billing.attribution import Verdict, judge, occurred_at
+from billing import supersede
+from billing.attribution import Verdict, authenticated, judge, occurred_at, supersedes
 from billing.events import copy
 from billing.plans import OfferTerms, load_terms
 
@@ -31,7 +32,8 @@ _COUNTERS = 8
 _ROLLUP_COLUMNS = """partner_id, day, offer_id, country, sub1, views, clicks, unique_clicks, bots, actions, sales,
     sales_minor, billable_views"""
 _CONVERSION_COLUMNS = """event_id, ts, kind, merchant_id, offer_id, partner_id, link_id, click_id, action, order_id,
-    amount_minor, currency, items, customer_ref, country, sub1, status, reason, hold_until, note"""
+    amount_minor, currency, items, customer_ref, country, sub1, status, reason, hold_until, note, via,
+    authenticated"""
 _COMMISSION_COLUMNS = "event_id, kind, amount_minor, currency, basis"
 _REFRESH_SQL = "SELECT version, to_regclass('pg_temp.cm_rollup_stage') IS NOT NULL FROM config_version"
 # Per connection, made by its first batch: what a batch writes by the thousand is COPYed (binary, no
@@ -143,24 +145,40 @@ class Deriver:
     ) -> None:
         await _inherit_click_facts(conn, events)
         orders = [(int(e["offer"]), e["order_id"]) for e in events if e.get("order_id") and e.get("offer")]
-        taken: set[tuple[int, str]] = set()
+        # (offer, order id) -> the billable conversion holding it: a row already stored, or one of this batch.
+        taken: dict[tuple[int, str], dict[str, Any]] = {}
         if orders:
             rows = await conn.fetch(
-                """SELECT offer_id, order_id FROM conversions
+                f"""SELECT {supersede.HOLDER_COLUMNS} FROM conversions c
                    WHERE (offer_id, order_id) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))
                      AND status <> 'rejected'""",
                 [o for o, _ in orders],
                 [n for _, n in orders],
             )
-            taken = {(r["offer_id"], r["order_id"]) for r in rows}
+            taken = {(r["offer_id"], r["order_id"]): dict(r) for r in rows}
         acted = await self._actions_taken(conn, events)
-        conversion_rows, commission_rows, customer_rows = [], [], []
+        conversion_rows: list[tuple[Any, ...]] = []
+        commission_rows: list[tuple[Any, ...]] = []
+        customer_rows: list[tuple[Any, ...]] = []
         # Tiers count the month's earlier billable sales: those stored, and this batch's (sorted by time) so far.
         tallied: dict[tuple[int, int, int], list[int]] = defaultdict(lambda: [0, 0])
+        tallied_by: dict[str, tuple[tuple[int, int, int], int]] = {}  # event id -> its tally and the amount it added
         for event in events:
             offer_id = int(event.get("offer") or 0)
             terms = self.terms.get(offer_id)
             order = (offer_id, event["order_id"]) if event.get("order_id") else None
+            holder = taken.get(order) if order else None
+            if (
+                holder is not None
+                and not event.get("refusal")
+                and supersedes(event, holder["authenticated"], holder["status"])
+            ):
+                if await supersede.release(conn, holder, conversion_rows, commission_rows, customer_rows):
+                    supersede.take_back(rollups[supersede.rollup_key(holder)], holder)
+                    del taken[order]  # type: ignore[arg-type]
+                    if (counted := tallied_by.pop(holder["event_id"], None)) is not None:
+                        tallied[counted[0]][0] -= 1  # a superseded sale of this batch no longer counts for tiers
+                        tallied[counted[0]][1] -= counted[1]
             sales_before = amount_before = 0
             tiered = False
             if terms is not None and terms.has_tiers and event["type"] == "purchase" and event.get("partner"):
@@ -173,15 +191,17 @@ class Deriver:
             verdict = judge(
                 event, terms, order in taken if order else False, sales_before, amount_before, once in acted
             )
-            if verdict.status == "pending" and order:
-                taken.add(order)
             if tiered and terms is not None and verdict.status == "pending":
-                tally = tallied[int(event["partner"]), offer_id, _month(event)]
-                tally[0] += 1
-                tally[1] += int(event.get("amount") or 0) if event.get("currency") == terms.currency else 0
+                tally_key = (int(event["partner"]), offer_id, _month(event))
+                added = int(event.get("amount") or 0) if event.get("currency") == terms.currency else 0
+                tallied[tally_key][0] += 1
+                tallied[tally_key][1] += added
+                tallied_by[event["id"]] = (tally_key, added)
             if verdict.status == "pending" and once:
                 acted.add(once)
             at = occurred_at(event)
+            if verdict.status == "pending" and order:
+                taken[order] = supersede.holder(event, terms, at, len(conversion_rows))
             conversion_rows.append(_conversion_row(event, terms, verdict, at))
             for line in verdict.lines:
                 commission_rows.append((event["id"], line.kind, line.amount_minor, line.currency, line.basis))
@@ -247,6 +267,19 @@ class Deriver:
         """A refund reduces its order's billable conversion; reversals of paid commission are made at settle."""
         for event in events:
             offer_id, order_id = int(event.get("offer") or 0), event.get("order_id") or ""
+            refused = event.get("refusal") or (None if authenticated(event) else "refund_needs_authentication")
+            if refused:  # a refund undoes money: only an authenticated server-side source may send one
+                await conn.execute(
+                    "INSERT INTO refunds VALUES ($1, $2, $3, $4, NULL, $5, $6, $7) ON CONFLICT DO NOTHING",
+                    event["id"],
+                    occurred_at(event),
+                    offer_id,
+                    order_id,
+                    int(event.get("amount") or 0),
+                    event.get("currency"),
+                    str(refused),
+                )
+                continue
             row = await conn.fetchrow(
                 """SELECT event_id, amount_minor, refunded_minor FROM conversions
                    WHERE offer_id = $1 AND order_id = $2 AND status <> 'rejected' FOR UPDATE""",
@@ -321,6 +354,8 @@ def _conversion_row(
         verdict.reason,
         at + hold,
         verdict.note,
+        event.get("via"),
+        authenticated(event),
     )
 
 

@@ -35,7 +35,7 @@ def run_ingest() -> int:
         if settings.metrics_port:
             port = settings.metrics_port + settings.part - 1  # part i of n serves on the i-th port from it
             try:
-                await metrics.start(port)
+                await metrics.start(port, settings.metrics_host)
             except OSError as exc:  # metrics are an aid: ingest runs without them
                 log.warning("billing metrics not served on port %d: %s", port, exc)
         stop_daily = asyncio.Event()

@@ -26,7 +26,8 @@ class BillingSettings:
     retention_s: int  # acknowledged stream entries older than this are trimmed (never a pending one)
     crash_after_commit: int  # fault injection for the guarantee tests: os._exit after the Nth commit, before XACK
     retention_days: int = DEFAULT_RETENTION_DAYS  # raw event days older than this are dropped once final; 0: never
-    metrics_port: int = DEFAULT_METRICS_PORT  # ingest's Prometheus text endpoint on 127.0.0.1; 0: none
+    metrics_port: int = DEFAULT_METRICS_PORT  # ingest's Prometheus text endpoint on metrics_host; 0: none
+    metrics_host: str = METRICS_HOST  # CLICKMINT_METRICS_HOST: the admin address of every part's metrics
     # A read that brings fewer than batch/10 entries waits this long for more before committing: evenly
     # spread traffic would otherwise cost a transaction per event. 0: commit at once.
     linger_ms: int = DEFAULT_LINGER_MS
@@ -54,6 +55,7 @@ class BillingSettings:
             crash_after_commit=env.int("FAULT_CRASH_AFTER_COMMIT", 0, lo=0),
             retention_days=env.int("RETENTION_DAYS", DEFAULT_RETENTION_DAYS, lo=0, hi=36_500),
             metrics_port=env.int("BILLING_METRICS_PORT", DEFAULT_METRICS_PORT, lo=0, hi=65_535),
+            metrics_host=env.str("METRICS_HOST", METRICS_HOST),
             linger_ms=env.int("INGEST_LINGER_MS", DEFAULT_LINGER_MS, lo=0, hi=5_000),
             **_part(env, core.shards),
         )

@@ -83,6 +83,7 @@ class System:
             CLICKMINT_TRACKER_PORT=str(pick_port(0)),
             CLICKMINT_PORTAL_PORT=str(pick_port(0)),
             CLICKMINT_BILLING_METRICS_PORT=str(pick_port(0)),
+            CLICKMINT_METRICS_PORT=str(pick_port(0)),
             CLICKMINT_TRUST_FORWARDED="true",  # each locust visitor comes through X-Forwarded-For
             **self.extra_env,
         )

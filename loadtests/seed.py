@@ -25,6 +25,9 @@ from clickmint.services import read_run_file
 from clickmint.settings import DEFAULT_DATA_DIR
 
 # `{click_id}` in the destination puts the click id in the Location header, where the locustfile reads it.
+# The load mix fires its purchases from the browser pixel: the sale offer allows that (off by default, since any
+# visitor can fire a pixel; docs/conversion-sources.md).
+PIXEL_SALES = '{"pixel": ["action", "purchase"], "cookie": ["action", "purchase"]}'
 OFFERS: tuple[tuple[str, str, str], ...] = (
     ("cps", "Load test: 10% of every order", '{"cps_percent": "10"}'),
     ("cpa", "Load test: 2.50 per signup", '{"cpa": {"signup": 250}}'),
@@ -49,14 +52,15 @@ async def seed(dsn: str, partners: int) -> dict[str, Any]:
             for kind, name, plan in OFFERS:
                 offer = await conn.fetchval(
                     """INSERT INTO offers (merchant_id, name, destination_url, allowed_hosts, currency, fee_plan,
-                                           hold_days, attribution_window_s)
-                       VALUES ($1, $2, $3, $4, $5, $6, 14, 2592000) RETURNING id""",
+                                           hold_days, attribution_window_s, conversion_sources)
+                       VALUES ($1, $2, $3, $4, $5, $6, 14, 2592000, $7) RETURNING id""",
                     merchant,
                     name,
                     DESTINATION,
                     ["shop.example.com"],
                     CURRENCY,
                     plan,
+                    PIXEL_SALES if kind == "cps" else "{}",
                 )
                 offers.append({"id": offer, "kind": kind, "currency": CURRENCY})
             links = []

@@ -227,8 +227,9 @@ def _check_everything_on(redis_url: str, offer_id: int, shards: int) -> list[str
 
 
 def _metrics(worker: Worker) -> dict[str, float]:
-    """The tracker's /metrics counters, summed over labels, without the clickmint_ prefix."""
-    status, _, body = worker.get("/metrics")
+    """The tracker's /metrics counters, summed over labels, without the clickmint_ prefix (read on the click
+    port with the bench's own metrics token: the admin address is not the worker's port)."""
+    status, _, body = worker.get("/metrics", {"authorization": f"Bearer {METRICS_TOKEN}"})
     figures: dict[str, float] = {}
     if status != 200:
         return figures
@@ -239,6 +240,9 @@ def _metrics(worker: Worker) -> dict[str, float]:
         name = name.split("{", 1)[0].removeprefix("clickmint_")
         figures[name] = figures.get(name, 0.0) + float(value)
     return figures
+
+
+METRICS_TOKEN = secrets.token_urlsafe(24)
 
 
 def _tracker_env(servers: Servers, port: int) -> dict[str, str]:
@@ -255,6 +259,8 @@ def _tracker_env(servers: Servers, port: int) -> dict[str, str]:
         # Every request comes from its own visitor address (traffic.py), as behind a proxy; no burst verdicts.
         CLICKMINT_TRUST_FORWARDED="true",
         CLICKMINT_BURST_LIMIT="1000000",
+        CLICKMINT_METRICS_TOKEN=METRICS_TOKEN,
+        CLICKMINT_METRICS_PORT="0",
     )
     return env
 

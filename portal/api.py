@@ -1,5 +1,7 @@
 """The JSON API's machinery: a registry of endpoints (the OpenAPI document is drawn from it), and the
-one wrapper every endpoint runs in: rate limit, credential, role, scope, CSRF, errors as JSON."""
+one wrapper every endpoint runs in: rate limit, credential, role, scope, CSRF, the tenancy of every id in
+the path and the body (portal/tenancy.py), errors as JSON. Public writes (sign-in, sign-out, password reset,
+invitations) take only JSON from the portal's own origin: no other site's form can post them."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from portal import auth, validate
+from portal import auth, tenancy, validate
 from portal.auth import Principal
 from portal.errors import ApiError
 
@@ -52,7 +54,18 @@ class Ctx:
         return default if raw in (None, "") else check(name, raw)
 
     async def body(self, spec: Mapping[str, tuple[validate.Check, bool]]) -> dict[str, Any]:
-        return validate.fields(await validate.body(self.request), spec, ignore=("csrf_token",))
+        """The request's body checked against `spec`, every reference in it within the caller's tenant."""
+        return await tenancy.read(self.conn, self.principal, await validate.body(self.request), spec)
+
+    async def fields(self, form: Mapping[str, Any], spec: Mapping[str, tuple[validate.Check, bool]]) -> dict:
+        """A page form checked like an API body (the same specs, the same tenancy)."""
+        return await tenancy.read(self.conn, self.principal, form, spec)
+
+    async def ref(self, name: str, kind: str, raw: Any) -> int:
+        """One id a page form names on its own (a row's button), checked against the caller's tenant."""
+        value = validate.ref(kind)(name, raw)
+        await tenancy.check(self.conn, self.who, {name: (kind, value)})
+        return value  # type: ignore[no-any-return]
 
 
 Handler = Callable[[Ctx], Awaitable[Any]]
@@ -102,6 +115,35 @@ def client_key(request: Request, trust_forwarded: bool) -> str:
     return ".".join(host.split(".")[:3])
 
 
+def same_origin_json(request: Request, settings: Any) -> None:
+    """A public write must be JSON (a cross-site form cannot send that without the browser asking first) and,
+    when a browser says where it comes from, come from the portal itself. Scripts send neither header."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send this as JSON (Content-Type: application/json)")
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise ApiError(403, "cross_origin", "this request comes from another site")
+    origin = request.headers.get("origin")
+    if origin is not None and origin.rstrip("/") not in own_origins(request, settings):
+        raise ApiError(403, "cross_origin", "this request comes from another site")
+
+
+def own_origins(request: Request, settings: Any) -> set[str]:
+    """The portal's origins: its public URL's, and the one this request was addressed to."""
+    from urllib.parse import urlsplit
+
+    public = urlsplit(settings.portal_url)
+    scheme = request.url.scheme
+    if settings.trust_forwarded and request.headers.get("x-forwarded-proto") in ("http", "https"):
+        scheme = request.headers["x-forwarded-proto"]
+    found = {f"{public.scheme}://{public.netloc}"}
+    host = request.headers.get("host")
+    if host:
+        found.add(f"{scheme}://{host}")
+    return found
+
+
 def database_error(exc: asyncpg.PostgresError) -> ApiError:
     """A constraint the database enforces, told as a 4xx (the validators should have caught it first)."""
     if isinstance(exc, asyncpg.UniqueViolationError):
@@ -139,8 +181,11 @@ async def _run(endpoint: Endpoint, portal: Any, request: Request) -> Response:
             if request.method in auth.UNSAFE and principal.via == "session":
                 form_token = request.headers.get("x-csrf-token")
             auth.check_csrf(request, principal, form_token)
+            await tenancy.check_path(conn, principal, request.path_params)
         else:
             await portal.limiter.hit("public", client_key(request, settings.trust_forwarded), settings.api_per_minute)
+            if request.method in auth.UNSAFE:
+                same_origin_json(request, settings)
         ctx = Ctx(request, conn, principal, portal)
         try:
             result = await endpoint.handler(ctx)

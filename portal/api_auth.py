@@ -6,7 +6,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from portal import auth, passwords, users, validate
+from portal import auth, invitations, passwords, users, validate
 from portal.api import Ctx, Endpoint, client_key, json_response
 from portal.errors import ApiError
 
@@ -82,6 +82,16 @@ async def reset_confirm(ctx: Ctx) -> Any:
     return {"reset": True}
 
 
+INVITATION = {"token": (validate.text(10, 200), True)}
+
+
+async def accept_invitation(ctx: Ctx) -> Any:
+    """Whoever holds the token mailed to the invited address joins the programme as that partner."""
+    values = await ctx.body(INVITATION)
+    await ctx.portal.limiter.hit("invitation", client_key(ctx.request, ctx.portal.settings.trust_forwarded), 30, 3600)
+    return await invitations.accept(ctx.conn, ctx.portal.settings, values["token"])
+
+
 async def me(ctx: Ctx) -> Any:
     who = ctx.who
     return {
@@ -138,11 +148,12 @@ ENDPOINTS = [
         "/api/v1/auth/login",
         login,
         "public",
-        "Sign in; sets the session cookie, returns the CSRF token",
+        "Sign in; sets the session cookie, returns the CSRF token. JSON only, and from the portal's own origin when"
+        " a browser sends it (415 unsupported_media_type, 403 cross_origin)",
         body=LOGIN,
         tag="auth",
     ),
-    Endpoint("POST", "/api/v1/auth/logout", logout, "public", "Sign out", tag="auth"),
+    Endpoint("POST", "/api/v1/auth/logout", logout, "public", "Sign out (JSON, from the portal's origin)", tag="auth"),
     Endpoint(
         "POST",
         "/api/v1/auth/password-reset",
@@ -160,6 +171,16 @@ ENDPOINTS = [
         "public",
         "Set a new password with a reset token",
         body=RESET_CONFIRM,
+        tag="auth",
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/invitations/accept",
+        accept_invitation,
+        "public",
+        "Accept an invitation to a merchant's programme with the token mailed to the invited address; a new"
+        " partner then gets a mail to set its password",
+        body=INVITATION,
         tag="auth",
     ),
     Endpoint("GET", "/api/v1/me", me, "any", "The signed-in user", tag="auth"),

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 from typing import Any
 
 from billing import statements as billing_statements
+from portal import invitations, users, validate
 from portal import operator_data as data
-from portal import users, validate
 from portal.api import Ctx, Endpoint
 from portal.api_partner import detail_response, export_response
 from portal.errors import ApiError, invalid
+from tracker import sources as tracker_sources
 
-_ID = (validate.integer(1), False)
+_MERCHANT = (validate.ref("merchant"), False)  # a network operator names one; an operator's own by default
 BRANDING = {
     "logo_url": (validate.url, False),
     "primary": (validate.colour, False),
@@ -48,7 +50,7 @@ EDIT_MERCHANT = {
 }
 
 OFFER = {
-    "merchant_id": _ID,
+    "merchant_id": _MERCHANT,
     "name": (validate.text(1, 200), True),
     "status": (validate.choice("active", "paused", "archived"), False),
     "visibility": (validate.choice("public", "partners", "private"), False),
@@ -66,6 +68,53 @@ OFFER = {
     "starts_at": (validate.timestamp, False),
     "ends_at": (validate.timestamp, False),
 }
+
+
+def _sources(name: str, value: Any) -> dict[str, Any]:
+    """Which channel may create which kind of conversion: {channel: [kinds]} over the safe defaults."""
+    raw = validate.json_object(name, value)
+    try:
+        tracker_sources.parse(raw)
+    except tracker_sources.SourceError as exc:
+        raise invalid(name, str(exc)) from exc
+    return raw
+
+
+_sources.schema = {  # type: ignore[attr-defined]
+    "type": "object",
+    "description": "Which channel may create which kind of conversion; a channel left out keeps its default "
+    "(pixel and cookie: action; postback: action, purchase, refund; tune: action, purchase). Refunds come only "
+    "from postbacks. See docs/conversion-sources.md",
+    "additionalProperties": False,
+    "properties": {
+        channel: {"type": "array", "items": {"enum": sorted(set(tracker_sources.KINDS) - never)}}
+        for channel, never in ((c, tracker_sources.NEVER.get(c, frozenset())) for c in tracker_sources.CHANNELS)
+    },
+}
+
+
+def _pixel_max(name: str, value: Any) -> str:
+    """The most a pixel purchase may claim, as written ("250.00"), or "none" for no maximum."""
+    return "none" if value == "none" else validate.decimal_text(name, value)
+
+
+_pixel_max.schema = {"type": "string", "pattern": "^([0-9]{1,15}(\\.[0-9]{1,4})?|none)$"}  # type: ignore[attr-defined]
+
+
+def _tune_token(name: str, value: Any) -> str:
+    """TUNE's own token for /aff_lsr on an HMAC offer: 24-200 letters, digits, '.', '_' or '-'; "generate" for a
+    random one, "none" to turn TUNE off on an HMAC offer. Never the offer's HMAC secret."""
+    if value in ("generate", "none"):
+        return str(value)
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9._-]{24,200}", value):
+        raise invalid(name, 'must be 24-200 letters, digits, ".", "_" or "-", or "generate" or "none"')
+    return value
+
+
+_tune_token.schema = {"type": "string", "pattern": "^([A-Za-z0-9._-]{24,200}|generate|none)$"}  # type: ignore[attr-defined]
+OFFER["conversion_sources"] = (_sources, False)
+OFFER["pixel_max_amount"] = (_pixel_max, False)
+OFFER["tune_token"] = (_tune_token, False)
 EDIT_OFFER = {k: (check, False) for k, (check, _) in OFFER.items() if k not in ("merchant_id", "currency")}
 
 
@@ -122,7 +171,7 @@ async def update_offer(ctx: Ctx) -> Any:
     return await data.update_offer(ctx.conn, ctx.who, ctx.path_int("offer_id"), await ctx.body(EDIT_OFFER))
 
 
-PARTNER_PLAN = {"partner_id": (validate.integer(1), True), "fee_plan": (validate.partner_plan, True)}
+PARTNER_PLAN = {"partner_id": (validate.ref("partner"), True), "fee_plan": (validate.partner_plan, True)}
 
 
 async def partner_plan(ctx: Ctx) -> Any:
@@ -136,36 +185,36 @@ async def partners(ctx: Ctx) -> Any:
 
 
 NEW_PARTNER = {
-    "merchant_id": _ID,
+    "merchant_id": _MERCHANT,
     "name": (validate.text(1, 200), True),
     "email": (validate.text(3, 254), True),
     "currency": (validate.currency, False),
     "min_payout_minor": (validate.integer(0), False),
-    "address": (validate.text(0, 500, lines=True), False),
-    "status": (validate.choice("applied", "approved"), False),
-    "invite": (validate.choice("yes", "no"), False),
 }
+# The machine owner's direct enrolment (`clickmint admin partner add`) also sets the partner's postal address,
+# printed on its statements; an operator's invitation cannot set anything of the partner's own.
+ENROL_PARTNER = {**NEW_PARTNER, "address": (validate.text(0, 500, lines=True), False)}
 
 
 async def create_partner(ctx: Ctx) -> Any:
+    """Invite an e-mail address to the programme; the partner joins when it accepts (docs/tenancy.md)."""
     values = await ctx.body(NEW_PARTNER)
-    values["email"] = users.check_email(values["email"])
-    invite = values.pop("invite", "yes") == "yes"
-    created = await data.create_partner(ctx.conn, ctx.who, values)
-    if invite:
-        created["user_id"] = await users.invite(
-            ctx.conn,
-            ctx.portal.settings,
-            values["email"],
-            values["name"],
-            "partner",
-            created["id"],
-            created["merchant_id"],
-        )
-    return created
+    merchant_id = data.scope_merchant(ctx.who, values.pop("merchant_id", None))
+    return await invitations.invite(ctx.conn, ctx.portal.settings, ctx.who, merchant_id, values)
 
 
-PARTNER_STATUS = {"merchant_id": _ID, "status": (validate.choice("applied", "approved", "suspended", "rejected"), True)}
+async def invitation_list(ctx: Ctx) -> Any:
+    return {"invitations": await invitations.listing(ctx.conn, ctx.who)}
+
+
+async def invitation_withdraw(ctx: Ctx) -> Any:
+    return await invitations.withdraw(ctx.conn, ctx.who, ctx.path_int("invitation_id"))
+
+
+PARTNER_STATUS = {
+    "merchant_id": _MERCHANT,
+    "status": (validate.choice("applied", "approved", "suspended", "rejected"), True),
+}
 
 
 async def partner_status(ctx: Ctx) -> Any:
@@ -179,7 +228,11 @@ async def links(ctx: Ctx) -> Any:
     return {"links": await data.links(ctx.conn, ctx.who)}
 
 
-NEW_LINK = {"offer_id": (validate.integer(1), True), "partner_id": (validate.integer(1), True), "creative_id": _ID}
+NEW_LINK = {
+    "offer_id": (validate.ref("offer"), True),
+    "partner_id": (validate.ref("partner"), True),
+    "creative_id": (validate.ref("creative"), False),  # a banner of this same offer
+}
 LINK_STATUS = {"status": (validate.choice("active", "paused"), True)}
 
 
@@ -207,7 +260,7 @@ def _base64(name: str, value: Any) -> bytes:
 
 _base64.schema = {"type": "string", "contentEncoding": "base64"}  # type: ignore[attr-defined]
 NEW_CREATIVE = {
-    "offer_id": (validate.integer(1), True),
+    "offer_id": (validate.ref("offer"), True),
     "name": (validate.text(1, 200), True),
     "alt_text": (validate.text(0, 300), False),
     "image_base64": (_base64, True),
@@ -235,12 +288,12 @@ async def _multipart_creative(ctx: Ctx) -> dict[str, Any]:
             raise invalid("image", "is required (a file)")
         body = await upload.read(validate.MAX_UPLOAD + 1)
         fields = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
-    checked = validate.fields(fields, {k: v for k, v in NEW_CREATIVE.items() if k != "image_base64"})
+    checked = await ctx.fields(fields, {k: v for k, v in NEW_CREATIVE.items() if k != "image_base64"})
     return {**checked, "image_base64": body}
 
 
 PRODUCT = {
-    "merchant_id": _ID,
+    "merchant_id": _MERCHANT,
     "sku": (validate.sku, True),
     "name": (validate.text(1, 200), True),
     "wholesale": (validate.decimal_text, True),
@@ -259,7 +312,7 @@ async def set_product(ctx: Ctx) -> Any:
 
 
 RATE = {
-    "merchant_id": _ID,
+    "merchant_id": _MERCHANT,
     "base": (validate.currency, True),
     "quote": (validate.currency, True),
     "rate": (validate.decimal_rate, True),
@@ -329,6 +382,28 @@ async def statement_detail(ctx: Ctx) -> Any:
     return await detail_response(ctx, statement_id)
 
 
+# The codes of the trust rules (tracker/sources.py, billing/attribution.py) and billing's own reasons; the
+# tracker's input refusals (click_id_*, invalid_*, missing_*, ...) are listed in README "What the tracker does".
+REASONS = {
+    **tracker_sources.REFUSALS,
+    "superseded": "an authenticated conversion for the same order id came later and took its place",
+    "duplicate_order": "another billable conversion already holds this order id",
+    "duplicate_action": "an action without order id already counted for this click and action name",
+    "bot_click": "the click it came from was recorded as a bot",
+    "refund_needs_authentication": "a refund from a source that proves nothing (a pixel): not applied",
+    "over_cap": "a cap of the offer was reached",
+    "unattributed": "no partner could be named",
+    "refunded": "refunded in full before its hold ended",
+}
+
+
+async def conversions(ctx: Ctx) -> Any:
+    status = ctx.query("status", validate.choice("pending", "approved", "rejected", "reversed"), None)
+    reason = ctx.query("reason", validate.text(1, 64), None)
+    limit = ctx.query("limit", validate.integer(1, 500), 100)
+    return await data.conversions(ctx.conn, ctx.who, status, reason, limit)
+
+
 async def audit_log(ctx: Ctx) -> Any:
     return {"entries": await data.audit_log(ctx.conn, ctx.who, ctx.query("limit", validate.integer(1, 1000), 200))}
 
@@ -336,9 +411,8 @@ async def audit_log(ctx: Ctx) -> Any:
 NEW_USER = {
     "email": (validate.text(3, 254), True),
     "name": (validate.text(0, 200), False),
-    "role": (validate.choice("partner", "operator", "network"), True),
-    "partner_id": _ID,
-    "merchant_id": _ID,
+    "role": (validate.choice("operator", "network"), True),  # never a partner's: partners accept invitations
+    "merchant_id": _MERCHANT,
 }
 
 
@@ -375,7 +449,17 @@ ENDPOINTS = [
     ),
     _o("PUT", "/offers/{offer_id}/partner-plan", partner_plan, "A per-partner fee plan override", body=PARTNER_PLAN),
     _o("GET", "/partners", partners, "Partners of the programme, with status"),
-    _o("POST", "/partners", create_partner, "Add a partner (and invite its user)", body=NEW_PARTNER, status=201),
+    _o(
+        "POST",
+        "/partners",
+        create_partner,
+        "Invite an e-mail address to the programme (the partner joins when it accepts; the answer is the same"
+        " whoever the address belongs to)",
+        body=NEW_PARTNER,
+        status=201,
+    ),
+    _o("GET", "/invitations", invitation_list, "Invitations sent, with their status"),
+    _o("DELETE", "/invitations/{invitation_id}", invitation_withdraw, "Withdraw a pending invitation"),
     _o(
         "POST",
         "/partners/{partner_id}/status",
@@ -420,6 +504,22 @@ ENDPOINTS = [
             "group": {"type": "string", "enum": list(data.REPORT_GROUPS)},
         },
     ),
+    _o(
+        "GET",
+        "/conversions",
+        conversions,
+        "The latest conversions with their channel (via), whether the source was authenticated, and why a"
+        " refused one was refused; refunds with why one did not count (codes: components.schemas.ConversionReason)",
+        query={
+            "status": {"type": "string", "enum": ["pending", "approved", "rejected", "reversed"]},
+            "reason": {
+                "type": "string",
+                "maxLength": 64,
+                "description": "a code of components.schemas.ConversionReason",
+            },
+            "limit": {"type": "integer", "minimum": 1, "maximum": 500},
+        },
+    ),
     _o("GET", "/statements", statements, "Statements", query={"period": _period.schema}),
     _o("POST", "/statements/{statement_id}/close", close_statement, "Close a statement (it becomes immutable)"),
     _o("POST", "/statements/{statement_id}/paid", pay_statement, "Mark a closed statement paid"),
@@ -444,7 +544,8 @@ ENDPOINTS = [
         "POST",
         "/users",
         create_user,
-        "Create a partner or operator user; an invitation goes to the outbox",
+        "Invite an operator (or, by a network operator, a network operator) to set a password; the answer is"
+        " the same whether or not the address has an account. Partner users are made only by invitations",
         body=NEW_USER,
         status=201,
     ),

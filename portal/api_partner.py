@@ -9,8 +9,8 @@ from typing import Any
 from starlette.responses import Response
 
 from billing import statements as billing_statements
+from portal import invitations, passwords, postbacks, validate
 from portal import partner_data as data
-from portal import passwords, postbacks, validate
 from portal.api import Ctx, Endpoint
 from portal.errors import ApiError, invalid
 
@@ -72,7 +72,7 @@ async def link(ctx: Ctx) -> Any:
     return await data.link(ctx.conn, ctx.partner_id, ctx.path_int("link_id"), ctx.portal.settings.tracker_url)
 
 
-NEW_LINK = {"offer_id": (validate.integer(1), True), "creative_id": (validate.integer(1), False)}
+NEW_LINK = {"offer_id": (validate.ref("offer"), True), "creative_id": (validate.ref("creative"), False)}
 
 
 async def create_link(ctx: Ctx) -> Any:
@@ -105,7 +105,7 @@ async def prices(ctx: Ctx) -> Any:
 
 
 SET_PRICE = {
-    "merchant_id": (validate.integer(1), True),
+    "merchant_id": (validate.ref("merchant"), True),  # a programme that approved the partner
     "sku": (validate.sku, True),
     "retail": (validate.decimal_text, True),
 }
@@ -113,14 +113,8 @@ SET_PRICE = {
 
 async def set_price(ctx: Ctx) -> Any:
     values = await ctx.body(SET_PRICE)
-    currency = await ctx.conn.fetchval(
-        """SELECT currency FROM prices WHERE merchant_id = $1 AND sku = $2 AND kind = 'wholesale'
-           ORDER BY valid_from DESC LIMIT 1""",
-        values["merchant_id"],
-        values["sku"],
-    )
-    if currency is None:
-        raise ApiError(404, "not_found", "no such product")
+    # The product as the partner sees it (its approved programmes only): another merchant's SKU is not there.
+    currency = await data.product_currency(ctx.conn, ctx.partner_id, values["merchant_id"], values["sku"])
     retail = validate.money("retail", values["retail"], currency)
     return await data.set_price(ctx.conn, ctx.partner_id, values["merchant_id"], values["sku"], retail)
 
@@ -182,18 +176,23 @@ async def programmes(ctx: Ctx) -> Any:
            JOIN merchants m ON m.id = pp.merchant_id WHERE pp.partner_id = $1 ORDER BY m.name""",
         ctx.partner_id,
     )
-    return {"programmes": [dict(r) for r in rows]}
+    invited = await invitations.pending_for(ctx.conn, ctx.partner_id)
+    return {
+        "programmes": [dict(r) for r in rows if r["merchant_id"] not in {i["merchant_id"] for i in invited}] + invited
+    }
 
 
 APPLY = {"merchant": (validate.slug, True)}
 
 
 async def apply(ctx: Ctx) -> Any:
-    """Apply to another merchant's programme; its operators approve or reject."""
+    """Apply to another merchant's programme (its operators approve or reject), or accept its invitation."""
     values = await ctx.body(APPLY)
     merchant_id = await ctx.conn.fetchval("SELECT id FROM merchants WHERE slug = $1", values["merchant"])
     if merchant_id is None:
         raise ApiError(404, "not_found", "no such merchant")
+    if await invitations.accept_as_partner(ctx.conn, ctx.partner_id, merchant_id):
+        return {"merchant_id": merchant_id, "status": "approved"}
     await ctx.conn.execute(
         """INSERT INTO partner_programmes (partner_id, merchant_id, status) VALUES ($1, $2, 'applied')
            ON CONFLICT (partner_id, merchant_id) DO NOTHING""",
@@ -219,7 +218,7 @@ NEW_POSTBACK = {
 async def postback_create(ctx: Ctx) -> Any:
     values = await ctx.body(NEW_POSTBACK)
     events = ["action", "purchase"] if values.get("events", "all") == "all" else [values["events"]]
-    return await postbacks.create(ctx.conn, ctx.partner_id, values["url"], events)
+    return await postbacks.create(ctx.conn, ctx.partner_id, values["url"], events, ctx.portal.settings.egress)
 
 
 async def postback_delete(ctx: Ctx) -> Any:
@@ -256,7 +255,14 @@ ENDPOINTS = [
     _p("GET", "/offers/{offer_id}", offer, "One offer open to the partner"),
     _p("GET", "/creatives", creatives, "Banners of the offers open to the partner"),
     _p("GET", "/programmes", programmes, "The merchants' programmes it belongs to or applied to"),
-    _p("POST", "/programmes", apply, "Apply to a merchant's programme", body=APPLY, status=201),
+    _p(
+        "POST",
+        "/programmes",
+        apply,
+        "Apply to a merchant's programme, or accept its invitation to the partner's own address",
+        body=APPLY,
+        status=201,
+    ),
     _p("GET", "/links", links, "Its tracking links with ready-to-paste snippets"),
     _p("POST", "/links", create_link, "Create a tracking link on an open offer", body=NEW_LINK, status=201),
     _p("GET", "/links/{link_id}", link, "One tracking link with its snippets"),

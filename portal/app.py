@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from clickmint import logs
+from clickmint import limits, logs
 from portal import api_auth, api_operator, api_partner, openapi, pages, partner_data, passwords, postbacks, site
 from portal.api import ROLES, Endpoint, error_response, json_response, route
 from portal.errors import ApiError
@@ -65,7 +65,9 @@ class Portal:
         self.pool = await asyncpg.create_pool(core.database_url, min_size=1, max_size=8)
         self.redis = redis.asyncio.Redis.from_url(core.redis_url)
         self.limiter = RateLimiter(self.redis, core.key_prefix)
-        delivery = asyncio.create_task(postbacks.run(self.pool)) if self.settings.deliver_postbacks else None
+        delivery = None
+        if self.settings.deliver_postbacks:
+            delivery = asyncio.create_task(postbacks.run(self.pool, self.settings.egress))
         try:
             yield
         finally:
@@ -105,7 +107,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 class Edge:
     """Security headers on every answer, and a request id (the caller's X-Request-Id when sane, else a new
-    one) in the logs' context and echoed back."""
+    one) in the logs' context and echoed back; too many or too large request headers answer 431."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -113,6 +115,9 @@ class Edge:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if limits.too_large(scope["headers"]):
+            await limits.refuse(send)
             return
         sent = dict(scope.get("headers", [])).get(b"x-request-id", b"")
         request_id = sent.decode() if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex

@@ -1,5 +1,9 @@
 """`clickmint admin ...`: the operator's operations from the command line, through the same data layer
-and validation as the API, each change written to the audit log as `cli:<user>`."""
+and validation as the API, each change written to the audit log as `cli:<user>`.
+
+It runs as the machine's owner (with the database's own credentials) and is on purpose more powerful than
+any operator: it enrols partners directly (`partner add`), makes users of every kind (`user add --role
+partner`) and prints password reset links (`user reset`). Operators in the portal invite; partners accept."""
 
 from __future__ import annotations
 
@@ -64,18 +68,29 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     o_add.add_argument("--fallback", help="fallback URL (over cap, paused)")
     o_add.add_argument("--starts", help="ISO 8601 time with zone")
     o_add.add_argument("--ends", help="ISO 8601 time with zone")
+    o_add.add_argument(
+        "--sources",
+        help='which channel may create which kind of conversion, JSON over the safe defaults, e.g. \'{"pixel": '
+        '["action", "purchase"]}\' (docs/conversion-sources.md)',
+    )
+    o_add.add_argument("--pixel-max", help='the most a pixel purchase may claim, e.g. "250.00"')
+    o_add.add_argument("--tune-token", help='TUNE\'s own token for /aff_lsr on an HMAC offer, or "generate"')
     o_set = offer.add_parser("status")
     o_set.add_argument("id", type=int)
     o_set.add_argument("status", choices=("active", "paused", "archived"))
 
-    partner = objects.add_parser("partner", help="partners").add_subparsers(dest="action", required=True)
+    partner = objects.add_parser(
+        "partner", help="partners (`add` enrols one directly: the owner's power, operators only invite)"
+    ).add_subparsers(dest="action", required=True)
     partner.add_parser("list")
     p_add = partner.add_parser("add")
     p_add.add_argument("--merchant", required=True, help="merchant slug")
     p_add.add_argument("--name", required=True)
     p_add.add_argument("--email", required=True)
     p_add.add_argument("--address", help="postal address printed on its statements (newlines as \\n)")
-    p_add.add_argument("--no-invite", action="store_true", help="do not create a partner user and mail an invitation")
+    p_add.add_argument(
+        "--no-invite", action="store_true", help="do not create a partner user and mail it a password link"
+    )
     p_status = partner.add_parser("status")
     p_status.add_argument("id", type=int)
     p_status.add_argument("status", choices=("applied", "approved", "suspended", "rejected"))
@@ -103,7 +118,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     r_add.add_argument("--quote", required=True)
     r_add.add_argument("--rate", required=True, help="1 base = RATE quote, a decimal string")
 
-    user = objects.add_parser("user", help="portal users").add_subparsers(dest="action", required=True)
+    user = objects.add_parser(
+        "user", help="portal users (any role, partner users included: the owner's power)"
+    ).add_subparsers(dest="action", required=True)
     u_add = user.add_parser("add")
     u_add.add_argument("--email", required=True)
     u_add.add_argument("--role", choices=("partner", "operator", "network"), required=True)
@@ -121,6 +138,14 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
     audit = objects.add_parser("audit", help="the audit log")
     audit.add_argument("--limit", type=int, default=50)
+
+
+OWNER_USER = {
+    "email": (validate.text(3, 254), True),
+    "role": (validate.choice("partner", "operator", "network"), True),
+    "partner_id": (validate.integer(1), False),
+    "merchant_id": (validate.integer(1), False),
+}
 
 
 def _print(value: Any) -> None:
@@ -170,6 +195,9 @@ async def run(args: argparse.Namespace, settings: PortalSettings, conn: asyncpg.
                 "fallback": "fallback_url",
                 "starts": "starts_at",
                 "ends": "ends_at",
+                "sources": "conversion_sources",
+                "pixel_max": "pixel_max_amount",
+                "tune_token": "tune_token",
             },
         )
         raw["merchant_id"] = await _merchant_id(conn, args.merchant)
@@ -182,10 +210,10 @@ async def run(args: argparse.Namespace, settings: PortalSettings, conn: asyncpg.
         given = {"name": args.name, "email": args.email}
         if args.address:
             given["address"] = args.address.replace("\\n", "\n")
-        values = validate.fields(given, api_operator.NEW_PARTNER)
+        values = validate.fields(given, api_operator.ENROL_PARTNER)
         values["email"] = users.check_email(values["email"])
         values["merchant_id"] = await _merchant_id(conn, args.merchant)
-        created = await data.create_partner(conn, who, values)
+        created = await data.enrol_partner(conn, who, values)
         if not args.no_invite:
             created["user_id"] = await users.invite(
                 conn, settings, values["email"], values["name"], "partner", created["id"], created["merchant_id"]
@@ -216,7 +244,7 @@ async def run(args: argparse.Namespace, settings: PortalSettings, conn: asyncpg.
             values["merchant_id"] = await _merchant_id(conn, args.merchant)
         if args.partner:
             values["partner_id"] = args.partner
-        created = await users.create_by_operator(conn, settings, who, validate.fields(values, api_operator.NEW_USER))
+        created = await users.create_by_owner(conn, settings, who, validate.fields(values, OWNER_USER))
         if args.password_stdin:
             await users.set_password(conn, created["id"], sys.stdin.readline().rstrip("\n"))
             created["password"] = "set"

@@ -1,12 +1,14 @@
 """What the portal refuses, as one exception carrying the HTTP status and a machine-readable code.
 
 ApiError(status, code, detail[, pointer])
-  ├── 400 invalid_json, invalid_field, unknown_field, invalid_fee_plan, invalid_caps (with `pointer`), ...
+  ├── 400 invalid_json, invalid_field, unknown_field, invalid_fee_plan, invalid_caps (with `pointer`),
+  │       invalid_token, url_not_allowed, ...
   ├── 401 unauthenticated
-  ├── 403 forbidden, csrf
-  ├── 404 not_found        (also what another partner's object looks like: never 403)
+  ├── 403 forbidden, csrf, cross_origin
+  ├── 404 not_found        (also what another tenant's object looks like: never 403)
   ├── 409 conflict
   ├── 413 too_large
+  ├── 415 unsupported_media_type (a public write that is not JSON)
   └── 429 rate_limited     (with Retry-After)
 """
 

@@ -27,15 +27,37 @@ _ERROR = {
 def _embedded(name: str) -> dict[str, Any]:
     """A schema of schemas/offers as an OpenAPI component (the document names it, not its file)."""
     return {k: v for k, v in terms_schema.schema(name).items() if k not in ("$schema", "$id")}
+
+
 _ERRORS = {
     "400": "Invalid input",
     "401": "No or bad credential",
-    "403": "Scope or CSRF refused",
+    "403": "Scope, CSRF or another site's origin (cross_origin) refused",
     "404": "Not found (also another partner's object)",
     "409": "Conflict",
     "413": "Body too large",
     "429": "Rate limited (see Retry-After)",
 }
+# Public writes (sign-in, sign-out, password reset, invitations) take only JSON: a form from another site cannot.
+_NOT_JSON = {"415": "Not JSON (unsupported_media_type)"}
+
+
+def _reasons() -> dict[str, Any]:
+    """Why a conversion was refused or rejected, and why a refund did not count: every code with its meaning."""
+    from portal.api_operator import REASONS
+    from tracker.conversions import KINDS
+
+    return {
+        "type": "string",
+        "description": "Refusal codes of conversions (the tracker answers them to postbacks as "
+        '{"error": code} with 4xx, to TUNE as err_msg=code, to pixels in X-Clickmint-Refusal) and the reasons '
+        "billing rejects with; GET /api/v1/admin/conversions shows them per conversion. Kinds: "
+        + ", ".join(KINDS)
+        + ". "
+        + "; ".join(f"{code}: {words}" for code, words in sorted(REASONS.items())),
+        "enum": sorted(REASONS),
+        "x-clickmint-meanings": dict(sorted(REASONS.items())),
+    }
 
 
 def document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any]:
@@ -66,7 +88,9 @@ def document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any]:
                         "description": text,
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
                     }
-                    for code, text in _ERRORS.items()
+                    for code, text in (
+                        _ERRORS | _NOT_JSON if ep.role == "public" and ep.method != "GET" else _ERRORS
+                    ).items()
                 },
             },
         }
@@ -94,6 +118,7 @@ def document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any]:
                 "FeePlan": _embedded("fee_plan"),
                 "PartnerPlan": _embedded("partner_plan"),
                 "Caps": _embedded("caps"),
+                "ConversionReason": _reasons(),
             },
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer", "description": "cm_<prefix>_<secret>"},

@@ -24,11 +24,12 @@ from portal.auth import Principal
 from portal.errors import ApiError, invalid, not_found
 from portal.images import ImageError, sniff
 from tracker import caps as tracker_caps
+from tracker import sources as tracker_sources
 from tracker.macros import Template
 
 OFFER_COLUMNS = """o.id, o.merchant_id, o.name, o.status, o.visibility, o.destination_url, o.fallback_url,
     o.allowed_hosts, o.attribution_window_s, o.hold_days, o.repeat_actions, o.currency, o.fee_plan, o.caps,
-    o.postback_security, o.postback_secret,
+    o.postback_security, o.postback_secret, o.conversion_sources, o.pixel_max_amount_minor, o.tune_token,
     o.postback_ip_allowlist::text[] AS postback_ip_allowlist, o.starts_at, o.ends_at, o.created_at, o.updated_at"""
 
 
@@ -60,9 +61,19 @@ def _iso(row: dict[str, Any]) -> dict[str, Any]:
             row[key] = value.isoformat()
         elif isinstance(value, Decimal):
             row[key] = str(value)
-        elif isinstance(value, str) and key in ("fee_plan", "caps", "branding", "detail"):
+        elif isinstance(value, str) and key in ("fee_plan", "caps", "branding", "detail", "conversion_sources"):
             row[key] = orjson.loads(value)
     return row
+
+
+def _offer_out(row: asyncpg.Record) -> dict[str, Any]:
+    """An offer as operators see it: its conversion sources in full (defaults filled in), the pixel maximum
+    as an amount."""
+    item = _iso(dict(row))
+    item["conversion_sources"] = tracker_sources.stored(tracker_sources.parse(item["conversion_sources"]))
+    minor = item.pop("pixel_max_amount_minor")
+    item["pixel_max_amount"] = format_amount(minor, item["currency"]) if minor is not None else None
+    return item
 
 
 def scope_merchant(who: Principal, merchant_id: int | None) -> int:
@@ -194,7 +205,7 @@ def _build(plan: dict[str, Any], currency: str, rounding: str) -> None:
 async def offers(conn: asyncpg.Connection, who: Principal) -> list[dict[str, Any]]:
     where, args = _in_scope(who, "o.merchant_id")
     rows = await conn.fetch(f"SELECT {OFFER_COLUMNS} FROM offers o WHERE {where} ORDER BY o.id", *args)
-    return [_iso(dict(r)) for r in rows]
+    return [_offer_out(r) for r in rows]
 
 
 async def offer(conn: asyncpg.Connection, who: Principal, offer_id: int) -> dict[str, Any]:
@@ -202,7 +213,7 @@ async def offer(conn: asyncpg.Connection, who: Principal, offer_id: int) -> dict
     row = await conn.fetchrow(f"SELECT {OFFER_COLUMNS} FROM offers o WHERE {where} AND o.id = $2", *args, offer_id)
     if row is None:
         raise not_found("offer")
-    return _iso(dict(row))
+    return _offer_out(row)
 
 
 async def offer_caps(
@@ -283,15 +294,36 @@ _OFFER_FIELDS = (
     "postback_ip_allowlist",
     "starts_at",
     "ends_at",
+    "conversion_sources",
+    "pixel_max_amount_minor",
+    "tune_token",
 )
 
 
-def _offer_args(values: dict[str, Any]) -> dict[str, Any]:
+def _audited(values: dict[str, Any]) -> dict[str, Any]:
+    """What the audit log keeps of an offer change: never a token itself."""
+    if values.get("tune_token") not in (None, "none", "generate"):
+        return {**values, "tune_token": "(set)"}
+    return values
+
+
+def _offer_args(values: dict[str, Any], currency: str) -> dict[str, Any]:
+    """The offer's columns from checked values; the pixel maximum in minor units of the offer's currency."""
+    values = dict(values)
+    if "pixel_max_amount" in values:
+        text = values.pop("pixel_max_amount")
+        minor = None if text == "none" else validate.money("pixel_max_amount", text, currency)
+        values["pixel_max_amount_minor"] = minor
+        if values["pixel_max_amount_minor"] == 0:
+            raise invalid("pixel_max_amount", 'must be above zero ("none" for no maximum)')
+    if "tune_token" in values:
+        token = values["tune_token"]
+        values["tune_token"] = None if token == "none" else secrets.token_urlsafe(32) if token == "generate" else token
     out = {}
     for name in _OFFER_FIELDS:
         if name in values:
             value = values[name]
-            out[name] = orjson.dumps(value).decode() if name in ("fee_plan", "caps") else value
+            out[name] = orjson.dumps(value).decode() if name in ("fee_plan", "caps", "conversion_sources") else value
     return out
 
 
@@ -302,7 +334,7 @@ async def create_offer(conn: asyncpg.Connection, who: Principal, values: dict[st
         raise not_found("merchant")
     currency = values.setdefault("currency", merchant_row["currency"])
     check_offer(values, currency, merchant_row["rounding"])
-    args = _offer_args(values)
+    args = _offer_args(values, currency)
     columns = ["merchant_id", "currency", *args]
     params = [merchant_id, currency, *args.values()]
     async with conn.transaction():
@@ -311,7 +343,7 @@ async def create_offer(conn: asyncpg.Connection, who: Principal, values: dict[st
             " RETURNING id",
             *params,
         )
-        await audit(conn, who, merchant_id, "create", "offer", offer_id, values)
+        await audit(conn, who, merchant_id, "create", "offer", offer_id, _audited(values))
     return await offer(conn, who, offer_id)
 
 
@@ -324,13 +356,13 @@ async def update_offer(conn: asyncpg.Connection, who: Principal, offer_id: int, 
     if isinstance(merged.get("ends_at"), str):
         merged["ends_at"] = dt.datetime.fromisoformat(merged["ends_at"])
     check_offer(merged, current["currency"], rounding)
-    args = _offer_args(values)
+    args = _offer_args(values, current["currency"])
     if not args:
         return current
     sets = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(args))
     async with conn.transaction():
         await conn.execute(f"UPDATE offers SET {sets}, updated_at = now() WHERE id = $1", offer_id, *args.values())
-        await audit(conn, who, current["merchant_id"], "update", "offer", offer_id, values)
+        await audit(conn, who, current["merchant_id"], "update", "offer", offer_id, _audited(values))
     return await offer(conn, who, offer_id)
 
 
@@ -382,7 +414,11 @@ async def partners(conn: asyncpg.Connection, who: Principal) -> list[dict[str, A
     return [_iso(dict(r)) for r in rows]
 
 
-async def create_partner(conn: asyncpg.Connection, who: Principal, values: dict[str, Any]) -> dict[str, Any]:
+async def enrol_partner(conn: asyncpg.Connection, who: Principal, values: dict[str, Any]) -> dict[str, Any]:
+    """The machine owner's `clickmint admin partner add`: the partner (found by e-mail, or made) joins the
+    programme at once. No operator can do this: operators invite (portal/invitations.py) and partners accept."""
+    if who.via != "cli":
+        raise ApiError(403, "forbidden", "operators invite partners; only the command line enrols them directly")
     merchant_id = scope_merchant(who, values.get("merchant_id"))
     async with conn.transaction():
         partner_id = await conn.fetchval("SELECT id FROM partners WHERE email = $1", values["email"])
@@ -451,6 +487,10 @@ async def create_link(conn: asyncpg.Connection, who: Principal, values: dict[str
     )
     if not member:
         raise not_found("partner")
+    if values.get("creative_id") is not None and not await conn.fetchval(
+        "SELECT 1 FROM creatives WHERE id = $1 AND offer_id = $2", values["creative_id"], values["offer_id"]
+    ):
+        raise not_found("creative")  # only a banner of this offer; another merchant's is not even there
     async with conn.transaction():
         row = await conn.fetchrow(
             "INSERT INTO links (code, partner_id, offer_id, creative_id) VALUES ($1, $2, $3, $4) RETURNING *",
@@ -603,6 +643,49 @@ async def add_rate(conn: asyncpg.Connection, who: Principal, values: dict[str, A
         "quote": values["quote"],
         "rate": str(values["rate"]),
     }
+
+
+# -- conversions: what came in, by which channel, and why some were refused ------------------------
+
+
+async def conversions(
+    conn: asyncpg.Connection, who: Principal, status: str | None, reason: str | None, limit: int
+) -> dict[str, list[dict[str, Any]]]:
+    """The latest conversions of the operator's offers with their channel and status (a refused one with its
+    code: source_not_allowed, superseded, duplicate_order, ...), and refunds with why one did not count."""
+    where, args = _in_scope(who, "o.merchant_id")
+    n = len(args)
+    rows = await conn.fetch(
+        f"""SELECT c.event_id::text AS event_id, c.ts, c.kind, c.offer_id, c.partner_id, c.order_id, c.action,
+                   c.amount_minor, coalesce(c.currency, o.currency) AS currency, c.status, c.reason, c.via,
+                   c.authenticated
+            FROM conversions c JOIN offers o ON o.id = c.offer_id
+            WHERE {where} AND (${n + 1}::text IS NULL OR c.status = ${n + 1})
+              AND (${n + 2}::text IS NULL OR c.reason = ${n + 2})
+            ORDER BY c.ts DESC LIMIT ${n + 3}""",
+        *args,
+        status,
+        reason,
+        limit,
+    )
+    refunds = await conn.fetch(
+        f"""SELECT r.event_id::text AS event_id, r.ts, r.offer_id, r.order_id, r.amount_minor,
+                   coalesce(r.currency, o.currency) AS currency, r.reason, r.conversion_id IS NOT NULL AS applied
+            FROM refunds r JOIN offers o ON o.id = r.offer_id
+            WHERE {where} AND (${n + 1}::text IS NULL OR r.reason = ${n + 1})
+            ORDER BY r.ts DESC LIMIT ${n + 2}""",
+        *args,
+        reason,
+        limit,
+    )
+
+    def money(row: asyncpg.Record) -> dict[str, Any]:
+        item = _iso(dict(row))
+        minor = item.pop("amount_minor")
+        item["amount"] = format_amount(minor, row["currency"]) if minor is not None else None
+        return item
+
+    return {"conversions": [money(r) for r in rows], "refunds": [money(r) for r in refunds]}
 
 
 # -- reports, statements, audit -------------------------------------------------------------------

@@ -16,7 +16,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from billing.money import format_amount
-from portal import auth, validate
+from portal import auth, tenancy, validate
 from portal.api import Ctx
 from portal.errors import ApiError
 
@@ -70,6 +70,7 @@ def page(path: str, handler: PageHandler, role: str, methods: tuple[str, ...] = 
             try:
                 if who.role not in {"partner": ("partner",), "operator": ("operator", "network")}[role]:
                     raise ApiError(404, "not_found", "no such page")
+                await tenancy.check_path(conn, who, request.path_params)
                 form = None
                 if request.method == "POST" and request.headers.get("content-type", "").startswith("multipart/"):
                     form = await _multipart(request)

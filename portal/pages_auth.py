@@ -9,7 +9,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from portal import auth, passwords, users, validate
+from portal import auth, invitations, passwords, users, validate
 from portal.api import Ctx, client_key
 from portal.api_auth import is_https, login_user, session_cookie
 from portal.errors import ApiError
@@ -154,6 +154,35 @@ async def reset_page(request: Request) -> Response:
                 error=exc.detail,
             )
     return RedirectResponse("/login?notice=" + quote("Password set; sign in."), 303)
+
+
+async def invitation_page(request: Request) -> Response:
+    """The link of an invitation mail: who invites, and a button to join (a form with the sign-in CSRF cookie)."""
+    portal = request.app.state.portal
+    csrf = request.cookies.get(auth.LOGIN_CSRF_COOKIE) or passwords.new_token()
+    async with portal.pool.acquire() as conn:
+        if request.method == "GET":
+            token = request.query_params.get("token", "")
+            try:
+                found = await invitations.preview(conn, token)
+            except ApiError as exc:
+                return render("invitation.html", exc.status, csrf=csrf, token="", invitation=None, error=exc.detail)
+            response = render("invitation.html", csrf=csrf, token=token, invitation=found)
+            response.set_cookie(auth.LOGIN_CSRF_COOKIE, csrf, max_age=3600, httponly=True, samesite="strict")
+            return response
+        form: dict[str, Any] = {}
+        try:
+            form = await validate.body(request)
+            if not _login_csrf_ok(request, form):
+                raise ApiError(403, "csrf", "the form expired; reload the page and try again")
+            await portal.limiter.hit("invitation", client_key(request, portal.settings.trust_forwarded), 30, 3600)
+            joined = await invitations.accept(conn, portal.settings, str(form.get("token", "")))
+        except ApiError as exc:
+            return render("invitation.html", exc.status, csrf=csrf, token="", invitation=None, error=exc.detail)
+    notice = "You joined the programme." + (
+        " We mailed you a link to set your password." if joined["set_password"] else " Sign in to see its offers."
+    )
+    return RedirectResponse(f"/m/{joined['merchant']}?notice={quote(notice)}", 303)
 
 
 async def home(request: Request) -> Response:

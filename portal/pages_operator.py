@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from portal import api_operator, users, validate
+from portal import api_operator, invitations, validate
 from portal import operator_data as odata
 from portal.api import Ctx
 from portal.pages import back, show
@@ -25,7 +25,7 @@ def _offer_form(form: dict[str, Any]) -> dict[str, Any]:
 
 async def admin_offers(ctx: Ctx, form: Any) -> Response:
     if form is not None:
-        values = validate.fields(_offer_form(form), api_operator.OFFER)
+        values = await ctx.fields(_offer_form(form), api_operator.OFFER)
         created = await odata.create_offer(ctx.conn, ctx.who, values)
         return back("/admin/offers", f"Offer {created['name']} created.")
     offers = await odata.offers(ctx.conn, ctx.who)
@@ -42,36 +42,30 @@ async def admin_offers(ctx: Ctx, form: Any) -> Response:
 async def admin_partners(ctx: Ctx, form: Any) -> Response:
     if form is not None:
         if "status" in form and "partner_id" in form:
-            partner_id = validate.integer(1)("partner_id", form.pop("partner_id"))
-            values = validate.fields(form, api_operator.PARTNER_STATUS)
+            partner_id = await ctx.ref("partner_id", "partner", form.pop("partner_id"))
+            values = await ctx.fields(form, api_operator.PARTNER_STATUS)
             await odata.set_partner_status(ctx.conn, ctx.who, partner_id, values.get("merchant_id"), values["status"])
             return back("/admin/partners", f"Partner {partner_id} is {values['status']}.")
-        values = validate.fields(form, api_operator.NEW_PARTNER)
-        values["email"] = users.check_email(values["email"])
-        invite = values.pop("invite", "yes") == "yes"
-        created = await odata.create_partner(ctx.conn, ctx.who, values)
-        if invite:
-            await users.invite(
-                ctx.conn,
-                ctx.portal.settings,
-                values["email"],
-                values["name"],
-                "partner",
-                created["id"],
-                created["merchant_id"],
-            )
-        return back("/admin/partners", "Partner added and invited.")
+        if "withdraw" in form:
+            invitation_id = await ctx.ref("withdraw", "invitation", form["withdraw"])
+            await invitations.withdraw(ctx.conn, ctx.who, invitation_id)
+            return back("/admin/partners", "Invitation withdrawn.")
+        values = await ctx.fields(form, api_operator.NEW_PARTNER)
+        merchant_id = odata.scope_merchant(ctx.who, values.pop("merchant_id", None))
+        made = await invitations.invite(ctx.conn, ctx.portal.settings, ctx.who, merchant_id, values)
+        return back("/admin/partners", f"Invitation sent to {made['email']}; the partner joins when it accepts.")
     return await show(
         ctx,
         "admin_partners.html",
         partners=await odata.partners(ctx.conn, ctx.who),
+        invitations=await invitations.listing(ctx.conn, ctx.who),
         merchants=await odata.merchants(ctx.conn, ctx.who),
     )
 
 
 async def admin_statements(ctx: Ctx, form: Any) -> Response:
     if form is not None:
-        statement_id = validate.integer(1)("statement_id", form.get("statement_id"))
+        statement_id = await ctx.ref("statement_id", "statement", form.get("statement_id"))
         action = validate.choice("close", "paid")("action", form.get("action"))
         await odata.finish_statement(ctx.conn, ctx.who, statement_id, action)
         return back("/admin/statements", f"Statement {statement_id}: {action}.")
@@ -80,6 +74,36 @@ async def admin_statements(ctx: Ctx, form: Any) -> Response:
         "statements.html",
         statements=await odata.statements(ctx.conn, ctx.who, None),
         base="/api/v1/admin/statements",
+    )
+
+
+async def admin_conversions(ctx: Ctx, form: Any) -> Response:
+    """The latest conversions with their channel and, for a refused one, why (the codes of ConversionReason)."""
+    found = await odata.conversions(ctx.conn, ctx.who, None, None, 200)
+    rows = [
+        {**c, "when": c["ts"][:19], "source": f"{c['via'] or ''}{' (authenticated)' if c['authenticated'] else ''}"}
+        for c in found["conversions"]
+    ]
+    return await show(
+        ctx,
+        "admin_table.html",
+        title="Conversions",
+        table_id="conversions",
+        row_actions=None,
+        columns=[
+            ("When", "when"),
+            ("Offer", "offer_id"),
+            ("Partner", "partner_id"),
+            ("Kind", "kind"),
+            ("Order", "order_id"),
+            ("Amount", "amount"),
+            ("Currency", "currency"),
+            ("Source", "source"),
+            ("Status", "status"),
+            ("Why", "reason"),
+        ],
+        rows=rows,
+        form=None,
     )
 
 
@@ -96,11 +120,11 @@ def _options(merchants: list[dict[str, Any]], who: Any) -> list[dict[str, Any]]:
 async def admin_links(ctx: Ctx, form: Any) -> Response:
     if form is not None:
         if "link_id" in form:
-            link_id = validate.integer(1)("link_id", form.pop("link_id"))
-            values = validate.fields(form, api_operator.LINK_STATUS)
+            link_id = await ctx.ref("link_id", "link", form.pop("link_id"))
+            values = await ctx.fields(form, api_operator.LINK_STATUS)
             await odata.set_link_status(ctx.conn, ctx.who, link_id, values["status"])
             return back("/admin/links", f"Link {link_id} is {values['status']}.")
-        made = await odata.create_link(ctx.conn, ctx.who, validate.fields(form, api_operator.NEW_LINK))
+        made = await odata.create_link(ctx.conn, ctx.who, await ctx.fields(form, api_operator.NEW_LINK))
         return back("/admin/links", f"Link {made['code']} created.")
     offers = await odata.offers(ctx.conn, ctx.who)
     partners = await odata.partners(ctx.conn, ctx.who)
@@ -139,7 +163,7 @@ async def admin_links(ctx: Ctx, form: Any) -> Response:
 async def admin_creatives(ctx: Ctx, form: Any) -> Response:
     if form is not None:
         image = form.pop("image", b"")
-        values = validate.fields(form, {k: v for k, v in api_operator.NEW_CREATIVE.items() if k != "image_base64"})
+        values = await ctx.fields(form, {k: v for k, v in api_operator.NEW_CREATIVE.items() if k != "image_base64"})
         await odata.create_creative(
             ctx.conn, ctx.who, values["offer_id"], values["name"], values.get("alt_text", ""), image
         )
@@ -184,7 +208,7 @@ async def admin_creatives(ctx: Ctx, form: Any) -> Response:
 
 async def admin_products(ctx: Ctx, form: Any) -> Response:
     if form is not None:
-        values = validate.fields(form, api_operator.PRODUCT)
+        values = await ctx.fields(form, api_operator.PRODUCT)
         await odata.set_product(ctx.conn, ctx.who, values)
         return back("/admin/products", f"Wholesale price of {values['sku']} set.")
     merchants = await odata.merchants(ctx.conn, ctx.who)
@@ -220,7 +244,7 @@ async def admin_products(ctx: Ctx, form: Any) -> Response:
 
 async def admin_rates(ctx: Ctx, form: Any) -> Response:
     if form is not None:
-        await odata.add_rate(ctx.conn, ctx.who, validate.fields(form, api_operator.RATE))
+        await odata.add_rate(ctx.conn, ctx.who, await ctx.fields(form, api_operator.RATE))
         return back("/admin/rates", "Rate added.")
     merchants = await odata.merchants(ctx.conn, ctx.who)
     return await show(

@@ -50,7 +50,7 @@ async def offers_page(ctx: Ctx, form: Any) -> Response:
 async def links_page(ctx: Ctx, form: Any) -> Response:
     tracker = ctx.portal.settings.tracker_url
     if form is not None:
-        values = validate.fields(form, api_partner.NEW_LINK)
+        values = await ctx.fields(form, api_partner.NEW_LINK)
         await pdata.create_link(ctx.conn, ctx.partner_id, values["offer_id"], values.get("creative_id"), tracker)
         return back("/links", "Link created.")
     built = None
@@ -73,7 +73,7 @@ async def links_page(ctx: Ctx, form: Any) -> Response:
 
 async def prices_page(ctx: Ctx, form: Any) -> Response:
     if form is not None:
-        values = validate.fields(form, api_partner.SET_PRICE)
+        values = await ctx.fields(form, api_partner.SET_PRICE)
         rows = {(r["merchant_id"], r["sku"]): r for r in await pdata.prices(ctx.conn, ctx.partner_id)}
         product = rows.get((values["merchant_id"], values["sku"]))
         if product is None:
@@ -90,11 +90,11 @@ async def prices_page(ctx: Ctx, form: Any) -> Response:
 async def postbacks_page(ctx: Ctx, form: Any) -> Response:
     if form is not None:
         if form.get("delete"):
-            await pb.delete(ctx.conn, ctx.partner_id, validate.integer(1)("delete", form["delete"]))
+            await pb.delete(ctx.conn, ctx.partner_id, await ctx.ref("delete", "postback", form["delete"]))
             return back("/postbacks", "Postback deleted.")
-        values = validate.fields(form, api_partner.NEW_POSTBACK)
+        values = await ctx.fields(form, api_partner.NEW_POSTBACK)
         events = ["action", "purchase"] if values.get("events", "all") == "all" else [values["events"]]
-        await pb.create(ctx.conn, ctx.partner_id, values["url"], events)
+        await pb.create(ctx.conn, ctx.partner_id, values["url"], events, ctx.portal.settings.egress)
         return back("/postbacks", "Postback added.")
     listing = await pb.listing(ctx.conn, ctx.partner_id)
     log = {p["id"]: await pb.deliveries(ctx.conn, ctx.partner_id, p["id"]) for p in listing}

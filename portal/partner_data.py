@@ -194,7 +194,7 @@ async def customers(conn: asyncpg.Connection, partner_id: int, limit: int) -> li
     ]
 
 
-_OPEN_OFFERS = """
+OPEN_OFFERS = """
     SELECT o.id, o.name, o.status, o.visibility, o.destination_url, o.allowed_hosts, o.currency, o.hold_days,
            o.attribution_window_s, o.starts_at, o.ends_at, m.id AS merchant_id, m.name AS merchant,
            coalesce(pp_plan.fee_plan, o.fee_plan) AS fee_plan, o.caps
@@ -230,7 +230,7 @@ Counters = tuple[redis.asyncio.Redis, str]  # the Redis the tracker counts caps 
 
 async def offers(conn: asyncpg.Connection, partner_id: int, counters: Counters) -> list[dict[str, Any]]:
     """Offers open to the partner, partner-only upcoming sales included (flagged `upcoming`), with their caps."""
-    rows = await conn.fetch(_OPEN_OFFERS + " ORDER BY o.starts_at NULLS FIRST, o.id", partner_id)
+    rows = await conn.fetch(OPEN_OFFERS + " ORDER BY o.starts_at NULLS FIRST, o.id", partner_id)
     return await _with_caps([_offer(r) for r in rows], partner_id, counters)
 
 
@@ -239,7 +239,7 @@ async def offer(conn: asyncpg.Connection, partner_id: int, offer_id: int, counte
 
 
 async def _open_offer(conn: asyncpg.Connection, partner_id: int, offer_id: int) -> asyncpg.Record:
-    row = await conn.fetchrow(_OPEN_OFFERS + " AND o.id = $2", partner_id, offer_id)
+    row = await conn.fetchrow(OPEN_OFFERS + " AND o.id = $2", partner_id, offer_id)
     if row is None:
         raise not_found("offer")
     return row
@@ -357,7 +357,7 @@ async def creatives(conn: asyncpg.Connection, partner_id: int) -> list[dict[str,
     rows = await conn.fetch(
         """SELECT c.id, c.offer_id, c.name, c.content_type, c.width, c.height, c.alt_text FROM creatives c
            WHERE c.offer_id IN (SELECT id FROM ("""
-        + _OPEN_OFFERS
+        + OPEN_OFFERS
         + """) open_offers) ORDER BY c.id""",
         partner_id,
     )
@@ -395,6 +395,14 @@ def _product(row: asyncpg.Record) -> dict[str, Any]:
 async def prices(conn: asyncpg.Connection, partner_id: int) -> list[dict[str, Any]]:
     rows = await conn.fetch(_PRODUCTS + " ORDER BY m.name, p.sku", partner_id)
     return [_product(r) for r in rows]
+
+
+async def product_currency(conn: asyncpg.Connection, partner_id: int, merchant_id: int, sku: str) -> str:
+    """The currency of a product the partner may price (in a programme that approved it); else not found."""
+    row = await conn.fetchrow(_PRODUCTS + " WHERE p.merchant_id = $2 AND p.sku = $3", partner_id, merchant_id, sku)
+    if row is None:
+        raise not_found("product")
+    return str(row["currency"])
 
 
 async def set_price(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from clickmint.egress import EgressPolicy
 from clickmint.env import Env
 from clickmint.settings import Settings
 
@@ -22,23 +23,28 @@ class PortalSettings:
     api_per_minute: int  # API requests per credential per minute
     trust_forwarded: bool  # take the scheme and client address from X-Forwarded-* (behind a proxy only)
     deliver_postbacks: bool  # run the partner postback delivery loop in this process
+    egress: EgressPolicy  # what outbound requests (partner postbacks) may call; never our own services
 
     @classmethod
     def from_env(cls, env: Env | None = None, core: Settings | None = None) -> PortalSettings:
         env = env or Env()
         core = core or Settings.from_env(env)
+        listen = (f"http://{_host(core.host)}:{core.tracker_port}", f"http://{_host(core.host)}:{core.portal_port}")
+        tracker_url = (env.url("TRACKER_PUBLIC_URL", ("http", "https")) or listen[0]).rstrip("/")
+        portal_url = (env.url("PORTAL_PUBLIC_URL", ("http", "https")) or listen[1]).rstrip("/")
         return cls(
             core=core,
-            tracker_url=(
-                env.url("TRACKER_PUBLIC_URL", ("http", "https")) or f"http://{core.host}:{core.tracker_port}"
-            ).rstrip("/"),
-            portal_url=(
-                env.url("PORTAL_PUBLIC_URL", ("http", "https")) or f"http://{core.host}:{core.portal_port}"
-            ).rstrip("/"),
+            tracker_url=tracker_url,
+            portal_url=portal_url,
             session_hours=env.int("SESSION_HOURS", DEFAULT_SESSION_HOURS, lo=1, hi=24 * 30),
             idle_minutes=env.int("SESSION_IDLE_MINUTES", DEFAULT_IDLE_MINUTES, lo=5, hi=24 * 60 * 30),
             login_per_minute=env.int("LOGIN_PER_MINUTE", 10, lo=1, hi=10_000),
             api_per_minute=env.int("API_PER_MINUTE", 1200, lo=1, hi=1_000_000),
             trust_forwarded=env.bool("TRUST_FORWARDED", False),
             deliver_postbacks=env.bool("DELIVER_POSTBACKS", True),
+            egress=EgressPolicy.from_env(env, own=(tracker_url, portal_url, *listen)),
         )
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

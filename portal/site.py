@@ -5,9 +5,10 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from portal.pages import page
-from portal.pages_auth import forgot, home, login_page, login_submit, logout_submit, reset_page
+from portal.pages_auth import forgot, home, invitation_page, login_page, login_submit, logout_submit, reset_page
 from portal.pages_operator import (
     admin_audit,
+    admin_conversions,
     admin_creatives,
     admin_home,
     admin_links,
@@ -38,6 +39,7 @@ def routes() -> list[Route]:
         Route("/logout", logout_submit, methods=["POST"]),
         Route("/forgot", forgot, methods=["GET", "POST"]),
         Route("/reset", reset_page, methods=["GET", "POST"]),
+        Route("/invitation", invitation_page, methods=["GET", "POST"]),
         page("/dashboard", dashboard, "partner"),
         page("/orders", orders_page, "partner"),
         page("/offers", offers_page, "partner"),
@@ -51,6 +53,7 @@ def routes() -> list[Route]:
         page("/admin/partners", admin_partners, "operator", ("GET", "POST")),
         page("/admin/statements", admin_statements, "operator", ("GET", "POST")),
         page("/admin/audit", admin_audit, "operator"),
+        page("/admin/conversions", admin_conversions, "operator"),
         page("/admin/links", admin_links, "operator", ("GET", "POST")),
         page("/admin/creatives", admin_creatives, "operator", ("GET", "POST")),
         page("/admin/products", admin_products, "operator", ("GET", "POST")),

@@ -100,29 +100,68 @@ async def invite(
 async def create_by_operator(
     conn: asyncpg.Connection, settings: PortalSettings, who: Principal, values: dict[str, Any]
 ) -> dict[str, Any]:
+    """An operator (or, by a network operator, a network operator) invited to set its password.
+
+    No operator ever makes a partner's user: that is made when the partner accepts an invitation. The answer
+    is the same whether or not the address already has an account, and so is the audit row (no existence
+    oracle): an address that has one is told so by mail, and nothing else changes."""
     from portal.operator_data import audit, scope_merchant
 
     email = check_email(values["email"])
     role = values["role"]
-    partner_id = merchant_id = None
+    if role not in ("operator", "network"):
+        raise ApiError(403, "forbidden", "partner users are made only when a partner accepts an invitation")
     if role == "network" and who.role != "network":
         raise ApiError(403, "forbidden", "only a network operator creates network operators")
+    merchant_id = scope_merchant(who, values.get("merchant_id")) if role == "operator" else None
+    async with conn.transaction():
+        user_id = await conn.fetchval(
+            """INSERT INTO users (email, name, role, merchant_id) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (email) DO NOTHING RETURNING id""",
+            email,
+            values.get("name", ""),
+            role,
+            merchant_id,
+        )
+        if user_id is not None:
+            await send_reset(conn, settings, email, invitation=True)
+        else:
+            await conn.execute(
+                "INSERT INTO outbox (to_email, subject, body) VALUES ($1, $2, $3)",
+                email,
+                "Someone tried to add you to Clickmint",
+                "An operator tried to give this address an operator account, but it already has one, which stays as"
+                " it is. If you expected this, ask them to use another address.\n",
+            )
+        await audit(conn, who, merchant_id, "invite", "user", email, {"email": email, "role": role})
+    return {"email": email, "role": role, "merchant_id": merchant_id, "status": "invited"}
+
+
+async def create_by_owner(
+    conn: asyncpg.Connection, settings: PortalSettings, who: Principal, values: dict[str, Any]
+) -> dict[str, Any]:
+    """The machine owner's `clickmint admin user add`: any role, a partner user for any partner included.
+    More powerful than any operator on purpose (it runs with the database's credentials anyway)."""
+    from portal.operator_data import audit
+
+    if who.via != "cli":
+        raise ApiError(403, "forbidden", "only the command line makes users of every kind")
+    email = check_email(values["email"])
+    role = values["role"]
+    partner_id = merchant_id = None
     if role == "operator":
-        merchant_id = scope_merchant(who, values.get("merchant_id"))
+        merchant_id = values.get("merchant_id")
+        if merchant_id is None:
+            raise invalid("merchant_id", "is required for an operator")
     if role == "partner":
         partner_id = values.get("partner_id")
         if partner_id is None:
             raise invalid("partner_id", "is required for a partner user")
-        scope = who.merchant_scope()
-        found = await conn.fetchval(
-            """SELECT min(merchant_id) FROM partner_programmes
-               WHERE partner_id = $1 AND ($2::bigint IS NULL OR merchant_id = $2)""",
-            partner_id,
-            scope,
+        merchant_id = await conn.fetchval(
+            "SELECT min(merchant_id) FROM partner_programmes WHERE partner_id = $1", partner_id
         )
-        if found is None:
+        if merchant_id is None:
             raise ApiError(404, "not_found", "no such partner")
-        merchant_id = found
     async with conn.transaction():
         user_id = await invite(conn, settings, email, values.get("name", ""), role, partner_id, merchant_id)
         await audit(conn, who, merchant_id, "create", "user", user_id, {"email": email, "role": role})

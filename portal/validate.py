@@ -126,6 +126,19 @@ def integer(lo: int = 0, hi: int = 2**62) -> Check:
     return check
 
 
+def ref(kind: str) -> Check:
+    """The id of an object of `kind` (offer, partner, merchant, creative, ...): a positive integer that
+    portal/tenancy.py checks against the caller's tenant before any handler sees it."""
+    base = integer(1)
+
+    def check(name: str, value: Any) -> int:
+        return base(name, value)  # type: ignore[no-any-return]
+
+    check.schema = {**base.schema, "x-clickmint-ref": kind}  # type: ignore[attr-defined]
+    check.ref = kind  # type: ignore[attr-defined]
+    return check
+
+
 def choice(*options: str) -> Check:
     @_schema({"type": "string", "enum": list(options)})
     def check(name: str, value: Any) -> str:

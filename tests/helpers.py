@@ -23,15 +23,22 @@ from tracker.app import TrackerApp
 from tracker.conversions import sign
 from tracker.settings import TrackerSettings
 
+# /metrics answers on the click port only with the operator's token: the in-process tests' clients carry it,
+# and no admin listener is opened (tests/security/test_metrics_not_public.py covers that one).
+METRICS_TOKEN = "tests-metrics-token-" + "t" * 24
+TRACKER_TEST_ENV = {"CLICKMINT_METRICS_PORT": "0", "CLICKMINT_METRICS_TOKEN": METRICS_TOKEN}
+METRICS_AUTH = {"authorization": f"Bearer {METRICS_TOKEN}"}
+
 
 @contextlib.asynccontextmanager
 async def tracker_client(settings: Settings) -> AsyncIterator[tuple[TrackerApp, httpx.AsyncClient]]:
     # A generous Redis budget: on a loaded CI machine a batch slower than the default 20 ms would be spooled,
     # and a spooled click passes its cap (Redis could not say), which a cap test would take for a bug.
-    app = TrackerApp(TrackerSettings.from_env(Env({"CLICKMINT_REDIS_BUDGET_MS": "5000"}), core=settings))
+    env = Env({"CLICKMINT_REDIS_BUDGET_MS": "5000", **TRACKER_TEST_ENV})
+    app = TrackerApp(TrackerSettings.from_env(env, core=settings))
     async with app.lifespan(app.cold):
         transport = httpx.ASGITransport(app=app, client=("203.0.113.77", 5000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://track.test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://track.test", headers=METRICS_AUTH) as client:
             yield app, client
 
 

@@ -1,10 +1,15 @@
-"""Builds the tracker: a prefix dispatcher for the hot routes in front of a Starlette app for the rest."""
+"""Builds the tracker: a prefix dispatcher for the hot routes in front of a Starlette app for the rest.
+
+/metrics is served on the admin address (CLICKMINT_METRICS_HOST:CLICKMINT_METRICS_PORT, loopback by default),
+and on the click port only to a request bearing CLICKMINT_METRICS_TOKEN. Requests with too many or too large
+headers are answered 431 before anything else (clickmint/limits.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import gc
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -15,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from clickmint import limits, scrape
 from clickmint.preflight import PreflightError, redis_policy, refuse_evicting
 from tracker import caps
 from tracker.clickids import ClickIdSigner, derive_key
@@ -83,6 +89,7 @@ class TrackerApp:
             log.warning("starting without Redis, events go to the spool until it answers: %s", exc)
         await self.cache.start()
         await self.recorder.start()
+        admin = await self._admin_listener()
         lag = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         gc.collect()
         gc.freeze()  # the long-lived config and modules leave the collector's view: shorter pauses
@@ -92,12 +99,29 @@ class TrackerApp:
             lag.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lag
+            if admin is not None:
+                admin.close()
             await self.recorder.stop()
             await self.cache.stop()
             self.geo.close()
 
+    async def _admin_listener(self) -> asyncio.Server | None:
+        """The metrics on the admin address; a tracker runs without them when that port cannot be had."""
+        settings = self.settings
+        if not settings.metrics_port:
+            return None
+        try:
+            return await scrape.serve(self.render_metrics, settings.metrics_host, settings.metrics_port)
+        except OSError as exc:
+            log.warning("metrics not served on %s:%d: %s", settings.metrics_host, settings.metrics_port, exc)
+            return None
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
+            if limits.too_large(scope["headers"]):
+                await limits.refuse(send)
+                self.metrics.refusals["headers_too_large"] += 1
+                return
             path: str = scope["path"]
             kind = path[:3]
             if kind in ("/c/", "/v/", "/b/", "/a/") and scope["method"] in ("GET", "HEAD"):
@@ -135,6 +159,15 @@ class TrackerApp:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics_page(self, request: Request) -> Response:
+        """/metrics on the click port: only with the operator's token, else as if it did not exist."""
+        token = self.settings.metrics_token
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if token is None or not hmac.compare_digest(given.encode(), token.encode()):
+            return PlainTextResponse("Not Found", status_code=404)
+        return PlainTextResponse(self.render_metrics(), media_type="text/plain; version=0.0.4")
+
+    def render_metrics(self) -> str:
+        """The Prometheus text of this process's counters and gauges."""
         stats = self.recorder.stats
         spool = self.recorder.spool
         if spool.error is not None:
@@ -164,8 +197,7 @@ class TrackerApp:
                 lines.append(f'clickmint_batch_size_bucket{{le="{le}"}} {total}')
             return lines
 
-        body = self.metrics.render(gauges, histograms)
-        return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
+        return self.metrics.render(gauges, histograms)
 
 
 def create_app() -> TrackerApp:

@@ -21,6 +21,8 @@ import orjson
 from tracker import caps
 from tracker.caps import Limit
 from tracker.macros import Template, normalize_hosts
+from tracker.sources import DEFAULTS as DEFAULT_SOURCES
+from tracker.sources import parse as parse_sources
 
 log = logging.getLogger("clickmint.tracker.config")
 POLL_INTERVAL_S = 1.0
@@ -41,6 +43,9 @@ class Offer:
     postback_security: str
     postback_secret: str = field(repr=False)
     postback_ips: tuple[str, ...]
+    sources: dict[str, frozenset[str]] = field(default_factory=lambda: dict(DEFAULT_SOURCES))  # tracker/sources.py
+    pixel_max_minor: int | None = None  # the most a pixel purchase may claim, in the offer's minor units
+    tune_token: str | None = field(default=None, repr=False)  # TUNE's own token on an HMAC offer
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +92,7 @@ async def load(conn: asyncpg.Connection, shards: int) -> Snapshot:
         offer_rows = await conn.fetch(
             """SELECT id, merchant_id, status, destination_url, fallback_url, allowed_hosts, attribution_window_s,
                       currency, caps, fee_plan, postback_security, postback_secret,
-                      postback_ip_allowlist::text[] AS ips,
+                      postback_ip_allowlist::text[] AS ips, conversion_sources, pixel_max_amount_minor, tune_token,
                       (starts_at IS NULL OR starts_at <= now()) AND (ends_at IS NULL OR ends_at > now()) AS running
                FROM offers"""
         )
@@ -103,8 +108,9 @@ async def load(conn: asyncpg.Connection, shards: int) -> Snapshot:
         try:
             template = Template(row["destination_url"])
             limits = caps.parse(_json(row["caps"]))
+            allowed = parse_sources(_json(row["conversion_sources"]))
         except ValueError as exc:
-            log.error("offer %s has an unusable destination or caps and is skipped: %s", row["id"], exc)
+            log.error("offer %s has an unusable destination, caps or sources and is skipped: %s", row["id"], exc)
             continue
         offers[row["id"]] = Offer(
             id=row["id"],
@@ -120,6 +126,9 @@ async def load(conn: asyncpg.Connection, shards: int) -> Snapshot:
             postback_security=row["postback_security"],
             postback_secret=row["postback_secret"],
             postback_ips=tuple(row["ips"] or ()),
+            sources=allowed,
+            pixel_max_minor=row["pixel_max_amount_minor"],
+            tune_token=row["tune_token"],
         )
     creatives = {
         row["id"]: Creative(

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from billing.money import AmountError, normalize_currency, parse_amount
+from tracker import sources
 from tracker.clickids import ClickIdError, ClickIdSigner
 from tracker.config import Link, Offer, Snapshot
 
@@ -94,6 +95,26 @@ def check_token(offer: Offer, token: str, client_ip: str) -> None:
         raise Refusal("bad_token", "the postback token does not match", 401)
     if offer.postback_ips and not _ip_allowed(client_ip, offer.postback_ips):
         raise Refusal("ip_not_allowed", "the postback comes from an address outside the offer's allowlist", 403)
+
+
+def check_tune_token(offer: Offer, token: str, client_ip: str) -> None:
+    """TUNE's token: on an HMAC offer only a TUNE token of its own (its HMAC secret is never a plain token)."""
+    if offer.postback_security == "hmac" and offer.tune_token is None:
+        raise Refusal("tune_not_enabled", "this offer's postbacks are HMAC-signed and it has no TUNE token", 403)
+    expected = offer.tune_token if offer.tune_token is not None else offer.postback_secret
+    if not token:
+        raise Refusal("missing_token", "this offer requires its postback token", 401)
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        raise Refusal("bad_token", "the postback token does not match", 401)
+    if offer.postback_ips and not _ip_allowed(client_ip, offer.postback_ips):
+        raise Refusal("ip_not_allowed", "the postback comes from an address outside the offer's allowlist", 403)
+
+
+def check_source(offer: Offer, channel: str, event: dict[str, Any]) -> None:
+    """Whether this channel may create this kind of conversion on the offer (tracker/sources.py)."""
+    code = sources.refusal(offer.sources, channel, event["type"], event.get("amount"), offer.pixel_max_minor)
+    if code is not None:
+        raise Refusal(code, sources.REFUSALS[code], 403)
 
 
 def _ip_allowed(client_ip: str, networks: tuple[str, ...]) -> bool:

@@ -141,12 +141,14 @@ class Conversions:
             click_id = conversions._text(params, "click_id", required=True)
             link = conversions.attribute(self.hot.signer, snapshot, offer, click_id, int(now))
             event = conversions.build(params, offer, link, click_id)
+            conversions.check_source(offer, "postback", event)
             if nonce is not None:
                 await self._spend(offer, nonce)
         except Refusal as refusal:
             self._refused(refusal.code)
             return JSONResponse({"error": refusal.code, "detail": refusal.detail}, status_code=refusal.status)
         event["via"] = "postback"
+        event["auth"] = "signature" if nonce is not None else "token"
         try:
             await self._record(event, client_ip, now, link.shard, offer)
         except SpoolError:  # nowhere durable: the merchant retries later
@@ -175,7 +177,7 @@ class Conversions:
                 offer = conversions.offer_of_click(self.hot.signer, snapshot, click_id, int(now))
             else:
                 offer = conversions.offer_of(snapshot, str(raw["offer_id"]))
-            conversions.check_token(offer, str(raw.get("security_token", "")), client_ip)
+            conversions.check_tune_token(offer, str(raw.get("security_token", "")), client_ip)
             click_id = conversions._text(raw, "transaction_id", required=True)
             link = conversions.attribute(self.hot.signer, snapshot, offer, click_id, int(now))
             params = {  # without goal_name, the action is named as the pixel names it ("lead")
@@ -185,10 +187,12 @@ class Conversions:
                 "action": raw.get("goal_name", ""),
             }
             event = conversions.build(params, offer, link, click_id)
+            conversions.check_source(offer, "tune", event)
         except Refusal as refusal:
             self._refused(refusal.code)
             return PlainTextResponse(f"success=false; err_msg={refusal.code}: {refusal.detail};")
         event["via"] = "tune"
+        event["auth"] = "token"
         try:
             await self._record(event, client_ip, now, link.shard, offer)
         except SpoolError:
@@ -218,7 +222,9 @@ class Conversions:
                     raise Refusal("head_request", "a HEAD request is never a conversion")
                 link = conversions.attribute(self.hot.signer, snapshot, offer, click_id, int(now))
                 event = conversions.build(visit.query, offer, link, click_id)
+                conversions.check_source(offer, via, event)  # a pixel proves nothing about who fired it
                 event["via"] = via
+                event["auth"] = "none"
                 shard, capped = link.shard, offer
             except Refusal as inner:
                 refusal = inner
@@ -228,6 +234,7 @@ class Conversions:
                     "click_id": click_id[:64],
                     "refusal": inner.code,
                     "via": via,
+                    "auth": "none",
                 }
         except Refusal as outer:
             refusal = outer

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from clickmint.env import Env, SettingsError
@@ -10,6 +10,8 @@ from clickmint.settings import Settings
 
 DEFAULT_BUDGET_MS = 20
 DEFAULT_COOKIE = "cm_click"
+DEFAULT_METRICS_HOST = "127.0.0.1"
+DEFAULT_METRICS_PORT = 8003
 
 
 @dataclass(frozen=True)
@@ -22,11 +24,17 @@ class TrackerSettings:
     trust_forwarded: bool  # take the client address and scheme from X-Forwarded-* (behind a proxy only)
     burst_limit: int  # hits of one visitor within burst_window_s beyond which they count as a bot burst
     burst_window_s: int
+    metrics_host: str = DEFAULT_METRICS_HOST  # the admin address /metrics is served on, never the click port
+    metrics_port: int = DEFAULT_METRICS_PORT  # 0: no admin listener
+    metrics_token: str | None = field(default=None, repr=False)  # set: /metrics also on the click port, with it
 
     @classmethod
     def from_env(cls, env: Env | None = None, core: Settings | None = None) -> TrackerSettings:
         env = env or Env()
         core = core or Settings.from_env(env)
+        token = env.raw("METRICS_TOKEN")
+        if token is not None and len(token) < 24:
+            raise SettingsError("CLICKMINT_METRICS_TOKEN is too short: use at least 24 characters")
         geo = env.raw("GEOIP_DB")
         if geo is not None and not Path(geo).is_file():
             raise SettingsError(f"CLICKMINT_GEOIP_DB={geo!r} is not a readable file")
@@ -39,4 +47,7 @@ class TrackerSettings:
             trust_forwarded=env.bool("TRUST_FORWARDED", False),
             burst_limit=env.int("BURST_LIMIT", 30, lo=1, hi=1_000_000),
             burst_window_s=env.int("BURST_WINDOW_S", 10, lo=1, hi=3600),
+            metrics_host=env.str("METRICS_HOST", DEFAULT_METRICS_HOST),
+            metrics_port=env.int("METRICS_PORT", DEFAULT_METRICS_PORT, lo=0, hi=65_535),
+            metrics_token=token,
         )

@@ -121,7 +121,7 @@ async def test_partner_and_operator_in_chromium(settings: Settings, db: asyncpg.
     tracker_port, portal_port = pick_port(0), pick_port(0)
     await seed(db, portal_port)
     core = Settings(**{**settings.__dict__, "tracker_port": tracker_port, "portal_port": portal_port})
-    tracker = TrackerApp(TrackerSettings.from_env(Env({}), core=core))
+    tracker = TrackerApp(TrackerSettings.from_env(Env({"CLICKMINT_METRICS_PORT": "0"}), core=core))
     portal = build(portal_settings(core, CLICKMINT_TRACKER_PUBLIC_URL=f"http://127.0.0.1:{tracker_port}"))
     ingest = Ingest(BillingSettings.from_env(Env({}), core=core), derive=Deriver())
     ingest_task = asyncio.create_task(ingest.run())

@@ -40,6 +40,8 @@ def _purchase(prog: Any, ts: int, order: str, amount: int, rng: random.Random) -
         "order_id": order,
         "amount": amount,
         "currency": "USD",
+        "via": "postback",  # a signed postback: the only kind of source whose refunds count
+        "auth": "signature",
     }
 
 

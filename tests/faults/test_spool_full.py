@@ -129,7 +129,10 @@ async def test_conversions_with_nowhere_durable_to_go(
     """Redis down and the spool unwritable: the pixel still answers its GIF (refusal in the header), a
     postback is a 503 with Retry-After so the merchant retries, TUNE says success=false; none is billed."""
     prog = await programme(db)
-    secret = await db.fetchval("SELECT postback_secret FROM offers WHERE id = $1", prog.offer_id)
+    tune_token = "tune-token-of-the-offer-0123456789"  # an HMAC offer takes TUNE only with a token of its own
+    secret = await db.fetchval(
+        "UPDATE offers SET tune_token = $2 WHERE id = $1 RETURNING postback_secret", prog.offer_id, tune_token
+    )
     dead = replace(settings, redis_url=f"redis://127.0.0.1:{pick_port(0)}/0")
     async with tracker_client(dead) as (app, client):
         cid = click_id_of(await client.get(f"/c/{prog.code}", headers={"user-agent": "Mozilla/5.0"}))
@@ -138,7 +141,7 @@ async def test_conversions_with_nowhere_durable_to_go(
         pixel = await client.get(f"/a/{prog.offer_id}?click_id={cid}&action=signup")
         signed = await postback(client, secret, {"offer_id": prog.offer_id, "click_id": cid, "action": "lead"})
         tune = await client.get(
-            f"/aff_lsr?offer_id={prog.offer_id}&transaction_id={cid}&amount=10.00&adv_sub=T1&security_token={secret}"
+            f"/aff_lsr?offer_id={prog.offer_id}&transaction_id={cid}&amount=10.00&adv_sub=T1&security_token={tune_token}"
         )
         metrics = (await client.get("/metrics")).text
     assert tune.status_code == 503 and tune.text.startswith("success=false; err_msg=not_recorded")

@@ -23,6 +23,7 @@ from tracker.endpoints import GIF
 
 WINDOW_S = 3600
 DROP = object()  # a field left out of the request
+TUNE_TOKEN = "tune-token-of-the-offer-0123456789"
 
 
 @dataclass
@@ -33,13 +34,16 @@ class Shop:
     click_id: str  # a fresh, valid click id of prog's link
     other_click_id: str
     signer: ClickIdSigner = field(repr=False)
+    tune_token: str = TUNE_TOKEN  # TUNE's own token: the offer's postbacks are HMAC-signed
 
 
 @pytest.fixture
 async def shop(settings: Settings, db: asyncpg.Connection) -> Shop:
     prog = await programme(db, window_s=WINDOW_S)
     other = await programme(db, window_s=WINDOW_S)
-    secret = await db.fetchval("SELECT postback_secret FROM offers WHERE id = $1", prog.offer_id)
+    secret = await db.fetchval(
+        "UPDATE offers SET tune_token = $2 WHERE id = $1 RETURNING postback_secret", prog.offer_id, TUNE_TOKEN
+    )
     signer = signer_for(settings.secret_key)
     now = int(time.time())
     return Shop(prog, other, secret, signer.issue(prog.link_id, now), signer.issue(other.link_id, now), signer)
@@ -273,7 +277,7 @@ def _tune(shop: Shop, **changes: Any) -> str:
         "transaction_id": shop.click_id,
         "adv_sub": "ord-7",
         "amount": "42.50",
-        "security_token": shop.secret,
+        "security_token": shop.tune_token,
     }
     return "/aff_lsr?" + urlencode({k: v for k, v in {**base, **changes}.items() if v is not DROP})
 
@@ -323,6 +327,7 @@ TUNE_REFUSALS: list[tuple[str, str, Callable[[Shop], str]]] = [
     ("no_offer_bad_token", "bad_token", lambda s: _tune(s, offer_id=DROP, security_token="nope")),
     ("missing_token", "missing_token", lambda s: _tune(s, security_token=DROP)),
     ("bad_token", "bad_token", lambda s: _tune(s, security_token="nope")),
+    ("hmac_secret_as_token", "bad_token", lambda s: _tune(s, security_token=s.secret)),
     ("missing_transaction", "missing_transaction_id", lambda s: _tune(s, transaction_id=DROP)),
     ("bit_flip", "click_id_bad_signature", lambda s: _tune(s, transaction_id=flip(s.click_id))),
     ("malformed", "click_id_malformed", lambda s: _tune(s, transaction_id="123")),
@@ -349,6 +354,18 @@ async def test_tune_refusals_write_nothing(
     assert response.text.endswith(";") and "\n" not in response.text
 
 
+async def test_tune_needs_a_token_of_its_own_on_an_hmac_offer(
+    settings: Settings, db: asyncpg.Connection, shop: Shop
+) -> None:
+    """The HMAC secret used to work as TUNE's plain token: an HMAC offer without a TUNE token refuses TUNE."""
+    await db.execute("UPDATE offers SET tune_token = NULL WHERE id = $1", shop.prog.offer_id)
+    async with running(settings) as t:
+        for token in (shop.secret, TUNE_TOKEN, "anything"):
+            response = await t.http.get(_tune(shop, security_token=token))
+            assert response.text.startswith("success=false; err_msg=tune_not_enabled: "), response.text
+        assert await t.written() == (0, 0, 0)
+
+
 async def test_tune_honours_the_ip_allowlist(settings: Settings, db: asyncpg.Connection, shop: Shop) -> None:
     await _token_mode(db, shop, ["198.51.100.0/24"])
     async with running(settings) as t, t.client(ip="198.51.100.20") as allowed:
@@ -369,7 +386,18 @@ def _assert_gif(response: httpx.Response, refusal: str | None) -> None:
     assert response.headers.get("x-clickmint-refusal") == refusal
 
 
-async def test_pixel_attributes_by_click_id(settings: Settings, shop: Shop) -> None:
+async def _pixel_sales(db: asyncpg.Connection, shop: Shop, max_amount: int | None = None) -> None:
+    """The operator lets this offer take purchases from the pixel (off by default)."""
+    await db.execute(
+        """UPDATE offers SET conversion_sources = '{"pixel": ["action", "purchase"]}', pixel_max_amount_minor = $2
+           WHERE id = $1""",
+        shop.prog.offer_id,
+        max_amount,
+    )
+
+
+async def test_pixel_attributes_by_click_id(settings: Settings, db: asyncpg.Connection, shop: Shop) -> None:
+    await _pixel_sales(db, shop)
     async with running(settings) as t:
         lead = await t.http.get(f"/a/{shop.prog.offer_id}", params={"click_id": shop.click_id})
         sale = await t.http.get(
@@ -442,6 +470,8 @@ PIXEL_REFUSALS: list[tuple[str, Callable[[Shop], str], str, bool]] = [
     ("too_many_decimals", lambda s: _pixel(s, s.click_id, "&order_id=o&amount=1.234"), "too_many_decimals", True),
     ("basket_not_json", lambda s: _basket(s, "%5B%7B"), "invalid_items", True),
     ("basket_bad_qty", lambda s: _basket(s, _BAD_QTY), "invalid_items", True),
+    ("purchase_by_default", lambda s: _pixel(s, s.click_id, "&order_id=o&amount=5.00"), "source_not_allowed", True),
+    ("refund", lambda s: _pixel(s, s.click_id, "&type=refund&order_id=o"), "source_not_allowed", True),
 ]
 
 
@@ -460,6 +490,44 @@ async def test_pixel_refusals_are_a_gif_and_never_billable(
     assert (event["type"], event["offer"], event["refusal"]) == ("action", shop.prog.offer_id, code)
     assert event["via"] == "pixel"
     assert not {"amount", "partner", "link", "order_id"} & set(event)
+
+
+async def test_pixel_purchases_where_allowed_and_up_to_the_maximum(
+    settings: Settings, db: asyncpg.Connection, shop: Shop
+) -> None:
+    await _pixel_sales(db, shop, max_amount=5000)
+    async with running(settings) as t:
+        below = await t.http.get(_pixel(shop, shop.click_id, "&order_id=o-1&amount=50.00"))
+        above = await t.http.get(_pixel(shop, shop.click_id, "&order_id=o-2&amount=50.01"))
+        refund = await t.http.get(_pixel(shop, shop.click_id, "&type=refund&order_id=o-1"))
+        by_cookie = await t.http.get(
+            f"/a/{shop.prog.offer_id}?order_id=o-3&amount=1.00",
+            headers={"cookie": f"cm_{shop.prog.offer_id}={shop.click_id}"},
+        )
+        # Refused pixels go to shard 0, accepted ones to their link's: ordered by event id (UUIDv7, per process).
+        sale, over, refused_refund, cookie = sorted(await t.events(), key=lambda e: e["id"])
+    _assert_gif(below, None)
+    _assert_gif(above, "amount_over_pixel_max")
+    _assert_gif(refund, "source_not_allowed")  # never, whatever the offer says
+    _assert_gif(by_cookie, "source_not_allowed")  # the cookie pixel is a channel of its own
+    assert (sale["type"], sale["amount"], sale["via"], sale["auth"]) == ("purchase", 5000, "pixel", "none")
+    assert (over["refusal"], refused_refund["refusal"], cookie["refusal"]) == (
+        "amount_over_pixel_max",
+        "source_not_allowed",
+        "source_not_allowed",
+    )
+
+
+async def test_postback_kinds_follow_the_offers_sources(settings: Settings, db: asyncpg.Connection, shop: Shop) -> None:
+    await db.execute(
+        """UPDATE offers SET conversion_sources = '{"postback": ["action"]}' WHERE id = $1""", shop.prog.offer_id
+    )
+    async with running(settings) as t:
+        await assert_refused(t, t.http, as_json(shop), 403, "source_not_allowed")
+        lead = await send(t.http, as_json(shop, type="action", amount=DROP, order_id=DROP))
+        assert lead.status_code == 200, lead.text
+        [event] = await t.events()
+    assert (event["via"], event["auth"]) == ("postback", "signature")
 
 
 async def test_head_pixel_is_answered_but_never_billable(settings: Settings, shop: Shop) -> None:

@@ -15,6 +15,7 @@ from billing.events import decode
 from clickmint.env import Env
 from clickmint.settings import Settings
 from tests.contract import check_entry
+from tests.helpers import METRICS_AUTH, TRACKER_TEST_ENV
 from tracker.app import TrackerApp, signer_for
 from tracker.clickids import ClickIdSigner, derive_key
 from tracker.conversions import sign
@@ -24,7 +25,7 @@ BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/1
 CLIENT_IP = "203.0.113.77"
 BASE_URL = "http://track.test"
 # A generous batch budget: a slow test machine must not divert events to the spool, where XRANGE cannot see them.
-_ENV = {"CLICKMINT_REDIS_BUDGET_MS": "5000"}
+_ENV = {"CLICKMINT_REDIS_BUDGET_MS": "5000", **TRACKER_TEST_ENV}
 
 
 class Tracker:
@@ -48,7 +49,9 @@ class Tracker:
     def client(self, ip: str = CLIENT_IP, base_url: str = BASE_URL, **headers: str) -> httpx.AsyncClient:
         """Another client on the same app: another peer address, scheme or default headers."""
         transport = httpx.ASGITransport(app=self.app, client=(ip, 5000))
-        return httpx.AsyncClient(transport=transport, base_url=base_url, headers={"user-agent": BROWSER_UA, **headers})
+        return httpx.AsyncClient(
+            transport=transport, base_url=base_url, headers={"user-agent": BROWSER_UA, **METRICS_AUTH, **headers}
+        )
 
     async def stream_keys(self) -> list[bytes]:
         return sorted([key async for key in self.redis.scan_iter(match=f"{self.prefix}:events:*", count=1000)])
@@ -90,7 +93,7 @@ async def running(settings: Settings, env: dict[str, str] | None = None) -> Asyn
         transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 5000))
         try:
             async with httpx.AsyncClient(
-                transport=transport, base_url=BASE_URL, headers={"user-agent": BROWSER_UA}
+                transport=transport, base_url=BASE_URL, headers={"user-agent": BROWSER_UA, **METRICS_AUTH}
             ) as http:
                 yield Tracker(app, settings, redis, http)
         finally:

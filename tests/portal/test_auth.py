@@ -120,7 +120,7 @@ async def test_logout_ends_the_session(db, settings):
     async with portal_client(settings) as client:
         await login(client, "alice@p.example")
         token = client.cookies["cm_session"]
-        assert (await client.post("/api/v1/auth/logout")).status_code == 200
+        assert (await client.post("/api/v1/auth/logout", json={})).status_code == 200
         client.cookies.set("cm_session", token)
         assert (await client.get("/api/v1/me")).status_code == 401
     assert await db.fetchval("SELECT count(*) FROM sessions") == 0
@@ -248,7 +248,7 @@ async def test_reset_requests_are_rate_limited(db, settings):
             b'{"email": "a@b.c", "password": "' + b"x" * 70_000 + b'"}',
             "too_large",
         ),
-        ({"content-type": "application/x-www-form-urlencoded"}, b"email=%ff%fe&password=x", "invalid_form"),
+        ({"content-type": "application/x-www-form-urlencoded"}, b"email=%ff%fe&password=x", "unsupported_media_type"),
     ],
 )
 async def test_malformed_bodies_are_refused_with_a_code(db, settings, headers, content, code):

@@ -28,6 +28,8 @@ PUBLIC = {
     "/api/v1/auth/logout": "sign-out",
     "/api/v1/auth/password-reset": "asks for a reset link",
     "/api/v1/auth/password-reset/confirm": "sets a password with a signed token",
+    "/api/v1/invitations/accept": "accepts an invitation with the token mailed to the invited address",
+    "/invitation": "the page of an invitation mail's link (the same token)",
     "/feeds/prices/{token}.json": "public price feed, found only by an unguessable HMAC id (tested apart)",
 }
 
@@ -42,6 +44,7 @@ def partner_targets(w: World) -> dict[str, int]:
         "key_id": w.ids["b_key"],
         "partner_id": w.b_partner,
         "merchant_id": w.other_merchant_id,
+        "invitation_id": w.ids["m_invitation"],
     }
 
 
@@ -143,8 +146,18 @@ async def _unchanged(db, w: World) -> tuple:
     )
 
 
+async def _invitation(db, merchant_id: int) -> int:
+    return await db.fetchval(
+        """INSERT INTO partner_invitations (merchant_id, email, name, token_sha256, invited_by, expires_at)
+           VALUES ($1, 'bbb_secret-invited@p.example', 'BBB_SECRET invitee', '\\x01', 'ops', now() + interval '1 day')
+           RETURNING id""",
+        merchant_id,
+    )
+
+
 async def test_partner_a_never_reaches_partner_b(db, settings):
     w = await world(db)
+    w.ids["m_invitation"] = await _invitation(db, w.merchant_id)
     before = await _unchanged(db, w)
     async with portal_client(settings, CLICKMINT_API_PER_MINUTE="100000") as client:
         csrf = await login(client, "alice@p.example")
@@ -168,11 +181,13 @@ def operator_targets(w: World) -> dict[str, int]:
         "key_id": w.ids["b_key"],
         "partner_id": w.a_partner,
         "merchant_id": w.merchant_id,
+        "invitation_id": w.ids["m_invitation"],
     }
 
 
 async def test_operator_of_another_merchant_never_reaches_merchant_m(db, settings):
     w = await world(db)
+    w.ids["m_invitation"] = await _invitation(db, w.merchant_id)
     await db.execute("UPDATE offers SET name = 'BBB_SECRET public' WHERE id = $1", w.ids["public_offer"])
     await db.execute("UPDATE partners SET name = 'BBB_SECRET Alice' WHERE id = $1", w.a_partner)
     await db.execute("UPDATE links SET code = 'BBB_SECRET_alice' WHERE id = $1", w.ids["a_link"])
@@ -265,3 +280,149 @@ async def test_price_feed_needs_its_unguessable_id(db, settings, token):
         response = await client.get(f"/feeds/prices/{token}.json")
         assert response.status_code == 404
         assert not has(response, w.marker)
+
+
+# -- every id in every write body, generated from the endpoint registry the routes are made from --------------
+
+GIF_B64 = "R0lGODlhAQABAAAAACw="
+
+
+def valid_bodies(own: dict[str, int]) -> dict[tuple[str, str], dict[str, Any]]:
+    """For each write whose body names objects: a body the caller may send, naming only its own objects."""
+    return {
+        ("POST", "/api/v1/admin/offers"): {
+            "merchant_id": own["merchant"],
+            "name": "x",
+            "destination_url": "https://x.example/",
+        },
+        ("PUT", "/api/v1/admin/offers/{offer_id}/partner-plan"): {"partner_id": own["partner"], "fee_plan": {}},
+        ("POST", "/api/v1/admin/partners"): {"merchant_id": own["merchant"], "name": "x", "email": "x@x.example"},
+        ("POST", "/api/v1/admin/partners/{partner_id}/status"): {"merchant_id": own["merchant"], "status": "approved"},
+        ("POST", "/api/v1/admin/links"): {
+            "offer_id": own["offer"],
+            "partner_id": own["partner"],
+            "creative_id": own["creative"],
+        },
+        ("POST", "/api/v1/admin/creatives"): {"offer_id": own["offer"], "name": "b", "image_base64": GIF_B64},
+        ("POST", "/api/v1/admin/products"): {
+            "merchant_id": own["merchant"],
+            "sku": "S",
+            "name": "n",
+            "wholesale": "1.00",
+            "currency": "USD",
+        },
+        ("POST", "/api/v1/admin/rates"): {"merchant_id": own["merchant"], "base": "USD", "quote": "EUR", "rate": "0.9"},
+        ("POST", "/api/v1/admin/users"): {"email": "u@x.example", "role": "operator", "merchant_id": own["merchant"]},
+        ("POST", "/api/v1/partner/links"): {"offer_id": own["offer"], "creative_id": own["creative"]},
+        ("POST", "/api/v1/partner/prices"): {"merchant_id": own["merchant"], "sku": "M-SKU", "retail": "9.99"},
+    }
+
+
+async def _digest(db) -> dict[str, str]:
+    """A hash of every table's rows (but the caller's own session and key use): what a refused write must not move."""
+    tables = [
+        r["tablename"]
+        for r in await db.fetch(
+            """SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE 'events_%'
+               AND tablename NOT IN ('sessions', 'api_keys')"""
+        )
+    ]
+    return {
+        t: await db.fetchval(f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x")
+        for t in tables
+    }
+
+
+def test_every_id_in_every_body_is_a_checked_reference():
+    """A body field that names an object (`*_id`) must be declared a reference, or tenancy would not check it."""
+    from portal.app import ENDPOINTS
+    from portal.tenancy import references
+
+    for ep in ENDPOINTS:
+        if ep.body is None:
+            continue
+        refs = references(ep.body)
+        for name in ep.body:
+            if name.endswith("_id"):
+                assert name in refs, f"{ep.method} {ep.path}: body field {name} is an id but not validate.ref(kind)"
+
+
+async def _own_and_foreign(db, w: World) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+    """(own, foreign) ids per kind, for the other merchant's operator and for partner A."""
+    m_creative = await db.fetchval(
+        """INSERT INTO creatives (offer_id, name, content_type, width, height, body, sha256)
+           VALUES ($1, 'M banner', 'image/png', 1, 1, '\\x00', 'm') RETURNING id""",
+        w.ids["public_offer"],
+    )
+    await db.execute("INSERT INTO products (merchant_id, sku, name) VALUES ($1, 'M-SKU', 'M product')", w.merchant_id)
+    await db.execute(
+        """INSERT INTO prices (merchant_id, sku, kind, amount_minor, currency)
+           VALUES ($1, 'M-SKU', 'wholesale', 100, 'USD')""",
+        w.merchant_id,
+    )
+    operator_own = {
+        "merchant": w.other_merchant_id,
+        "offer": w.ids["b_only_offer"],
+        "partner": w.b_partner,  # B is in both programmes
+        "creative": w.ids["b_creative"],
+    }
+    operator_foreign = {
+        "merchant": w.merchant_id,
+        "offer": w.ids["public_offer"],
+        "partner": w.a_partner,
+        "creative": m_creative,
+    }
+    partner_own = {
+        "merchant": w.merchant_id,
+        "offer": w.ids["public_offer"],
+        "creative": m_creative,
+        "partner": w.a_partner,
+    }
+    partner_foreign = {
+        "merchant": w.other_merchant_id,
+        "offer": w.ids["b_only_offer"],
+        "creative": w.ids["b_creative"],
+        "partner": w.b_partner,
+    }
+    return {"operator": operator_own, "partner": partner_own}, {
+        "operator": operator_foreign,
+        "partner": partner_foreign,
+    }
+
+
+@pytest.mark.parametrize(("role", "email"), [("operator", "ops@bbb.example"), ("partner", "alice@p.example")])
+async def test_every_reference_in_every_write_is_checked_against_the_callers_tenant(db, settings, role, email):
+    """Each write's valid body, with one referenced id at a time swapped for another tenant's (and for one that
+    does not exist): 404 not_found, the same answer for both, and not a row of any table changed. Then the valid
+    body itself is accepted, so the refusal came from the foreign id alone."""
+    from portal.app import ENDPOINTS
+    from portal.tenancy import references
+
+    w = await world(db)
+    owns, foreign = await _own_and_foreign(db, w)
+    own, theirs = owns[role], foreign[role]
+    bodies = valid_bodies(own)
+    writes = [ep for ep in ENDPOINTS if ep.body is not None and ep.role in (role, "any") and references(ep.body)]
+    tried = 0
+    async with portal_client(settings, CLICKMINT_API_PER_MINUTE="100000") as client:
+        csrf = await login(client, email)
+        for ep in writes:
+            assert (ep.method, ep.path) in bodies, f"{ep.method} {ep.path}: add a valid body to valid_bodies()"
+            path = ep.path.replace("{offer_id}", str(own["offer"])).replace("{partner_id}", str(own["partner"]))
+            for name, kind in references(ep.body).items():
+                answers = []
+                for swapped in (theirs[kind], 999_999):
+                    before = await _digest(db)
+                    body = {**bodies[(ep.method, ep.path)], name: swapped}
+                    response = await client.request(ep.method, path, json=body, headers=csrf_headers(csrf))
+                    assert response.status_code == 404, (ep.method, ep.path, name, swapped, response.text)
+                    assert response.json()["error"] == "not_found"
+                    assert await _digest(db) == before, f"{ep.method} {ep.path} with a foreign {name} changed data"
+                    answers.append(response.json())
+                    tried += 1
+                assert answers[0] == answers[1], f"{ep.method} {ep.path}: a foreign {name} answers unlike a missing one"
+            accepted = await client.request(
+                ep.method, path, json=bodies[(ep.method, ep.path)], headers=csrf_headers(csrf)
+            )
+            assert accepted.status_code < 300, (ep.method, ep.path, accepted.text)
+    assert tried >= (22 if role == "operator" else 6)

@@ -4,6 +4,7 @@ statements, and an audit row for every change. Refusals write nothing."""
 from __future__ import annotations
 
 import base64
+import re
 import struct
 import zlib
 
@@ -139,20 +140,63 @@ async def test_partners_apply_are_approved_and_suspended(db, settings):
 
 
 async def test_new_partner_is_invited_by_mail(db, settings):
+    """An operator invites an address; the partner exists only once whoever reads that mailbox accepts, and
+    then sets its own password through a second mail to the same address."""
     await world(db)
     async with portal_client(settings) as ops:
         csrf = await login(ops, "ops@shop-m.example")
         made = await ops.post(
             "/api/v1/admin/partners", json={"name": "Carol", "email": "Carol@P.example"}, headers=csrf_headers(csrf)
         )
-        assert made.status_code == 201
+        assert made.status_code == 201, made.text
+        assert made.json()["status"] == "pending" and made.json()["email"] == "carol@p.example"
         again = await ops.post(
             "/api/v1/admin/partners", json={"name": "Carol", "email": "carol@p.example"}, headers=csrf_headers(csrf)
         )
-        assert again.status_code == 409
-    mail = await db.fetchrow("SELECT to_email, subject, body FROM outbox")
+        assert again.status_code == 201 and again.json()["invitation_id"] == made.json()["invitation_id"]
+        assert [i["status"] for i in (await ops.get("/api/v1/admin/invitations")).json()["invitations"]] == ["pending"]
+        assert await db.fetchval("SELECT count(*) FROM partners WHERE email = 'carol@p.example'") == 0
+        mails = await db.fetch("SELECT body FROM outbox WHERE to_email = 'carol@p.example' ORDER BY id")
+        assert len(mails) == 2  # the second invitation replaced the first: only its link works
+        first = re.search(r"/invitation\?token=(\S+)", mails[0]["body"]).group(1)
+        token = re.search(r"/invitation\?token=(\S+)", mails[1]["body"]).group(1)
+        assert (await ops.post("/api/v1/invitations/accept", json={"token": first})).status_code == 400
+        accepted = await ops.post("/api/v1/invitations/accept", json={"token": token})
+        assert accepted.status_code == 200 and accepted.json()["set_password"] is True
+        partners = (await ops.get("/api/v1/admin/partners")).json()["partners"]
+        assert [(p["email"], p["status"]) for p in partners if p["email"] == "carol@p.example"] == [
+            ("carol@p.example", "approved")
+        ]
+    mail = await db.fetchrow("SELECT to_email, body FROM outbox ORDER BY id DESC LIMIT 1")
     assert mail["to_email"] == "carol@p.example" and "/reset?token=" in mail["body"]
     assert await db.fetchval("SELECT password_hash FROM users WHERE email = 'carol@p.example'") is None
+    assert await db.fetchval("SELECT role FROM users WHERE email = 'carol@p.example'") == "partner"
+
+
+async def test_an_invitation_can_be_withdrawn(db, settings):
+    w = await world(db)
+    async with portal_client(settings) as ops:
+        csrf = await login(ops, "ops@shop-m.example")
+        made = (
+            await ops.post(
+                "/api/v1/admin/partners", json={"name": "Dan", "email": "dan@p.example"}, headers=csrf_headers(csrf)
+            )
+        ).json()
+        withdrawn = await ops.delete(f"/api/v1/admin/invitations/{made['invitation_id']}", headers=csrf_headers(csrf))
+        assert withdrawn.status_code == 200 and withdrawn.json()["status"] == "withdrawn"
+        twice = await ops.delete(f"/api/v1/admin/invitations/{made['invitation_id']}", headers=csrf_headers(csrf))
+        assert twice.status_code == 409
+        token = re.search(r"/invitation\?token=(\S+)", await db.fetchval("SELECT body FROM outbox")).group(1)
+        assert (await ops.post("/api/v1/invitations/accept", json={"token": token})).status_code == 400
+        # Another merchant's operator cannot see or withdraw it.
+        async with portal_client(settings) as other:
+            other_csrf = await login(other, "ops@bbb.example")
+            assert (await other.get("/api/v1/admin/invitations")).json()["invitations"] == []
+            gone = await other.delete(
+                f"/api/v1/admin/invitations/{made['invitation_id']}", headers=csrf_headers(other_csrf)
+            )
+            assert gone.status_code == 404
+    assert await db.fetchval("SELECT count(*) FROM partner_programmes WHERE merchant_id = $1", w.merchant_id) == 2
 
 
 @pytest.mark.parametrize(
@@ -318,3 +362,84 @@ async def test_cap_usage_shows_what_the_tracker_counted(db, settings):
     assert "clicks, daily: 4 of 10 used today" in page
     assert "clicks, lifetime, per partner: 1 of 1 at the cap (most used: 4 of 4)" in page
     assert blind_page.status_code == 200 and "usage unavailable right now" in blind_page.text
+
+
+async def test_offer_conversion_sources_are_checked_and_shown(db, settings):
+    w = await world(db)
+    async with portal_client(settings) as ops:
+        csrf = await login(ops, "ops@shop-m.example")
+        path = f"/api/v1/admin/offers/{w.ids['public_offer']}"
+        shown = (await ops.get(path)).json()
+        assert shown["conversion_sources"] == {
+            "pixel": ["action"],
+            "cookie": ["action"],
+            "postback": ["action", "purchase", "refund"],
+            "tune": ["action", "purchase"],
+        }
+        assert (shown["pixel_max_amount"], shown["tune_token"]) == (None, None)
+        for bad in (
+            {"conversion_sources": {"pixel": ["action", "refund"]}},
+            {"conversion_sources": {"cookie": ["refund"]}},
+            {"conversion_sources": {"tune": ["refund"]}},
+            {"conversion_sources": {"email": ["action"]}},
+            {"conversion_sources": {"pixel": "purchase"}},
+            {"conversion_sources": {"pixel": ["sale"]}},
+            {"pixel_max_amount": "1.234"},
+            {"pixel_max_amount": "0"},
+            {"tune_token": "short"},
+        ):
+            refused = await ops.patch(path, json=bad, headers=csrf_headers(csrf))
+            assert refused.status_code == 400 and refused.json()["error"] == "invalid_field", (bad, refused.text)
+        changed = await ops.patch(
+            path,
+            json={
+                "conversion_sources": {"pixel": ["action", "purchase"]},
+                "pixel_max_amount": "250.00",
+                "tune_token": "my-own-tune-token-0123456789",
+            },
+            headers=csrf_headers(csrf),
+        )
+        assert changed.status_code == 200, changed.text
+        body = changed.json()
+        assert body["conversion_sources"]["pixel"] == ["action", "purchase"]
+        assert body["conversion_sources"]["postback"] == ["action", "purchase", "refund"]  # the default stays
+        assert (body["pixel_max_amount"], body["tune_token"]) == ("250.00", "my-own-tune-token-0123456789")
+        generated = (await ops.patch(path, json={"tune_token": "generate"}, headers=csrf_headers(csrf))).json()
+        assert len(generated["tune_token"]) >= 32 and generated["tune_token"] != body["tune_token"]
+        cleared = (
+            await ops.patch(path, json={"tune_token": "none", "pixel_max_amount": "none"}, headers=csrf_headers(csrf))
+        ).json()
+        assert (cleared["tune_token"], cleared["pixel_max_amount"]) == (None, None)
+    assert await db.fetchval("SELECT pixel_max_amount_minor FROM offers WHERE id = $1", w.ids["public_offer"]) is None
+    audit = await db.fetchval("SELECT string_agg(detail::text, ' ') FROM audit_log")
+    assert "my-own-tune-token" not in audit  # a token never lands in the audit log
+
+
+async def test_operators_see_refused_conversions_with_their_reason(db, settings):
+    w = await world(db)
+    await db.execute(
+        """INSERT INTO conversions (event_id, ts, kind, merchant_id, offer_id, partner_id, order_id, amount_minor,
+                                    currency, status, reason, hold_until, via, authenticated)
+           VALUES (gen_random_uuid(), now(), 'purchase', $1, $2, $3, 'P-1', 500, 'USD', 'rejected', 'superseded',
+                   now(), 'pixel', false)""",
+        w.merchant_id,
+        w.ids["public_offer"],
+        w.a_partner,
+    )
+    async with portal_client(settings) as ops:
+        await login(ops, "ops@shop-m.example")
+        found = (await ops.get("/api/v1/admin/conversions", params={"reason": "superseded"})).json()
+        assert [(c["order_id"], c["via"], c["authenticated"], c["amount"]) for c in found["conversions"]] == [
+            ("P-1", "pixel", False, "5.00")
+        ]
+        everything = (await ops.get("/api/v1/admin/conversions")).json()["conversions"]
+        assert len(everything) == 2  # and B's order in the world
+        page = (await ops.get("/admin/conversions")).text
+        assert "superseded" in page and "P-1" in page
+        doc = (await ops.get("/api/v1/openapi.json")).json()
+        reasons = doc["components"]["schemas"]["ConversionReason"]["enum"]
+        assert {"source_not_allowed", "amount_over_pixel_max", "tune_not_enabled", "superseded"} <= set(reasons)
+        assert {"refund_needs_authentication", "duplicate_order"} <= set(reasons)
+    async with portal_client(settings) as other:
+        await login(other, "ops@bbb.example")
+        assert (await other.get("/api/v1/admin/conversions")).json()["conversions"] == []

@@ -14,6 +14,7 @@ import redis.asyncio
 
 from billing.settle import settle
 from billing.statements import month_bounds
+from clickmint.egress import EgressPolicy
 from clickmint.embedded import pick_port
 from clickmint.settings import Settings
 from portal import postbacks
@@ -222,7 +223,10 @@ async def test_outbound_postbacks_are_signed_retried_and_logged(db, settings):
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    async with portal_client(settings) as client:
+    # Loopback is no target for outbound postbacks; the tests' switch allows it (and any port) explicitly.
+    policy = EgressPolicy(ports=None, allow_loopback=True)
+    env = {"CLICKMINT_EGRESS_ALLOW_LOOPBACK": "true", "CLICKMINT_EGRESS_PORTS": "any"}
+    async with portal_client(settings, **env) as client:
         csrf = await login(client, "alice@p.example")
         made = await client.post(
             "/api/v1/partner/postbacks",
@@ -241,16 +245,18 @@ async def test_outbound_postbacks_are_signed_retried_and_logged(db, settings):
         )
         assert await postbacks.enqueue(db) == 1
         assert await postbacks.enqueue(db) == 0  # once per conversion
-        assert await postbacks.deliver_due(db) == 1
+        assert await postbacks.deliver_due(db, policy) == 1
         row = await db.fetchrow(
             "SELECT status, attempts, last_status, next_attempt_at > now() AS later FROM postback_deliveries"
         )
         assert (row["status"], row["attempts"], row["last_status"], row["later"]) == ("pending", 1, 500, True)
-        assert await postbacks.deliver_due(db) == 0  # not due yet: backoff
+        failed = (await client.get(f"/api/v1/partner/postbacks/{pb['id']}/deliveries")).json()["deliveries"]
+        assert (failed[0]["status"], failed[0]["result"]) == ("pending", "HTTP 5xx")
+        assert await postbacks.deliver_due(db, policy) == 0  # not due yet: backoff
         await db.execute("UPDATE postback_deliveries SET next_attempt_at = now()")
-        assert await postbacks.deliver_due(db) == 1
+        assert await postbacks.deliver_due(db, policy) == 1
         log = (await client.get(f"/api/v1/partner/postbacks/{pb['id']}/deliveries")).json()["deliveries"]
-        assert (log[0]["status"], log[0]["attempts"], log[0]["last_status"]) == ("delivered", 2, 200)
+        assert (log[0]["status"], log[0]["attempts"], log[0]["result"]) == ("delivered", 2, "delivered")
     server.close()
     await server.wait_closed()
     path, headers = received[-1]

@@ -25,7 +25,7 @@ async def test_no_full_address_is_stored_or_logged(
     caplog.set_level(logging.DEBUG)
     prog = await programme(db, fee_plan={"cps_percent": "10"})
     secret = await db.fetchval("SELECT postback_secret FROM offers WHERE id = $1", prog.offer_id)
-    app = TrackerApp(TrackerSettings.from_env(Env({}), core=settings))
+    app = TrackerApp(TrackerSettings.from_env(Env({"CLICKMINT_METRICS_PORT": "0"}), core=settings))
     async with app.lifespan(app.cold):
         for address in ADDRESSES:
             transport = httpx.ASGITransport(app=app, client=(address, 5000))

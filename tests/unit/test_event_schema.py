@@ -15,7 +15,15 @@ BASE = {"id": "019aa000-0000-7000-8000-000000000001", "ts": 1764201600000, "coun
 VIEW = {**BASE, "type": "view", "link": 1, "partner": 2, "offer": 3, "ua": "Mozilla/5.0", "bot": None}
 SUBS = {"sub1": "a", "sub2": "", "sub3": "", "sub4": "", "sub5": "", "source": ""}
 CLICK = {**VIEW, "type": "click", **SUBS, "click_id": "AQAAAAE", "unique": False}
-CONVERSION = {**BASE, "link": 1, "partner": 2, "offer": 3, "click_id": "AQAAAAE", "via": "postback"}
+CONVERSION = {
+    **BASE,
+    "link": 1,
+    "partner": 2,
+    "offer": 3,
+    "click_id": "AQAAAAE",
+    "via": "postback",
+    "auth": "signature",
+}
 ACTION = {**CONVERSION, "type": "action", "action": "signup"}
 PURCHASE = {
     **CONVERSION,
@@ -34,13 +42,26 @@ REFUSED_PIXEL = {
     "click_id": "nope",
     "refusal": "click_id_malformed",
     "via": "pixel",
+    "auth": "none",
 }
 OVER_CAP_CLICK = {k: v for k, v in CLICK.items() if k != "click_id"} | {"over_cap": True, "refusal": "over_cap"}
 
 
 @pytest.mark.parametrize(
     "event",
-    [VIEW, CLICK, ACTION, PURCHASE, REFUND, REFUSED_PIXEL, OVER_CAP_CLICK, {**VIEW, "bot": "head", "country": ""}],
+    [
+        VIEW,
+        CLICK,
+        ACTION,
+        PURCHASE,
+        REFUND,
+        REFUSED_PIXEL,
+        OVER_CAP_CLICK,
+        {**VIEW, "bot": "head", "country": ""},
+        {**ACTION, "via": "tune", "auth": "token"},
+        {**ACTION, "via": "cookie", "auth": "none"},
+        {k: v for k, v in PURCHASE.items() if k != "auth"},  # written before the field existed
+    ],
 )
 def test_what_the_tracker_writes_conforms(event: dict[str, Any]) -> None:
     assert problems("event", event) == []
@@ -68,6 +89,9 @@ def _without(event: dict[str, Any], name: str) -> dict[str, Any]:
         pytest.param(_without(ACTION, "link"), "(root)", id="accepted_conversion_without_link"),
         pytest.param({**PURCHASE, "items": [{"sku": "A1", "qty": 0, "price": 1}]}, "items/0/qty", id="zero_quantity"),
         pytest.param({**BASE, "type": "impression", "offer": 3}, "type", id="unknown_type"),
+        pytest.param({**ACTION, "auth": "password"}, "auth", id="unknown_auth"),
+        pytest.param({**ACTION, "via": "pixel", "auth": "signature"}, "auth", id="pixel_claiming_a_signature"),
+        pytest.param({**CLICK, "auth": "none"}, "auth", id="click_with_auth"),
     ],
 )
 def test_what_breaks_the_contract_is_named(event: dict[str, Any], where: str) -> None:

@@ -210,3 +210,14 @@ def test_every_named_setting_exists(document: str) -> None:
     assert named, f"{document} names no CLICKMINT_* setting"
     unknown = named - _known_variables()
     assert not unknown, f"{document} names settings the code never reads: {sorted(unknown)}"
+
+
+# Read by the code but not for operators: fault injection in tests, and the embedded PostgreSQL's run-as user.
+INTERNAL_SETTINGS = {"CLICKMINT_FAULT_CRASH_AFTER_COMMIT", "CLICKMINT_PG_RUN_AS"}
+
+
+def test_every_setting_the_code_reads_is_in_the_readme() -> None:
+    """Users learn the settings from README alone: a new CLICKMINT_* variable must be documented there."""
+    readme = (ROOT / "README.md").read_text()
+    missing = sorted(v for v in _known_variables() - INTERNAL_SETTINGS if v not in readme)
+    assert not missing, f"README does not document: {missing}"
