@@ -435,7 +435,8 @@ async def test_pixel_click_id_param_wins_over_cookie(settings: Settings, shop: S
 _BAD_QTY = quote(orjson.dumps([{"sku": "a", "qty": 0, "price": "1.00"}]).decode())
 
 
-async def test_pixel_takes_the_postbacks_basket(settings: Settings, shop: Shop) -> None:
+async def test_pixel_takes_the_postbacks_basket(settings: Settings, db: asyncpg.Connection, shop: Shop) -> None:
+    await _pixel_sales(db, shop)  # a basket is a purchase: the offer must take purchases from the pixel
     items = [{"sku": "tee", "qty": 2, "price": "19.99"}, {"sku": "cap-" + "x" * 250, "price": "5.00"}]
     basket = quote(orjson.dumps(items).decode())  # longer than any other pixel parameter may be
     async with running(settings) as t:

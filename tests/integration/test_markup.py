@@ -49,7 +49,8 @@ async def _prices(db: asyncpg.Connection, merchant_id: int, partner_id: int) -> 
 
 async def test_every_item_and_unit_of_a_basket_earns_its_margin(settings: Settings, db: asyncpg.Connection) -> None:
     prog = await programme(db, fee_plan={"markup": True})
-    await db.execute("UPDATE offers SET hold_days = 0")
+    # The pixel sale below needs the offer to take purchases from the pixel (off by default since issue 16).
+    await db.execute("""UPDATE offers SET hold_days = 0, conversion_sources = '{"pixel": ["action", "purchase"]}'""")
     await _prices(db, prog.merchant_id, prog.partner_id)
     secret = await db.fetchval("SELECT postback_secret FROM offers WHERE id = $1", prog.offer_id)
     async with tracker_client(settings) as (_app, client):
