@@ -154,12 +154,13 @@ async def enqueue(conn: asyncpg.Connection, limit: int = 1000) -> int:
     rows = await conn.fetch(
         """SELECT p.id AS postback_id, p.url AS template, c.event_id, c.click_id, c.order_id, c.action,
                   c.amount_minor, coalesce(c.currency, o.currency) AS currency, c.status, c.offer_id, c.sub1,
-                  o.currency AS offer_currency,
-                  coalesce((SELECT sum(amount_minor) FROM commissions k WHERE k.event_id = c.event_id), 0)::bigint
-                      AS commission_minor
+                  k.minor AS commission_minor, k.currency AS commission_currency, k.currencies
            FROM partner_postbacks p
            JOIN conversions c ON c.partner_id = p.partner_id AND c.kind = ANY(p.events) AND c.ts >= p.created_at
            JOIN offers o ON o.id = c.offer_id
+           CROSS JOIN LATERAL (SELECT coalesce(sum(amount_minor), 0)::bigint AS minor, min(currency) AS currency,
+                                      count(DISTINCT currency) AS currencies
+                               FROM commissions WHERE event_id = c.event_id) k
            WHERE p.status = 'active'
              AND NOT EXISTS (SELECT 1 FROM postback_deliveries d WHERE d.postback_id = p.id AND d.event_id = c.event_id)
            ORDER BY c.ts LIMIT $1""",
@@ -179,7 +180,7 @@ async def enqueue(conn: asyncpg.Connection, limit: int = 1000) -> int:
             "status": r["status"],
             "offer_id": str(r["offer_id"]),
             "sub1": r["sub1"] or "",
-            "commission": format_amount(r["commission_minor"], r["offer_currency"]),
+            "commission": _commission(r),
         }
         records.append((r["postback_id"], r["event_id"], render(r["template"], values)))
     await conn.executemany(
@@ -188,6 +189,15 @@ async def enqueue(conn: asyncpg.Connection, limit: int = 1000) -> int:
         records,
     )
     return len(records)
+
+
+def _commission(row: asyncpg.Record) -> str:
+    """{commission}: the conversion's commission in its own currency (a cps line is in the sale's). Lines in
+    two currencies (a hybrid's fixed part and its percentage of a sale in another currency) add up to no one
+    figure: then empty."""
+    if row["currencies"] > 1:
+        return ""
+    return format_amount(row["commission_minor"], row["commission_currency"] or row["currency"])
 
 
 def _outcome(status: int) -> str:

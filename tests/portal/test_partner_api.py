@@ -266,6 +266,54 @@ async def test_outbound_postbacks_are_signed_retried_and_logged(db, settings):
     assert headers["x-clickmint-signature"] == expected.hexdigest()
 
 
+async def test_the_commission_macro_is_in_the_commissions_own_currency(db):
+    """{commission} was formatted in the offer's currency: a 500 JPY commission on a sale in yen went out as
+    "5.00". It is the commission in its own currency; lines in two currencies (a hybrid's fixed part and its
+    percentage of a sale in another currency) have no one figure, and the macro is left empty."""
+    w = await world(db)
+    await db.execute(
+        """INSERT INTO partner_postbacks (partner_id, url, secret, events)
+           VALUES ($1, 'https://a.example/pb?o={order_id}&c={commission}&ccy={currency}', 's', '{action,purchase}')""",
+        w.a_partner,
+    )
+    for order, amount, currency, lines in (
+        ("yen", 5000, "JPY", [("cps", 500, "JPY")]),
+        ("usd", 2599, "USD", [("cps", 260, "USD")]),
+        ("signup", None, None, [("cpa", 250, "USD")]),
+        ("hybrid", 5000, "JPY", [("cpa", 250, "USD"), ("cps", 500, "JPY")]),
+        ("nothing", 100, "USD", []),
+    ):
+        event_id = await db.fetchval(
+            """INSERT INTO conversions (event_id, ts, kind, merchant_id, offer_id, partner_id, order_id, amount_minor,
+                                        currency, status, hold_until)
+               VALUES (gen_random_uuid(), now(), $1, $2, $3, $4, $5, $6, $7, 'pending', now()) RETURNING event_id""",
+            "action" if amount is None else "purchase",
+            w.merchant_id,
+            w.ids["public_offer"],
+            w.a_partner,
+            order,
+            amount,
+            currency,
+        )
+        for kind, minor, ccy in lines:
+            await db.execute(
+                "INSERT INTO commissions (event_id, kind, amount_minor, currency, basis) VALUES ($1, $2, $3, $4, '')",
+                event_id,
+                kind,
+                minor,
+                ccy,
+            )
+    assert await postbacks.enqueue(db) == 5
+    urls = {
+        r["url"].split("o=")[1].split("&")[0]: r["url"] for r in await db.fetch("SELECT url FROM postback_deliveries")
+    }
+    assert urls["yen"].endswith("&c=500&ccy=JPY")
+    assert urls["usd"].endswith("&c=2.60&ccy=USD")
+    assert urls["signup"].endswith("&c=2.50&ccy=USD")
+    assert urls["hybrid"].endswith("&c=&ccy=JPY")
+    assert urls["nothing"].endswith("&c=0.00&ccy=USD")
+
+
 async def test_a_closed_statement_reexports_the_same_bytes_after_renames(settings, db):
     """Found by fuzzing the operator API: renaming the offer, merchant or partner changed a closed
     statement's bytes. The names, addresses and payment terms are fixed at close now."""
