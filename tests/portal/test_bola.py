@@ -426,3 +426,27 @@ async def test_every_reference_in_every_write_is_checked_against_the_callers_ten
             )
             assert accepted.status_code < 300, (ep.method, ep.path, accepted.text)
     assert tried >= (22 if role == "operator" else 6)
+
+
+async def test_a_statement_detail_names_only_lines_of_that_statement(db, settings):
+    """The detail export's `line` query names a ledger line: on the caller's own statement, B's line is not
+    found there (an empty export), never B's events."""
+    w = await world(db)
+    own = await db.fetchval(
+        """INSERT INTO statements (number, merchant_id, partner_id, currency, period_start, period_end)
+           VALUES ('A-1', $1, $2, 'USD', date_trunc('month', now())::date,
+                   (date_trunc('month', now()) + interval '1 month')::date) RETURNING id""",
+        w.merchant_id,
+        w.a_partner,
+    )
+    b_line = await db.fetchval("SELECT id FROM ledger_lines WHERE statement_id = $1", w.ids["b_statement"])
+    async with portal_client(settings) as client:
+        await login(client, "alice@p.example")
+        mine = await client.get(f"/api/v1/partner/statements/{own}/detail", params={"line": b_line})
+    async with portal_client(settings) as client:
+        await login(client, "ops@shop-m.example")
+        ops = await client.get(f"/api/v1/admin/statements/{own}/detail", params={"line": b_line})
+    for response in (mine, ops):
+        assert response.status_code == 200
+        assert not has(response, w.marker)
+        assert response.text.splitlines() == ["Line,Reference,Kind,Date (UTC),Event"]
