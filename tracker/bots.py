@@ -160,6 +160,7 @@ class BurstDetector:
         self.window_s = window_s
         self.max_addresses = max_addresses
         self._hits: dict[object, deque[float]] = {}  # address -> the times of its last limit + 1 hits
+        self._forgot_at = float("-inf")
 
     def hit(self, address: object, now: float) -> bool:
         """Count a hit of `address` at `now` (seconds); True when it is a burst."""
@@ -172,8 +173,11 @@ class BurstDetector:
         return len(times) > self.limit and now - times[0] < self.window_s
 
     def _forget(self, now: float) -> bool:
-        """Drop the addresses whose last hit is out of the window; True when that made room."""
-        cutoff = now - self.window_s
-        for address in [a for a, times in self._hits.items() if times[-1] <= cutoff]:
-            del self._hits[address]
+        """Drop the addresses whose last hit is out of the window, at most once a second (a scan of the
+        whole table, which a flood of new addresses must not trigger at every hit); True when there is room."""
+        if now - self._forgot_at >= 1.0:
+            self._forgot_at = now
+            cutoff = now - self.window_s
+            for address in [a for a, times in self._hits.items() if times[-1] <= cutoff]:
+                del self._hits[address]
         return len(self._hits) < self.max_addresses
