@@ -52,13 +52,13 @@ DEFAULT_CONNECT_TIMEOUT_S = 2.0
 BURST_FUNCTION = b"""
 local function burst(key, limit, window_ms)
   local time = redis.call('TIME')
-  local stamp = time[1] .. string.format('%03d', math.floor(tonumber(time[2]) / 1000))
-  local n = redis.call('LPUSH', key, stamp)
+  local now = time[1] * 1000 + math.floor(time[2] / 1000)  -- an integer: passed on as its digits
+  local n = redis.call('LPUSH', key, now)
   redis.call('PEXPIRE', key, window_ms)
   if n <= limit then return false end
   local before = tonumber(redis.call('LINDEX', key, limit))
   redis.call('LTRIM', key, 0, limit)
-  return tonumber(stamp) - before < window_ms
+  return now - before < window_ms
 end
 """
 

@@ -56,9 +56,15 @@ async def test_forty_hits_straddling_a_window_boundary_are_ten_bursts(
         for _ in range(20):
             await t.http.get(f"/v/{prog.code}")
         events = await t.events()
+        (burst_list,) = [key async for key in t.redis.scan_iter(match=f"{t.prefix}:burst:*")]
+        stamps = [int(stamp) for stamp in await t.redis.lrange(burst_list, 0, -1)]
+        expires_ms = await t.redis.pttl(burst_list)
     assert _bots(events) == [None] * 30 + ["burst"] * 10
     entries = [fields for key in await t.stream_keys() for _, fields in await t.redis.xrange(key)]
     assert sorted(fields[b"b"] for fields in entries) == [b"0"] * 30 + [b"1"] * 10  # decided by Redis
+    # One list for the address: the times of its last limit + 1 hits, in ms, newest first; gone a window later.
+    assert len(stamps) == 31 and stamps == sorted(stamps, reverse=True)
+    assert abs(stamps[0] - time.time() * 1000) < 5000 and 0 < expires_ms <= 10_000
 
 
 async def test_seventy_views_through_two_trackers_are_thirty_views(settings: Settings, db: asyncpg.Connection) -> None:
