@@ -237,9 +237,9 @@ class Ingest:
             if not fields:  # deleted by a trim while pending: nothing left to store
                 ids.append(entry_id)
                 continue
-            data, flag, within = _payload(fields)
+            data, flag, within, burst = _payload(fields)
             try:
-                parsed = parse(data, flag, within)
+                parsed = parse(data, flag, within, burst)
                 ids.append(entry_id)
                 event_id = parsed[0][0]
                 if event_id in seen:  # the same event twice in one batch: store and derive it once
@@ -266,10 +266,10 @@ class Ingest:
 
     async def _process_singly(self, shard: int, key: str, entries: list[Entry]) -> None:
         for entry_id, fields in entries:
-            data, flag, within = _payload(fields) if fields else (b"", None, None)
+            data, flag, within, burst = _payload(fields) if fields else (b"", None, None, None)
             for attempt in range(3):
                 try:
-                    await self._commit([events.parse(data, flag, within)] if fields else [], fresh=False)
+                    await self._commit([events.parse(data, flag, within, burst)] if fields else [], fresh=False)
                     break
                 except asyncpg.UniqueViolationError as exc:
                     # Another shard's worker took the same order id a moment ago: the next attempt sees it.
@@ -330,7 +330,7 @@ class Ingest:
                 await asyncio.sleep(min(0.1 * (attempt + 1), 2.0))
 
     async def _dead_letter(self, shard: int, dead: list[tuple[bytes, Sequence[bytes], str]]) -> None:
-        """Park entries that cannot be stored, with every field Redis gave them ("d", "u", "c") and the reason."""
+        """Park entries that cannot be stored, with every field Redis gave them ("d", "u", "c", "b") and the reason."""
         key = dead_key(self.settings.core.key_prefix, shard)
         async with self.redis.pipeline(transaction=False) as pipe:
             for entry_id, fields, reason in dead:
@@ -341,13 +341,15 @@ class Ingest:
         log.error("shard %d: %d entries to the dead-letter stream, first: %s", shard, len(dead), dead[0][2])
 
 
-def _payload(fields: Sequence[bytes]) -> tuple[bytes, bytes | None, bytes | None]:
-    """The payload ("d"), the uniqueness flag ("u") and the cap verdict ("c") of an entry's flat field list
-    (None when absent)."""
+def _payload(fields: Sequence[bytes]) -> tuple[bytes, bytes | None, bytes | None, bytes | None]:
+    """The payload ("d"), the uniqueness flag ("u"), the cap verdict ("c") and the burst verdict ("b") of an
+    entry's flat field list (None when absent)."""
     if len(fields) == 2 and fields[0] == b"d":
-        return fields[1], None, None
+        return fields[1], None, None, None
+    if len(fields) == 4 and fields[2] == b"b" and fields[0] == b"d":  # a view a person's address made
+        return fields[1], None, None, fields[3]
     named = dict(zip(fields[::2], fields[1::2], strict=False))
-    return named.get(b"d", b""), named.get(b"u"), named.get(b"c")
+    return named.get(b"d", b""), named.get(b"u"), named.get(b"c"), named.get(b"b")
 
 
 async def trim(redis: aioredis.Redis, key: str, retention_s: int) -> None:

@@ -15,6 +15,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "tracker": ("loadtests.tracker_bench", "click redirects of one pinned tracker worker vs a bare ASGI 302"),
     "ingest": ("loadtests.ingest_bench", "stream -> PostgreSQL with attribution and rollups vs a raw COPY"),
     "settle": ("loadtests.settle_bench", "1M conversions for 10k partners: approve, ledger, statements, close"),
+    "bots": (
+        "loadtests.bots_bench",
+        "bot verdict per user agent: cached, new person, new bot vs the list as one regex",
+    ),
     "capacity": ("loadtests.capacity", "whole system under the locust mix: highest rate at p99 <= 20 ms, then a soak"),
 }
 

@@ -28,14 +28,28 @@ from tracker.settings import TrackerSettings
 METRICS_TOKEN = "tests-metrics-token-" + "t" * 24
 TRACKER_TEST_ENV = {"CLICKMINT_METRICS_PORT": "0", "CLICKMINT_METRICS_TOKEN": METRICS_TOKEN}
 METRICS_AUTH = {"authorization": f"Bearer {METRICS_TOKEN}"}
+# The tracker believes X-Forwarded-For: each `visitor(n)` is then a person of an address of its own. Many
+# visitors from the client's one address would be one address's burst (docs/VISITORS.md).
+PER_ADDRESS = {"CLICKMINT_TRUST_FORWARDED": "true"}
+
+
+def visitor(n: int) -> dict[str, str]:
+    """The headers of visitor n: a user agent and an address of its own (198.18.0.0/15, a test range)."""
+    return {
+        "user-agent": f"Mozilla/5.0 visitor-{n}",
+        "x-forwarded-for": f"198.{18 + (n >> 16 & 1)}.{n >> 8 & 255}.{n & 255}",
+    }
 
 
 @contextlib.asynccontextmanager
-async def tracker_client(settings: Settings) -> AsyncIterator[tuple[TrackerApp, httpx.AsyncClient]]:
+async def tracker_client(
+    settings: Settings, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[TrackerApp, httpx.AsyncClient]]:
+    """An in-process tracker and a client on it; `env` adds CLICKMINT_* settings (PER_ADDRESS: see `visitor`)."""
     # A generous Redis budget: on a loaded CI machine a batch slower than the default 20 ms would be spooled,
     # and a spooled click passes its cap (Redis could not say), which a cap test would take for a bug.
-    env = Env({"CLICKMINT_REDIS_BUDGET_MS": "5000", **TRACKER_TEST_ENV})
-    app = TrackerApp(TrackerSettings.from_env(env, core=settings))
+    values = {"CLICKMINT_REDIS_BUDGET_MS": "5000", **TRACKER_TEST_ENV, **(env or {})}
+    app = TrackerApp(TrackerSettings.from_env(Env(values), core=settings))
     async with app.lifespan(app.cold):
         transport = httpx.ASGITransport(app=app, client=("203.0.113.77", 5000))
         async with httpx.AsyncClient(transport=transport, base_url="http://track.test", headers=METRICS_AUTH) as client:

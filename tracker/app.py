@@ -32,7 +32,7 @@ from tracker.postbacks import Conversions
 from tracker.recorder import Recorder
 from tracker.settings import TrackerSettings
 from tracker.spool import Spool
-from tracker.streams import CAPPED_UNIQUE_XADD, UNIQUE_XADD
+from tracker.streams import SCRIPTS
 from tracker.visit import from_scope
 
 log = logging.getLogger("clickmint.tracker")
@@ -62,7 +62,9 @@ class TrackerApp:
             core.key_prefix,
             Spool(settings.spool_dir),
             settings.redis_budget_ms / 1000,
-            (caps.SCRIPT, UNIQUE_XADD, CAPPED_UNIQUE_XADD),
+            (caps.SCRIPT, *SCRIPTS),
+            settings.burst_limit,
+            settings.burst_window_s,
         )
         self.geo = GeoLookup(settings.geo_db)
         self.hot = Hot(settings, self.cache, self.recorder, signer_for(core.secret_key), self.geo, self.metrics)

@@ -11,9 +11,10 @@ import time
 from typing import Any, NamedTuple
 
 from tracker import caps
-from tracker.bots import BurstDetector, classify
+from tracker.bots import classify
 from tracker.clickids import ClickIdSigner
 from tracker.config import ConfigCache, Link, Snapshot
+from tracker.crawlers import LIST_VERSION
 from tracker.geo import GeoLookup, anonymize_ip
 from tracker.ids import uuid7
 from tracker.macros import Template, is_safe_location, safe_deep_link
@@ -79,7 +80,7 @@ class Hot:
         self.signer = signer
         self.geo = geo
         self.metrics = metrics
-        self.bursts = BurstDetector(settings.burst_limit, float(settings.burst_window_s))
+        metrics.info["bot_list_info"] = {"list": "crawler-user-agents", "version": LIST_VERSION}
         self.visitor_key = settings.core.secret_key.encode()
         self.prefix = settings.core.key_prefix
         self.cookie_flags = b"; Path=/; HttpOnly; SameSite=Lax"
@@ -88,13 +89,19 @@ class Hot:
         # link id -> the packed cap check of one of its clicks: the same bytes all day
         self._click_caps: dict[int, _ClickCaps] = {}
 
-    def bot_reason(self, visit: Visit, now: float) -> str | None:
+    def bot_reason(self, visit: Visit) -> str | None:
+        """The verdict on the request itself (its method, headers and user agent); bursts are Redis's."""
         reason = classify(visit.method, visit.user_agent, visit.purpose)
-        if reason is None and self.bursts.hit(visit.visitor(self.visitor_key), now):
-            reason = "burst"
         if reason is not None:
             self.metrics.bots[reason] += 1
         return reason
+
+    async def _record_hit(self, link: Link, visit: Visit, event: dict[str, Any]) -> None:
+        """Record a view or an inactive link's click: a person's hit is counted towards its address's bursts."""
+        burst = visit.address(self.visitor_key).encode() if event["bot"] is None else None
+        await self.recorder.record(link.shard, event, burst=burst)
+        if burst is not None and event["bot"] == "burst":
+            self.metrics.bots["burst"] += 1
 
     def base_event(self, kind: str, link: Link, visit: Visit, now_ms: int, bot: str | None) -> dict[str, Any]:
         return {
@@ -143,12 +150,7 @@ class Hot:
         now = time.time()
         now_ms = int(now * 1000)
         offer = link.offer
-        visitor = ""
         bot = classify(visit.method, visit.user_agent, visit.purpose)
-        if bot is None:
-            visitor = visit.visitor(self.visitor_key)
-            if self.bursts.hit(visitor, now):
-                bot = "burst"
         if bot is not None:
             self.metrics.bots[bot] += 1
         click_id = self.signer.issue(link.id, int(now))
@@ -185,13 +187,17 @@ class Hot:
         checks: tuple[bytes, ...] = ()
         unique: tuple[bytes, int] | None = None
         capped: tuple[bytes, bytes] | None = None
-        if bot is None:
-            unique = (plan.unique_prefix + visitor.encode(), offer.window_s)
+        burst: bytes | None = None
+        if bot is None:  # Redis decides the rest as it appends the click: burst, uniqueness, caps
+            unique = (plan.unique_prefix + visit.visitor(self.visitor_key).encode(), offer.window_s)
+            burst = visit.address(self.visitor_key).encode()
             if offer.caps:
                 checks, capped = self._click_cap_check(link, now)
         else:
             event["unique"] = False
-        await self.recorder.record(link.shard, event, checks, _decide_cap if checks else None, unique, capped)
+        await self.recorder.record(link.shard, event, checks, _decide_cap if checks else None, unique, capped, burst)
+        if burst is not None and event["bot"] == "burst":
+            self.metrics.bots["burst"] += 1
         if "over_cap" in event:  # the cap was hit: the fallback offer, no click id, no cookie
             await self._redirect(send, offer.fallback_url or offer.destination.render(link.ids), None, visit)
             return "over_cap"
@@ -226,7 +232,9 @@ class Hot:
             if keys:
                 stream = stream_key(self.prefix, link.shard)
                 check = (pack(b"EVALSHA", caps.SCRIPT_SHA, len(keys), *keys, *args),)
-                cached = _ClickCaps(day, link, check, capped_unique_xadd_parts(stream, offer.window_s, keys, args))
+                burst = (self.settings.burst_limit, self.settings.burst_window_s)
+                parts = capped_unique_xadd_parts(stream, offer.window_s, burst, keys, args)
+                cached = _ClickCaps(day, link, check, parts)
             else:
                 cached = _ClickCaps(day, link, (), None)
             self._click_caps[link.id] = cached
@@ -236,7 +244,7 @@ class Hot:
         """An inactive link still redirects (to the fallback or the offer), recorded as refused, never unique."""
         now = time.time()
         offer = link.offer
-        event = self.base_event("click", link, visit, int(now * 1000), self.bot_reason(visit, now))
+        event = self.base_event("click", link, visit, int(now * 1000), self.bot_reason(visit))
         if visit.query_error:
             event["refusal"] = visit.query_error
             event.update(_NO_SUBS)
@@ -247,7 +255,7 @@ class Hot:
             event["source"] = get("source", "")
         event["refusal"] = "link_inactive"
         event["unique"] = False
-        await self.recorder.record(link.shard, event)
+        await self._record_hit(link, visit, event)
         await self._redirect(send, offer.fallback_url or offer.destination.render(link.ids), None, visit)
         return "link_inactive"
 
@@ -282,12 +290,12 @@ class Hot:
             await _respond(send, 200, headers, body)
             return "unknown_link"
         now = time.time()
-        event = self.base_event("view", link, visit, int(now * 1000), self.bot_reason(visit, now))
+        event = self.base_event("view", link, visit, int(now * 1000), self.bot_reason(visit))
         if banner and creative is None:
             event["refusal"] = "no_creative"
         elif not link.active:
             event["refusal"] = "link_inactive"
-        await self.recorder.record(link.shard, event)
+        await self._record_hit(link, visit, event)
         if "refusal" in event:
             headers.append((b"x-clickmint-refusal", event["refusal"].encode()))
         if banner and creative is not None and visit.if_none_match == creative.etag:

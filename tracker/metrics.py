@@ -18,6 +18,7 @@ class Metrics:
         self.latency_sum: Counter[str] = Counter()
         self.bots: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()
+        self.info: dict[str, dict[str, str]] = {}  # name -> labels of a gauge that is always 1 (versions)
 
     def observe(self, route: str, outcome: str, seconds: float) -> None:
         self.requests[route, outcome] += 1
@@ -50,6 +51,10 @@ class Metrics:
         out.append("# TYPE clickmint_refusals_total counter")
         for code, n in sorted(self.refusals.items()):
             out.append(f'clickmint_refusals_total{{code="{code}"}} {n}')
+        for name, labels in sorted(self.info.items()):
+            pairs = ",".join(f'{key}="{value}"' for key, value in labels.items())
+            out.append(f"# TYPE clickmint_{name} gauge")
+            out.append(f"clickmint_{name}{{{pairs}}} 1")
         for name, value in sorted(gauges.items()):
             out.append(f"# TYPE clickmint_{name} gauge")
             out.append(f"clickmint_{name} {value}")

@@ -1,12 +1,14 @@
 """Group commit: the events of all requests in flight go to Redis in one pipeline, else to the spool.
 
 A request hands its event to `Recorder.record` and awaits only its own batch. A batch has one round
-trip on a single Redis: one XADD per event, or for a click one script that also decides its uniqueness
-and, when its offer has caps, checks and counts them. On a Redis Cluster, where the cap counters and
+trip on a single Redis: one XADD per event, or for a click or view the tracker takes for a person's one
+script that also counts the hit of its address and decides whether it is a burst, for a click decides its
+uniqueness and, when its offer has caps, checks and counts them. On a Redis Cluster, where the cap counters and
 the streams live in different slots, the cap checks go first in a round trip of their own, whose
 replies finish those events, then the appends. If Redis is down, errs, or is slower than the budget,
 the batch is fsynced to the local spool instead and the request still succeeds; a background task
-replays the spool into the streams once Redis answers again.
+replays the spool into the streams once Redis answers again. A spooled event's burst verdict then comes
+from this process's own count (`BurstDetector`, the same rule), flagged `degraded`.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from typing import Any
 import hiredis
 import orjson
 
+from tracker.bots import DEFAULT_BURST_LIMIT, DEFAULT_BURST_WINDOW_S, BurstDetector
 from tracker.cluster import ClusterConnection, connect_any
 from tracker.spool import Spool, SpoolError, parse_lines
 from tracker.streams import (
     RedisUnavailable,
     RespConnection,
+    burst_args,
+    burst_xadd_command,
     capped_unique_xadd_command,
     pack,
     stream_key,
@@ -47,7 +52,7 @@ Decide = Callable[[dict[str, Any], list[Any] | None], None]
 
 
 class Entry:
-    __slots__ = ("capped", "checks", "decide", "event", "lost", "replies", "shard", "unique")
+    __slots__ = ("burst", "capped", "checks", "decide", "event", "lost", "replies", "shard", "unique")
 
     def __init__(
         self,
@@ -57,6 +62,7 @@ class Entry:
         decide: Decide | None,
         unique: tuple[bytes, int] | None,
         capped: tuple[bytes, bytes] | None,
+        burst: bytes | None,
     ) -> None:
         self.shard = shard
         self.event = event
@@ -65,6 +71,7 @@ class Entry:
         self.unique = unique  # (uniqueness key, window s): appended by the UNIQUE_XADD script
         # the parts of a CAPPED_UNIQUE_XADD call that does `checks` (its caps) and the append in one go
         self.capped = capped
+        self.burst = burst  # the address whose hit this is (its key in Redis after the burst prefix)
         self.replies: list[Any] | None = None
         self.lost = False  # neither Redis nor the spool could take it (full disk)
 
@@ -103,12 +110,17 @@ class Recorder:
         spool: Spool,
         budget_s: float = DEFAULT_BUDGET_S,
         scripts: tuple[bytes, ...] = (),
+        burst_limit: int = DEFAULT_BURST_LIMIT,
+        burst_window_s: int = DEFAULT_BURST_WINDOW_S,
     ) -> None:
         self._url = redis_url
         self._conn: RespConnection | ClusterConnection = RespConnection(redis_url)  # checks the URL now
         self._scripts = scripts  # loaded at every connect: a restarted Redis has forgotten them
         self._prefix = prefix
         self._keys: dict[int, bytes] = {}
+        self._burst_keys: dict[int, bytes] = {}  # shard -> the prefix of its hits' burst lists
+        self._burst_args = burst_args(burst_limit, burst_window_s)
+        self.bursts = BurstDetector(burst_limit, burst_window_s)  # only for hits Redis could not count
         self.spool = spool
         self.budget_s = budget_s
         self.stats = Stats()
@@ -153,6 +165,7 @@ class Recorder:
         await self._conn.close()
         self._conn = await connect_any(self._url)
         self._one_trip = not isinstance(self._conn, ClusterConnection)
+        self._burst_keys = {}
         try:
             await self._load_scripts(2.0)
         except RedisUnavailable:
@@ -189,6 +202,15 @@ class Recorder:
             key = self._keys[shard] = stream_key(self._prefix, shard)
         return key
 
+    def _burst_key(self, shard: int) -> bytes:
+        """The prefix of the burst lists of hits appended to a shard: one list per address for every shard
+        on a single Redis; on a Cluster one per address and shard, in the slot of the shard's stream."""
+        key = self._burst_keys.get(shard)
+        if key is None:
+            tag = "" if self._one_trip else f"{{{shard}}}:"
+            key = self._burst_keys[shard] = f"{self._prefix}:burst:{tag}".encode()
+        return key
+
     async def command(self, *commands: bytes) -> list[Any]:
         """Run a few commands outside the batch (config checks, readiness); raises RedisUnavailable."""
         return await self._conn.execute(list(commands), timeout=1.0)
@@ -201,14 +223,19 @@ class Recorder:
         decide: Decide | None = None,
         unique: tuple[bytes, int] | None = None,
         capped: tuple[bytes, bytes] | None = None,
+        burst: bytes | None = None,
     ) -> Entry:
         """Make the event durable (Redis stream or spool) in the next batch; returns it with its check replies.
 
-        `unique`: (key, window) to decide click uniqueness in the same script call that appends the event.
-        `capped`: with `unique`, the parts of the CAPPED_UNIQUE_XADD call that runs `checks` (one cap
-        check) in that same call on a single Redis; its reply is then the check's reply.
+        `burst`: the (hashed) address of a click or view taken for a person's: the script that appends the
+        event counts the hit and decides whether it is a burst; a burst's event then has bot "burst" (and a
+        click unique False). `unique`: with `burst`, (key, window) to decide click uniqueness in that same
+        script call. `capped`: with `unique`, the parts of the CAPPED_UNIQUE_XADD call that runs `checks`
+        (one cap check) in that same call on a single Redis; its reply is then the check's reply.
         """
-        entry = Entry(shard, event, checks, decide, unique, capped)
+        if unique is not None and burst is None:
+            raise ValueError("a click's uniqueness is decided with its burst verdict: give its address")
+        entry = Entry(shard, event, checks, decide, unique, capped, burst)
         future = self._batch_future
         if future is None:
             future = self._batch_future = _BatchFuture(loop=asyncio.get_running_loop())
@@ -273,13 +300,17 @@ class Recorder:
                 at += n
                 if entry.decide is not None:
                     entry.decide(entry.event, entry.replies)
-        dumps, key = orjson.dumps, self._key
+        dumps, key, burst_key, args = orjson.dumps, self._key, self._burst_key, self._burst_args
         commands = [
             xadd_command(key(e.shard), dumps(e.event))
+            if e.burst is None
+            else burst_xadd_command(burst_key(e.shard) + e.burst, key(e.shard), args, dumps(e.event))
             if e.unique is None
-            else capped_unique_xadd_command(e.unique[0], e.capped, dumps(e.event))
+            else capped_unique_xadd_command(e.unique[0], burst_key(e.shard) + e.burst, e.capped, dumps(e.event))
             if e.capped is not None
-            else unique_xadd_command(e.unique[0], key(e.shard), e.unique[1], dumps(e.event))
+            else unique_xadd_command(
+                e.unique[0], burst_key(e.shard) + e.burst, key(e.shard), e.unique[1], args, dumps(e.event)
+            )
             for e in batch
         ]
         replies = await self._execute(commands)
@@ -287,10 +318,13 @@ class Recorder:
         for entry, reply in zip(batch, replies, strict=True):
             if isinstance(reply, hiredis.ReplyError):
                 failed.append(entry)
-            elif entry.capped is not None:  # the reply is the cap check's: 1 within, 0 over
-                entry.replies = [reply]
-                if entry.decide is not None:
-                    entry.decide(entry.event, entry.replies)
+            elif entry.burst is not None:  # 1: a burst; with caps, 2 for a burst plus 1 within, 0 over cap
+                if reply >= 2 or (reply == 1 and entry.capped is None):
+                    _burst(entry.event)
+                if entry.capped is not None:  # the cap check's reply
+                    entry.replies = [reply & 1]
+                    if entry.decide is not None:
+                        entry.decide(entry.event, entry.replies)
         if failed:  # e.g. OOM under noeviction: those events go to the spool, the rest are in the stream
             log.warning(
                 "redis refused %d of %d events (%s), spooling them", len(failed), len(batch), failed_reply(replies)
@@ -300,6 +334,11 @@ class Recorder:
 
     async def _write_spool(self, batch: list[Entry]) -> None:
         for entry in batch:
+            event = entry.event
+            if entry.burst is not None and event.get("bot") is None:  # Redis could not count it: this process does
+                if self.bursts.hit(entry.burst, event["ts"] / 1000):
+                    _burst(event)
+                event["degraded"] = True
             if entry.decide is not None and entry.replies is None:  # Redis could not check it
                 entry.decide(entry.event, None)
             if entry.unique is not None and "unique" not in entry.event:
@@ -366,6 +405,13 @@ class Recorder:
         if moved:
             log.info("replayed %d spooled events", moved)
         return moved
+
+
+def _burst(event: dict[str, Any]) -> None:
+    """The event as Redis's burst verdict makes it (ingest does the same from the entry's "b")."""
+    event["bot"] = "burst"
+    if event["type"] == "click":
+        event["unique"] = False
 
 
 def _read_all(fd: int) -> bytes:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from clickmint.env import Env, SettingsError
 from clickmint.settings import Settings
+from tracker.bots import DEFAULT_BURST_LIMIT, DEFAULT_BURST_WINDOW_S
 
 DEFAULT_BUDGET_MS = 20
 DEFAULT_COOKIE = "cm_click"
@@ -22,7 +23,9 @@ class TrackerSettings:
     spool_dir: Path  # where this machine's trackers spool events while Redis cannot take them
     cookie_name: str  # first-party cookie holding the last click id
     trust_forwarded: bool  # take the client address and scheme from X-Forwarded-* (behind a proxy only)
-    burst_limit: int  # hits of one visitor within burst_window_s beyond which they count as a bot burst
+    # A click or view is a burst when its address already made burst_limit hits (a count) in the
+    # burst_window_s seconds before it; per address, across every worker and tracker (docs/VISITORS.md).
+    burst_limit: int
     burst_window_s: int
     metrics_host: str = DEFAULT_METRICS_HOST  # the admin address /metrics is served on, never the click port
     metrics_port: int = DEFAULT_METRICS_PORT  # 0: no admin listener
@@ -45,8 +48,8 @@ class TrackerSettings:
             spool_dir=Path(env.str("SPOOL_DIR", str(core.data_dir / "spool"))).absolute(),
             cookie_name=env.str("COOKIE_NAME", DEFAULT_COOKIE),
             trust_forwarded=env.bool("TRUST_FORWARDED", False),
-            burst_limit=env.int("BURST_LIMIT", 30, lo=1, hi=1_000_000),
-            burst_window_s=env.int("BURST_WINDOW_S", 10, lo=1, hi=3600),
+            burst_limit=env.int("BURST_LIMIT", DEFAULT_BURST_LIMIT, lo=1, hi=1_000_000),
+            burst_window_s=env.int("BURST_WINDOW_S", DEFAULT_BURST_WINDOW_S, lo=1, hi=3600),
             metrics_host=env.str("METRICS_HOST", DEFAULT_METRICS_HOST),
             metrics_port=env.int("METRICS_PORT", DEFAULT_METRICS_PORT, lo=0, hi=65_535),
             metrics_token=token,

@@ -2,18 +2,27 @@
 
 Redis key layout (PREFIX is CLICKMINT_KEY_PREFIX, "cm" by default):
 
-    {PREFIX}:events:{N}          stream, N in 0..shards-1; one entry per event, field "d" = orjson payload,
-                                 and for a click field "u" = 1 or 0: unique or not, decided by Redis as it
-                                 appends the entry; for a capped click on a single Redis also field "c" =
-                                 1 or 0: within its caps or over cap, decided by the same script (ingest
-                                 applies "c" = 0 as the tracker does: over_cap, refusal over_cap, no
-                                 click id). The {N} hash tag lets each shard live on its own node.
+    {PREFIX}:events:{N}          stream, N in 0..shards-1; one entry per event, field "d" = orjson payload.
+                                 A click or view the tracker takes for a person's also has field "b" = 1 or
+                                 0: a burst or not, decided by Redis as it appends the entry (ingest then
+                                 records a burst as bot "burst", never unique). Such a click also has "u" =
+                                 1 or 0: unique or not, decided by the same script; for a capped click on a
+                                 single Redis also "c" = 1 or 0: within its caps or over cap (ingest applies
+                                 "c" = 0 as the tracker does: over_cap, refusal over_cap, no click id). The
+                                 {N} hash tag lets each shard live on its own node.
     {PREFIX}:uniq:{N}:L:visitor  string, set NX with the offer's window as TTL, by the same script that
                                  appends the click to shard N (same hash tag, same Cluster slot): the click
                                  of this visitor on link L is unique when the SET succeeds.
+    {PREFIX}:burst:address       list of the times (ms, Redis's clock) of the address's last LIMIT + 1 hits,
+                                 newest first, expiring WINDOW_S after the last (CLICKMINT_BURST_LIMIT and
+                                 _WINDOW_S): counted by the script that appends each hit, whatever its shard.
+                                 On a Redis Cluster {PREFIX}:burst:{N}:address instead, in the slot of the
+                                 stream it is appended to: there an address's hits are counted per shard.
     {PREFIX}:cap:{o<offer>}:...  integer counters of the caps of one offer (offer-wide and per partner,
                                  daily and lifetime), checked and incremented atomically by one script.
     {PREFIX}:seen:{o<offer>}:... postback nonces, SET NX with a TTL, so a signed postback is used once.
+
+"address" is a keyed hash of the visitor's address (IPv6: its /64), never the address itself.
 
 redis-py spends ~22 µs of CPU per command in a pipeline; packing with hiredis and parsing with its
 Reader costs a few, which is why the hot path does its own RESP here.
@@ -36,28 +45,70 @@ from tracker.caps import CHECK_FUNCTION
 
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
 
-# KEYS: the uniqueness key, the stream; ARGV: the uniqueness window (s), the payload. One round trip
-# decides uniqueness and appends the click, atomically.
-UNIQUE_XADD = b"""
-local unique = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
-return redis.call('XADD', KEYS[2], '*', 'd', ARGV[2], 'u', unique and '1' or '0')
+# The burst rule, shared by the scripts below: count a hit of the address whose list is `key` and say
+# whether it is a burst, i.e. whether the address already made `limit` hits in the `window_ms` before it
+# (its hit `limit` places back is less than window_ms old). Redis's clock, so every tracker agrees; the
+# list keeps limit + 1 times, so a burst of any length costs the same few commands per hit.
+BURST_FUNCTION = b"""
+local function burst(key, limit, window_ms)
+  local time = redis.call('TIME')
+  local now = time[1] * 1000 + math.floor(time[2] / 1000)  -- an integer: passed on as its digits
+  local n = redis.call('LPUSH', key, now)
+  redis.call('PEXPIRE', key, window_ms)
+  if n <= limit then return false end
+  local before = tonumber(redis.call('LINDEX', key, limit))
+  redis.call('LTRIM', key, 0, limit)
+  return now - before < window_ms
+end
 """
+
+# KEYS: the address's burst list, the stream; ARGV: the burst limit (hits), its window (ms), the payload.
+# A view: counts the hit and appends the event with the verdict; returns 1 (a burst) or 0.
+BURST_XADD = (
+    BURST_FUNCTION
+    + b"""
+local b = burst(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+redis.call('XADD', KEYS[2], '*', 'd', ARGV[3], 'b', b and '1' or '0')
+return b and 1 or 0
+"""
+)
+BURST_XADD_SHA = hashlib.sha1(BURST_XADD).hexdigest().encode()
+
+# KEYS: the uniqueness key, the burst list, the stream; ARGV: the uniqueness window (s), the burst limit and
+# window (ms), the payload. One round trip counts the click's hit, decides its uniqueness (a burst is never
+# unique and takes no uniqueness) and appends it with both verdicts; returns 1 (a burst) or 0.
+UNIQUE_XADD = (
+    BURST_FUNCTION
+    + b"""
+local b = burst(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]))
+local unique = not b and redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
+redis.call('XADD', KEYS[3], '*', 'd', ARGV[4], 'u', unique and '1' or '0', 'b', b and '1' or '0')
+return b and 1 or 0
+"""
+)
 UNIQUE_XADD_SHA = hashlib.sha1(UNIQUE_XADD).hexdigest().encode()
 
-# KEYS: the uniqueness key, the stream, the cap counters; ARGV: the uniqueness window (s), per counter
-# its limit, TTL and increment, the payload last. One round trip checks and counts the click's caps,
-# decides its uniqueness and appends it with both verdicts; returns 1 (within its caps) or 0 (over cap).
-# Its keys live in different Cluster slots: on a Cluster the caps go in a round trip of their own.
+# KEYS: the uniqueness key, the burst list, the stream, the cap counters; ARGV: the uniqueness window (s), the
+# burst limit and window (ms), per counter its limit, TTL and increment, the payload last. One round trip
+# counts the click's hit, checks and counts its caps (not for a burst: bots never use up a cap), decides its
+# uniqueness and appends it with the three verdicts; returns 1 (within its caps) or 0 (over cap), plus 2 for
+# a burst. Its keys live in different Cluster slots: on a Cluster the caps go in a round trip of their own.
 CAPPED_UNIQUE_XADD = (
     CHECK_FUNCTION
+    + BURST_FUNCTION
     + b"""
-local within = capped(3, 2) and '1' or '0'
-local unique = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
-redis.call('XADD', KEYS[2], '*', 'd', ARGV[#ARGV], 'u', unique and '1' or '0', 'c', within)
-return tonumber(within)
+local b = burst(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]))
+local within, unique = '1', false
+if not b then
+  within = capped(4, 4) and '1' or '0'
+  unique = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
+end
+redis.call('XADD', KEYS[3], '*', 'd', ARGV[#ARGV], 'u', unique and '1' or '0', 'c', within, 'b', b and '1' or '0')
+return tonumber(within) + (b and 2 or 0)
 """
 )
 CAPPED_UNIQUE_XADD_SHA = hashlib.sha1(CAPPED_UNIQUE_XADD).hexdigest().encode()
+SCRIPTS = (BURST_XADD, UNIQUE_XADD, CAPPED_UNIQUE_XADD)  # loaded at every connect
 
 
 class RedisUnavailable(ConnectionError):
@@ -73,10 +124,11 @@ def pack(*args: str | bytes | int) -> bytes:
     return hiredis.pack_command(args)  # type: ignore[no-any-return]
 
 
-# The two commands of every event, packed by hand: the bytes pack() makes, at a quarter of its cost.
+# The commands of every event, packed by hand: the bytes pack() makes, at a quarter of its cost.
 _XADD_HEAD = b"*5\r\n$4\r\nXADD\r\n"
 _XADD_FIELD = b"\r\n$1\r\n*\r\n$1\r\nd\r\n"
-_UNIQUE_XADD_HEAD = b"*7\r\n$7\r\nEVALSHA\r\n$40\r\n" + UNIQUE_XADD_SHA + b"\r\n$1\r\n2\r\n"
+_BURST_XADD_HEAD = b"*8\r\n$7\r\nEVALSHA\r\n$40\r\n" + BURST_XADD_SHA + b"\r\n$1\r\n2\r\n"
+_UNIQUE_XADD_HEAD = b"*10\r\n$7\r\nEVALSHA\r\n$40\r\n" + UNIQUE_XADD_SHA + b"\r\n$1\r\n3\r\n"
 
 
 def xadd_command(stream: bytes, payload: bytes) -> bytes:
@@ -84,44 +136,96 @@ def xadd_command(stream: bytes, payload: bytes) -> bytes:
     return b"%s$%d\r\n%s%s$%d\r\n%s\r\n" % (_XADD_HEAD, len(stream), stream, _XADD_FIELD, len(payload), payload)
 
 
-def unique_xadd_command(unique_key: bytes, stream: bytes, window_s: int, payload: bytes) -> bytes:
-    """EVALSHA of UNIQUE_XADD: decide the click's uniqueness and append it in one call."""
-    middle = _MIDDLES.get((stream, window_s))
-    if middle is None:  # stream and window, packed once per shard and window
+def burst_args(limit: int, window_s: int) -> bytes:
+    """The burst limit (hits) and window (converted to ms) as the scripts take them: two packed arguments."""
+    hits, window_ms = b"%d" % limit, b"%d" % (window_s * 1000)
+    return b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(hits), hits, len(window_ms), window_ms)
+
+
+def burst_xadd_command(burst_key: bytes, stream: bytes, args: bytes, payload: bytes) -> bytes:
+    """EVALSHA of BURST_XADD: count the hit of a view's address and append the view with the verdict."""
+    return b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n%s$%d\r\n%s\r\n" % (
+        _BURST_XADD_HEAD,
+        len(burst_key),
+        burst_key,
+        len(stream),
+        stream,
+        args,
+        len(payload),
+        payload,
+    )
+
+
+def unique_xadd_command(
+    unique_key: bytes, burst_key: bytes, stream: bytes, window_s: int, args: bytes, payload: bytes
+) -> bytes:
+    """EVALSHA of UNIQUE_XADD: count the click's hit, decide its uniqueness and append it in one call."""
+    middle = _MIDDLES.get((stream, window_s, args))
+    if middle is None:  # stream, window and burst arguments, packed once per shard and window
         window = b"%d" % window_s
-        middle = _MIDDLES[stream, window_s] = b"\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+        middle = _MIDDLES[stream, window_s, args] = b"$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (
             len(stream),
             stream,
             len(window),
             window,
+            args,
         )
-    head = _UNIQUE_XADD_HEAD
-    return b"%s$%d\r\n%s%s$%d\r\n%s\r\n" % (head, len(unique_key), unique_key, middle, len(payload), payload)
+    return b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n%s$%d\r\n%s\r\n" % (
+        _UNIQUE_XADD_HEAD,
+        len(unique_key),
+        unique_key,
+        len(burst_key),
+        burst_key,
+        middle,
+        len(payload),
+        payload,
+    )
 
 
-_MIDDLES: dict[tuple[bytes, int], bytes] = {}
+_MIDDLES: dict[tuple[bytes, int, bytes], bytes] = {}
 
 
 def capped_unique_xadd_parts(
-    stream: bytes, window_s: int, keys: Sequence[str], args: Sequence[int]
+    stream: bytes, window_s: int, burst: tuple[int, int], keys: Sequence[str], args: Sequence[int]
 ) -> tuple[bytes, bytes]:
-    """The packed CAPPED_UNIQUE_XADD call of one link's clicks around the visitor's key and the payload.
+    """The packed CAPPED_UNIQUE_XADD call of one link's clicks around the visitor's key, the address's burst
+    list and the payload. `burst`: the limit (hits) and window (s).
 
-    Everything but those two is the same for every click of a link all day, so it is packed once.
+    Everything but those three is the same for every click of a link all day, so it is packed once.
     """
-    before = pack(b"EVALSHA", CAPPED_UNIQUE_XADD_SHA, 2 + len(keys), b"", stream, *keys, window_s, *args, b"")
+    limit, window = burst
     blank = b"$0\r\n\r\n"
+    before = pack(
+        b"EVALSHA",
+        CAPPED_UNIQUE_XADD_SHA,
+        3 + len(keys),
+        b"",
+        b"",
+        stream,
+        *keys,
+        window_s,
+        limit,
+        window * 1000,
+        *args,
+        b"",
+    )
     head, _, rest = before.partition(blank)  # the count of arguments, EVALSHA, its SHA, the number of keys
-    after = rest[: -len(blank)]  # the stream, the counters, the window and the counters' arguments
+    after = rest[
+        len(blank) : -len(blank)
+    ]  # the stream, the counters, the window, the burst's and the counters' arguments
     return head, after
 
 
-def capped_unique_xadd_command(unique_key: bytes, parts: tuple[bytes, bytes], payload: bytes) -> bytes:
+def capped_unique_xadd_command(
+    unique_key: bytes, burst_key: bytes, parts: tuple[bytes, bytes], payload: bytes
+) -> bytes:
     """EVALSHA of CAPPED_UNIQUE_XADD for one click, from its link's parts."""
-    return b"%s$%d\r\n%s\r\n%s$%d\r\n%s\r\n" % (
+    return b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n%s$%d\r\n%s\r\n" % (
         parts[0],
         len(unique_key),
         unique_key,
+        len(burst_key),
+        burst_key,
         parts[1],
         len(payload),
         payload,

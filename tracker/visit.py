@@ -1,9 +1,18 @@
-"""The one HTTP-aware constructor: what the tracker needs to know about a request, read from the ASGI scope."""
+"""The one HTTP-aware constructor: what the tracker needs to know about a request, read from the ASGI scope.
+
+Who the visitor is, one definition for the whole tracker:
+- the **address** is the client's IPv4 address, or the /64 network of its IPv6 address (one subscriber's
+  line or phone gets a whole /64 and may change addresses inside it at will);
+- **uniqueness** is per address and user agent: two browsers behind one address are two people;
+- **bursts** are per address alone: rotating user agents cannot hide one (tracker/streams.py counts them).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -26,6 +35,7 @@ class Visit:
     query_error: str | None  # set when the query string is refused (too long, not UTF-8)
     if_none_match: bytes = b""  # a banner's ETag the browser already holds
     _visitor: str | None = None
+    _address: str | None = None
 
     def cookie(self, name: str) -> str | None:
         """One cookie's value, without parsing the others."""
@@ -39,16 +49,45 @@ class Visit:
         return None
 
     def visitor(self, key: bytes) -> str:
-        """A keyed hash of address and user agent: stable per visitor, reveals neither."""
+        """A keyed hash of address and user agent, whose click is unique or not: stable, reveals neither."""
         cached = self._visitor
         if cached is None:
-            keyed = _KEYED.get(key)
-            if keyed is None:  # keying BLAKE2b costs more than hashing one visit: keyed once, copied per visit
-                keyed = _KEYED[key] = hashlib.blake2b(key=key[:64], digest_size=12)
-            hasher = keyed.copy()
-            hasher.update(f"{self.client_ip}|{self.user_agent}".encode())
+            hasher = _keyed(key)
+            hasher.update(f"{visitor_address(self.client_ip)}|{self.user_agent}".encode())
             cached = self._visitor = hasher.hexdigest()
         return cached
+
+    def address(self, key: bytes) -> str:
+        """A keyed hash of the address alone, whose hits are counted for bursts: stable, does not reveal it."""
+        cached = self._address
+        if cached is None:
+            hasher = _keyed(key)
+            hasher.update(visitor_address(self.client_ip).encode())
+            cached = self._address = hasher.hexdigest()
+        return cached
+
+
+def visitor_address(ip: str) -> str:
+    """The address a visitor is known by: an IPv4 address as it is, an IPv6 one as its /64 network."""
+    return ip if ":" not in ip else _ipv6_network(ip)
+
+
+@lru_cache(maxsize=4096)
+def _ipv6_network(ip: str) -> str:
+    try:
+        address = ipaddress.IPv6Address(ip)
+    except ValueError:
+        return ip  # not an address (a proxy's header can hold anything): known by what it says
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address.packed[:8] + bytes(8), 64)).network_address) + "/64"
+
+
+def _keyed(key: bytes) -> Any:
+    keyed = _KEYED.get(key)
+    if keyed is None:  # keying BLAKE2b costs more than hashing one visit: keyed once, copied per visit
+        keyed = _KEYED[key] = hashlib.blake2b(key=key[:64], digest_size=12)
+    return keyed.copy()
 
 
 _KEYED: dict[bytes, Any] = {}  # the service key -> its keyed BLAKE2b state

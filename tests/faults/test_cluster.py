@@ -23,6 +23,7 @@ from tests.cluster_kit import ValkeyCluster, key_slot_owner, running_cluster
 from tests.contract import check_entry
 from tests.factories import programme
 from tests.faults.test_tracker_kill import start_tracker, stop_tracker, tracker_env
+from tests.helpers import drain, tracker_client
 from tests.integration.test_caps import FALLBACK, clicks_over_a_cap, stored_over_cap
 
 pytestmark = pytest.mark.timeout(180)
@@ -143,3 +144,28 @@ async def test_click_caps_on_a_cluster_take_their_own_round_trip(
     for entry in fields:
         check_entry(entry)
     assert await stored_over_cap(settings, db, prog) == [(False, True)] * 3 + [(True, False)] * 2  # sorted
+
+
+async def test_bursts_on_a_cluster_are_counted_in_the_slot_of_the_stream(
+    settings: Settings, db: asyncpg.Connection, cluster: ValkeyCluster
+) -> None:
+    """A script's keys share one slot: on a Cluster an address's hits are counted per shard, beside the
+    stream ({N}), in the same script call that appends them. 40 hits of one link: 30 views and 10 bursts,
+    as on a single Redis; ingest stores them so."""
+    settings = replace(settings, redis_url=cluster.url, shards=SHARDS)
+    prog = await programme(db)
+    async with tracker_client(settings) as (app, client):
+        for _ in range(40):
+            assert (await client.get(f"/v/{prog.code}", headers={"user-agent": "Mozilla/5.0"})).status_code == 200
+        shard = app.cache.snapshot.links[prog.code].shard
+    stream = f"{settings.key_prefix}:events:{{{shard}}}"
+    with redis.Redis(port=key_slot_owner(cluster, stream)) as client:
+        entries = [fields for _, fields in client.xrange(stream)]
+        lists = list(client.scan_iter(match=f"{settings.key_prefix}:burst:*"))
+    for entry in entries:
+        check_entry(entry)
+    assert [entry[b"b"] for entry in entries] == [b"0"] * 30 + [b"1"] * 10
+    assert len(lists) == 1 and lists[0].startswith(f"{settings.key_prefix}:burst:{{{shard}}}:".encode())
+    await drain(settings, 40, db)
+    rows = await db.fetch("SELECT bot_reason FROM events ORDER BY ts, id")
+    assert [row["bot_reason"] for row in rows] == [None] * 30 + ["burst"] * 10

@@ -22,7 +22,8 @@ from clickmint.embedded import EmbeddedValkey, pick_port
 from clickmint.preflight import PreflightError
 from clickmint.settings import Settings
 from tests.factories import programme
-from tests.helpers import drain, tracker_client
+from tests.helpers import PER_ADDRESS, drain, tracker_client
+from tests.helpers import visitor as new_visitor
 
 pytestmark = pytest.mark.timeout(120)
 OUTAGE_S = 10
@@ -49,13 +50,13 @@ async def test_redis_down_for_a_while_under_load(
     prog = await programme(db, caps={"clicks": {"daily": 10**9}, "per_partner": {"clicks": {"lifetime": 10**9}}})
     answered: list[str] = []
     statuses: list[int] = []
-    async with tracker_client(settings) as (app, client):
+    async with tracker_client(settings, PER_ADDRESS) as (app, client):  # each click a new visitor, no burst
         stop = asyncio.Event()
 
         async def visitor(n: int) -> None:
             i = 0
             while not stop.is_set():
-                response = await client.get(f"/c/{prog.code}", headers={"user-agent": f"Mozilla/5.0 v{n}-{i}"})
+                response = await client.get(f"/c/{prog.code}", headers=new_visitor((n << 13) + i % 8192))
                 statuses.append(response.status_code)
                 answered.append(parse_qs(urlsplit(response.headers["location"]).query)["cid"][0])
                 i += 1

@@ -48,3 +48,11 @@ def test_tracker_bench_measures_the_bare_app_the_floor_and_the_tracker() -> None
     assert figures["events_redis"] > 0 and figures["everything_on"] is True
     assert 0 < figures["floor_ratio"] and 0 < figures["ratio"]
     assert "floor (bare 302 + group-commit XADD)" in out
+
+
+def test_bots_bench_measures_cached_new_and_the_joined_list() -> None:
+    figures, out = _bench("bots", "--repeat", "1")
+    assert figures["patterns"] > 1000 and figures["list_version"]
+    for name in ("cached_us", "dict_lookup_us", "new_person_us", "new_bot_us", "joined_list_us"):
+        assert figures[name] > 0, name
+    assert "baseline, the list joined into one regex" in out

@@ -13,6 +13,7 @@ import pytest
 from clickmint.settings import Settings
 from tests.factories import Programme, programme
 from tests.http.tracker_client import BROWSER_UA, running
+from tracker.crawlers import LIST_VERSION
 from tracker.endpoints import GIF
 
 ALL_MACROS = (
@@ -389,4 +390,6 @@ async def test_health_readiness_and_metrics(settings: Settings, db: asyncpg.Conn
         "clickmint_events_redis_total 2.0",
         "clickmint_events_spooled_total 0.0",
         "clickmint_redis_up 1.0",
+        "# TYPE clickmint_bot_list_info gauge",
+        f'clickmint_bot_list_info{{list="crawler-user-agents",version="{LIST_VERSION}"}} 1',
     } <= lines

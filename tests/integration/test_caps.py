@@ -14,17 +14,17 @@ import redis.asyncio
 from clickmint.settings import Settings
 from tests.contract import check_entry
 from tests.factories import Programme, programme
-from tests.helpers import drain, postback, tracker_client
+from tests.helpers import PER_ADDRESS, drain, postback, tracker_client, visitor
 
 FALLBACK = "https://fallback.example.org/"
 
 
 async def test_click_cap_admits_exactly_the_limit_under_concurrency(settings: Settings, db: asyncpg.Connection) -> None:
     prog = await programme(db, caps={"clicks": {"daily": 25}}, fallback_url=FALLBACK)
-    async with tracker_client(settings) as (_app, client):
+    async with tracker_client(settings, PER_ADDRESS) as (_app, client):
 
         async def click(i: int) -> httpx.Response:
-            return await client.get(f"/c/{prog.code}", headers={"user-agent": f"Mozilla/5.0 visitor-{i}"})
+            return await client.get(f"/c/{prog.code}", headers=visitor(i))
 
         responses = await asyncio.gather(*(click(i) for i in range(60)))
     locations = [r.headers["location"] for r in responses]
@@ -41,7 +41,10 @@ async def test_two_trackers_share_one_cap_exactly(settings: Settings, db: asyncp
     prog = await programme(
         db, caps={"clicks": {"daily": 40}, "per_partner": {"clicks": {"lifetime": 30}}}, fallback_url=FALLBACK
     )
-    async with tracker_client(settings) as (_a, first), tracker_client(settings) as (_b, second):
+    async with (
+        tracker_client(settings, PER_ADDRESS) as (_a, first),
+        tracker_client(settings, PER_ADDRESS) as (_b, second),
+    ):
 
         async def click(i: int) -> str:
             client = first if i % 2 else second
@@ -52,9 +55,9 @@ async def test_two_trackers_share_one_cap_exactly(settings: Settings, db: asyncp
     assert sum(loc == FALLBACK for loc in locations) == 60
 
 
-async def _location(client: httpx.AsyncClient, code: str, visitor: int) -> str:
+async def _location(client: httpx.AsyncClient, code: str, n: int) -> str:
     """Where one click of a new visitor on the link goes: the offer, or the fallback when over the cap."""
-    response = await client.get(f"/c/{code}", headers={"user-agent": f"Mozilla/5.0 visitor-{visitor}"})
+    response = await client.get(f"/c/{code}", headers=visitor(n))
     return response.headers["location"]
 
 
@@ -98,7 +101,7 @@ async def clicks_over_a_cap(settings: Settings, db: asyncpg.Connection) -> tuple
     prog = await programme(
         db, caps={"clicks": {"daily": 3}, "per_partner": {"clicks": {"lifetime": 100}}}, fallback_url=FALLBACK
     )
-    async with tracker_client(settings) as (_app, client):
+    async with tracker_client(settings, PER_ADDRESS) as (_app, client):
         return prog, [await _location(client, prog.code, i) for i in range(5)]
 
 

@@ -12,9 +12,18 @@ import redis
 
 from tests.cluster_kit import ValkeyCluster, running_cluster
 from tracker.cluster import ClusterConnection, command_slot, connect_any, key_slot
-from tracker.streams import UNIQUE_XADD, RedisUnavailable, RespConnection, pack, stream_key, unique_xadd_command
+from tracker.streams import (
+    UNIQUE_XADD,
+    RedisUnavailable,
+    RespConnection,
+    burst_args,
+    pack,
+    stream_key,
+    unique_xadd_command,
+)
 
 pytestmark = pytest.mark.timeout(120)
+ARGS = burst_args(30, 10)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +48,8 @@ def test_key_slots_match_redis(key: bytes, slot: int) -> None:
 def test_command_slot_is_the_first_hash_tag() -> None:
     payload = b'{"type":"click","sub1":"{x}"}'
     assert command_slot(pack(b"XADD", b"cm:events:{3}", b"*", b"d", payload)) == key_slot(b"3")
-    assert command_slot(unique_xadd_command(b"cm:uniq:{3}:7:v", b"cm:events:{3}", 60, payload)) == key_slot(b"3")
+    unique = unique_xadd_command(b"cm:uniq:{3}:7:v", b"cm:burst:{3}:a", b"cm:events:{3}", 60, ARGS, payload)
+    assert command_slot(unique) == key_slot(b"3")
     assert command_slot(pack(b"SCRIPT", b"LOAD", b"return {1}")) is None
     assert command_slot(pack(b"PING")) is None
 
@@ -51,13 +61,20 @@ async def test_pipelines_are_routed_to_the_owner_of_each_slot(cluster: ValkeyClu
     assert isinstance(loaded, bytes)
     prefix = "cmcl" + os.urandom(3).hex()
     commands = [
-        unique_xadd_command(f"{prefix}:uniq:{{{n}}}:1:v".encode(), stream_key(prefix, n), 60, b'{"n":%d}' % n)
+        unique_xadd_command(
+            f"{prefix}:uniq:{{{n}}}:1:v".encode(),
+            f"{prefix}:burst:{{{n}}}:a".encode(),
+            stream_key(prefix, n),
+            60,
+            ARGS,
+            b'{"n":%d}' % n,
+        )
         for n in range(16)
     ]
     replies = await conn.execute(commands, timeout=2.0)
-    assert all(isinstance(r, bytes) and b"-" in r for r in replies), replies
+    assert replies == [0] * 16, replies  # appended, no burst
     again = await conn.execute(commands[:2], timeout=2.0)  # the same visitor again: appended, not unique
-    assert all(isinstance(r, bytes) for r in again)
+    assert again == [0, 0], again
     owners = set()
     for n in range(16):
         node = next(
@@ -68,6 +85,7 @@ async def test_pipelines_are_routed_to_the_owner_of_each_slot(cluster: ValkeyClu
         owners.add(node.port)
         entries = redis.Redis(port=node.port).xrange(stream_key(prefix, n))
         assert [e[1][b"u"] for e in entries] == ([b"1", b"0"] if n < 2 else [b"1"])
+        assert {e[1][b"b"] for e in entries} == {b"0"}
     assert len(owners) == 3  # the shards really are spread over the three masters
     await conn.close()
 

@@ -105,6 +105,11 @@ def test_what_breaks_the_contract_is_named(event: dict[str, Any], where: str) ->
         ({"d": "{}"}, True),
         ({"d": "{}", "u": "1"}, True),
         ({"d": "{}", "u": "0", "c": "0"}, True),
+        ({"d": "{}", "b": "1"}, True),  # a view: its address's burst verdict
+        ({"d": "{}", "u": "0", "b": "1"}, True),
+        ({"d": "{}", "u": "1", "c": "1", "b": "0"}, True),
+        ({"d": "{}", "b": "2"}, False),
+        ({"d": "{}", "b": "true"}, False),
         ({"d": "{}", "c": "1"}, False),  # a cap verdict comes only with the script that also decides uniqueness
         ({"d": "{}", "u": "yes"}, False),
         ({"u": "1"}, False),

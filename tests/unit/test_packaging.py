@@ -204,7 +204,7 @@ def test_dockerignore_keeps_secrets_and_state_out() -> None:
     assert not ignored & {"clickmint", "tracker", "billing", "portal", "schemas", "pyproject.toml", "README.md"}
 
 
-@pytest.mark.parametrize("document", ["compose.yaml", "docs/DEPLOY.md", "Dockerfile"])
+@pytest.mark.parametrize("document", ["compose.yaml", "docs/DEPLOY.md", "docs/VISITORS.md", "Dockerfile"])
 def test_every_named_setting_exists(document: str) -> None:
     named = set(FULL_NAME.findall((ROOT / document).read_text()))
     assert named, f"{document} names no CLICKMINT_* setting"
