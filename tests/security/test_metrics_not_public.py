@@ -18,6 +18,7 @@ async def test_metrics_are_not_on_the_click_port(settings: Settings, db: asyncpg
         assert "clickmint_" not in public.text
         admin = await client.get(f"http://127.0.0.1:{lv.metrics_port}/metrics")
         assert admin.status_code == 200 and "clickmint_requests_total" in admin.text
+        assert 'clickmint_bot_list_info{list="crawler-user-agents",version=' in admin.text  # the bots' list too
         assert (await client.post(f"http://127.0.0.1:{lv.metrics_port}/metrics")).status_code == 405
 
 
