@@ -154,3 +154,22 @@ async def test_a_refund_counts_only_from_an_authenticated_source(db: asyncpg.Con
         (30_00, None, True),
     ]
     assert await db.fetchval("SELECT refunded_minor FROM conversions") == 30_00
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["one_batch", "two_batches"])
+async def test_tiers_do_not_count_a_superseded_sale(db: asyncpg.Connection, together: bool) -> None:
+    """A superseded pixel sale is not billable, so the month's tiers (issue 15) do not count it: the signed sale
+    that took its order is the partner's first, and the next sale its second, both at the base rate."""
+    prog = await programme(db, fee_plan={"cps_percent": "5", "tiers": [{"percent": "9", "min_sales": 2}]})
+    claim, real, next_sale = (
+        pixel_sale(prog, "O-9", 100_00),
+        signed_sale(prog, "O-9", 100_00),
+        signed_sale(prog, "O-10", 100_00),
+    )
+    if together:
+        await derive(db, [claim, real, next_sale])
+    else:
+        await derive(db, [claim], [real], [next_sale])
+    rows, _, commissions = await _state(db)
+    assert [r[2:] for r in rows] == [("rejected", "superseded"), ("pending", None), ("pending", None)]
+    assert commissions == [5_00, 5_00]
