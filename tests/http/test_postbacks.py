@@ -505,18 +505,16 @@ async def test_pixel_purchases_where_allowed_and_up_to_the_maximum(
             f"/a/{shop.prog.offer_id}?order_id=o-3&amount=1.00",
             headers={"cookie": f"cm_{shop.prog.offer_id}={shop.click_id}"},
         )
-        # Refused pixels go to shard 0, accepted ones to their link's: ordered by event id (UUIDv7, per process).
-        sale, over, refused_refund, cookie = sorted(await t.events(), key=lambda e: e["id"])
+        events = await t.events()
+    # Ids made in one millisecond are random in their tail, so the events are told apart by content, not order.
+    [sale] = [e for e in events if "refusal" not in e]
+    refusals = sorted(e["refusal"] for e in events if "refusal" in e)
     _assert_gif(below, None)
     _assert_gif(above, "amount_over_pixel_max")
     _assert_gif(refund, "source_not_allowed")  # never, whatever the offer says
     _assert_gif(by_cookie, "source_not_allowed")  # the cookie pixel is a channel of its own
     assert (sale["type"], sale["amount"], sale["via"], sale["auth"]) == ("purchase", 5000, "pixel", "none")
-    assert (over["refusal"], refused_refund["refusal"], cookie["refusal"]) == (
-        "amount_over_pixel_max",
-        "source_not_allowed",
-        "source_not_allowed",
-    )
+    assert refusals == ["amount_over_pixel_max", "source_not_allowed", "source_not_allowed"]
 
 
 async def test_postback_kinds_follow_the_offers_sources(settings: Settings, db: asyncpg.Connection, shop: Shop) -> None:
