@@ -139,8 +139,11 @@ async def test_the_tracker_starts_without_redis_and_spools(settings: Settings, d
         ready = await client.get("/readyz")
         metrics = (await client.get("/metrics")).text
     assert response.status_code == 302
+    # Degraded, not unready: a load balancer keeps sending clicks, an operator sees why in words and in a gauge.
     assert ready.status_code == 200 and ready.json()["redis"] is False and ready.json()["spool_writable"] is True
+    assert ready.json()["degraded"] is True and "spool" in ready.json()["reason"]
     assert app.recorder.stats.events_spooled == 1
     assert "clickmint_redis_up 0.0" in metrics
+    assert "clickmint_degraded 1.0" in metrics.splitlines()
     spooled = list((settings.data_dir / "spool").iterdir())
     assert spooled and b'"type":"click"' in spooled[0].read_bytes()
