@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -54,11 +53,12 @@ class Keeper:
 
 
 def _status(code: int | None) -> str:
+    """How a child ended, in words ("exited with status" is what loadtests/capacity.py looks for)."""
     if code is not None and code < 0:
         try:
-            return f"killed by {signal.Signals(-code).name}"
+            return f"exited with status {code} (killed by {signal.Signals(-code).name})"
         except ValueError:
-            return f"killed by signal {-code}"
+            return f"exited with status {code} (killed by signal {-code})"
     return f"exited with status {code}"
 
 
@@ -115,10 +115,10 @@ class Supervisor:
                 f"{part.name} exited with status {code} {len(part.restarts)} times within "
                 f"{RESTART_WINDOW_S:.0f}s; stopping everything"
             )
-            print(f"clickmint: {self.failure}", file=sys.stderr, flush=True)
+            log.error("%s", self.failure)
             self._stopping = True
             return
-        print(f"clickmint: {part.name} exited with status {code}; restarting it", file=sys.stderr, flush=True)
+        log.warning("%s (pid %d) %s; restarting it", part.name, part.proc.pid, _status(code))
         time.sleep(min(0.2 * len(part.restarts), 2.0))
         part.start()
 

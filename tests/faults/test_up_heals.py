@@ -1,8 +1,8 @@
 """`clickmint up` heals what it started: kill -9 of the embedded Valkey, then of PostgreSQL, under load.
 
 No human step: the supervisor starts each server again on its port, the tracker replays its spool, ingest
-resumes, and every click answered with a 302 is in PostgreSQL exactly once. While Valkey is away the tracker
-says it is degraded (/readyz 200 with "degraded": true, `clickmint_degraded 1` in /metrics).
+resumes, the portal answers again, and every click answered with a 302 is in PostgreSQL exactly once. While
+Valkey is away the tracker says it is degraded (/readyz 200 with "degraded": true, `clickmint_degraded 1`).
 """
 
 from __future__ import annotations
@@ -159,7 +159,9 @@ async def _scenario(up: Up) -> None:
                 metrics = (await client.get("/metrics", headers=METRICS_AUTH)).text.splitlines()
                 gauges += [line for line in metrics if line == "clickmint_degraded 1.0"]
             await asyncio.sleep(0.02)
-        died = up.wait_for(f"embedded valkey (pid {valkey.pid}) killed by SIGKILL; restarting it in", 5, mark)
+        died = up.wait_for(
+            f"embedded valkey (pid {valkey.pid}) exited with status -9 (killed by SIGKILL); restarting it in", 5, mark
+        )
         up.wait_for("valkey is back on port", 15, died)
         up.wait_for("redis is back", 15, mark)  # the tracker reconnected by itself
         await _until_recovered(client)
@@ -168,8 +170,13 @@ async def _scenario(up: Up) -> None:
         postgres = up.server("postgres")
         mark = len(up.lines)
         postgres.kill()
-        died = up.wait_for(f"embedded postgres (pid {postgres.pid}) killed by SIGKILL; restarting it in", 5, mark)
+        died = up.wait_for(
+            f"embedded postgres (pid {postgres.pid}) exited with status -9 (killed by SIGKILL); restarting it in",
+            5,
+            mark,
+        )
         up.wait_for("postgres is back on port", 30, died)
+        await _portal_answers(up.info["portal"], dsn, prog.merchant_id)
         await asyncio.sleep(1.0)
         stop.set()
         await asyncio.gather(*load)
@@ -208,3 +215,17 @@ async def _until_recovered(client: httpx.AsyncClient, timeout: float = 20) -> No
             return
         assert time.monotonic() < deadline, f"the tracker did not recover: {body} {spool}"
         await asyncio.sleep(0.1)
+
+
+async def _portal_answers(portal: str, dsn: str, merchant_id: int, timeout: float = 10) -> None:
+    """The portal's merchant page, read from PostgreSQL, answers again after the restart without a human step."""
+    conn = await _connect(dsn)
+    try:
+        slug = await conn.fetchval("SELECT slug FROM merchants WHERE id = $1", merchant_id)
+    finally:
+        await conn.close()
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=portal, timeout=5) as client:
+        while (status := (await client.get(f"/m/{slug}")).status_code) != 200:
+            assert time.monotonic() < deadline, f"the portal answers {status} after PostgreSQL came back"
+            await asyncio.sleep(0.2)
