@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -104,3 +105,59 @@ def _pings(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+def test_a_server_that_cannot_start_is_tried_again_with_a_growing_backoff(tmp_path: Path, caplog) -> None:
+    """Valkey killed, and its port taken by another program meanwhile: each start fails at once and is tried
+    again later and later, each failure logged; once the port is free it comes back by itself."""
+    valkey = EmbeddedValkey(tmp_path, port=0)
+    valkey.start()
+    port = valkey.port
+    client = redis.Redis.from_url(valkey.url, socket_timeout=1)
+    group = Supervisor([_part("steady", "import time; time.sleep(60)")], (valkey,))
+    deaths: list[str] = []
+
+    def squat_then_free() -> None:
+        try:
+            while valkey.proc is None or not _pings(client):
+                time.sleep(0.05)
+            os.kill(valkey.proc.pid, signal.SIGKILL)
+            with socket.socket() as squatter:
+                squatter.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+                )  # as servers bind: TIME_WAIT is no conflict
+                deadline = time.monotonic() + 5
+                while True:  # the port is free the moment the killed Valkey's socket is closed
+                    try:
+                        squatter.bind(("127.0.0.1", port))
+                        break
+                    except OSError:
+                        assert time.monotonic() < deadline
+                        time.sleep(0.01)
+                squatter.listen()
+                deadline = time.monotonic() + 20
+                while len(deaths) < 3:
+                    assert time.monotonic() < deadline, "the failed starts were not retried"
+                    deaths[:] = [r.getMessage() for r in caplog.records if "embedded valkey" in r.getMessage()]
+                    time.sleep(0.05)
+            deadline = time.monotonic() + 20
+            while not _pings(client) or group.keepers[0].down_since is not None:
+                assert time.monotonic() < deadline, "valkey did not come back once its port was free"
+                time.sleep(0.05)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    caplog.set_level(logging.INFO, logger="clickmint.up")
+    threading.Thread(target=squat_then_free, daemon=True).start()
+    try:
+        assert group.run_with() == 0
+        assert valkey.port == port and _pings(client)  # back on its own port once the squatter left
+    finally:
+        client.close()
+        valkey.stop()
+    assert "killed by SIGKILL" in deaths[0] and "restarting it in 0.5s" in deaths[0]
+    for line, delay in zip(deaths[1:3], ("1.0s", "2.0s"), strict=True):
+        assert "exited with status 1;" in line and f"restarting it in {delay}" in line, line
+        assert "valkey.log" in line  # where to look
+    back = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"valkey is back on port {port}")]
+    assert len(back) == 1, back
