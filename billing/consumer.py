@@ -50,6 +50,7 @@ _YIELD_EVERY = 500  # entries parsed between two yields to the event loop
 # CPython's default (a young collection every 700 allocations) the collector rescans them over and over,
 # a few µs an event. While ingest runs, the young generation is collected this much less often.
 _GC_YOUNG = 100_000
+STOP_GRACE_S = 5.0  # after stop(), a shard stuck in a round trip is cancelled (the supervisor waits 15 s)
 _gc_saved: list[tuple[int, int, int]] = []  # one per Ingest running in this process: the thresholds before it
 
 
@@ -91,8 +92,9 @@ class Ingest:
         self._stop = asyncio.Event()
         self._commits = 0
 
-    async def _connect_db(self) -> asyncpg.Pool:
-        while True:
+    async def _connect_db(self) -> asyncpg.Pool | None:
+        """A pool once PostgreSQL answers; None when told to stop while waiting for it."""
+        while not self._stop.is_set():
             try:
                 return await asyncpg.create_pool(
                     self.settings.core.database_url,
@@ -102,7 +104,9 @@ class Ingest:
                 )
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("waiting for PostgreSQL: %s", exc)
-                await asyncio.sleep(1.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 1.0)
+        return None
 
     async def connect_redis(self) -> None:
         """Use a cluster client when Redis is a cluster (asked once, before the first command)."""
@@ -118,24 +122,40 @@ class Ingest:
         """Consume until `stop` is called; the shards default to this process's part of them."""
         await self.connect_redis()
         self.pool = await self._connect_db()
+        if self.pool is None:  # stopped before PostgreSQL ever answered
+            await self.redis.aclose()
+            return
         shards = self.settings.my_shards() if shards is None else list(shards)
         _gc_saved.append(gc.get_threshold())
         gc.set_threshold(max(_GC_YOUNG, _gc_saved[0][0]), *_gc_saved[0][1:])
         try:
             async with asyncio.TaskGroup() as group:
-                for shard in shards:
-                    group.create_task(self._consume(shard), name=f"ingest-{shard}")
+                consumers = [group.create_task(self._consume(shard), name=f"ingest-{shard}") for shard in shards]
+                if consumers:
+                    group.create_task(self._cut_short(consumers), name="ingest-grace")
         finally:
             if len(_gc_saved) == 1:  # the last Ingest of this process: back to how it was
                 gc.set_threshold(*_gc_saved[0])
             _gc_saved.pop()
-            await self.pool.close()
+            try:
+                await asyncio.wait_for(self.pool.close(), STOP_GRACE_S)
+            except TimeoutError:  # a PostgreSQL that does not answer: drop the connections
+                self.pool.terminate()
             for conn in self._streams.values():
                 await conn.close()
             await self.redis.aclose()
 
     def stop(self) -> None:
+        """Stop between batches; a shard still stuck after STOP_GRACE_S (a Redis or PostgreSQL that does not
+        answer) is cancelled: what it read and did not acknowledge stays pending and is read again."""
         self._stop.set()
+
+    async def _cut_short(self, consumers: list[asyncio.Task[None]]) -> None:
+        await self._stop.wait()
+        _, stuck = await asyncio.wait(consumers, timeout=STOP_GRACE_S)
+        for task in stuck:
+            log.warning("%s did not stop within %.0fs; cancelling it", task.get_name(), STOP_GRACE_S)
+            task.cancel()
 
     async def _ensure_group(self, key: str) -> None:
         try:
@@ -318,16 +338,25 @@ class Ingest:
         self.stats.new_events += count
 
     async def _ack(self, key: str, ids: list[bytes]) -> None:
-        """XACK after commit, retried until Redis takes it; a lost ack only means a harmless re-read."""
+        """XACK after commit, retried until Redis takes it or ingest is told to stop; a lost ack only means a
+        harmless re-read (the entries stay pending, and storing them again is a no-op)."""
         if not ids:
             return
-        for attempt in range(50):
+        attempt = 0
+        while True:
             try:
                 await asyncio.shield(self._command(key, b"XACK", key, GROUP, *ids))
                 return
             except _RETRYABLE as exc:
-                log.warning("ack failed (attempt %d), retrying: %s", attempt + 1, exc)
-                await asyncio.sleep(min(0.1 * (attempt + 1), 2.0))
+                attempt += 1
+                if self._stop.is_set():
+                    log.warning(
+                        "stopping with %d entries of %s not acknowledged (read again later): %s", len(ids), key, exc
+                    )
+                    return
+                log.warning("ack failed (attempt %d), retrying: %s", attempt, exc)
+                with contextlib.suppress(TimeoutError):  # a stop ends the wait at once
+                    await asyncio.wait_for(self._stop.wait(), min(0.1 * attempt, 2.0))
 
     async def _dead_letter(self, shard: int, dead: list[tuple[bytes, Sequence[bytes], str]]) -> None:
         """Park entries that cannot be stored, with every field Redis gave them ("d", "u", "c", "b") and the reason."""

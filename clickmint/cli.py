@@ -111,7 +111,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "portal": portal_url,
             },
         )
-        supervisor = Supervisor(parts)
+        supervisor = Supervisor(parts, found.started)  # embedded servers it started are restarted when they die
 
         def announce() -> None:
             ready = _wait_http(tracker_url + "/healthz", 20) and _wait_http(portal_url + "/healthz", 20)

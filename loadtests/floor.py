@@ -5,7 +5,8 @@ least a click can cost, between the bare app (loadtests.baseline, nothing record
 (everything on). Each request records a small event through the tracker's own Recorder (group commit:
 the events of the requests in flight go in one pipeline of raw-RESP XADDs, each request waits for its
 batch; the spool behind it), to streams of their own; no click id, cookie, bot, cap, uniqueness or
-GeoIP work. It is DESIGN.md's "pure ASGI + group commit written as raw RESP" row, run in the same bench.
+GeoIP work. It is the "pure ASGI + group commit written as raw RESP" row of the reference figures in
+loadtests/README.md, run in the same bench.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The README's money rules ("Fees", "Settle"), written out again from the text, independently of billing/: what
-every event earns, what each settle writes, which statement each line joins, and what each statement totals.
+"""The money rules of docs/billing.md ("Fees", "Settle"), written out again from the text, independently of
+billing/: what every event earns, what each settle writes, which statement each line joins, and what each
+statement totals.
 
 Plain Python on Fractions; it never imports billing code. The property test runs the same history through
 the real tracker-to-statement pipeline and compares.
@@ -75,7 +76,7 @@ class Line:
 
 
 class Programme:
-    """One merchant's programme, as the README says it pays."""
+    """One merchant's programme, as docs/billing.md says it pays."""
 
     def __init__(self, rounding: str, min_payout: dict[int, int]) -> None:
         self.rounding = rounding
@@ -101,7 +102,7 @@ class Programme:
         self.views.append({**event, "at": _at(event), "paid": set()})
 
     def convert(self, event: dict[str, Any]) -> None:
-        """An action or a purchase arriving: attributed, judged and priced as the README says."""
+        """An action or a purchase arriving: attributed, judged and priced as docs/billing.md says."""
         at, offer, partner = _at(event), event["offer"], event["partner"]
         plan = self.plans[offer, partner]
         click = self.clicks.get(event.get("click_id") or "")

@@ -146,18 +146,26 @@ class TrackerApp:
         return PlainTextResponse("ok\n")
 
     async def readyz(self, request: Request) -> Response:
-        """Ready when the configuration is loaded and events have somewhere durable to go."""
+        """Ready when the configuration is loaded and events have somewhere durable to go.
+
+        Without Redis the tracker is degraded, not unready: it still answers every request and spools its
+        events, so it answers 200 with `"degraded": true` (a load balancer keeps sending it clicks; taking
+        every replica out because their shared Redis is away would turn spooled clicks into lost ones).
+        503 only when an event would have nowhere to go. Operators alert on `clickmint_degraded`.
+        """
         redis_ok = self.recorder.redis_healthy
         spool_ok = self.recorder.spool.writable()
         checks = {"config_loaded": self.cache.loaded, "redis": redis_ok, "spool_writable": spool_ok}
         ready = self.cache.loaded and (redis_ok or spool_ok)
-        body: dict[str, object] = {"ready": ready, **checks}
+        body: dict[str, object] = {"ready": ready, "degraded": not redis_ok, **checks}
         if not spool_ok:
             body["spool_error"] = self.recorder.spool.error
         if not self.cache.loaded:
             body["reason"] = "configuration not loaded yet"
         elif not ready:
             body["reason"] = f"Redis is unreachable and the spool cannot be written: {self.recorder.spool.error}"
+        elif not redis_ok:
+            body["reason"] = "Redis is unreachable: events go to the spool and are replayed when it is back"
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics_page(self, request: Request) -> Response:
@@ -177,6 +185,8 @@ class TrackerApp:
         gauges = {
             "spool_bytes": float(self.recorder.spool.depth()),
             "redis_up": 1.0 if self.recorder.redis_healthy else 0.0,
+            # 1 while Redis is away and events are spooled (not yet in the stream); /readyz says the same
+            "degraded": 0.0 if self.recorder.redis_healthy else 1.0,
             "spool_writable": 1.0 if self.recorder.spool_ok else 0.0,
             "config_version": float(self.cache.snapshot.version),
             "events_redis_total": float(stats.events_redis),

@@ -364,6 +364,11 @@ class Recorder:
     async def _maintain(self) -> None:
         """Reconnect when Redis went away; replay the spool once it answers."""
         while not self._stopping:
+            if self._healthy and not self._conn.connected:
+                # Redis closed the connection while no batch was going out (an idle worker, a killed server):
+                # say so now rather than at the next click, so /readyz and /metrics tell the truth.
+                log.warning("redis closed the connection; events go to the spool until it answers")
+                self._healthy = False
             if not self._healthy:
                 await self._conn.close()
                 try:

@@ -139,8 +139,41 @@ async def test_the_tracker_starts_without_redis_and_spools(settings: Settings, d
         ready = await client.get("/readyz")
         metrics = (await client.get("/metrics")).text
     assert response.status_code == 302
+    # Degraded, not unready: a load balancer keeps sending clicks, an operator sees why in words and in a gauge.
     assert ready.status_code == 200 and ready.json()["redis"] is False and ready.json()["spool_writable"] is True
+    assert ready.json()["degraded"] is True and "spool" in ready.json()["reason"]
     assert app.recorder.stats.events_spooled == 1
     assert "clickmint_redis_up 0.0" in metrics
+    assert "clickmint_degraded 1.0" in metrics.splitlines()
     spooled = list((settings.data_dir / "spool").iterdir())
     assert spooled and b'"type":"click"' in spooled[0].read_bytes()
+
+
+async def test_an_idle_tracker_says_it_is_degraded_while_redis_is_away(
+    settings: Settings, db: asyncpg.Connection, own_valkey: tuple[EmbeddedValkey, Path]
+) -> None:
+    """No request needed: the closed connection is noticed by the tracker's maintainer, so /readyz and /metrics
+    tell the truth on a worker that has had no traffic, and clear by themselves once Redis is back."""
+    valkey, base = own_valkey
+    async with tracker_client(replace(settings, redis_url=valkey.url)) as (app, client):
+        before = (await client.get("/readyz")).json()
+        port = valkey.port
+        assert valkey.proc is not None
+        valkey.proc.kill()
+        await asyncio.to_thread(valkey.proc.wait)
+        async with asyncio.timeout(10):
+            while not (away := (await client.get("/readyz")).json())["degraded"]:
+                await asyncio.sleep(0.02)
+        metrics_away = (await client.get("/metrics")).text.splitlines()
+        again = EmbeddedValkey(base, port=port)
+        await asyncio.to_thread(again.start)
+        valkey.proc = again.proc
+        async with asyncio.timeout(10):
+            while (back := (await client.get("/readyz")).json())["degraded"]:
+                await asyncio.sleep(0.02)
+        metrics_back = (await client.get("/metrics")).text.splitlines()
+    assert before["degraded"] is False and before["redis"] is True
+    assert away["ready"] is True and away["redis"] is False
+    assert "clickmint_degraded 1.0" in metrics_away and "clickmint_redis_up 0.0" in metrics_away
+    assert back["redis"] is True and "clickmint_degraded 0.0" in metrics_back
+    assert app.recorder.stats.events_spooled == 0  # nothing was clicked: the maintainer alone noticed

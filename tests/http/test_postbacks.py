@@ -534,7 +534,7 @@ async def test_head_pixel_is_answered_but_never_billable(settings: Settings, sho
         response = await t.http.head(f"/a/{shop.prog.offer_id}?click_id={shop.click_id}&order_id=o&amount=9.99")
         events = await t.events()
     assert response.status_code == 200 and response.headers["content-type"] == "image/gif"
-    # HEAD requests are answered but never billed (DESIGN.md): no event, or one that billing refuses.
+    # HEAD requests are answered but never billed (docs/tracker.md): no event, or one that billing refuses.
     assert all(event.get("refusal") for event in events), events
 
 

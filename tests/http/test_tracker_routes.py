@@ -375,7 +375,13 @@ async def test_health_readiness_and_metrics(settings: Settings, db: asyncpg.Conn
         metrics = await t.http.get("/metrics")
     assert (health.status_code, health.text) == (200, "ok\n")
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "config_loaded": True, "redis": True, "spool_writable": True}
+    assert ready.json() == {
+        "ready": True,
+        "degraded": False,
+        "config_loaded": True,
+        "redis": True,
+        "spool_writable": True,
+    }
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
     lines = set(metrics.text.splitlines())
@@ -390,6 +396,7 @@ async def test_health_readiness_and_metrics(settings: Settings, db: asyncpg.Conn
         "clickmint_events_redis_total 2.0",
         "clickmint_events_spooled_total 0.0",
         "clickmint_redis_up 1.0",
+        "clickmint_degraded 0.0",
         "# TYPE clickmint_bot_list_info gauge",
         f'clickmint_bot_list_info{{list="crawler-user-agents",version="{LIST_VERSION}"}} 1',
     } <= lines

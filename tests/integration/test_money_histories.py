@@ -2,7 +2,7 @@
 real servers: every fee model (cpc, cpv, cpm, cpa, cps with tiers, hybrid, markup, a per-partner override),
 refunds, late events, duplicates, bots, two currencies, holds, closes, carry-over and payment. At the end, for
 every partner: what the portal shows (stats by statement period, day, offer, sub id and country) equals its
-statements, which equal an independent computation from the README's rules (tests/money_model.py)."""
+statements, which equal an independent computation from the rules of docs/billing.md (tests/money_model.py)."""
 
 from __future__ import annotations
 
