@@ -1,4 +1,4 @@
-"""Fee plans as stored (offer JSON, partner overrides, price versions) turned into billing.fees plans.
+"""Fee plans as stored (offer JSON, partner overrides, price versions) turned into kernel.fees plans.
 
 Stored form of `offers.fee_plan` (every key optional; amounts in minor units of the offer currency):
     {"cpm": 150, "cpv": 1, "cpc": 20, "cpa": {"signup": 250, "lead": 100}, "cps_percent": "7.5",
@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from billing.fees import FeeError, FeePlan, PlanOverride, PriceVersion, Tier, effective_plan
+from kernel.fees import FeeError, FeePlan, PlanOverride, PriceVersion, Tier, effective_plan
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ from pathlib import Path
 import asyncpg
 
 from clickmint.embedded import port_is_free
-from clickmint.env import SettingsError, redact
-from clickmint.errors import ClickmintError
-from clickmint.logs import setup as setup_logging
-from clickmint.settings import Settings
+from kernel.env import SettingsError, redact
+from kernel.errors import ClickmintError
+from kernel.logs import setup as setup_logging
+from kernel.settings import Settings
 
 
 def _uvicorn(app: str, host: str, port: int, workers: int) -> list[str]:
@@ -57,9 +57,9 @@ def _wait_http(url: str, timeout: float) -> bool:
 def cmd_up(args: argparse.Namespace) -> int:
     """Everything on this machine: servers (embedded when unconfigured), migrations, tracker, ingest, portal."""
     from clickmint.migrate import migrate
-    from clickmint.preflight import check_redis
     from clickmint.services import read_run_file, services, write_run_file
     from clickmint.supervisor import Part, Supervisor
+    from kernel.preflight import check_redis
 
     settings = Settings.from_env()
     running = read_run_file(settings.data_dir)

@@ -10,8 +10,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from clickmint.embedded import DataDirLock, EmbeddedPostgres, EmbeddedValkey
-from clickmint.errors import ClickmintError
-from clickmint.settings import Settings
+from kernel.errors import ClickmintError
+from kernel.settings import Settings
 
 RUN_FILE = "run.json"
 

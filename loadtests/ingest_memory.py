@@ -24,8 +24,8 @@ from billing.consumer import Ingest
 from billing.derive import Deriver
 from billing.runner import release_freed_memory
 from billing.settings import BillingSettings
-from clickmint.env import Env
-from clickmint.settings import Settings
+from kernel.env import Env
+from kernel.settings import Settings
 from loadtests.ingest_bench import PREFIX, _more_links, make_events
 from loadtests.servers import Servers, seed_link
 from tracker.config import shard_of

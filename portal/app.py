@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from clickmint import limits, logs
+from kernel import limits, logs
 from portal import api_auth, api_operator, api_partner, openapi, pages, partner_data, passwords, postbacks, site
 from portal.api import ROLES, Endpoint, error_response, json_response, route
 from portal.errors import ApiError

@@ -16,9 +16,9 @@ import redis.exceptions
 
 from billing import figures
 from billing import statements as billing_statements
-from billing.money import format_amount
 from billing.plans import build_plan
-from billing.pricing import FeeError
+from kernel.money import format_amount
+from kernel.pricing import FeeError
 from portal import cap_usage, partner_data, terms_schema, validate
 from portal.auth import Principal
 from portal.errors import ApiError, invalid, not_found

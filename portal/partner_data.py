@@ -14,7 +14,7 @@ import redis.exceptions
 
 from billing import figures as billing_figures
 from billing import statements as billing_statements
-from billing.money import format_amount
+from kernel.money import format_amount
 from portal import cap_usage
 from portal.errors import ApiError, invalid, not_found
 from tracker.macros import normalize_hosts, safe_deep_link

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clickmint.egress import EgressPolicy
-from clickmint.env import Env
-from clickmint.settings import Settings
+from kernel.egress import EgressPolicy
+from kernel.env import Env
+from kernel.settings import Settings
 
 DEFAULT_SESSION_HOURS = 12
 DEFAULT_IDLE_MINUTES = 120

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import orjson
 from starlette.requests import Request
 
-from billing.money import AmountError, normalize_currency, parse_amount
+from kernel.money import AmountError, normalize_currency, parse_amount
 from portal import terms_schema
 from portal.errors import ApiError, invalid
 

@@ -18,8 +18,8 @@ import redis.asyncio as aioredis
 from billing.consumer import Ingest, stream_key
 from billing.derive import Deriver
 from billing.settings import BillingSettings
-from clickmint.env import Env
-from clickmint.settings import Settings
+from kernel.env import Env
+from kernel.settings import Settings
 from tests.factories import Programme
 
 

@@ -2,7 +2,7 @@
 
 /metrics is served on the admin address (CLICKMINT_METRICS_HOST:CLICKMINT_METRICS_PORT, loopback by default),
 and on the click port only to a request bearing CLICKMINT_METRICS_TOKEN. Requests with too many or too large
-headers are answered 431 before anything else (clickmint/limits.py)."""
+headers are answered 431 before anything else (kernel/limits.py)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from clickmint import limits, scrape
-from clickmint.preflight import PreflightError, redis_policy, refuse_evicting
+from kernel import limits, scrape
+from kernel.preflight import PreflightError, redis_policy, refuse_evicting
 from tracker import caps
 from tracker.clickids import ClickIdSigner, derive_key
 from tracker.config import ConfigCache
@@ -204,7 +204,7 @@ class TrackerApp:
 
 def create_app() -> TrackerApp:
     """The uvicorn factory: settings from the environment, logs as CLICKMINT_LOG_FORMAT says."""
-    from clickmint import logs
+    from kernel import logs
 
     logs.setup()
     return TrackerApp(TrackerSettings.from_env())

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from billing.money import AmountError, normalize_currency, parse_amount
+from kernel.money import AmountError, normalize_currency, parse_amount
 from tracker import sources
 from tracker.clickids import ClickIdError, ClickIdSigner
 from tracker.config import Link, Offer, Snapshot

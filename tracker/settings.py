@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clickmint.env import Env, SettingsError
-from clickmint.settings import Settings
+from kernel.env import Env, SettingsError
+from kernel.settings import Settings
 from tracker.bots import DEFAULT_BURST_LIMIT, DEFAULT_BURST_WINDOW_S
 
 DEFAULT_BUDGET_MS = 20

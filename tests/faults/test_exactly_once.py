@@ -22,8 +22,8 @@ from billing.consumer import Ingest, stream_key, trim
 from billing.derive import Deriver
 from billing.settings import BillingSettings
 from billing.settle import settle
-from clickmint.env import Env
-from clickmint.settings import Settings
+from kernel.env import Env
+from kernel.settings import Settings
 from tests.conftest import Servers
 from tests.factories import programme
 

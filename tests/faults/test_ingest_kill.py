@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from billing.consumer import stream_key
 from billing.settle import settle
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.factories import programme
 
 pytestmark = pytest.mark.timeout(300)

@@ -20,9 +20,9 @@ from billing.consumer import Ingest, stream_key
 from billing.derive import Deriver
 from billing.settings import BillingSettings
 from clickmint.embedded import EmbeddedPostgres
-from clickmint.env import Env
 from clickmint.migrate import migrate
-from clickmint.settings import Settings
+from kernel.env import Env
+from kernel.settings import Settings
 from tests.factories import programme
 
 pytestmark = pytest.mark.timeout(120)

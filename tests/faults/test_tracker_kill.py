@@ -24,8 +24,8 @@ from billing.consumer import Ingest, stream_key
 from billing.derive import Deriver
 from billing.settings import BillingSettings
 from clickmint.embedded import pick_port
-from clickmint.env import Env
-from clickmint.settings import Settings
+from kernel.env import Env
+from kernel.settings import Settings
 from tests.factories import programme
 
 pytestmark = pytest.mark.timeout(60)

@@ -9,7 +9,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from billing.consumer import stream_key
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.factories import programme
 from tests.helpers import drain, tracker_client
 

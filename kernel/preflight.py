@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from clickmint.errors import ClickmintError
+from kernel.errors import ClickmintError
 
 # Policies that may evict keys without a TTL, i.e. our streams: acknowledged clicks could vanish.
 EVICTING_POLICIES = frozenset(("allkeys-lru", "allkeys-lfu", "allkeys-random"))

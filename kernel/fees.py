@@ -10,8 +10,8 @@ from fractions import Fraction
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from billing.money import ROUNDING, format_amount, normalize_currency, round_minor
-from billing.pricing import (
+from kernel.money import ROUNDING, format_amount, normalize_currency, round_minor
+from kernel.pricing import (
     FeeError,
     PriceVersion,
     Tier,
