@@ -21,9 +21,9 @@ import asyncpg
 
 from billing import statements
 from billing.ledger import CLICK_LOOKBACK, LedgerReport, counted, written_lines
-from billing.plans import OfferTerms
 from kernel.fees import cpm_accrual
 from kernel.money import allocate, format_amount
+from kernel.plans import OfferTerms
 
 # kind, the plan's rate of it, which events it pays (beside: not a bot, not refused, a partner)
 KINDS = (

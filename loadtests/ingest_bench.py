@@ -35,7 +35,7 @@ from kernel.env import Env
 from kernel.settings import Settings
 from loadtests.report import finish
 from loadtests.servers import Servers, seed_link
-from tracker.config import shard_of
+from tracker.snapshot import shard_of
 from tracker.streams import RespConnection, pack
 
 PREFIX = "benchingest"

@@ -16,8 +16,8 @@ import redis.exceptions
 
 from billing import figures
 from billing import statements as billing_statements
-from billing.plans import build_plan
 from kernel.money import format_amount
+from kernel.plans import build_plan
 from kernel.pricing import FeeError
 from portal import cap_usage, partner_data, terms_schema, validate
 from portal.auth import Principal

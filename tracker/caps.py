@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 METRICS = ("clicks", "conversions", "payout")
@@ -117,25 +116,3 @@ def check_command(
     if not keys:
         return None
     return (b"EVALSHA", SCRIPT_SHA, len(keys), *keys, *args)
-
-
-def payout_estimate(fee_plan: dict[str, Any], event: dict[str, Any]) -> int:
-    """The commission a conversion will earn, in minor units, for payout caps (cpa by action, cps percent).
-
-    Rounded down: a cap is never tripped by a fraction of a minor unit.
-    """
-    total = 0
-    cpa = fee_plan.get("cpa")
-    if isinstance(cpa, dict):
-        name = event.get("action") or ("purchase" if event.get("type") == "purchase" else "")
-        value = cpa.get(name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            total += value
-    percent = fee_plan.get("cps_percent")
-    amount = event.get("amount")
-    if percent is not None and isinstance(amount, int) and event.get("type") == "purchase":
-        try:
-            total += int(Decimal(str(percent)) * amount / 100)
-        except InvalidOperation:
-            pass
-    return max(total, 0)

@@ -16,7 +16,7 @@ import orjson
 from kernel.money import AmountError, normalize_currency, parse_amount
 from tracker import sources
 from tracker.clickids import ClickIdError, ClickIdSigner
-from tracker.config import Link, Offer, Snapshot
+from tracker.snapshot import Link, Offer, Snapshot
 
 KINDS = ("action", "purchase", "refund")
 MAX_ITEMS = 100

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from tracker import caps
 from tracker.bots import classify
 from tracker.clickids import ClickIdSigner
-from tracker.config import ConfigCache, Link, Snapshot
+from tracker.config import ConfigCache
 from tracker.crawlers import LIST_VERSION
 from tracker.geo import GeoLookup, anonymize_ip
 from tracker.ids import uuid7
@@ -21,6 +21,7 @@ from tracker.macros import Template, is_safe_location, safe_deep_link
 from tracker.metrics import Metrics
 from tracker.recorder import Recorder
 from tracker.settings import TrackerSettings
+from tracker.snapshot import Link, Snapshot
 from tracker.streams import capped_unique_xadd_parts, pack, stream_key
 from tracker.visit import Visit
 

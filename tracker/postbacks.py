@@ -15,6 +15,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from kernel.plans import payout_estimate
 from tracker import caps, conversions
 from tracker.conversions import Refusal
 from tracker.endpoints import GIF, Hot
@@ -94,7 +95,7 @@ class Conversions:
         event["ip"] = anonymize_ip(visit_ip)
         checks: tuple[bytes, ...] = ()
         if offer is not None and offer.caps and event["type"] in ("action", "purchase") and "refusal" not in event:
-            increments = {"conversions": 1, "payout": caps.payout_estimate(offer.fee_plan, event)}
+            increments = {"conversions": 1, "payout": payout_estimate(offer.fee_plan, event, offer.currency)}
             cap = caps.check_command(self.hot.prefix, offer.id, event["partner"], offer.caps, increments, now)
             if cap is not None:
                 checks = (pack(*cap),)

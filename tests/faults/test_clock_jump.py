@@ -16,8 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from billing.consumer import dead_key, stream_key
-from billing.events import BadEvent, event_time
 from billing.settle import settle
+from kernel.events import BadEvent, event_time
 from kernel.settings import Settings
 from tests.factories import programme
 from tests.faults.test_tracker_kill import drain_all, start_tracker, stop_tracker, tracker_env

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from tracker.caps import CapConfigError, Limit, check_command, parse, payout_estimate
+from kernel.plans import payout_estimate
+from tracker.caps import CapConfigError, Limit, check_command, parse
 
 
 @pytest.mark.parametrize(
