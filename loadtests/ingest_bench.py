@@ -28,10 +28,11 @@ import orjson
 import redis.asyncio as aioredis
 
 from billing import events as event_rows
-from billing.consumer import Ingest, stream_key
+from billing.consumer import Ingest
 from billing.derive import Deriver
 from billing.settings import BillingSettings
 from kernel.env import Env
+from kernel.keys import stream_key
 from kernel.settings import Settings
 from loadtests.report import finish
 from loadtests.servers import Servers, seed_link

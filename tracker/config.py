@@ -16,10 +16,10 @@ from typing import Any
 import asyncpg
 import orjson
 
-from tracker import caps
-from tracker.macros import Template, normalize_hosts
+from kernel import caps
+from kernel.macros import Template, normalize_hosts
+from kernel.sources import parse as parse_sources
 from tracker.snapshot import EMPTY, Creative, Link, Offer, Snapshot, shard_of
-from tracker.sources import parse as parse_sources
 
 log = logging.getLogger("clickmint.tracker.config")
 POLL_INTERVAL_S = 1.0

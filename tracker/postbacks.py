@@ -15,6 +15,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from kernel import keys
 from kernel.plans import payout_estimate
 from tracker import caps, conversions
 from tracker.conversions import Refusal
@@ -121,7 +122,7 @@ class Conversions:
 
     async def _spend(self, offer: conversions.Offer, nonce: str) -> None:
         """A signed postback is accepted once: the nonce is spent only when everything else was valid."""
-        key = f"{self.hot.prefix}:seen:{{o{offer.id}}}:{nonce}"
+        key = keys.seen_key(self.hot.prefix, offer.id, nonce)
         try:
             reply = await self.hot.recorder.command(pack(b"SET", key, b"1", b"NX", b"EX", REPLAY_WINDOW_S))
         except RedisUnavailable:

@@ -10,9 +10,9 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracker.caps import Limit
-from tracker.macros import Template
-from tracker.sources import DEFAULTS as DEFAULT_SOURCES
+from kernel.caps import Limit
+from kernel.macros import Template
+from kernel.sources import DEFAULTS as DEFAULT_SOURCES
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,7 @@ class Offer:
     postback_security: str
     postback_secret: str = field(repr=False)
     postback_ips: tuple[str, ...]
-    sources: dict[str, frozenset[str]] = field(default_factory=lambda: dict(DEFAULT_SOURCES))  # tracker/sources.py
+    sources: dict[str, frozenset[str]] = field(default_factory=lambda: dict(DEFAULT_SOURCES))  # kernel/sources.py
     pixel_max_minor: int | None = None  # the most a pixel purchase may claim, in the offer's minor units
     tune_token: str | None = field(default=None, repr=False)  # TUNE's own token on an HMAC offer
 

@@ -15,9 +15,9 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from billing.consumer import dead_key, stream_key
 from billing.settle import settle
 from kernel.events import BadEvent, event_time
+from kernel.keys import dead_key, stream_key
 from kernel.settings import Settings
 from tests.factories import programme
 from tests.faults.test_tracker_kill import drain_all, start_tracker, stop_tracker, tracker_env

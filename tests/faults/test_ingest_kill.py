@@ -17,8 +17,8 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from billing.consumer import stream_key
 from billing.settle import settle
+from kernel.keys import stream_key
 from kernel.settings import Settings
 from tests.factories import programme
 

@@ -16,12 +16,13 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from billing.consumer import Ingest, stream_key
+from billing.consumer import Ingest
 from billing.derive import Deriver
 from billing.settings import BillingSettings
 from clickmint.embedded import EmbeddedPostgres
 from clickmint.migrate import migrate
 from kernel.env import Env
+from kernel.keys import stream_key
 from kernel.settings import Settings
 from tests.factories import programme
 

@@ -17,8 +17,8 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from billing.consumer import stream_key
 from clickmint.embedded import EmbeddedValkey, pick_port
+from kernel.keys import stream_key
 from kernel.preflight import PreflightError
 from kernel.settings import Settings
 from tests.factories import programme

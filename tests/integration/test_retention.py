@@ -10,11 +10,11 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from billing.consumer import stream_key
 from billing.retention import apply_retention
 from billing.settings import GROUP, BillingSettings
 from billing.settle import settle
 from kernel.env import Env
+from kernel.keys import stream_key
 from kernel.settings import Settings
 from tests.conftest import Servers
 from tests.factories import Programme, programme
