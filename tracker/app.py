@@ -128,7 +128,7 @@ class TrackerApp:
             kind = path[:3]
             if kind in ("/c/", "/v/", "/b/", "/a/") and scope["method"] in ("GET", "HEAD"):
                 started = time.perf_counter()
-                visit = from_scope(scope, self.settings.trust_forwarded)
+                visit = from_scope(scope, self.settings.proxies)
                 code = path[3:]
                 if kind == "/c/":
                     outcome = await self.hot.click(visit, code, send)

@@ -11,13 +11,14 @@ import time
 from typing import Any, NamedTuple
 
 from kernel import keys
+from kernel.addresses import anonymize_ip
 from kernel.macros import Template, is_safe_location, safe_deep_link
 from tracker import caps
 from tracker.bots import classify
 from tracker.clickids import ClickIdSigner
 from tracker.config import ConfigCache
 from tracker.crawlers import LIST_VERSION
-from tracker.geo import GeoLookup, anonymize_ip
+from tracker.geo import GeoLookup
 from tracker.ids import uuid7
 from tracker.metrics import Metrics
 from tracker.recorder import Recorder

@@ -16,11 +16,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from kernel import keys
+from kernel.addresses import TrustedProxies, anonymize_ip
 from kernel.plans import payout_estimate
 from tracker import caps, conversions
 from tracker.conversions import Refusal
 from tracker.endpoints import GIF, Hot
-from tracker.geo import anonymize_ip
 from tracker.ids import uuid7
 from tracker.spool import SpoolError
 from tracker.streams import RedisUnavailable, pack
@@ -133,7 +133,7 @@ class Conversions:
     async def postback(self, request: Request) -> Response:
         """Server-to-server conversion: JSON or form POST, or GET; authenticated per offer."""
         now = time.time()
-        client_ip = _client_ip(request, self.hot.settings.trust_forwarded)
+        client_ip = _client_ip(request, self.hot.settings.proxies)
         try:
             body = await _body(request) if request.method == "POST" else b""
             params = _params(request, body)
@@ -167,7 +167,7 @@ class Conversions:
         """TUNE's /aff_lsr: offer_id (else found from transaction_id), transaction_id, amount, adv_sub,
         security_token -> success=true;"""
         now = time.time()
-        client_ip = _client_ip(request, self.hot.settings.trust_forwarded)
+        client_ip = _client_ip(request, self.hot.settings.proxies)
         try:
             body = await _body(request) if request.method == "POST" else b""
             raw = _params(request, b"") if request.method == "GET" or not body else _params(request, body)
@@ -263,9 +263,8 @@ def _decide_cap(event: dict[str, Any], replies: list[Any] | None) -> None:
         event["over_cap"] = True
 
 
-def _client_ip(request: Request, trust_forwarded: bool) -> str:
-    if trust_forwarded:
-        forwarded = request.headers.get("x-forwarded-for")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
-    return request.client.host if request.client else ""
+def _client_ip(request: Request, proxies: TrustedProxies) -> str:
+    peer = request.client.host if request.client else ""
+    if not proxies.any:
+        return peer
+    return proxies.client(peer, request.headers.getlist(proxies.header))
