@@ -14,7 +14,7 @@ from kernel.plans import OfferTerms, build_plan
 
 
 def _json(value: Any) -> dict[str, Any]:
-    return orjson.loads(value) if isinstance(value, str | bytes) else dict(value or {})  # type: ignore[no-any-return]
+    return orjson.loads(value) if isinstance(value, str | bytes) else dict(value or {})
 
 
 async def load_terms(conn: asyncpg.Connection, offer_ids: list[int] | None = None) -> dict[int, OfferTerms]:

@@ -292,7 +292,7 @@ class EmbeddedPostgres(_Server):
         sockets = home / "run"
         for path in (home, sockets):
             path.mkdir(parents=True, exist_ok=True)
-            if uid is not None:
+            if uid is not None and gid is not None:
                 os.chown(path, uid, gid)
         log = home / "postgres.log"
         if not (data / "PG_VERSION").exists():
@@ -319,7 +319,7 @@ class EmbeddedPostgres(_Server):
                 raise EmbeddedError(f"initdb failed: {initdb.stderr.decode(errors='replace')[-2000:]}")
         self.port = pick_port(self.preferred_port)
         log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        if uid is not None:
+        if uid is not None and gid is not None:
             os.fchown(log_fd, uid, gid)
         args = [
             str(install / "bin" / "postgres"),

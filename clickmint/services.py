@@ -32,7 +32,7 @@ def read_run_file(data_dir: Path) -> dict[str, object] | None:
     try:
         info = json.loads((data_dir / RUN_FILE).read_text())
         os.kill(int(info["pid"]), 0)
-        return info  # type: ignore[no-any-return]
+        return info
     except (FileNotFoundError, ValueError, KeyError, ProcessLookupError, PermissionError):
         return None
 

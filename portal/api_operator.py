@@ -520,7 +520,7 @@ ENDPOINTS = [
             "limit": {"type": "integer", "minimum": 1, "maximum": 500},
         },
     ),
-    _o("GET", "/statements", statements, "Statements", query={"period": _period.schema}),
+    _o("GET", "/statements", statements, "Statements", query={"period": _period.schema}),  # type: ignore[attr-defined]  # a check carries its schema
     _o("POST", "/statements/{statement_id}/close", close_statement, "Close a statement (it becomes immutable)"),
     _o("POST", "/statements/{statement_id}/paid", pay_statement, "Mark a closed statement paid"),
     _o("GET", "/statements/{statement_id}/csv", statement_csv, "A statement as CSV", produces="text/csv"),

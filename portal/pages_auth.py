@@ -85,9 +85,9 @@ async def login_submit(request: Request) -> Response:
     wanted = str(form.get("next", ""))
     if wanted.startswith("/") and not wanted.startswith("//") and "\\" not in wanted:
         target = wanted
-    response = RedirectResponse(target, 303)
-    session_cookie(response, portal.settings, is_https(request, portal.settings), token)
-    return response
+    redirect = RedirectResponse(target, 303)
+    session_cookie(redirect, portal.settings, is_https(request, portal.settings), token)
+    return redirect
 
 
 async def logout_submit(request: Request) -> Response:

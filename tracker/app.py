@@ -13,12 +13,12 @@ import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from kernel import limits, scrape
 from kernel.preflight import PreflightError, redis_policy, refuse_evicting
@@ -118,7 +118,7 @@ class TrackerApp:
             log.warning("metrics not served on %s:%d: %s", settings.metrics_host, settings.metrics_port, exc)
             return None
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if limits.too_large(scope["headers"]):
                 await limits.refuse(send)

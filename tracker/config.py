@@ -97,7 +97,7 @@ async def load(conn: asyncpg.Connection, shards: int) -> Snapshot:
 
 def _json(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
-        return orjson.loads(value)  # type: ignore[no-any-return]
+        return orjson.loads(value)
     return dict(value or {})
 
 

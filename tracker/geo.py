@@ -27,15 +27,15 @@ class GeoLookup:
         if ip[:7].lower() == "::ffff:" and "." in ip:  # an IPv4-mapped address is looked up as IPv4
             ip = ip[7:]
         try:
-            record = self._reader.get(ip) if self._reader else None  # type: ignore[union-attr]
+            record = self._reader.get(ip) if self._reader else None
         except ValueError:
             return ""
         if not isinstance(record, dict):
             return ""
         for field in ("country", "registered_country"):
             value = record.get(field)
-            if isinstance(value, dict) and isinstance(value.get("iso_code"), str):
-                return value["iso_code"].upper()
+            if isinstance(value, dict) and isinstance(code := value.get("iso_code"), str):
+                return code.upper()
         return ""
 
     def country(self, ip: str) -> str:  # replaced per instance in __init__

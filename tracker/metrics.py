@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -15,7 +15,7 @@ class Metrics:
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, str]] = Counter()  # (route, outcome)
         self.latency: dict[str, list[int]] = {}  # route -> bucket counts (+Inf last)
-        self.latency_sum: Counter[str] = Counter()
+        self.latency_sum: defaultdict[str, float] = defaultdict(float)
         self.bots: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()
         self.info: dict[str, dict[str, str]] = {}  # name -> labels of a gauge that is always 1 (versions)

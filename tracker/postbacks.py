@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.types import Send
 
 from kernel import keys
 from kernel.addresses import TrustedProxies, anonymize_ip
@@ -22,6 +23,7 @@ from tracker import caps, conversions
 from tracker.conversions import Refusal
 from tracker.endpoints import GIF, Hot
 from tracker.ids import uuid7
+from tracker.snapshot import Offer
 from tracker.spool import SpoolError
 from tracker.streams import RedisUnavailable, pack
 from tracker.visit import Visit
@@ -53,7 +55,7 @@ def _params(request: Request, body: bytes) -> dict[str, Any]:
                 raise Refusal("invalid_json", "the body is not valid JSON (UTF-8)") from None
             if not isinstance(parsed, dict):
                 raise Refusal("invalid_json", "the body must be a JSON object")
-            return parsed  # type: ignore[no-any-return]
+            return parsed
     return _form(raw)
 
 
@@ -88,7 +90,7 @@ class Conversions:
         self.hot.metrics.refusals[code] += 1
 
     async def _record(
-        self, event: dict[str, Any], visit_ip: str, now: float, shard: int, offer: conversions.Offer | None = None
+        self, event: dict[str, Any], visit_ip: str, now: float, shard: int, offer: Offer | None = None
     ) -> dict[str, Any]:
         event["id"] = uuid7(int(now * 1000))
         event["ts"] = int(now * 1000)
@@ -104,7 +106,7 @@ class Conversions:
         return event
 
     def _authenticate(
-        self, request: Request, offer: conversions.Offer, params: dict[str, Any], body: bytes, client_ip: str, now: int
+        self, request: Request, offer: Offer, params: dict[str, Any], body: bytes, client_ip: str, now: int
     ) -> str | None:
         """Check the offer's postback security; returns the signature to spend as a nonce (HMAC mode)."""
         if offer.postback_security == "token":
@@ -120,7 +122,7 @@ class Conversions:
             now,
         )
 
-    async def _spend(self, offer: conversions.Offer, nonce: str) -> None:
+    async def _spend(self, offer: Offer, nonce: str) -> None:
         """A signed postback is accepted once: the nonce is spent only when everything else was valid."""
         key = keys.seen_key(self.hot.prefix, offer.id, nonce)
         try:
@@ -202,7 +204,7 @@ class Conversions:
             return PlainTextResponse("success=false; err_msg=not_recorded: retry later;", status_code=503)
         return PlainTextResponse("success=true;")
 
-    async def pixel(self, visit: Visit, raw_offer: str, send: Any) -> str:
+    async def pixel(self, visit: Visit, raw_offer: str, send: Send) -> str:
         """The image pixel: attributed by click id, else by our first-party cookie; always a GIF."""
         now = time.time()
         snapshot = self.hot.cache.snapshot
@@ -210,7 +212,7 @@ class Conversions:
         refusal: Refusal | None = None
         event: dict[str, Any] | None = None
         shard = 0
-        capped: conversions.Offer | None = None
+        capped: Offer | None = None
         try:
             if visit.query_error:
                 raise Refusal(visit.query_error, "the query string is refused")

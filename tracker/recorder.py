@@ -76,7 +76,7 @@ class Entry:
         self.lost = False  # neither Redis nor the spool could take it (full disk)
 
 
-class _BatchFuture(asyncio.Future):  # type: ignore[type-arg]
+class _BatchFuture(asyncio.Future):
     """The future of one batch, shared by its requests; cancelling one request must not cancel it."""
 
     def cancel(self, msg: Any = None) -> bool:
