@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from kernel import limits, scrape
+from kernel import limits, metrics, scrape
 from kernel.preflight import PreflightError, redis_policy, refuse_evicting
 from tracker import caps
 from tracker.clickids import ClickIdSigner, derive_key
@@ -37,6 +37,7 @@ from tracker.visit import from_scope
 
 log = logging.getLogger("clickmint.tracker")
 CLICK_KEY_ID = 1
+PUBLISH_INTERVAL_S = 1.0  # how fresh the other workers see this one's metrics (kernel/metrics.py)
 
 
 def signer_for(secret: str) -> ClickIdSigner:
@@ -93,14 +94,19 @@ class TrackerApp:
         await self.recorder.start()
         admin = await self._admin_listener()
         lag = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
+        publisher = (
+            asyncio.create_task(self._publish_every_second(), name="metrics") if metrics.multiprocess() else None
+        )
         gc.collect()
         gc.freeze()  # the long-lived config and modules leave the collector's view: shorter pauses
         try:
             yield
         finally:
-            lag.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lag
+            for task in (lag, publisher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if admin is not None:
                 admin.close()
             await self.recorder.stop()
@@ -169,11 +175,17 @@ class TrackerApp:
         return PlainTextResponse(self.render_metrics(), media_type="text/plain; version=0.0.4")
 
     def render_metrics(self) -> str:
-        """The Prometheus text of this process's counters and gauges."""
-        stats = self.recorder.stats
+        """The Prometheus text of every worker's counters and gauges (kernel/metrics.py)."""
         spool = self.recorder.spool
         if spool.error is not None:
             spool.writable()  # a full spool is re-checked at every scrape, so the gauge clears when room is back
+        self.publish_metrics()
+        return self.metrics.render(self.loop_lag.render)
+
+    def publish_metrics(self) -> None:
+        """This worker's counters and gauges to the store every worker's scrape reads."""
+        stats = self.recorder.stats
+        spool = self.recorder.spool
         gauges = {
             "spool_bytes": float(self.recorder.spool.depth()),
             "redis_up": 1.0 if self.recorder.redis_healthy else 0.0,
@@ -188,18 +200,14 @@ class TrackerApp:
             "events_lost_total": float(stats.events_lost),
             "scripts_reloaded_total": float(stats.scripts_reloaded),
         }
+        self.metrics.publish(gauges, stats.batch_sizes)
+        self.loop_lag.publish(self.metrics.store)
 
-        def histograms() -> list[str]:
-            lines = self.loop_lag.render()
-            lines.append("# TYPE clickmint_batch_size histogram")
-            total = 0
-            for bound in sorted(stats.batch_sizes):
-                total += stats.batch_sizes[bound]
-                le = "+Inf" if bound >= 1 << 62 else str(bound)
-                lines.append(f'clickmint_batch_size_bucket{{le="{le}"}} {total}')
-            return lines
-
-        return self.metrics.render(gauges, histograms)
+    async def _publish_every_second(self) -> None:
+        """With several workers (PROMETHEUS_MULTIPROC_DIR), keep this worker's values fresh for the others."""
+        while True:
+            await asyncio.sleep(PUBLISH_INTERVAL_S)
+            self.publish_metrics()
 
 
 def create_app() -> TrackerApp:
