@@ -55,6 +55,10 @@ class TrustedProxies:
         self.any = bool(self.networks)  # False: no header is ever read (the hot path skips all of this)
         self._trusts = lru_cache(maxsize=_PEERS_CACHED)(self._check)
 
+    def __repr__(self) -> str:
+        networks = ",".join(str(network) for network in self.networks)
+        return f"TrustedProxies({networks!r}, header={self.header!r})"
+
     @classmethod
     def parse(cls, text: str, header: str = "x-forwarded-for") -> TrustedProxies:
         """From a comma-separated list of networks ("10.0.0.0/8, 2001:db8::/32", a bare address is a /32
