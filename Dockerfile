@@ -11,6 +11,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY clickmint clickmint
+COPY kernel kernel
 COPY tracker tracker
 COPY billing billing
 COPY portal portal

@@ -12,8 +12,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from billing.fees import FeeError, FeeEvent, FeeLine, commission
-from billing.plans import OfferTerms
+from kernel.fees import FeeError, FeeEvent, FeeLine, commission
+from kernel.plans import OfferTerms
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 

@@ -35,6 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from billing import events, redis_client
 from billing.settings import GROUP, BillingSettings
+from kernel.keys import dead_key, stream_key
 from tracker.cluster import ClusterConnection, connect_any
 from tracker.streams import RespConnection, pack
 
@@ -52,14 +53,6 @@ _YIELD_EVERY = 500  # entries parsed between two yields to the event loop
 _GC_YOUNG = 100_000
 STOP_GRACE_S = 5.0  # after stop(), a shard stuck in a round trip is cancelled (the supervisor waits 15 s)
 _gc_saved: list[tuple[int, int, int]] = []  # one per Ingest running in this process: the thresholds before it
-
-
-def stream_key(prefix: str, shard: int) -> str:
-    return f"{prefix}:events:{{{shard}}}"
-
-
-def dead_key(prefix: str, shard: int) -> str:
-    return f"{prefix}:dead:{{{shard}}}"
 
 
 class Stats:

@@ -19,7 +19,8 @@ import orjson
 from billing import supersede
 from billing.attribution import Verdict, authenticated, judge, occurred_at, supersedes
 from billing.events import copy
-from billing.plans import OfferTerms, load_terms
+from billing.plans import load_terms
+from kernel.plans import OfferTerms
 
 log = logging.getLogger("clickmint.billing.derive")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -1,16 +1,16 @@
-"""Stream entries to event rows: decode, validate against the contract, COPY, insert once per event id."""
+"""Stream entries to event rows: decode (kernel/events.py), check the contract, COPY, insert once per event id."""
 
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
 import orjson
 
-TYPES = frozenset(("view", "click", "action", "purchase", "refund"))
+from kernel.events import TYPES, BadEvent, event_time, load
+
 COLUMNS = (
     "id",
     "ts",
@@ -41,70 +41,10 @@ _STAGE_SQL = "CREATE TEMP TABLE ingest_stage (LIKE events INCLUDING DEFAULTS) ON
 _COLUMN_LIST = ", ".join(COLUMNS)
 _EXACT_MS = 2**32 * 1000
 _fromtimestamp = dt.datetime.fromtimestamp
-MAX_AHEAD_MS = 5 * 60 * 1000  # an event dated later than this past ingest's clock is refused
-_STEP_TOLERANCE_MS = 1000  # an id later than its ts by less than this is ordinary (a slow request body)
-
-
-def event_time(event_id: str, ts: int, now_ms: int | None = None) -> int:
-    """When an event happened, for its day partition and its statement period; raises BadEvent if unknowable.
-
-    The rule for tracker clock jumps:
-    - The period is the UTC month of the event's time, the tracker's wall clock when it answered.
-      Arriving late (a spool replayed after a Redis outage, ingest lagging) never changes it.
-    - Backwards: a tracker's UUIDv7 ids never go backwards (tracker/ids.py carries them on by the
-      monotonic clock when the wall clock steps back), so an id later than the event's `ts` (by more
-      than a second) means the clock stepped back after the request: the id's time is the event's time.
-    - Forwards: an event more than MAX_AHEAD_MS ahead of ingest's own clock cannot have happened yet;
-      it is refused with the reason (to the dead-letter stream, nothing stored or paid, the payload kept
-      for an operator to re-date), never filed into a future period. Refusing rather than clamping keeps
-      ingest deterministic: a clamped time would depend on when the entry was read, and the primary key
-      (id, ts) would then store a redelivered entry twice; an event accepted once is accepted again later.
-    """
-    if len(event_id) == 36 and event_id[14] == "7" and event_id[19] in "89abAB":
-        try:
-            id_ms = int(event_id[:8] + event_id[9:13], 16)
-        except ValueError:
-            id_ms = ts
-        if id_ms - ts > _STEP_TOLERANCE_MS:
-            ts = id_ms
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    if ts - now_ms > MAX_AHEAD_MS:
-        ahead = (ts - now_ms) / 3_600_000
-        raise BadEvent(f"ts is {ahead:.2f} h ahead of ingest's clock: the tracker's clock jumped forward")
-    return ts
-
-
-class BadEvent(ValueError):
-    """An entry that can never be stored: it goes to the dead-letter stream with this reason."""
 
 
 def _text(value: Any) -> str | None:
     return None if value is None or value == "" else value if type(value) is str else str(value)
-
-
-def decode(fields: dict[bytes, bytes]) -> dict[str, Any]:
-    """A stream entry as its event: the payload "d", with what Redis decided ("u", "c", "b") merged in."""
-    return _load(fields.get(b"d", b""), fields.get(b"u"), fields.get(b"c"), fields.get(b"b"))
-
-
-def _load(data: bytes, flag: bytes | None, within: bytes | None = None, burst: bytes | None = None) -> dict[str, Any]:
-    try:
-        event = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise BadEvent(f"payload is not JSON: {exc}") from None
-    if type(event) is not dict:
-        raise BadEvent("payload is not an object")
-    if flag is not None:
-        event["unique"] = flag == b"1"
-    if within == b"0":  # over cap, as the tracker answered it: to the fallback, without its click id
-        event["over_cap"] = True
-        event["refusal"] = "over_cap"
-        event.pop("click_id", None)
-    if burst == b"1" and event.get("bot") is None:  # Redis counted its address past the burst limit
-        event["bot"] = "burst"
-        if "unique" in event:
-            event["unique"] = False
-    return event
 
 
 def to_row(fields: dict[bytes, bytes]) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -124,7 +64,7 @@ def parse(
     The hot path of ingest (a few µs an event): one `get` per column, no per-field helper when the
     value is already what the column takes. Raises BadEvent when the event breaks the contract.
     """
-    event = _load(data, flag, within, burst)
+    event = load(data, flag, within, burst)
     get = event.get
     kind, event_id, ts = get("type"), get("id"), get("ts")
     if kind not in TYPES:

@@ -11,9 +11,9 @@ import datetime as dt
 import io
 
 from billing import exports_legacy
-from billing.money import format_amount
 from billing.statement_doc import LAYOUT, StatementDoc, StatementLine, period, safe_cell, sha256_hex, totals
 from billing.statement_pdf import render as _render_pdf
+from kernel.money import format_amount
 
 __all__ = ["LAYOUT", "StatementDoc", "StatementLine", "safe_cell", "sha256_hex", "statement_csv", "statement_pdf"]
 

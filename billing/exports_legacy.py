@@ -9,12 +9,12 @@ import io
 
 from fpdf import FPDF
 
-from billing.money import format_amount
 from billing.statement_doc import EPOCH as _EPOCH
 from billing.statement_doc import StatementDoc, safe_cell
 from billing.statement_doc import latin1 as _latin1
 from billing.statement_doc import period as _period
 from billing.statement_doc import totals as _totals
+from kernel.money import format_amount
 
 
 def statement_csv(doc: StatementDoc) -> bytes:

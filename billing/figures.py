@@ -28,9 +28,10 @@ from typing import Any
 
 import asyncpg
 
-from billing import money
-from billing.fees import cpm_accrual
-from billing.plans import OfferTerms, load_terms
+from billing.plans import load_terms
+from kernel import money
+from kernel.fees import cpm_accrual
+from kernel.plans import OfferTerms
 
 BUCKETS = ("pending", "approved", "reversed", "paid", "rejected")
 # group -> the key of a split (x: ledger_splits, s: its statement), of a conversion (c), of a rollup row (r)

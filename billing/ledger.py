@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from billing import statements
-from billing.fees import FeeLine, reversal_lines
+from kernel.fees import FeeLine, reversal_lines
 
 CLICK_LOOKBACK = dt.timedelta(days=45)  # unique clicks this old may still be unpaid (settle not run for a while)
 

@@ -20,8 +20,9 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from billing.consumer import Stats, dead_key, stream_key
+from billing.consumer import Stats
 from billing.settings import GROUP, METRICS_HOST, BillingSettings
+from kernel.keys import dead_key, stream_key
 
 log = logging.getLogger("clickmint.billing.metrics")
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"

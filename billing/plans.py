@@ -1,106 +1,20 @@
-"""Fee plans as stored (offer JSON, partner overrides, price versions) turned into billing.fees plans.
-
-Stored form of `offers.fee_plan` (every key optional; amounts in minor units of the offer currency):
-    {"cpm": 150, "cpv": 1, "cpc": 20, "cpa": {"signup": 250, "lead": 100}, "cps_percent": "7.5",
-     "tiers": [{"percent": "10", "min_sales": 100}, {"percent": "12", "min_amount": 1000000}], "markup": true}
-A partner override (`offer_partner_plans.fee_plan`) has the same keys and replaces those it sets.
-"""
+"""Offers' fee plans read from PostgreSQL: every offer's terms (kernel/plans.py), with partner overrides and prices."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import asyncpg
 import orjson
 
-from billing.fees import FeeError, FeePlan, PlanOverride, PriceVersion, Tier, effective_plan
-
-
-@dataclass(frozen=True)
-class OfferTerms:
-    """What billing needs to know about an offer."""
-
-    id: int
-    merchant_id: int
-    currency: str
-    hold: dt.timedelta
-    plan: FeePlan
-    overrides: dict[int, FeePlan]  # partner id -> effective plan
-    has_tiers: bool
-    repeat_actions: bool = False  # every repeat of an action without order id counts (else one per click and name)
-
-    def plan_for(self, partner_id: int) -> FeePlan:
-        return self.overrides.get(partner_id, self.plan)
-
-
-def _percent(value: Any, name: str) -> Decimal:
-    # A JSON number would arrive as a float: refused, so no binary fraction ever reaches a rate.
-    if not isinstance(value, str | int) or isinstance(value, bool):
-        raise FeeError("invalid_plan", f'{name} must be a decimal number as a string, e.g. "7.5"')
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        raise FeeError("invalid_plan", f'{name} must be a decimal number as a string, e.g. "7.5"') from None
-
-
-def _minor(value: Any, name: str) -> int | None:
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise FeeError("invalid_plan", f"{name} must be a whole number of minor units")
-    return value
-
-
-def _tiers(raw: Any) -> tuple[Tier, ...] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, list):
-        raise FeeError("invalid_plan", "tiers must be a list")
-    return tuple(
-        Tier(
-            _percent(t.get("percent"), "tier percent"),
-            _minor(t.get("min_sales"), "min_sales"),
-            _minor(t.get("min_amount"), "min_amount"),
-        )
-        for t in raw
-    )
-
-
-def _override(
-    raw: dict[str, Any], wholesale: dict[str, tuple[PriceVersion, ...]], retail: dict[str, tuple[PriceVersion, ...]]
-) -> PlanOverride:
-    cpa = raw.get("cpa") or {}
-    if not isinstance(cpa, dict):
-        raise FeeError("invalid_plan", "cpa must map action names to amounts")
-    return PlanOverride(
-        cpm_minor=_minor(raw.get("cpm"), "cpm"),
-        cpv_minor=_minor(raw.get("cpv"), "cpv"),
-        cpc_minor=_minor(raw.get("cpc"), "cpc"),
-        cpa_minor={str(k): _minor(v, f"cpa.{k}") or 0 for k, v in cpa.items()},
-        cps_percent=_percent(raw["cps_percent"], "cps_percent") if raw.get("cps_percent") is not None else None,
-        cps_tiers=_tiers(raw.get("tiers")),
-        wholesale=wholesale if raw.get("markup") else {},
-        retail=retail,
-    )
-
-
-def build_plan(
-    currency: str,
-    rounding: str,
-    raw: dict[str, Any],
-    wholesale: dict[str, tuple[PriceVersion, ...]] | None = None,
-    retail: dict[str, tuple[PriceVersion, ...]] | None = None,
-) -> FeePlan:
-    """The offer's FeePlan from its stored JSON (and its price versions when it is a markup offer)."""
-    return effective_plan(FeePlan(currency=currency, rounding=rounding), _override(raw, wholesale or {}, retail or {}))
+from kernel.fees import FeeError, PriceVersion
+from kernel.plans import OfferTerms, build_plan
 
 
 def _json(value: Any) -> dict[str, Any]:
-    return orjson.loads(value) if isinstance(value, str | bytes) else dict(value or {})  # type: ignore[no-any-return]
+    return orjson.loads(value) if isinstance(value, str | bytes) else dict(value or {})
 
 
 async def load_terms(conn: asyncpg.Connection, offer_ids: list[int] | None = None) -> dict[int, OfferTerms]:

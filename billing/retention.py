@@ -30,11 +30,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from billing import redis_client
-from billing.consumer import stream_key
 from billing.ledger import CLICK_LOOKBACK
 from billing.metrics import record_run
 from billing.settings import GROUP, BillingSettings
 from billing.settle import SETTLE_LOCK
+from kernel.keys import stream_key
 
 log = logging.getLogger("clickmint.billing.retention")
 PARTITION = re.compile(r"^events_(\d{8})$")

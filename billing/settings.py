@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from clickmint.env import Env, SettingsError
-from clickmint.settings import Settings
+from kernel.env import Env, SettingsError
+from kernel.settings import Settings
 
 GROUP = "billing"
 DEFAULT_RETENTION_DAYS = 400

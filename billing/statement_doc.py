@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass
 
-from billing.money import format_amount
+from kernel.money import format_amount
 
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP CSV injection);
 # the full-width forms too, since some spreadsheets fold them to ASCII.

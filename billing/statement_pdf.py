@@ -8,8 +8,8 @@ import datetime as dt
 from fpdf import FPDF
 from fpdf.enums import WrapMode
 
-from billing.money import format_amount
 from billing.statement_doc import EPOCH, StatementDoc, latin1, period, totals
+from kernel.money import format_amount
 
 _WIDTHS = (20, 17, 38, 83, 14, 18)  # date, kind, offer, description, quantity, amount: 190 mm
 _TITLES = ("Date", "Kind", "Offer", "Description", "Qty", "Amount")

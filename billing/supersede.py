@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from billing.attribution import authenticated
-from billing.plans import OfferTerms
+from kernel.plans import OfferTerms
 
 # What a stored billable conversion holding an order id must tell when a later one supersedes it.
 HOLDER_COLUMNS = """c.offer_id, c.order_id, c.event_id, c.status, c.kind, c.merchant_id, c.partner_id, c.ts,

@@ -3,7 +3,7 @@
 A line pays `quantity` events at `rate_minor`: quantity x rate for cpc (unique, non-bot, non-refused clicks)
 and cpv (non-bot, non-refused views), round(quantity x rate / 1000) for cpm, rounded once per line. Events
 seen after their day's line was written (late, or spooled) make another line of the same group; for cpm it
-accrues on the group's cumulative count (billing.fees.cpm_accrual), so however a day's views are split
+accrues on the group's cumulative count (kernel.fees.cpm_accrual), so however a day's views are split
 over settles the group's total is round(all views x rate / 1000), no fraction lost or invented. A line's
 events are recorded in ledger_line_events, unique per event and kind: replays, a second settle or two
 settles at once never pay an event twice. A cpm group that would earn 0 writes nothing and its views stay
@@ -20,10 +20,10 @@ from typing import Any
 import asyncpg
 
 from billing import statements
-from billing.fees import cpm_accrual
 from billing.ledger import CLICK_LOOKBACK, LedgerReport, counted, written_lines
-from billing.money import allocate, format_amount
-from billing.plans import OfferTerms
+from kernel.fees import cpm_accrual
+from kernel.money import allocate, format_amount
+from kernel.plans import OfferTerms
 
 # kind, the plan's rate of it, which events it pays (beside: not a bot, not refused, a partner)
 KINDS = (

@@ -14,10 +14,10 @@ from pathlib import Path
 import asyncpg
 
 from clickmint.embedded import port_is_free
-from clickmint.env import SettingsError, redact
-from clickmint.errors import ClickmintError
-from clickmint.logs import setup as setup_logging
-from clickmint.settings import Settings
+from kernel.env import SettingsError, redact
+from kernel.errors import ClickmintError
+from kernel.logs import setup as setup_logging
+from kernel.settings import Settings
 
 
 def _uvicorn(app: str, host: str, port: int, workers: int) -> list[str]:
@@ -34,7 +34,7 @@ def _uvicorn(app: str, host: str, port: int, workers: int) -> list[str]:
         "--workers",
         str(workers),
         "--no-access-log",
-        "--no-proxy-headers",  # X-Forwarded-* only when CLICKMINT_TRUST_FORWARDED says so, read by the app itself
+        "--no-proxy-headers",  # forwarding headers only from CLICKMINT_TRUSTED_PROXIES, read by the app itself
         "--log-level",
         "warning",
         "--timeout-graceful-shutdown",
@@ -57,9 +57,10 @@ def _wait_http(url: str, timeout: float) -> bool:
 def cmd_up(args: argparse.Namespace) -> int:
     """Everything on this machine: servers (embedded when unconfigured), migrations, tracker, ingest, portal."""
     from clickmint.migrate import migrate
-    from clickmint.preflight import check_redis
     from clickmint.services import read_run_file, services, write_run_file
     from clickmint.supervisor import Part, Supervisor
+    from kernel import metrics
+    from kernel.preflight import check_redis
 
     settings = Settings.from_env()
     running = read_run_file(settings.data_dir)
@@ -83,11 +84,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             CLICKMINT_SECRET_KEY=settings.secret_key,
         )
         host = settings.host
+        # The tracker's workers share their metrics through files here, emptied at each start (kernel/metrics.py).
+        shared = metrics.prepare(settings.data_dir / "metrics" / "tracker")
         parts = [
             Part(
                 "tracker",
                 _uvicorn("tracker.app:create_app", host, settings.tracker_port, settings.tracker_workers),
-                env,
+                env | {metrics.ENV: str(shared)},
             ),
             *(
                 Part(

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from clickmint.errors import ClickmintError
+from kernel.errors import ClickmintError
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -313,7 +313,7 @@ class EmbeddedPostgres(EmbeddedServer):
         sockets = home / "run"
         for path in (home, sockets):
             path.mkdir(parents=True, exist_ok=True)
-            if uid is not None:
+            if uid is not None and gid is not None:
                 os.chown(path, uid, gid)
         log = home / "postgres.log"
         if not (data / "PG_VERSION").exists():

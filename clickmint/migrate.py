@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 
-from clickmint.errors import ClickmintError
+from kernel.errors import ClickmintError
 from schemas import MIGRATIONS_DIR
 
 # Any constant works; it only has to be the same in every process that migrates this database.

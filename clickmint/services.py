@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from clickmint.embedded import DataDirLock, EmbeddedPostgres, EmbeddedServer, EmbeddedValkey
-from clickmint.errors import ClickmintError
-from clickmint.settings import Settings
+from kernel.errors import ClickmintError
+from kernel.settings import Settings
 
 RUN_FILE = "run.json"
 
@@ -35,7 +35,7 @@ def read_run_file(data_dir: Path) -> dict[str, object] | None:
     try:
         info = json.loads((data_dir / RUN_FILE).read_text())
         os.kill(int(info["pid"]), 0)
-        return info  # type: ignore[no-any-return]
+        return info
     except (FileNotFoundError, ValueError, KeyError, ProcessLookupError, PermissionError):
         return None
 

@@ -28,14 +28,15 @@ import orjson
 import redis.asyncio as aioredis
 
 from billing import events as event_rows
-from billing.consumer import Ingest, stream_key
+from billing.consumer import Ingest
 from billing.derive import Deriver
 from billing.settings import BillingSettings
-from clickmint.env import Env
-from clickmint.settings import Settings
+from kernel.env import Env
+from kernel.keys import stream_key
+from kernel.settings import Settings
 from loadtests.report import finish
 from loadtests.servers import Servers, seed_link
-from tracker.config import shard_of
+from tracker.snapshot import shard_of
 from tracker.streams import RespConnection, pack
 
 PREFIX = "benchingest"

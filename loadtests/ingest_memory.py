@@ -24,12 +24,12 @@ from billing.consumer import Ingest
 from billing.derive import Deriver
 from billing.runner import release_freed_memory
 from billing.settings import BillingSettings
-from clickmint.env import Env
-from clickmint.settings import Settings
+from kernel.env import Env
+from kernel.settings import Settings
 from loadtests.ingest_bench import PREFIX, _more_links, make_events
 from loadtests.servers import Servers, seed_link
-from tracker.config import shard_of
 from tracker.ids import uuid7
+from tracker.snapshot import shard_of
 from tracker.streams import RespConnection, pack, stream_key
 
 SHARDS = 4

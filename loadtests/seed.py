@@ -20,9 +20,9 @@ from typing import Any
 
 import asyncpg
 
-from clickmint.env import Env, SettingsError
 from clickmint.services import read_run_file
-from clickmint.settings import DEFAULT_DATA_DIR
+from kernel.env import Env, SettingsError
+from kernel.settings import DEFAULT_DATA_DIR
 
 # `{click_id}` in the destination puts the click id in the Location header, where the locustfile reads it.
 # The load mix fires its purchases from the browser pixel: the sale offer allows that (off by default, since any

@@ -32,7 +32,7 @@ from typing import Any
 import asyncpg
 
 from clickmint.embedded import pick_port
-from clickmint.errors import ClickmintError
+from kernel.errors import ClickmintError
 from loadtests import floor
 from loadtests.runner import Runner
 from loadtests.servers import Servers, delete_keys, seed_link, stream_lengths, unseed_link

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from kernel.addresses import TrustedProxies, anonymize_ip
 from portal import auth, tenancy, validate
 from portal.auth import Principal
 from portal.errors import ApiError
@@ -65,7 +66,7 @@ class Ctx:
         """One id a page form names on its own (a row's button), checked against the caller's tenant."""
         value = validate.ref(kind)(name, raw)
         await tenancy.check(self.conn, self.who, {name: (kind, value)})
-        return value  # type: ignore[no-any-return]
+        return value
 
 
 Handler = Callable[[Ctx], Awaitable[Any]]
@@ -105,14 +106,19 @@ def error_response(exc: ApiError) -> Response:
     return response
 
 
-def client_key(request: Request, trust_forwarded: bool) -> str:
-    """The client's network, never its full address: /24 for IPv4, /48 for IPv6."""
+def client_key(request: Request, proxies: TrustedProxies) -> str:
+    """The client's network, never its full address: /24 for IPv4, /48 for IPv6 (kernel/addresses.py)."""
     host = request.client.host if request.client else ""
-    if trust_forwarded:
-        host = request.headers.get("x-forwarded-for", host).split(",")[0].strip() or host
-    if ":" in host:
-        return ":".join(host.split(":")[:3])
-    return ".".join(host.split(".")[:3])
+    if proxies.any:
+        host = proxies.client(host, request.headers.getlist(proxies.header))
+    return anonymize_ip(host) or host
+
+
+def request_scheme(request: Request, proxies: TrustedProxies) -> str:
+    """The scheme the client used: the trusted proxy's word for it, else the connection's."""
+    peer = request.client.host if request.client else ""
+    header = request.headers.getlist(proxies.header) if proxies.any else []
+    return proxies.scheme(peer, header, request.headers.get("x-forwarded-proto")) or request.url.scheme
 
 
 def same_origin_json(request: Request, settings: Any) -> None:
@@ -134,9 +140,7 @@ def own_origins(request: Request, settings: Any) -> set[str]:
     from urllib.parse import urlsplit
 
     public = urlsplit(settings.portal_url)
-    scheme = request.url.scheme
-    if settings.trust_forwarded and request.headers.get("x-forwarded-proto") in ("http", "https"):
-        scheme = request.headers["x-forwarded-proto"]
+    scheme = request_scheme(request, settings.proxies)
     found = {f"{public.scheme}://{public.netloc}"}
     host = request.headers.get("host")
     if host:
@@ -183,7 +187,7 @@ async def _run(endpoint: Endpoint, portal: Any, request: Request) -> Response:
             auth.check_csrf(request, principal, form_token)
             await tenancy.check_path(conn, principal, request.path_params)
         else:
-            await portal.limiter.hit("public", client_key(request, settings.trust_forwarded), settings.api_per_minute)
+            await portal.limiter.hit("public", client_key(request, settings.proxies), settings.api_per_minute)
             if request.method in auth.UNSAFE:
                 same_origin_json(request, settings)
         ctx = Ctx(request, conn, principal, portal)

@@ -7,7 +7,7 @@ from typing import Any
 from starlette.responses import Response
 
 from portal import auth, invitations, passwords, users, validate
-from portal.api import Ctx, Endpoint, client_key, json_response
+from portal.api import Ctx, Endpoint, client_key, json_response, request_scheme
 from portal.errors import ApiError
 
 LOGIN = {"email": (validate.text(3, 254), True), "password": (validate.text(1, 256), True)}
@@ -32,9 +32,7 @@ def session_cookie(response: Response, settings: Any, secure: bool, token: str |
 
 
 def is_https(ctx_request: Any, settings: Any) -> bool:
-    if settings.trust_forwarded and ctx_request.headers.get("x-forwarded-proto") == "https":
-        return True
-    return ctx_request.url.scheme == "https"
+    return request_scheme(ctx_request, settings.proxies) == "https"
 
 
 async def login_user(ctx: Ctx, email: str, password: str) -> tuple[int, str, str]:
@@ -42,7 +40,7 @@ async def login_user(ctx: Ctx, email: str, password: str) -> tuple[int, str, str
     settings = ctx.portal.settings
     email = email.strip().lower()
     limiter = ctx.portal.limiter
-    await limiter.hit("login-net", client_key(ctx.request, settings.trust_forwarded), settings.login_per_minute * 5)
+    await limiter.hit("login-net", client_key(ctx.request, settings.proxies), settings.login_per_minute * 5)
     await limiter.hit("login", email, settings.login_per_minute)
     user_id = await users.authenticate(ctx.conn, email, password)
     if user_id is None:
@@ -88,7 +86,7 @@ INVITATION = {"token": (validate.text(10, 200), True)}
 async def accept_invitation(ctx: Ctx) -> Any:
     """Whoever holds the token mailed to the invited address joins the programme as that partner."""
     values = await ctx.body(INVITATION)
-    await ctx.portal.limiter.hit("invitation", client_key(ctx.request, ctx.portal.settings.trust_forwarded), 30, 3600)
+    await ctx.portal.limiter.hit("invitation", client_key(ctx.request, ctx.portal.settings.proxies), 30, 3600)
     return await invitations.accept(ctx.conn, ctx.portal.settings, values["token"])
 
 

@@ -9,12 +9,12 @@ import re
 from typing import Any
 
 from billing import statements as billing_statements
+from kernel import sources as tracker_sources
 from portal import invitations, users, validate
 from portal import operator_data as data
 from portal.api import Ctx, Endpoint
 from portal.api_partner import detail_response, export_response
 from portal.errors import ApiError, invalid
-from tracker import sources as tracker_sources
 
 _MERCHANT = (validate.ref("merchant"), False)  # a network operator names one; an operator's own by default
 BRANDING = {
@@ -382,7 +382,7 @@ async def statement_detail(ctx: Ctx) -> Any:
     return await detail_response(ctx, statement_id)
 
 
-# The codes of the trust rules (tracker/sources.py, billing/attribution.py) and billing's own reasons; the
+# The codes of the trust rules (kernel/sources.py, billing/attribution.py) and billing's own reasons; the
 # tracker's input refusals (click_id_*, invalid_*, missing_*, ...) are listed in README "What the tracker does".
 REASONS = {
     **tracker_sources.REFUSALS,
@@ -520,7 +520,7 @@ ENDPOINTS = [
             "limit": {"type": "integer", "minimum": 1, "maximum": 500},
         },
     ),
-    _o("GET", "/statements", statements, "Statements", query={"period": _period.schema}),
+    _o("GET", "/statements", statements, "Statements", query={"period": _period.schema}),  # type: ignore[attr-defined]  # a check carries its schema
     _o("POST", "/statements/{statement_id}/close", close_statement, "Close a statement (it becomes immutable)"),
     _o("POST", "/statements/{statement_id}/paid", pay_statement, "Mark a closed statement paid"),
     _o("GET", "/statements/{statement_id}/csv", statement_csv, "A statement as CSV", produces="text/csv"),

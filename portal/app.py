@@ -18,8 +18,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from clickmint import limits, logs
+from kernel import limits, logs
 from portal import api_auth, api_operator, api_partner, openapi, pages, partner_data, passwords, postbacks, site
 from portal.api import ROLES, Endpoint, error_response, json_response, route
 from portal.errors import ApiError
@@ -54,7 +55,7 @@ def _version() -> str:
 class Portal:
     def __init__(self, settings: PortalSettings) -> None:
         self.settings = settings
-        self.pool: asyncpg.Pool = None  # type: ignore[assignment]
+        self.pool: asyncpg.Pool = None
         self.redis: redis.asyncio.Redis = None  # type: ignore[assignment]
         self.limiter: RateLimiter = None  # type: ignore[assignment]
         self.openapi = openapi.document(ENDPOINTS, _version())
@@ -63,7 +64,7 @@ class Portal:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         core = self.settings.core
         self.pool = await asyncpg.create_pool(core.database_url, min_size=1, max_size=8)
-        self.redis = redis.asyncio.Redis.from_url(core.redis_url)
+        self.redis = redis.asyncio.Redis.from_url(core.redis_url or "")  # the CLI starts the portal with a URL
         self.limiter = RateLimiter(self.redis, core.key_prefix)
         delivery = None
         if self.settings.deliver_postbacks:
@@ -112,7 +113,7 @@ class Edge:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

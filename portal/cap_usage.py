@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import redis.asyncio
 
-from tracker import caps as tracker_caps
+from kernel import caps as tracker_caps
 
 
 def limits_of(config: Any) -> tuple[tracker_caps.Limit, ...]:

@@ -173,7 +173,7 @@ async def run(args: argparse.Namespace, settings: PortalSettings, conn: asyncpg.
         given |= _given(args, {"payment_terms": "payment_terms"})
         if "address" in given:
             given["address"] = given["address"].replace("\\n", "\n")
-        values = validate.fields(given, api_operator.NEW_MERCHANT)
+        values: dict[str, Any] = validate.fields(given, api_operator.NEW_MERCHANT)
         _print(await data.create_merchant(conn, who, values))
     elif obj == "offer" and action == "list":
         _print(await data.offers(conn, who))
@@ -239,7 +239,7 @@ async def run(args: argparse.Namespace, settings: PortalSettings, conn: asyncpg.
         token = passwords.reset_token(settings.core.secret_key, row["id"], row["password_hash"])
         _print({"reset_url": f"{settings.portal_url}/reset?token={token}", "valid_for_s": passwords.RESET_TTL_S})
     elif obj == "user":
-        values: dict[str, Any] = {"email": args.email, "role": args.role}
+        values = {"email": args.email, "role": args.role}
         if args.merchant:
             values["merchant_id"] = await _merchant_id(conn, args.merchant)
         if args.partner:

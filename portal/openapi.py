@@ -44,8 +44,8 @@ _NOT_JSON = {"415": "Not JSON (unsupported_media_type)"}
 
 def _reasons() -> dict[str, Any]:
     """Why a conversion was refused or rejected, and why a refund did not count: every code with its meaning."""
+    from kernel.sources import KINDS
     from portal.api_operator import REASONS
-    from tracker.conversions import KINDS
 
     return {
         "type": "string",

@@ -16,16 +16,16 @@ import redis.exceptions
 
 from billing import figures
 from billing import statements as billing_statements
-from billing.money import format_amount
-from billing.plans import build_plan
-from billing.pricing import FeeError
+from kernel import caps as tracker_caps
+from kernel import sources as tracker_sources
+from kernel.macros import Template
+from kernel.money import format_amount
+from kernel.plans import build_plan
+from kernel.pricing import FeeError
 from portal import cap_usage, partner_data, terms_schema, validate
 from portal.auth import Principal
 from portal.errors import ApiError, invalid, not_found
 from portal.images import ImageError, sniff
-from tracker import caps as tracker_caps
-from tracker import sources as tracker_sources
-from tracker.macros import Template
 
 OFFER_COLUMNS = """o.id, o.merchant_id, o.name, o.status, o.visibility, o.destination_url, o.fallback_url,
     o.allowed_hosts, o.attribution_window_s, o.hold_days, o.repeat_actions, o.currency, o.fee_plan, o.caps,

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from billing.money import format_amount
+from kernel.money import format_amount
 from portal import auth, tenancy, validate
 from portal.api import Ctx
 from portal.errors import ApiError

@@ -85,9 +85,9 @@ async def login_submit(request: Request) -> Response:
     wanted = str(form.get("next", ""))
     if wanted.startswith("/") and not wanted.startswith("//") and "\\" not in wanted:
         target = wanted
-    response = RedirectResponse(target, 303)
-    session_cookie(response, portal.settings, is_https(request, portal.settings), token)
-    return response
+    redirect = RedirectResponse(target, 303)
+    session_cookie(redirect, portal.settings, is_https(request, portal.settings), token)
+    return redirect
 
 
 async def logout_submit(request: Request) -> Response:
@@ -121,7 +121,7 @@ async def forgot(request: Request) -> Response:
                 raise ApiError(403, "csrf", "the form expired; reload the page and try again")
             email = users.check_email(str(form.get("email", "")))
             await portal.limiter.hit("reset", email, 3, 3600)
-            await portal.limiter.hit("reset-net", client_key(request, portal.settings.trust_forwarded), 20, 3600)
+            await portal.limiter.hit("reset-net", client_key(request, portal.settings.proxies), 20, 3600)
             await users.send_reset(conn, portal.settings, email)
         except ApiError as exc:
             return render("forgot.html", exc.status, csrf=csrf, error=exc.detail)
@@ -175,7 +175,7 @@ async def invitation_page(request: Request) -> Response:
             form = await validate.body(request)
             if not _login_csrf_ok(request, form):
                 raise ApiError(403, "csrf", "the form expired; reload the page and try again")
-            await portal.limiter.hit("invitation", client_key(request, portal.settings.trust_forwarded), 30, 3600)
+            await portal.limiter.hit("invitation", client_key(request, portal.settings.proxies), 30, 3600)
             joined = await invitations.accept(conn, portal.settings, str(form.get("token", "")))
         except ApiError as exc:
             return render("invitation.html", exc.status, csrf=csrf, token="", invitation=None, error=exc.detail)

@@ -19,7 +19,7 @@ async def dashboard(ctx: Ctx, form: Any) -> Response:
     range_ = ctx.query("range", validate.choice(*pdata.RANGES), "7d")
     by_day = await pdata.stats(ctx.conn, ctx.partner_id, range_, "day")
     by = {g: (await pdata.stats(ctx.conn, ctx.partner_id, range_, g))["rows"] for g in ("offer", "sub1", "country")}
-    days = {}
+    days: dict[str, int] = {}
     for row in by_day["rows"]:
         days[row["key"]] = days.get(row["key"], 0) + row["clicks"]
     since = dt.date.fromisoformat(by_day["since"])

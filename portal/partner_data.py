@@ -14,10 +14,10 @@ import redis.exceptions
 
 from billing import figures as billing_figures
 from billing import statements as billing_statements
-from billing.money import format_amount
+from kernel.macros import normalize_hosts, safe_deep_link
+from kernel.money import format_amount
 from portal import cap_usage
 from portal.errors import ApiError, invalid, not_found
-from tracker.macros import normalize_hosts, safe_deep_link
 
 RANGES = {"today": 1, "7d": 7, "30d": 30}
 GROUPS = ("day", "offer", "sub1", "country", "period")

@@ -3,7 +3,7 @@ filled in, signed with its secret, retried with exponential backoff, every attem
 
 Signature: X-Clickmint-Signature = hex HMAC-SHA256(secret, "<X-Clickmint-Timestamp>.<url>").
 
-Every URL goes through the egress policy (clickmint/egress.py) when it is saved and again at each attempt.
+Every URL goes through the egress policy (kernel/egress.py) when it is saved and again at each attempt.
 Attempts run concurrently, outside any database transaction (a delivery is claimed by a short lease on its
 row, then called, then its result written), at most PER_HOST at a time to one host and PER_PARTNER for one
 partner, so a slow or hanging endpoint delays nobody else's. The partner sees only a coarse result of each
@@ -29,8 +29,8 @@ import asyncpg
 import httpx
 import orjson
 
-from billing.money import format_amount
-from clickmint.egress import Blocked, EgressPolicy
+from kernel.egress import Blocked, EgressPolicy
+from kernel.money import format_amount
 from portal.errors import ApiError, not_found
 
 log = logging.getLogger("clickmint.postbacks")

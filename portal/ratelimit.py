@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import redis.asyncio
 
+from kernel import keys
 from portal.errors import ApiError
 
 # INCR the window's counter, start its expiry on the first hit; answer (count, seconds left).
@@ -23,10 +24,10 @@ class RateLimiter:
 
     async def hit(self, bucket: str, key: str, limit: int, window_s: int = 60) -> None:
         """Count one hit; raise 429 rate_limited with Retry-After once `limit` is passed in the window."""
-        count, ttl = await self._script(keys=[f"{self._prefix}:rl:{bucket}:{key}"], args=[window_s])
+        count, ttl = await self._script(keys=[keys.rate_key(self._prefix, bucket, key)], args=[window_s])
         if int(count) > limit:
             wait = max(int(ttl), 1)
             raise ApiError(429, "rate_limited", f"too many requests; retry in {wait} s", retry_after=wait)
 
     async def reset(self, bucket: str, key: str) -> None:
-        await self._client.delete(f"{self._prefix}:rl:{bucket}:{key}")
+        await self._client.delete(keys.rate_key(self._prefix, bucket, key))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clickmint.egress import EgressPolicy
-from clickmint.env import Env
-from clickmint.settings import Settings
+from kernel.addresses import TrustedProxies
+from kernel.egress import EgressPolicy
+from kernel.env import Env
+from kernel.settings import Settings
 
 DEFAULT_SESSION_HOURS = 12
 DEFAULT_IDLE_MINUTES = 120
@@ -21,7 +22,7 @@ class PortalSettings:
     idle_minutes: int  # a session unused this long expires
     login_per_minute: int  # login attempts per e-mail and per client network per minute
     api_per_minute: int  # API requests per credential per minute
-    trust_forwarded: bool  # take the scheme and client address from X-Forwarded-* (behind a proxy only)
+    proxies: TrustedProxies  # whose forwarding headers name the client and scheme (kernel/addresses.py)
     deliver_postbacks: bool  # run the partner postback delivery loop in this process
     egress: EgressPolicy  # what outbound requests (partner postbacks) may call; never our own services
 
@@ -40,7 +41,7 @@ class PortalSettings:
             idle_minutes=env.int("SESSION_IDLE_MINUTES", DEFAULT_IDLE_MINUTES, lo=5, hi=24 * 60 * 30),
             login_per_minute=env.int("LOGIN_PER_MINUTE", 10, lo=1, hi=10_000),
             api_per_minute=env.int("API_PER_MINUTE", 1200, lo=1, hi=1_000_000),
-            trust_forwarded=env.bool("TRUST_FORWARDED", False),
+            proxies=TrustedProxies.from_env(env),
             deliver_postbacks=env.bool("DELIVER_POSTBACKS", True),
             egress=EgressPolicy.from_env(env, own=(tracker_url, portal_url, *listen)),
         )

@@ -114,7 +114,7 @@ async def check(conn: asyncpg.Connection, who: Principal, refs: Mapping[str, tup
 
 def references(spec: Mapping[str, tuple[validate.Check, bool]]) -> dict[str, str]:
     """The reference fields of a body spec: field name -> kind."""
-    return {name: check.ref for name, (check, _) in spec.items() if getattr(check, "ref", None)}
+    return {name: ref for name, (check, _) in spec.items() if (ref := getattr(check, "ref", None))}
 
 
 async def read(

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import orjson
 from starlette.requests import Request
 
-from billing.money import AmountError, normalize_currency, parse_amount
+from kernel.money import AmountError, normalize_currency, parse_amount
 from portal import terms_schema
 from portal.errors import ApiError, invalid
 
@@ -132,7 +132,7 @@ def ref(kind: str) -> Check:
     base = integer(1)
 
     def check(name: str, value: Any) -> int:
-        return base(name, value)  # type: ignore[no-any-return]
+        return base(name, value)
 
     check.schema = {**base.schema, "x-clickmint-ref": kind}  # type: ignore[attr-defined]
     check.ref = kind  # type: ignore[attr-defined]
@@ -229,19 +229,19 @@ def json_object(name: str, value: Any) -> dict[str, Any]:
 @_schema({"$ref": "#/components/schemas/FeePlan"})
 def fee_plan(name: str, value: Any) -> dict[str, Any]:
     """An offer's fee plan, checked against schemas/offers/fee_plan.schema.json (invalid_fee_plan)."""
-    return terms_schema.check("fee_plan", name, json_object(name, value))  # type: ignore[no-any-return]
+    return terms_schema.check("fee_plan", name, json_object(name, value))
 
 
 @_schema({"$ref": "#/components/schemas/PartnerPlan"})
 def partner_plan(name: str, value: Any) -> dict[str, Any]:
     """A partner's override of an offer's fee plan (the fee plan's keys, each may be null)."""
-    return terms_schema.check("partner_plan", name, json_object(name, value))  # type: ignore[no-any-return]
+    return terms_schema.check("partner_plan", name, json_object(name, value))
 
 
 @_schema({"$ref": "#/components/schemas/Caps"})
 def caps(name: str, value: Any) -> dict[str, Any]:
     """An offer's caps, checked against schemas/offers/caps.schema.json (invalid_caps)."""
-    return terms_schema.check("caps", name, json_object(name, value))  # type: ignore[no-any-return]
+    return terms_schema.check("caps", name, json_object(name, value))
 
 
 @_schema({"type": "string", "pattern": "^[0-9]{1,10}(\\.[0-9]{1,10})?$"})

@@ -21,7 +21,7 @@ import redis.asyncio
 
 from clickmint.embedded import EmbeddedPostgres, EmbeddedValkey
 from clickmint.migrate import migrate
-from clickmint.settings import Settings
+from kernel.settings import Settings
 
 TEST_SECRET = "test-secret-" + "x" * 40
 _TABLES_KEPT = frozenset(("schema_migrations", "config_version"))

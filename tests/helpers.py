@@ -17,8 +17,8 @@ import orjson
 from billing.consumer import Ingest
 from billing.derive import Deriver
 from billing.settings import BillingSettings
-from clickmint.env import Env
-from clickmint.settings import Settings
+from kernel.env import Env
+from kernel.settings import Settings
 from tracker.app import TrackerApp
 from tracker.conversions import sign
 from tracker.settings import TrackerSettings

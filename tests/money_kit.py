@@ -15,11 +15,12 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
-from billing.consumer import Ingest, stream_key
+from billing.consumer import Ingest
 from billing.derive import Deriver
 from billing.settings import BillingSettings
-from clickmint.env import Env
-from clickmint.settings import Settings
+from kernel.env import Env
+from kernel.keys import stream_key
+from kernel.settings import Settings
 from tests.factories import Programme
 
 

@@ -2,7 +2,7 @@
 
 /metrics is served on the admin address (CLICKMINT_METRICS_HOST:CLICKMINT_METRICS_PORT, loopback by default),
 and on the click port only to a request bearing CLICKMINT_METRICS_TOKEN. Requests with too many or too large
-headers are answered 431 before anything else (clickmint/limits.py)."""
+headers are answered 431 before anything else (kernel/limits.py)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from clickmint import limits, scrape
-from clickmint.preflight import PreflightError, redis_policy, refuse_evicting
+from kernel import limits, metrics, scrape
+from kernel.preflight import PreflightError, redis_policy, refuse_evicting
 from tracker import caps
 from tracker.clickids import ClickIdSigner, derive_key
 from tracker.config import ConfigCache
@@ -37,6 +37,7 @@ from tracker.visit import from_scope
 
 log = logging.getLogger("clickmint.tracker")
 CLICK_KEY_ID = 1
+PUBLISH_INTERVAL_S = 1.0  # how fresh the other workers see this one's metrics (kernel/metrics.py)
 
 
 def signer_for(secret: str) -> ClickIdSigner:
@@ -93,14 +94,19 @@ class TrackerApp:
         await self.recorder.start()
         admin = await self._admin_listener()
         lag = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
+        publisher = (
+            asyncio.create_task(self._publish_every_second(), name="metrics") if metrics.multiprocess() else None
+        )
         gc.collect()
         gc.freeze()  # the long-lived config and modules leave the collector's view: shorter pauses
         try:
             yield
         finally:
-            lag.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lag
+            for task in (lag, publisher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if admin is not None:
                 admin.close()
             await self.recorder.stop()
@@ -118,7 +124,7 @@ class TrackerApp:
             log.warning("metrics not served on %s:%d: %s", settings.metrics_host, settings.metrics_port, exc)
             return None
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if limits.too_large(scope["headers"]):
                 await limits.refuse(send)
@@ -128,7 +134,7 @@ class TrackerApp:
             kind = path[:3]
             if kind in ("/c/", "/v/", "/b/", "/a/") and scope["method"] in ("GET", "HEAD"):
                 started = time.perf_counter()
-                visit = from_scope(scope, self.settings.trust_forwarded)
+                visit = from_scope(scope, self.settings.proxies)
                 code = path[3:]
                 if kind == "/c/":
                     outcome = await self.hot.click(visit, code, send)
@@ -177,11 +183,17 @@ class TrackerApp:
         return PlainTextResponse(self.render_metrics(), media_type="text/plain; version=0.0.4")
 
     def render_metrics(self) -> str:
-        """The Prometheus text of this process's counters and gauges."""
-        stats = self.recorder.stats
+        """The Prometheus text of every worker's counters and gauges (kernel/metrics.py)."""
         spool = self.recorder.spool
         if spool.error is not None:
             spool.writable()  # a full spool is re-checked at every scrape, so the gauge clears when room is back
+        self.publish_metrics()
+        return self.metrics.render(self.loop_lag.render)
+
+    def publish_metrics(self) -> None:
+        """This worker's counters and gauges to the store every worker's scrape reads."""
+        stats = self.recorder.stats
+        spool = self.recorder.spool
         gauges = {
             "spool_bytes": float(self.recorder.spool.depth()),
             "redis_up": 1.0 if self.recorder.redis_healthy else 0.0,
@@ -198,23 +210,19 @@ class TrackerApp:
             "events_lost_total": float(stats.events_lost),
             "scripts_reloaded_total": float(stats.scripts_reloaded),
         }
+        self.metrics.publish(gauges, stats.batch_sizes)
+        self.loop_lag.publish(self.metrics.store)
 
-        def histograms() -> list[str]:
-            lines = self.loop_lag.render()
-            lines.append("# TYPE clickmint_batch_size histogram")
-            total = 0
-            for bound in sorted(stats.batch_sizes):
-                total += stats.batch_sizes[bound]
-                le = "+Inf" if bound >= 1 << 62 else str(bound)
-                lines.append(f'clickmint_batch_size_bucket{{le="{le}"}} {total}')
-            return lines
-
-        return self.metrics.render(gauges, histograms)
+    async def _publish_every_second(self) -> None:
+        """With several workers (PROMETHEUS_MULTIPROC_DIR), keep this worker's values fresh for the others."""
+        while True:
+            await asyncio.sleep(PUBLISH_INTERVAL_S)
+            self.publish_metrics()
 
 
 def create_app() -> TrackerApp:
     """The uvicorn factory: settings from the environment, logs as CLICKMINT_LOG_FORMAT says."""
-    from clickmint import logs
+    from kernel import logs
 
     logs.setup()
     return TrackerApp(TrackerSettings.from_env())

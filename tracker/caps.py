@@ -1,4 +1,4 @@
-"""Caps: daily and lifetime limits per offer and per partner on clicks, conversions and payout.
+"""Caps in Redis: the scripts that check and count daily and lifetime limits (kernel/caps.py) atomically.
 
 An offer's `caps` configuration looks like
     {"clicks": {"daily": 1000, "lifetime": 50000}, "conversions": {"daily": 20}, "payout": {"daily": 50000},
@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
-METRICS = ("clicks", "conversions", "payout")
-PERIODS = ("daily", "lifetime")
+from kernel.caps import Limit, counter_key
+
 DAY_TTL_S = 2 * 86400  # a daily counter outlives its day, then goes away by itself
 
 # The check of a set of counters, shared by the cap script below and the click script in tracker/streams.py:
@@ -48,50 +46,6 @@ SCRIPT = CHECK_FUNCTION + b"return capped(1, 1) and 1 or 0\n"
 SCRIPT_SHA = hashlib.sha1(SCRIPT).hexdigest().encode()  # Redis names scripts by SHA-1
 
 
-class CapConfigError(ValueError):
-    """An offer's caps configuration is malformed."""
-
-
-@dataclass(frozen=True, slots=True)
-class Limit:
-    metric: str
-    period: str
-    per_partner: bool
-    value: int
-
-
-def parse(config: dict[str, Any]) -> tuple[Limit, ...]:
-    """The limits a caps configuration sets; refuses unknown metrics, periods and non-positive values."""
-    limits: list[Limit] = []
-
-    def _scope(section: dict[str, Any], per_partner: bool) -> None:
-        for metric, periods in section.items():
-            if metric == "per_partner" and not per_partner:
-                continue
-            if metric not in METRICS or not isinstance(periods, dict):
-                raise CapConfigError(f"unknown cap metric {metric!r}; use {', '.join(METRICS)}")
-            for period, value in periods.items():
-                if period not in PERIODS:
-                    raise CapConfigError(f"unknown cap period {period!r}; use daily or lifetime")
-                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                    raise CapConfigError(f"cap {metric}.{period} must be a whole number >= 0")
-                limits.append(Limit(metric, period, per_partner, value))
-
-    _scope(config, False)
-    partner = config.get("per_partner") or {}
-    if not isinstance(partner, dict):
-        raise CapConfigError("per_partner must be an object")
-    _scope(partner, True)
-    return tuple(limits)
-
-
-def counter_key(prefix: str, offer_id: int, limit: Limit, partner_id: int, day: str) -> str:
-    """The Redis key of one limit's counter; `day` (YYYYMMDD, UTC) names a daily counter's day."""
-    who = f"p{partner_id}:" if limit.per_partner else ""
-    when = f"d{day}" if limit.period == "daily" else "life"
-    return f"{prefix}:cap:{{o{offer_id}}}:{who}{limit.metric}:{when}"
-
-
 def counters(
     prefix: str, offer_id: int, partner_id: int, limits: tuple[Limit, ...], increments: dict[str, int], now: float
 ) -> tuple[list[str], list[int]]:
@@ -117,25 +71,3 @@ def check_command(
     if not keys:
         return None
     return (b"EVALSHA", SCRIPT_SHA, len(keys), *keys, *args)
-
-
-def payout_estimate(fee_plan: dict[str, Any], event: dict[str, Any]) -> int:
-    """The commission a conversion will earn, in minor units, for payout caps (cpa by action, cps percent).
-
-    Rounded down: a cap is never tripped by a fraction of a minor unit.
-    """
-    total = 0
-    cpa = fee_plan.get("cpa")
-    if isinstance(cpa, dict):
-        name = event.get("action") or ("purchase" if event.get("type") == "purchase" else "")
-        value = cpa.get(name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            total += value
-    percent = fee_plan.get("cps_percent")
-    amount = event.get("amount")
-    if percent is not None and isinstance(amount, int) and event.get("type") == "purchase":
-        try:
-            total += int(Decimal(str(percent)) * amount / 100)
-        except InvalidOperation:
-            pass
-    return max(total, 0)

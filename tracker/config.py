@@ -1,4 +1,4 @@
-"""The tracker's in-memory configuration: links, offers and creatives, refreshed on change.
+"""The tracker's in-memory configuration (tracker/snapshot.py): links, offers and creatives, refreshed on change.
 
 Loaded whole at start; a trigger on every configuration table bumps `config_version` and sends
 NOTIFY cm_config, and the tracker reloads on the notification, or within a second by polling the
@@ -11,78 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import zlib
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import orjson
 
-from tracker import caps
-from tracker.caps import Limit
-from tracker.macros import Template, normalize_hosts
-from tracker.sources import DEFAULTS as DEFAULT_SOURCES
-from tracker.sources import parse as parse_sources
+from kernel import caps
+from kernel.macros import Template, normalize_hosts
+from kernel.sources import parse as parse_sources
+from tracker.snapshot import EMPTY, Creative, Link, Offer, Snapshot, shard_of
 
 log = logging.getLogger("clickmint.tracker.config")
 POLL_INTERVAL_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Offer:
-    id: int
-    merchant_id: int
-    active: bool
-    destination: Template
-    fallback_url: str | None
-    allowed_hosts: frozenset[str]
-    window_s: int
-    currency: str
-    caps: tuple[Limit, ...]
-    fee_plan: dict[str, Any]
-    postback_security: str
-    postback_secret: str = field(repr=False)
-    postback_ips: tuple[str, ...]
-    sources: dict[str, frozenset[str]] = field(default_factory=lambda: dict(DEFAULT_SOURCES))  # tracker/sources.py
-    pixel_max_minor: int | None = None  # the most a pixel purchase may claim, in the offer's minor units
-    tune_token: str | None = field(default=None, repr=False)  # TUNE's own token on an HMAC offer
-
-
-@dataclass(frozen=True, slots=True)
-class Creative:
-    id: int
-    content_type: str
-    body: bytes
-    etag: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Link:
-    id: int
-    code: str
-    partner_id: int
-    offer: Offer
-    creative: Creative | None
-    active: bool  # link active, offer active and the partner approved in the merchant's programme
-    shard: int
-    # Precomputed so the hot path formats nothing that does not change per request.
-    ids: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    version: int
-    links: dict[str, Link]
-    links_by_id: dict[int, Link]
-    offers: dict[int, Offer]
-
-
-EMPTY = Snapshot(0, {}, {}, {})
-
-
-def shard_of(link_id: int, shards: int) -> int:
-    """Events of one link always go to one shard: its order is kept and ingest can decide per link."""
-    return zlib.crc32(link_id.to_bytes(8, "big")) % shards
 
 
 async def load(conn: asyncpg.Connection, shards: int) -> Snapshot:
@@ -157,7 +97,7 @@ async def load(conn: asyncpg.Connection, shards: int) -> Snapshot:
 
 def _json(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
-        return orjson.loads(value)  # type: ignore[no-any-return]
+        return orjson.loads(value)
     return dict(value or {})
 
 

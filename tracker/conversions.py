@@ -13,10 +13,10 @@ from typing import Any
 
 import orjson
 
-from billing.money import AmountError, normalize_currency, parse_amount
-from tracker import sources
+from kernel import sources
+from kernel.money import AmountError, normalize_currency, parse_amount
 from tracker.clickids import ClickIdError, ClickIdSigner
-from tracker.config import Link, Offer, Snapshot
+from tracker.snapshot import Link, Offer, Snapshot
 
 KINDS = ("action", "purchase", "refund")
 MAX_ITEMS = 100
@@ -111,7 +111,7 @@ def check_tune_token(offer: Offer, token: str, client_ip: str) -> None:
 
 
 def check_source(offer: Offer, channel: str, event: dict[str, Any]) -> None:
-    """Whether this channel may create this kind of conversion on the offer (tracker/sources.py)."""
+    """Whether this channel may create this kind of conversion on the offer (kernel/sources.py)."""
     code = sources.refusal(offer.sources, channel, event["type"], event.get("amount"), offer.pixel_max_minor)
     if code is not None:
         raise Refusal(code, sources.REFUSALS[code], 403)

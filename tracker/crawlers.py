@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from crawleruseragents import CRAWLER_USER_AGENTS_DATA
 
@@ -37,7 +38,7 @@ TAG_REASONS: dict[str, str] = {
     "search-engine": "search_crawler",
     "seo": "seo_crawler",
 }
-LIST: list[dict] = CRAWLER_USER_AGENTS_DATA  # type: ignore[type-arg]  # its entries: pattern, tags, instances, ...
+LIST: list[dict] = CRAWLER_USER_AGENTS_DATA  # its entries: pattern, tags, instances, ...
 _PRIORITY = {reason: rank for rank, reason in enumerate(TAG_REASONS.values())}
 _END = ""  # the key of a trie node that ends a literal: the patterns that literal stands for
 
@@ -139,7 +140,7 @@ def _group_end(pattern: str, i: int) -> int:
             return j
 
 
-def _trie_regex(node: dict[str, dict]) -> str:  # type: ignore[type-arg]
+def _trie_regex(node: dict[str, dict]) -> str:
     branches = [re.escape(ch) + _trie_regex(child) for ch, child in sorted(node.items()) if ch != _END]
     if not branches:
         return ""
@@ -155,9 +156,9 @@ class Signatures:
     confirmed by running the pattern, case-sensitive as its authors wrote it, on the user agent itself.
     """
 
-    def __init__(self, own: Iterable[tuple[str, str]], listed: list[dict]) -> None:  # type: ignore[type-arg]
+    def __init__(self, own: Iterable[tuple[str, str]], listed: list[dict]) -> None:
         self.size = len(listed)
-        self._root: dict[str, dict] = {}  # type: ignore[type-arg]
+        self._root: dict[str, Any] = {}
         self._always: list[Crawler] = []  # patterns without a literal of 3+ characters: run on every user agent
         for signature, reason in own:
             self._add(signature, Crawler(None, reason))

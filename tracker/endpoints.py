@@ -10,18 +10,21 @@ from __future__ import annotations
 import time
 from typing import Any, NamedTuple
 
+from kernel import keys
+from kernel.addresses import anonymize_ip
+from kernel.macros import Template, is_safe_location, safe_deep_link
 from tracker import caps
 from tracker.bots import classify
 from tracker.clickids import ClickIdSigner
-from tracker.config import ConfigCache, Link, Snapshot
+from tracker.config import ConfigCache
 from tracker.crawlers import LIST_VERSION
-from tracker.geo import GeoLookup, anonymize_ip
+from tracker.geo import GeoLookup
 from tracker.ids import uuid7
-from tracker.macros import Template, is_safe_location, safe_deep_link
 from tracker.metrics import Metrics
 from tracker.recorder import Recorder
 from tracker.settings import TrackerSettings
-from tracker.streams import capped_unique_xadd_parts, pack, stream_key
+from tracker.snapshot import Link, Snapshot
+from tracker.streams import capped_unique_xadd_parts, pack
 from tracker.visit import Visit
 
 Send = Any
@@ -128,7 +131,7 @@ class Hot:
             tail = f"; Max-Age={offer.window_s}".encode() + self.cookie_flags
             plan = self._plans[link.id] = _Plan(
                 link,
-                f"{self.prefix}:uniq:{{{link.shard}}}:{link.id}:".encode(),
+                keys.unique_prefix(self.prefix, link.shard, link.id).encode(),
                 f"cm_{offer.id}=".encode(),
                 tail,
                 tail + b"; Secure",
@@ -228,12 +231,12 @@ class Hot:
         cached = self._click_caps.get(link.id)
         if cached is None or cached.day != day or cached.link is not link:  # a new day or a reloaded configuration
             offer = link.offer
-            keys, args = caps.counters(self.prefix, offer.id, link.partner_id, offer.caps, {"clicks": 1}, now)
-            if keys:
-                stream = stream_key(self.prefix, link.shard)
-                check = (pack(b"EVALSHA", caps.SCRIPT_SHA, len(keys), *keys, *args),)
+            counter_keys, args = caps.counters(self.prefix, offer.id, link.partner_id, offer.caps, {"clicks": 1}, now)
+            if counter_keys:
+                stream = keys.stream_key(self.prefix, link.shard).encode()
+                check = (pack(b"EVALSHA", caps.SCRIPT_SHA, len(counter_keys), *counter_keys, *args),)
                 burst = (self.settings.burst_limit, self.settings.burst_window_s)
-                parts = capped_unique_xadd_parts(stream, offer.window_s, burst, keys, args)
+                parts = capped_unique_xadd_parts(stream, offer.window_s, burst, counter_keys, args)
                 cached = _ClickCaps(day, link, check, parts)
             else:
                 cached = _ClickCaps(day, link, (), None)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from functools import lru_cache
 
 import maxminddb
@@ -11,28 +9,6 @@ import maxminddb
 
 class GeoError(ValueError):
     """The configured database cannot be opened."""
-
-
-def anonymize_ip(ip: str) -> str:
-    """The /24 (IPv4) or /48 (IPv6) network address; "" for anything that is not an address."""
-    try:
-        packed = socket.inet_pton(socket.AF_INET, ip)
-        return socket.inet_ntop(socket.AF_INET, packed[:3] + b"\0")
-    except (OSError, ValueError):
-        pass
-    return _anonymize_other(ip)
-
-
-@lru_cache(maxsize=4096)
-def _anonymize_other(ip: str) -> str:
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return ""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    prefix = 24 if address.version == 4 else 48
-    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
 
 
 class GeoLookup:
@@ -51,15 +27,15 @@ class GeoLookup:
         if ip[:7].lower() == "::ffff:" and "." in ip:  # an IPv4-mapped address is looked up as IPv4
             ip = ip[7:]
         try:
-            record = self._reader.get(ip) if self._reader else None  # type: ignore[union-attr]
+            record = self._reader.get(ip) if self._reader else None
         except ValueError:
             return ""
         if not isinstance(record, dict):
             return ""
         for field in ("country", "registered_country"):
             value = record.get(field)
-            if isinstance(value, dict) and isinstance(value.get("iso_code"), str):
-                return value["iso_code"].upper()
+            if isinstance(value, dict) and isinstance(code := value.get("iso_code"), str):
+                return code.upper()
         return ""
 
     def country(self, ip: str) -> str:  # replaced per instance in __init__

@@ -4,7 +4,7 @@ Clock steps: the wall clock read when the process started, carried forward by th
 (which no step moves), is a floor for every id's time. When the wall clock steps back (an operator, a
 VM restore, a bad NTP step), ids carry on from that floor, so they never go backwards and still say
 when the event happened; ingest dates an event by its id when the id is later than its `ts` (see
-billing/events.py). A forward step is followed, and so is the step back that corrects it (back to the
+kernel/events.py). A forward step is followed, and so is the step back that corrects it (back to the
 floor, not below); ingest refuses a time far ahead of its own clock. The start is the trust root: a
 process started with a clock far ahead keeps ids that far ahead until it is restarted.
 """

@@ -14,12 +14,16 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.types import Send
 
+from kernel import keys
+from kernel.addresses import TrustedProxies, anonymize_ip
+from kernel.plans import payout_estimate
 from tracker import caps, conversions
 from tracker.conversions import Refusal
 from tracker.endpoints import GIF, Hot
-from tracker.geo import anonymize_ip
 from tracker.ids import uuid7
+from tracker.snapshot import Offer
 from tracker.spool import SpoolError
 from tracker.streams import RedisUnavailable, pack
 from tracker.visit import Visit
@@ -51,7 +55,7 @@ def _params(request: Request, body: bytes) -> dict[str, Any]:
                 raise Refusal("invalid_json", "the body is not valid JSON (UTF-8)") from None
             if not isinstance(parsed, dict):
                 raise Refusal("invalid_json", "the body must be a JSON object")
-            return parsed  # type: ignore[no-any-return]
+            return parsed
     return _form(raw)
 
 
@@ -86,7 +90,7 @@ class Conversions:
         self.hot.metrics.refusals[code] += 1
 
     async def _record(
-        self, event: dict[str, Any], visit_ip: str, now: float, shard: int, offer: conversions.Offer | None = None
+        self, event: dict[str, Any], visit_ip: str, now: float, shard: int, offer: Offer | None = None
     ) -> dict[str, Any]:
         event["id"] = uuid7(int(now * 1000))
         event["ts"] = int(now * 1000)
@@ -94,7 +98,7 @@ class Conversions:
         event["ip"] = anonymize_ip(visit_ip)
         checks: tuple[bytes, ...] = ()
         if offer is not None and offer.caps and event["type"] in ("action", "purchase") and "refusal" not in event:
-            increments = {"conversions": 1, "payout": caps.payout_estimate(offer.fee_plan, event)}
+            increments = {"conversions": 1, "payout": payout_estimate(offer.fee_plan, event, offer.currency)}
             cap = caps.check_command(self.hot.prefix, offer.id, event["partner"], offer.caps, increments, now)
             if cap is not None:
                 checks = (pack(*cap),)
@@ -102,7 +106,7 @@ class Conversions:
         return event
 
     def _authenticate(
-        self, request: Request, offer: conversions.Offer, params: dict[str, Any], body: bytes, client_ip: str, now: int
+        self, request: Request, offer: Offer, params: dict[str, Any], body: bytes, client_ip: str, now: int
     ) -> str | None:
         """Check the offer's postback security; returns the signature to spend as a nonce (HMAC mode)."""
         if offer.postback_security == "token":
@@ -118,9 +122,9 @@ class Conversions:
             now,
         )
 
-    async def _spend(self, offer: conversions.Offer, nonce: str) -> None:
+    async def _spend(self, offer: Offer, nonce: str) -> None:
         """A signed postback is accepted once: the nonce is spent only when everything else was valid."""
-        key = f"{self.hot.prefix}:seen:{{o{offer.id}}}:{nonce}"
+        key = keys.seen_key(self.hot.prefix, offer.id, nonce)
         try:
             reply = await self.hot.recorder.command(pack(b"SET", key, b"1", b"NX", b"EX", REPLAY_WINDOW_S))
         except RedisUnavailable:
@@ -131,7 +135,7 @@ class Conversions:
     async def postback(self, request: Request) -> Response:
         """Server-to-server conversion: JSON or form POST, or GET; authenticated per offer."""
         now = time.time()
-        client_ip = _client_ip(request, self.hot.settings.trust_forwarded)
+        client_ip = _client_ip(request, self.hot.settings.proxies)
         try:
             body = await _body(request) if request.method == "POST" else b""
             params = _params(request, body)
@@ -165,7 +169,7 @@ class Conversions:
         """TUNE's /aff_lsr: offer_id (else found from transaction_id), transaction_id, amount, adv_sub,
         security_token -> success=true;"""
         now = time.time()
-        client_ip = _client_ip(request, self.hot.settings.trust_forwarded)
+        client_ip = _client_ip(request, self.hot.settings.proxies)
         try:
             body = await _body(request) if request.method == "POST" else b""
             raw = _params(request, b"") if request.method == "GET" or not body else _params(request, body)
@@ -200,7 +204,7 @@ class Conversions:
             return PlainTextResponse("success=false; err_msg=not_recorded: retry later;", status_code=503)
         return PlainTextResponse("success=true;")
 
-    async def pixel(self, visit: Visit, raw_offer: str, send: Any) -> str:
+    async def pixel(self, visit: Visit, raw_offer: str, send: Send) -> str:
         """The image pixel: attributed by click id, else by our first-party cookie; always a GIF."""
         now = time.time()
         snapshot = self.hot.cache.snapshot
@@ -208,7 +212,7 @@ class Conversions:
         refusal: Refusal | None = None
         event: dict[str, Any] | None = None
         shard = 0
-        capped: conversions.Offer | None = None
+        capped: Offer | None = None
         try:
             if visit.query_error:
                 raise Refusal(visit.query_error, "the query string is refused")
@@ -261,9 +265,8 @@ def _decide_cap(event: dict[str, Any], replies: list[Any] | None) -> None:
         event["over_cap"] = True
 
 
-def _client_ip(request: Request, trust_forwarded: bool) -> str:
-    if trust_forwarded:
-        forwarded = request.headers.get("x-forwarded-for")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
-    return request.client.host if request.client else ""
+def _client_ip(request: Request, proxies: TrustedProxies) -> str:
+    peer = request.client.host if request.client else ""
+    if not proxies.any:
+        return peer
+    return proxies.client(peer, request.headers.getlist(proxies.header))

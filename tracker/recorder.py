@@ -23,6 +23,7 @@ from typing import Any
 import hiredis
 import orjson
 
+from kernel import keys
 from tracker.bots import DEFAULT_BURST_LIMIT, DEFAULT_BURST_WINDOW_S, BurstDetector
 from tracker.cluster import ClusterConnection, connect_any
 from tracker.spool import Spool, SpoolError, parse_lines
@@ -33,7 +34,6 @@ from tracker.streams import (
     burst_xadd_command,
     capped_unique_xadd_command,
     pack,
-    stream_key,
     unique_xadd_command,
     xadd_command,
 )
@@ -76,7 +76,7 @@ class Entry:
         self.lost = False  # neither Redis nor the spool could take it (full disk)
 
 
-class _BatchFuture(asyncio.Future):  # type: ignore[type-arg]
+class _BatchFuture(asyncio.Future):
     """The future of one batch, shared by its requests; cancelling one request must not cancel it."""
 
     def cancel(self, msg: Any = None) -> bool:
@@ -199,7 +199,7 @@ class Recorder:
     def _key(self, shard: int) -> bytes:
         key = self._keys.get(shard)
         if key is None:
-            key = self._keys[shard] = stream_key(self._prefix, shard)
+            key = self._keys[shard] = keys.stream_key(self._prefix, shard).encode()
         return key
 
     def _burst_key(self, shard: int) -> bytes:
@@ -207,8 +207,7 @@ class Recorder:
         on a single Redis; on a Cluster one per address and shard, in the slot of the shard's stream."""
         key = self._burst_keys.get(shard)
         if key is None:
-            tag = "" if self._one_trip else f"{{{shard}}}:"
-            key = self._burst_keys[shard] = f"{self._prefix}:burst:{tag}".encode()
+            key = self._burst_keys[shard] = keys.burst_prefix(self._prefix, None if self._one_trip else shard).encode()
         return key
 
     async def command(self, *commands: bytes) -> list[Any]:

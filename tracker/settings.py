@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clickmint.env import Env, SettingsError
-from clickmint.settings import Settings
+from kernel.addresses import TrustedProxies
+from kernel.env import Env, SettingsError
+from kernel.settings import Settings
 from tracker.bots import DEFAULT_BURST_LIMIT, DEFAULT_BURST_WINDOW_S
 
 DEFAULT_BUDGET_MS = 20
@@ -22,7 +23,7 @@ class TrackerSettings:
     redis_budget_ms: int  # a batch slower than this goes to the spool
     spool_dir: Path  # where this machine's trackers spool events while Redis cannot take them
     cookie_name: str  # first-party cookie holding the last click id
-    trust_forwarded: bool  # take the client address and scheme from X-Forwarded-* (behind a proxy only)
+    proxies: TrustedProxies  # whose forwarding headers name the client and scheme (kernel/addresses.py)
     # A click or view is a burst when its address already made burst_limit hits (a count) in the
     # burst_window_s seconds before it; per address, across every worker and tracker (docs/VISITORS.md).
     burst_limit: int
@@ -47,7 +48,7 @@ class TrackerSettings:
             redis_budget_ms=env.int("REDIS_BUDGET_MS", DEFAULT_BUDGET_MS, lo=1, hi=10_000),
             spool_dir=Path(env.str("SPOOL_DIR", str(core.data_dir / "spool"))).absolute(),
             cookie_name=env.str("COOKIE_NAME", DEFAULT_COOKIE),
-            trust_forwarded=env.bool("TRUST_FORWARDED", False),
+            proxies=TrustedProxies.from_env(env),
             burst_limit=env.int("BURST_LIMIT", DEFAULT_BURST_LIMIT, lo=1, hi=1_000_000),
             burst_window_s=env.int("BURST_WINDOW_S", DEFAULT_BURST_WINDOW_S, lo=1, hi=3600),
             metrics_host=env.str("METRICS_HOST", DEFAULT_METRICS_HOST),

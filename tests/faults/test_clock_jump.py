@@ -15,10 +15,10 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from billing.consumer import dead_key, stream_key
-from billing.events import BadEvent, event_time
 from billing.settle import settle
-from clickmint.settings import Settings
+from kernel.events import BadEvent, event_time
+from kernel.keys import dead_key, stream_key
+from kernel.settings import Settings
 from tests.factories import programme
 from tests.faults.test_tracker_kill import drain_all, start_tracker, stop_tracker, tracker_env
 from tracker.ids import uuid7, uuid7_ms

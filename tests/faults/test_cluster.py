@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis
 
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.cluster_kit import ValkeyCluster, key_slot_owner, running_cluster
 from tests.contract import check_entry
 from tests.factories import programme

@@ -18,12 +18,13 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from billing.consumer import Ingest, stream_key, trim
+from billing.consumer import Ingest, trim
 from billing.derive import Deriver
 from billing.settings import BillingSettings
 from billing.settle import settle
-from clickmint.env import Env
-from clickmint.settings import Settings
+from kernel.env import Env
+from kernel.keys import stream_key
+from kernel.settings import Settings
 from tests.conftest import Servers
 from tests.factories import programme
 

@@ -17,9 +17,9 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from billing.consumer import stream_key
 from billing.settle import settle
-from clickmint.settings import Settings
+from kernel.keys import stream_key
+from kernel.settings import Settings
 from tests.factories import programme
 
 pytestmark = pytest.mark.timeout(300)

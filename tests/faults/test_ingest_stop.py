@@ -23,12 +23,13 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from billing.consumer import STOP_GRACE_S, Ingest, stream_key
+from billing.consumer import STOP_GRACE_S, Ingest
 from billing.derive import Deriver
 from billing.settings import GROUP, BillingSettings
 from clickmint.embedded import EmbeddedValkey
-from clickmint.env import Env
-from clickmint.settings import Settings
+from kernel.env import Env
+from kernel.keys import stream_key
+from kernel.settings import Settings
 from tests.factories import Programme, programme
 from tests.faults.test_tracker_kill import tracker_env
 from tests.helpers import drain

@@ -16,13 +16,14 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from billing.consumer import Ingest, stream_key
+from billing.consumer import Ingest
 from billing.derive import Deriver
 from billing.settings import BillingSettings
 from clickmint.embedded import EmbeddedPostgres
-from clickmint.env import Env
 from clickmint.migrate import migrate
-from clickmint.settings import Settings
+from kernel.env import Env
+from kernel.keys import stream_key
+from kernel.settings import Settings
 from tests.factories import programme
 
 pytestmark = pytest.mark.timeout(120)

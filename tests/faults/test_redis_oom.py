@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from clickmint.embedded import EmbeddedValkey
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.factories import programme
 from tests.faults.test_redis_outage import own_valkey  # noqa: F401  (the fixture)
 from tests.helpers import drain, tracker_client

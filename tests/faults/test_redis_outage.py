@@ -17,10 +17,10 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from billing.consumer import stream_key
 from clickmint.embedded import EmbeddedValkey, pick_port
-from clickmint.preflight import PreflightError
-from clickmint.settings import Settings
+from kernel.keys import stream_key
+from kernel.preflight import PreflightError
+from kernel.settings import Settings
 from tests.factories import programme
 from tests.helpers import PER_ADDRESS, drain, tracker_client
 from tests.helpers import visitor as new_visitor

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from clickmint.embedded import pick_port
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.factories import programme
 from tests.helpers import click_id_of, postback, tracker_client
 from tracker.spool import parse_lines

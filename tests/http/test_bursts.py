@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from clickmint.embedded import pick_port
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.factories import programme
 from tests.http.tracker_client import BROWSER_UA, running
 from tracker.spool import parse_lines

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from clickmint.embedded import pick_port
-from clickmint.settings import Settings
+from kernel.settings import Settings
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]

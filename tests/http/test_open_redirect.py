@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.factories import Programme, programme
 from tests.http.tracker_client import Tracker, no_header_injection, running
 

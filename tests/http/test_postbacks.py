@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.factories import Programme, programme
 from tests.http.tracker_client import Req, assert_refused, flip, forge, running, send, signed_headers
 from tracker.app import signer_for

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.factories import programme
 from tests.helpers import click_id_of
 from tests.http.tracker_client import running, signed_headers

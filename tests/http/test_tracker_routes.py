@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import pytest
 
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.factories import Programme, programme
 from tests.http.tracker_client import BROWSER_UA, running
 from tracker.crawlers import LIST_VERSION

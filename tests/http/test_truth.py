@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from billing.settle import settle
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from loadtests.user_agents import BOTS, PEOPLE
 from tests.factories import programme
 from tests.faults.test_tracker_kill import start_tracker, stop_tracker, tracker_env

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from billing.events import decode
-from clickmint.env import Env
-from clickmint.settings import Settings
+from kernel.env import Env
+from kernel.events import decode
+from kernel.settings import Settings
 from tests.contract import check_entry
 from tests.helpers import METRICS_AUTH, TRACKER_TEST_ENV
 from tracker.app import TrackerApp, signer_for

@@ -10,12 +10,13 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 
-from billing.consumer import Ingest, Stats, stream_key
+from billing.consumer import Ingest, Stats
 from billing.derive import Deriver
 from billing.metrics import BillingMetrics, record_run
 from billing.settings import GROUP, BillingSettings
-from clickmint.env import Env
-from clickmint.settings import Settings
+from kernel.env import Env
+from kernel.keys import stream_key
+from kernel.settings import Settings
 from tests.factories import programme
 from tests.helpers import tracker_client
 

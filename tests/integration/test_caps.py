@@ -11,7 +11,7 @@ import orjson
 import pytest
 import redis.asyncio
 
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.contract import check_entry
 from tests.factories import Programme, programme
 from tests.helpers import PER_ADDRESS, drain, postback, tracker_client, visitor

@@ -13,7 +13,7 @@ import redis
 
 from clickmint.embedded import DataDirLock, EmbeddedValkey, pick_port
 from clickmint.services import ServicesError, services
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.conftest import TEST_SECRET
 
 

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import asyncpg
 
 from billing.settle import settle
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.factories import programme
 from tests.helpers import click_id_of, drain, postback, tracker_client
 from tests.portal.kit import add_user, login, portal_client

@@ -17,7 +17,7 @@ import httpx
 
 from billing import statements
 from billing.settle import settle
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.factories import Programme, programme
 from tests.money_kit import Feeder, feeder
 from tests.portal.kit import add_user, login, portal_client

@@ -20,7 +20,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from billing.settle import settle
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from portal import partner_data
 from tests.conftest import Servers
 from tests.factories import Programme

@@ -11,7 +11,7 @@ import pytest
 from billing import privacy, statements
 from billing.exports import sha256_hex
 from billing.settle import settle
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.conftest import Servers
 from tests.factories import Programme, programme
 from tests.helpers import cli_env, click_id_of, drain, postback, run_cli, tracker_client

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.factories import programme
 from tests.helpers import drain, tracker_client
 from tracker.streams import RedisUnavailable, RespConnection, pack

@@ -10,12 +10,12 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from billing.consumer import stream_key
 from billing.retention import apply_retention
 from billing.settings import GROUP, BillingSettings
 from billing.settle import settle
-from clickmint.env import Env
-from clickmint.settings import Settings
+from kernel.env import Env
+from kernel.keys import stream_key
+from kernel.settings import Settings
 from tests.conftest import Servers
 from tests.factories import Programme, programme
 from tests.helpers import cli_env, run_cli

@@ -10,7 +10,7 @@ import pytest
 from billing import ledger, statements
 from billing.exports import sha256_hex
 from billing.settle import settle
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.factories import programme
 from tests.helpers import click_id_of, drain, postback, tracker_client
 

@@ -7,8 +7,8 @@ import datetime as dt
 import asyncpg
 import redis.asyncio as aioredis
 
-from billing.consumer import dead_key
-from clickmint.settings import Settings
+from kernel.keys import dead_key
+from kernel.settings import Settings
 from tests.factories import programme
 from tests.helpers import cli_env, click_id_of, drain, postback, run_cli, tracker_client
 

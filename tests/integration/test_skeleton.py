@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import redis.asyncio as aioredis
 
-from billing.consumer import stream_key
-from clickmint.settings import Settings
+from kernel.keys import stream_key
+from kernel.settings import Settings
 from tests.factories import programme
 from tests.helpers import drain, tracker_client
 

@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 
 from billing import statements
-from billing.money import convert
 from billing.settle import settle
+from kernel.money import convert
 from tests.factories import programme
 
 

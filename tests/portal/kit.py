@@ -12,8 +12,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from clickmint.env import Env
-from clickmint.settings import Settings
+from kernel.env import Env
+from kernel.settings import Settings
 from portal import passwords
 from portal.app import build
 from portal.settings import PortalSettings

@@ -14,9 +14,9 @@ import redis.asyncio
 
 from billing.settle import settle
 from billing.statements import month_bounds
-from clickmint.egress import EgressPolicy
 from clickmint.embedded import pick_port
-from clickmint.settings import Settings
+from kernel.egress import EgressPolicy
+from kernel.settings import Settings
 from portal import postbacks
 from tests.factories import programme
 from tests.helpers import click_id_of, drain, postback, tracker_client

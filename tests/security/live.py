@@ -21,8 +21,8 @@ from billing.consumer import Ingest
 from billing.derive import Deriver
 from billing.settings import BillingSettings
 from clickmint.embedded import pick_port
-from clickmint.env import Env
-from clickmint.settings import Settings
+from kernel.env import Env
+from kernel.settings import Settings
 from portal.app import build
 from tests.portal.kit import portal_settings
 from tracker.app import TrackerApp

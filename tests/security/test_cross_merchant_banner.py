@@ -9,7 +9,7 @@ import hashlib
 
 import asyncpg
 
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.portal.kit import PASSWORD, world
 from tests.portal.test_operator_api import png
 from tests.security.live import live

@@ -11,7 +11,7 @@ import re
 import asyncpg
 import httpx
 
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.portal.kit import PASSWORD, add_user
 from tests.security.live import live
 

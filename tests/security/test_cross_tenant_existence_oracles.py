@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.portal.kit import PASSWORD, world
 from tests.security.live import live
 

@@ -16,7 +16,7 @@ import pytest
 
 from billing import statements
 from billing.settle import settle
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.factories import programme
 from tests.helpers import click_id_of, drain, postback, tracker_client
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 
 from clickmint.embedded import pick_port
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from portal.app import build
 from tests.browser.test_portal_browser import serve
 from tests.portal.kit import api_key, portal_settings, world

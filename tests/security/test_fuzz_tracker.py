@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.conftest import TEST_SECRET, Servers
 from tests.factories import Programme, programme
 from tests.http.tracker_client import Tracker, running

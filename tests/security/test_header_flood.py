@@ -8,7 +8,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.factories import programme
 from tests.security.live import live
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.portal.kit import PASSWORD, world
 from tests.security.live import live
 

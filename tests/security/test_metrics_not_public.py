@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncpg
 import httpx
 
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.security.live import live
 
 

@@ -16,7 +16,7 @@ import httpx
 import orjson
 
 from billing.settle import settle
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.factories import programme
 from tests.portal.kit import PASSWORD, add_user
 from tests.security.live import Live, live, until

@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from clickmint.settings import Settings
+from kernel.settings import Settings
 from tests.factories import programme
 from tests.portal.kit import add_user, world
 from tests.security.live import Target, live, until

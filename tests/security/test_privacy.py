@@ -7,8 +7,8 @@ import logging
 import asyncpg
 import pytest
 
-from clickmint.env import Env
-from clickmint.settings import Settings
+from kernel.env import Env
+from kernel.settings import Settings
 from tests.factories import programme
 from tests.helpers import click_id_of, drain, postback
 from tracker.app import TrackerApp

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from tracker.caps import CapConfigError, Limit, check_command, parse, payout_estimate
+from kernel.caps import CapConfigError, Limit, parse
+from kernel.plans import payout_estimate
+from tracker.caps import check_command
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from clickmint.egress import Blocked, EgressPolicy
-from clickmint.env import Env, SettingsError
+from kernel.egress import Blocked, EgressPolicy
+from kernel.env import Env, SettingsError
 
 POLICY = EgressPolicy()
 

@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from billing import consumer, events
+from kernel import events as contract
 
 CLICK = {
     "id": "01900000-0000-7000-8000-000000000001",
@@ -67,10 +68,10 @@ def test_a_burst_verdict_makes_a_bot_never_unique(
 
 def test_decode_and_to_row_read_the_same_fields() -> None:
     fields = {b"d": orjson.dumps(CLICK), b"u": b"1", b"c": b"0", b"b": b"0"}
-    assert events.decode(fields) == events.to_row(fields)[1]
-    assert events.decode(fields)["refusal"] == "over_cap" and "click_id" not in events.decode(fields)
+    assert contract.decode(fields) == events.to_row(fields)[1]
+    assert contract.decode(fields)["refusal"] == "over_cap" and "click_id" not in contract.decode(fields)
     burst = {b"d": orjson.dumps(CLICK), b"u": b"0", b"b": b"1"}
-    assert events.decode(burst) == events.to_row(burst)[1] and events.decode(burst)["bot"] == "burst"
+    assert contract.decode(burst) == events.to_row(burst)[1] and contract.decode(burst)["bot"] == "burst"
 
 
 @pytest.mark.parametrize(

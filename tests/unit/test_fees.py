@@ -1,4 +1,4 @@
-"""Tables for billing.fees and billing.pricing: every fee model, overrides, tiers, markup prices and reversals."""
+"""Tables for kernel.fees and kernel.pricing: every fee model, overrides, tiers, markup prices and reversals."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing.fees import (
+from kernel.fees import (
     FeeError,
     FeeEvent,
     FeeLine,
@@ -31,7 +31,7 @@ from billing.fees import (
     reversal_lines,
     tier_for,
 )
-from billing.money import AmountError
+from kernel.money import AmountError
 
 # No example database: the tests must not leave files in the work tree.
 PROPERTY = settings(database=None, deadline=None, max_examples=300)

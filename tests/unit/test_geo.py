@@ -8,7 +8,8 @@ import pytest
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-from tracker.geo import GeoError, GeoLookup, anonymize_ip
+from kernel.addresses import anonymize_ip
+from tracker.geo import GeoError, GeoLookup
 
 
 @pytest.fixture(scope="module")

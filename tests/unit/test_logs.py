@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from clickmint import logs
-from clickmint.env import Env, SettingsError
+from kernel import logs
+from kernel.env import Env, SettingsError
 
 
 @pytest.mark.parametrize(

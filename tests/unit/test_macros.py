@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracker.macros import MACROS, Template, is_safe_location, normalize_hosts, safe_deep_link
+from kernel.macros import MACROS, Template, is_safe_location, normalize_hosts, safe_deep_link
 
 BASE = "https://shop.example.com/land?cid={click_id}&s1={sub1}"
 ALLOWED = normalize_hosts(["shop.example.com", ".brand.example", "xn--bcher-kva.example", "strasse.example"])

@@ -1,4 +1,4 @@
-"""Tables for billing.money: currencies, strict parsing, formatting, rounding, conversion and allocation."""
+"""Tables for kernel.money: currencies, strict parsing, formatting, rounding, conversion and allocation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing.money import (
+from kernel.money import (
     EXPONENTS,
     AmountError,
     allocate,

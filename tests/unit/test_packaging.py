@@ -12,12 +12,12 @@ import pytest
 
 from billing.settings import BillingSettings
 from clickmint.cli import COMMANDS
-from clickmint.env import Env
-from clickmint.settings import Settings
+from kernel.env import Env
+from kernel.settings import Settings
 from tracker.settings import TrackerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("clickmint", "tracker", "billing", "portal")
+SOURCES = ("clickmint", "kernel", "tracker", "billing", "portal")
 # Env("X") methods read CLICKMINT_X; anything else names the variable in full.
 ENV_READ = re.compile(r"""\benv\.(?:raw|str|int|bool|port|url|choice)\(\s*["']([A-Z][A-Z0-9_]*)["']""")
 FULL_NAME = re.compile(r"\bCLICKMINT_[A-Z][A-Z0-9_]*\b")

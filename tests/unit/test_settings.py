@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from billing.settings import BillingSettings
-from clickmint.env import Env, SettingsError, redact
-from clickmint.settings import Settings
+from kernel.env import Env, SettingsError, redact
+from kernel.settings import Settings
 from tracker.settings import TrackerSettings
 
 GOOD_SECRET = "s" * 40

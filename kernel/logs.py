@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from clickmint.env import Env
+from kernel.env import Env
 
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"

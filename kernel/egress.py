@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from clickmint.env import Env, SettingsError
+from kernel.env import Env, SettingsError
 
 DEFAULT_PORTS = frozenset((80, 443, 8080, 8443))
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the local-use 64:ff9b:1::/48 is not global: refused as such

@@ -10,8 +10,8 @@ from fractions import Fraction
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from billing.money import ROUNDING, format_amount, normalize_currency, round_minor
-from billing.pricing import (
+from kernel.money import ROUNDING, format_amount, normalize_currency, round_minor
+from kernel.pricing import (
     FeeError,
     PriceVersion,
     Tier,
@@ -37,6 +37,7 @@ __all__ = [
     "commission_lines",
     "cpm_accrual",
     "effective_plan",
+    "estimate",
     "price_at",
     "reversal_lines",
     "tier_for",
@@ -210,12 +211,26 @@ def commission(plan: FeePlan, event: FeeEvent) -> Commission:
             lines.append(FeeLine("cpa", amount, ccy, f"action {action!r} at {_money(amount, ccy)}"))
         if event.kind == "purchase":
             sale_ccy = event.currency or plan.currency  # never empty: FeeEvent refuses a purchase without one
-            lines.extend(_cps_lines(plan, event, sale_ccy))
+            lines.extend(_cps_lines(plan, event, sale_ccy, plan.rounding))
             markup, notes = _markup(plan, event, sale_ccy)
             lines.extend(markup)
     kept = tuple(line for line in lines if line.amount_minor)
     assert len({line.kind for line in kept}) == len(kept), "one line per kind"
     return Commission(kept, tuple(notes))
+
+
+def estimate(plan: FeePlan, event: FeeEvent) -> int:
+    """What a conversion will earn by the rules of `commission`, rounded down, for the tracker's payout caps.
+
+    cpa by action name (an action without a name earns none) and cps by percent (the tier reached with no
+    sales before); markup is left out, as its prices live in PostgreSQL.
+    """
+    total = 0
+    if event.kind == "purchase" or event.action:
+        total += plan.cpa_minor.get(event.action or event.kind, 0)
+    if event.kind == "purchase":
+        total += sum(line.amount_minor for line in _cps_lines(plan, event, event.currency or plan.currency, "down"))
+    return total
 
 
 def commission_lines(plan: FeePlan, event: FeeEvent) -> list[FeeLine]:
@@ -258,12 +273,12 @@ def reversal_lines(
     return reversals
 
 
-def _cps_lines(plan: FeePlan, event: FeeEvent, sale_ccy: str) -> list[FeeLine]:
+def _cps_lines(plan: FeePlan, event: FeeEvent, sale_ccy: str, mode: str) -> list[FeeLine]:
     tier = tier_for(plan.cps_tiers, event.sales_before, event.amount_before_minor)
     percent = tier.percent if tier is not None else plan.cps_percent
     if percent is None:
         return []
-    amount = round_minor(Fraction(event.amount_minor) * Fraction(percent) / 100, plan.rounding)
+    amount = round_minor(Fraction(event.amount_minor) * Fraction(percent) / 100, mode)
     basis = f"{percent.normalize():f}% of {_money(event.amount_minor, sale_ccy)}"
     if tier is not None:
         reached = [f"{tier.min_sales} sales"] if tier.min_sales is not None else []

@@ -4,7 +4,7 @@ ClickmintError
 ├── EmbeddedError     an embedded server could not start (clickmint.embedded)
 ├── ServicesError     no servers configured or reachable (clickmint.services)
 ├── MigrationError    a migration is malformed, edited after apply, or failed (clickmint.migrate)
-└── PreflightError    a server is unsafe to run against, e.g. Redis may evict streams (clickmint.preflight)
+└── PreflightError    a server is unsafe to run against, e.g. Redis may evict streams (kernel.preflight)
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -27,7 +28,14 @@ class Env:
         value = self.raw(name)
         return default if value is None else value
 
-    def int(self, name: str, default: int, *, lo: int | None = None, hi: int | None = None) -> int:
+    def int(
+        self,
+        name: builtins.str,
+        default: builtins.int,
+        *,
+        lo: builtins.int | None = None,
+        hi: builtins.int | None = None,
+    ) -> builtins.int:
         value = self.raw(name)
         if value is None:
             return default
@@ -39,10 +47,10 @@ class Env:
             raise SettingsError(f"{PREFIX}{name}={number} is out of range [{lo}, {hi}]")
         return number
 
-    def port(self, name: str, default: int) -> int:
+    def port(self, name: builtins.str, default: builtins.int) -> builtins.int:
         return self.int(name, default, lo=1, hi=65535)
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
         value = self.raw(name)
         if value is None:
             return default
@@ -53,13 +61,13 @@ class Env:
             return False
         raise SettingsError(f"{PREFIX}{name}={value!r} is not a boolean (use true or false)")
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(self, name: builtins.str, default: builtins.str, choices: tuple[builtins.str, ...]) -> builtins.str:
         value = self.str(name, default).lower()
         if value not in choices:
             raise SettingsError(f"{PREFIX}{name}={value!r} must be one of {', '.join(choices)}")
         return value
 
-    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
+    def url(self, name: builtins.str, schemes: tuple[builtins.str, ...]) -> builtins.str | None:
         value = self.raw(name)
         if value is None:
             return None

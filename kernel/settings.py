@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clickmint.env import Env, SettingsError
+from kernel.env import Env, SettingsError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_TRACKER_PORT = 8000

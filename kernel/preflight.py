@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from clickmint.errors import ClickmintError
+from kernel.errors import ClickmintError
 
 # Policies that may evict keys without a TTL, i.e. our streams: acknowledged clicks could vanish.
 EVICTING_POLICIES = frozenset(("allkeys-lru", "allkeys-lfu", "allkeys-random"))
@@ -21,7 +21,7 @@ def redis_policy(url: str) -> str:
     try:
         policies = [str(client.info("memory").get("maxmemory_policy", "noeviction"))]
         if client.info("cluster").get("cluster_enabled"):
-            for _first, _last, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+            for _first, _last, master, *_ in client.execute_command("CLUSTER", "SLOTS"):  # type: ignore[no-untyped-call]  # redis-py leaves execute_command unannotated
                 host = master[0].decode() if isinstance(master[0], bytes) else str(master[0])
                 node = redis.Redis(
                     host=host or "127.0.0.1",

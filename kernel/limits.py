@@ -7,7 +7,7 @@ before any handler runs: at most MAX_HEADERS headers and MAX_HEADER_BYTES of nam
 
 from __future__ import annotations
 
-from typing import Any
+from starlette.types import Send
 
 MAX_HEADERS = 100
 MAX_HEADER_BYTES = 32 * 1024
@@ -33,7 +33,7 @@ def too_large(headers: list[tuple[bytes, bytes]]) -> bool:
     return size > MAX_HEADER_BYTES
 
 
-async def refuse(send: Any) -> None:
+async def refuse(send: Send) -> None:
     """Answer 431 Request Header Fields Too Large."""
     await send(_START)
     await send({"type": "http.response.body", "body": _BODY})

@@ -112,8 +112,12 @@ def format_amount(minor: int, currency: str) -> str:
 
 
 def round_minor(value: Decimal | Fraction | int, mode: str = "half_even") -> int:
-    """Round an exact amount in minor units to an integer, once; ties go to even or away from zero ("half_up")."""
-    if mode not in ROUNDING:
+    """Round an exact amount in minor units to an integer, once; ties go to even or away from zero ("half_up").
+
+    "down" (toward zero) is for estimates that must never round up, e.g. the tracker's payout caps: it is not
+    one of the ROUNDING modes a merchant's plan may choose.
+    """
+    if mode not in ROUNDING and mode != "down":
         raise ValueError(f"unknown rounding mode {mode!r}; expected one of {sorted(ROUNDING)}")
     if isinstance(value, bool) or not isinstance(value, int | Decimal | Fraction):
         raise TypeError(f"money is never {type(value).__name__}: pass a Decimal, Fraction or int")
@@ -122,7 +126,9 @@ def round_minor(value: Decimal | Fraction | int, mode: str = "half_even") -> int
     num, den = value.as_integer_ratio()
     whole, rest = divmod(abs(num), den)
     twice = 2 * rest
-    if twice > den or (twice == den and (mode == "half_up" or whole % 2 == 1)):
+    if mode == "down":
+        pass
+    elif twice > den or (twice == den and (mode == "half_up" or whole % 2 == 1)):
         whole += 1
     return whole if num >= 0 else -whole
 
