@@ -7,29 +7,56 @@ from typing import Any
 
 from starlette.responses import Response
 
-from portal import api_partner, charts, passwords, validate
+from portal import api_partner, charts, formats, passwords, validate
+from portal import dashboard as board
 from portal import partner_data as pdata
 from portal import postbacks as pb
 from portal.api import Ctx
-from portal.errors import ApiError
-from portal.pages import back, show
+from portal.errors import ApiError, invalid
+from portal.pages import back, failed_form, show
 
 
 async def dashboard(ctx: Ctx, form: Any) -> Response:
-    range_ = ctx.query("range", validate.choice(*pdata.RANGES), "7d")
-    by_day = await pdata.stats(ctx.conn, ctx.partner_id, range_, "day")
-    by = {g: (await pdata.stats(ctx.conn, ctx.partner_id, range_, g))["rows"] for g in ("offer", "sub1", "country")}
-    days = {}
-    for row in by_day["rows"]:
-        days[row["key"]] = days.get(row["key"], 0) + row["clicks"]
-    since = dt.date.fromisoformat(by_day["since"])
+    """One date range for the whole page (in the URL), balance, KPIs against the previous period, trend, tables."""
     today = dt.datetime.now(dt.UTC).date()
-    series = [
-        ((since + dt.timedelta(days=i)).isoformat(), days.get((since + dt.timedelta(days=i)).isoformat(), 0))
-        for i in range((today - since).days + 1)
-    ]
-    chart = charts.bars(series, f"Clicks per day, {range_}")
-    return await show(ctx, "dashboard.html", stats=by_day, by=by, chart=chart, range=range_, ranges=list(pdata.RANGES))
+    preset = ctx.request.query_params.get("range") or "7d"
+    metric = ctx.request.query_params.get("metric") or "clicks"
+    raw = {k: ctx.request.query_params.get(k, "") for k in ("range", "from", "to", "metric")}
+    failed = None
+    try:
+        if metric not in board.METRICS:
+            raise invalid("metric", f"must be one of {', '.join(board.METRICS)}")
+        since = ctx.query("from", validate.date, None)
+        until = ctx.query("to", validate.date, None)
+        win = board.window(preset, since, until, today)
+    except ApiError as exc:
+        failed = failed_form(exc, raw)
+        metric, win = "clicks", board.window("7d", None, None, today)
+    shown = await board.figures(ctx.conn, ctx.partner_id, win, metric)
+    ccy = shown["trend_currency"]
+    chart = charts.bars(
+        shown["trend"],
+        f"{board.METRICS[metric]} per day, {win.label}" + (f", {ccy}" if metric == "commission" else ""),
+        label=(lambda v: formats.money(v, ccy).removesuffix(f" {ccy}")) if metric == "commission" and ccy else str,
+        unit=ccy or "" if metric == "commission" else board.METRICS[metric].lower(),
+    )
+    by = {
+        g: (await pdata.stats(ctx.conn, ctx.partner_id, "7d", g, win.since, win.until))["rows"]
+        for g in ("offer", "sub1", "country")
+    }
+    return await show(
+        ctx,
+        "dashboard.html",
+        failed=failed,
+        win=win,
+        presets=board.PRESETS,
+        metrics=board.METRICS,
+        metric=metric,
+        chart=chart,
+        by=by,
+        balance=await board.balance(ctx.conn, ctx.partner_id, today),
+        **shown,
+    )
 
 
 async def orders_page(ctx: Ctx, form: Any) -> Response:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from starlette.routing import Route
+from pathlib import Path
+
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from portal.pages import page
 from portal.pages_auth import forgot, home, invitation_page, login_page, login_submit, logout_submit, reset_page
@@ -29,10 +32,13 @@ from portal.pages_partner import (
     statements_page,
 )
 
+STATIC = Path(__file__).parent / "static"
 
-def routes() -> list[Route]:
+
+def routes() -> list[BaseRoute]:
     return [
         Route("/", home),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login_submit, methods=["POST"]),
         Route("/m/{slug}", login_page, methods=["GET"]),
