@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from billing.money import format_amount
-from portal import auth, formats, tenancy, terms, validate
+from portal import auth, formats, qr, tenancy, terms, validate
 from portal.api import Ctx
 from portal.errors import ApiError
 
@@ -30,7 +30,10 @@ TEMPLATES = jinja2.Environment(
 TEMPLATES.filters["money"] = format_amount  # minor units -> "12.34" by the currency's exponent
 TEMPLATES.filters["amount"] = formats.money  # minor units or "12.34" -> "1,234.00 USD"
 TEMPLATES.filters["period"] = formats.period  # [start, end) -> "December 2026", "1-7 Dec 2026"
+TEMPLATES.filters["first_upper"] = lambda text: text[:1].upper() + text[1:]
 TEMPLATES.globals["describe_terms"] = terms.describe
+TEMPLATES.globals["limits_of"] = terms.limits_of
+TEMPLATES.globals["qr"] = qr.svg
 DEFAULT_BRAND = {"primary": "#1f4e79", "accent": "#f0a202", "tagline": "", "logo_url": None}
 # Refusals shown beside the form's fields (GOV.UK's pattern) rather than on an error page.
 FORM_STATUSES = frozenset({400, 404, 409, 413, 422})
@@ -44,10 +47,16 @@ class Failed:
     errors: dict[str, str] = field(default_factory=dict)
     general: str | None = None  # a refusal that names no field of the form
 
+    @property
+    def refused(self) -> bool:
+        return bool(self.errors or self.general)
+
     def value(self, name: str, default: Any = "") -> Any:
         return self.values.get(name, default)
 
 
+# Refusals whose code names the field they are about (the others name it in their detail or pointer).
+CODE_FIELDS = {"below_wholesale": "retail", "url_not_allowed": "url", "invalid_image": "image"}
 FAILED: ContextVar[Failed | None] = ContextVar("failed_form", default=None)
 
 
@@ -59,6 +68,8 @@ def failed_form(exc: ApiError, form: dict[str, Any]) -> Failed:
         name = exc.pointer.strip("/").split("/")[0]
     elif exc.code == "invalid_field" and ": " in exc.detail:
         name, message = exc.detail.split(": ", 1)
+    elif exc.code in CODE_FIELDS:
+        name = CODE_FIELDS[exc.code]
     if name and name in form:
         return Failed(values, {name: message})
     return Failed(values, {}, exc.detail)

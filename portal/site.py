@@ -8,6 +8,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from portal.pages import page
+from portal.pages_account import creative_image, creatives_page, notifications_page, profile_page
 from portal.pages_auth import forgot, home, invitation_page, login_page, login_submit, logout_submit, reset_page
 from portal.pages_operator import (
     admin_audit,
@@ -48,11 +49,15 @@ def routes() -> list[BaseRoute]:
         Route("/invitation", invitation_page, methods=["GET", "POST"]),
         page("/dashboard", dashboard, "partner"),
         page("/orders", orders_page, "partner"),
-        page("/offers", offers_page, "partner"),
+        page("/offers", offers_page, "partner", ("GET", "POST")),
         page("/links", links_page, "partner", ("GET", "POST")),
         page("/prices", prices_page, "partner", ("GET", "POST")),
         page("/postbacks", postbacks_page, "partner", ("GET", "POST")),
         page("/statements", statements_page, "partner"),
+        page("/creatives", creatives_page, "partner"),
+        page("/creatives/{creative_id}/image", creative_image, "partner"),
+        page("/profile", profile_page, "partner", ("GET", "POST")),
+        page("/notifications", notifications_page, "partner", ("GET", "POST")),
         page("/statements/{statement_id}", statement_page, "partner"),
         page("/admin", admin_home, "operator"),
         page("/admin/offers", admin_offers, "operator", ("GET", "POST")),

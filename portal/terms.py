@@ -62,3 +62,12 @@ def describe(plan: Mapping[str, Any], currency: str, hold_days: int, limits: Map
     for cap in caps(limits or {}, currency):
         text += f", {cap}"
     return text
+
+
+def limits_of(usage: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """Caps back in the schema's shape from the rows a partner sees (offer-wide and its own, with usage)."""
+    out: dict[str, Any] = {}
+    for row in usage or []:
+        table = out.setdefault("per_partner", {}) if row["scope"] == "partner" else out
+        table.setdefault(row["metric"], {})[row["period"]] = row["limit"]
+    return out

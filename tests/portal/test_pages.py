@@ -62,16 +62,29 @@ async def test_partner_forms_create_links_and_prices(db, settings):
         await login(client, "alice@p.example")
         offers = await client.get("/offers")
         csrf = token(offers.text)
-        made = await client.post("/links", data={"offer_id": str(w.ids["public_offer"]), "csrf_token": csrf})
-        assert made.status_code == 303
+        # "Get a link" on an offer that already has one goes to that link: one link per offer, no duplicates.
+        again = await client.post("/links", data={"offer_id": str(w.ids["public_offer"]), "csrf_token": csrf})
+        assert again.status_code == 303 and again.headers["location"].endswith(f"#link-{w.ids['a_link']}")
         links = await client.get("/links")
-        assert links.text.count('class="click-url"') == 2
+        assert links.text.count('class="click-url"') == 1
+        assert await db.fetchval("SELECT count(*) FROM links WHERE partner_id = $1", w.a_partner) == 1
+        # The builder keeps its inputs and shows the result on top, with copy buttons and a QR code.
         built = await client.get(f"/links?link={w.ids['a_link']}&sub1=x&url=https%3A%2F%2Fshop.example%2Fa")
         assert "sub1=x&amp;url=https%3A%2F%2Fshop.example%2Fa" in built.text
+        assert built.text.index('id="built"') < built.text.index('id="f-link"')
+        assert 'id="f-sub1" name="sub1" type="text" value="x"' in built.text
+        assert 'data-copy="built"' in built.text and 'class="qr"' in built.text
+        refused = await client.get(f"/links?link={w.ids['a_link']}&sub2=keep&url=https%3A%2F%2Fevil.example%2F")
+        assert refused.status_code == 200 and "There is a problem" in refused.text
+        assert 'id="f-url-error"' in refused.text and 'aria-invalid="true"' in refused.text
+        assert 'value="keep"' in refused.text and 'value="https://evil.example/"' in refused.text
         below = await client.post(
             "/prices", data={"merchant_id": str(w.merchant_id), "sku": "MUG-1", "retail": "8.00", "csrf_token": csrf}
         )
         assert below.status_code == 400 and "at least the wholesale price" in below.text
+        # The same page comes back, the typed price kept and the message beside its field.
+        assert "Your store prices" in below.text and "There is a problem" in below.text
+        assert 'aria-invalid="true"' in below.text and 'value="8.00"' in below.text
         ok = await client.post(
             "/prices", data={"merchant_id": str(w.merchant_id), "sku": "MUG-1", "retail": "12.00", "csrf_token": csrf}
         )
