@@ -32,6 +32,7 @@ TEMPLATES.filters["amount"] = formats.money  # minor units or "12.34" -> "1,234.
 TEMPLATES.filters["period"] = formats.period  # [start, end) -> "December 2026", "1-7 Dec 2026"
 TEMPLATES.filters["first_upper"] = lambda text: text[:1].upper() + text[1:]
 TEMPLATES.globals["describe_terms"] = terms.describe
+TEMPLATES.filters["combine_plan"] = lambda plan, over: {k: v for k, v in {**plan, **over}.items() if v is not None}
 TEMPLATES.globals["limits_of"] = terms.limits_of
 TEMPLATES.globals["qr"] = qr.svg
 DEFAULT_BRAND = {"primary": "#1f4e79", "accent": "#f0a202", "tagline": "", "logo_url": None}

@@ -7,40 +7,129 @@ from typing import Any
 
 from starlette.responses import Response
 
-from portal import api_operator, invitations, validate
+from portal import api_operator, charts, formats, invitations, partner_admin, validate
+from portal import dashboard as board
 from portal import operator_data as odata
 from portal.api import Ctx
-from portal.pages import back, show
+from portal.errors import ApiError, invalid
+from portal.pages import back, failed_form, show
 
 
 async def admin_home(ctx: Ctx, form: Any) -> Response:
-    days = ctx.query("days", validate.integer(1, 366), 30)
-    since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days - 1)
-    return await show(ctx, "admin_report.html", rows=await odata.report(ctx.conn, ctx.who, since), days=days)
-
-
-def _offer_form(form: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in form.items() if v != ""}
-
-
-async def admin_offers(ctx: Ctx, form: Any) -> Response:
-    if form is not None:
-        values = await ctx.fields(_offer_form(form), api_operator.OFFER)
-        created = await odata.create_offer(ctx.conn, ctx.who, values)
-        return back("/admin/offers", f"Offer {created['name']} created.")
-    offers = await odata.offers(ctx.conn, ctx.who)
-    core = ctx.portal.settings.core
+    """The programme report: one date range (in the URL), totals per currency, clicks per day, the table by
+    partner and offer, and the same table as CSV (format=csv)."""
+    today = dt.datetime.now(dt.UTC).date()
+    raw = {k: ctx.request.query_params.get(k, "") for k in ("range", "from", "to")}
+    failed = None
+    try:
+        since = ctx.query("from", validate.date, None)
+        until = ctx.query("to", validate.date, None)
+        win = board.window(raw["range"] or "30d", since, until, today)
+    except ApiError as exc:
+        failed = failed_form(exc, raw)
+        win = board.window("30d", None, None, today)
+    rows = await odata.report(ctx.conn, ctx.who, win.since, "partner_offer", win.until)
+    if ctx.request.query_params.get("format") == "csv":
+        return report_csv(rows, win)
+    days = await odata.report(ctx.conn, ctx.who, win.since, "day", win.until)
+    clicks = {r["key"]: r["clicks"] for r in days}
+    chart = charts.bars(board.series(win, clicks), f"Clicks per day, {win.label}", unit="clicks")
     return await show(
         ctx,
-        "admin_offers.html",
-        offers=offers,
-        caps_used=await odata.caps_used_today(ctx.conn, ctx.portal.redis, core.key_prefix, offers),
-        merchants=await odata.merchants(ctx.conn, ctx.who),
+        "admin_report.html",
+        rows=rows,
+        totals=report_totals(rows),
+        win=win,
+        presets=board.PRESETS,
+        chart=chart,
+        trend=board.series(win, clicks),
+        failed=failed,
+        query=ctx.request.url.query,
     )
 
 
+def report_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The table's totals: traffic counts, and money per currency (minor units summed, then formatted)."""
+    counts = {k: sum(r[k] for r in rows) for k in ("views", "clicks", "unique_clicks", "bots", "actions")}
+    money: dict[str, dict[str, int]] = {}
+    for r in rows:
+        for m in r["money"]:
+            total = money.setdefault(m["currency"], {})
+            for k in ("sales", "sales_minor", *(f"commission_{b}_minor" for b in BUCKETS)):
+                total[k] = total.get(k, 0) + m[k]
+    return {"counts": counts, "money": money}
+
+
+BUCKETS = ("pending", "approved", "reversed", "paid")
+CSV_COLUMNS = ("partner", "offer", "views", "clicks", "unique_clicks", "bots", "actions", "currency", "sales")
+
+
+def report_csv(rows: list[dict[str, Any]], win: Any) -> Response:
+    """The report's rows as CSV, one line per partner, offer and currency, amounts as decimal text."""
+    import csv
+    import io
+
+    from billing.money import format_amount
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([*CSV_COLUMNS, "sales_amount", *BUCKETS])
+    for r in rows:
+        for m in r["money"] or [None]:
+            base = [r.get("partner", ""), r.get("offer", ""), *(r[k] for k in CSV_COLUMNS[2:7])]
+            if m is None:
+                writer.writerow([*base, "", "", "", *("" for _ in BUCKETS)])
+                continue
+            ccy = m["currency"]
+            amounts = [format_amount(m[f"commission_{b}_minor"], ccy) for b in BUCKETS]
+            writer.writerow([*base, ccy, m["sales"], format_amount(m["sales_minor"], ccy), *amounts])
+    name = f"report-{win.since.isoformat()}-{win.until.isoformat()}.csv"
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+async def _names(ctx: Ctx) -> dict[str, dict[int, str]]:
+    """Names to show instead of ids ("Winter sale #12"), for the objects in the operator's scope."""
+    offers = await odata.offers(ctx.conn, ctx.who)
+    partners = await odata.partners(ctx.conn, ctx.who)
+    merchants = await odata.merchants(ctx.conn, ctx.who)
+    creatives = await odata.creatives(ctx.conn, ctx.who)
+    return {
+        "offer_id": {o["id"]: o["name"] for o in offers},
+        "partner_id": {p["id"]: p["name"] for p in partners},
+        "merchant_id": {m["id"]: m["name"] for m in merchants},
+        "creative_id": {c["id"]: c["name"] for c in creatives},
+    }
+
+
+def _named(rows: list[dict[str, Any]], names: dict[str, dict[int, str]]) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        item = dict(row)
+        for key, table in names.items():
+            if key in item:
+                value = item[key]
+                item[key.removesuffix("_id")] = None if value is None else f"{table.get(value, '?')} #{value}"
+        out.append(item)
+    return out
+
+
 async def admin_partners(ctx: Ctx, form: Any) -> Response:
+    """Partners and applications (site, promotion methods), one status button per row, bulk approve, invitations."""
     if form is not None:
+        picked = [k for k in form if k.startswith("pick_")]
+        if form.get("bulk") == "approved":
+            if not picked:
+                raise invalid("bulk", "tick at least one application to approve")
+            for key in picked[:200]:
+                partner_raw, _, merchant_raw = key.removeprefix("pick_").partition("_")
+                partner_id = await ctx.ref(key, "partner", partner_raw)
+                merchant_id = validate.integer(1)(key, merchant_raw)
+                await odata.set_partner_status(ctx.conn, ctx.who, partner_id, merchant_id, "approved")
+            return back("/admin/partners", f"{len(picked[:200])} approved.")
         if "status" in form and "partner_id" in form:
             partner_id = await ctx.ref("partner_id", "partner", form.pop("partner_id"))
             values = await ctx.fields(form, api_operator.PARTNER_STATUS)
@@ -57,10 +146,19 @@ async def admin_partners(ctx: Ctx, form: Any) -> Response:
     return await show(
         ctx,
         "admin_partners.html",
-        partners=await odata.partners(ctx.conn, ctx.who),
+        partners=await partner_admin.listing(ctx.conn, ctx.who),
         invitations=await invitations.listing(ctx.conn, ctx.who),
         merchants=await odata.merchants(ctx.conn, ctx.who),
     )
+
+
+async def admin_partner(ctx: Ctx, form: Any) -> Response:
+    """One partner: figures this month and last, its links and statements."""
+    today = dt.datetime.now(dt.UTC).date()
+    found = await partner_admin.detail(ctx.conn, ctx.who, ctx.path_int("partner_id"), today)
+    names = await _names(ctx)
+    found["links"] = _named(found["links"], names)
+    return await show(ctx, "admin_partner.html", **found)
 
 
 async def admin_statements(ctx: Ctx, form: Any) -> Response:
@@ -81,8 +179,13 @@ async def admin_conversions(ctx: Ctx, form: Any) -> Response:
     """The latest conversions with their channel and, for a refused one, why (the codes of ConversionReason)."""
     found = await odata.conversions(ctx.conn, ctx.who, None, None, 200)
     rows = [
-        {**c, "when": c["ts"][:19], "source": f"{c['via'] or ''}{' (authenticated)' if c['authenticated'] else ''}"}
-        for c in found["conversions"]
+        {
+            **c,
+            "when": c["ts"][:16].replace("T", " "),
+            "source": f"{c['via'] or ''}{' (authenticated)' if c['authenticated'] else ''}",
+            "money": formats.money(c["amount"], c["currency"]) if c["amount"] is not None else None,
+        }
+        for c in _named(found["conversions"], await _names(ctx))
     ]
     return await show(
         ctx,
@@ -91,13 +194,12 @@ async def admin_conversions(ctx: Ctx, form: Any) -> Response:
         table_id="conversions",
         row_actions=None,
         columns=[
-            ("When", "when"),
-            ("Offer", "offer_id"),
-            ("Partner", "partner_id"),
+            ("When (UTC)", "when"),
+            ("Offer", "offer"),
+            ("Partner", "partner"),
             ("Kind", "kind"),
             ("Order", "order_id"),
-            ("Amount", "amount"),
-            ("Currency", "currency"),
+            ("Amount", "money"),
             ("Source", "source"),
             ("Status", "status"),
             ("Why", "reason"),
@@ -136,12 +238,12 @@ async def admin_links(ctx: Ctx, form: Any) -> Response:
         columns=[
             ("#", "id"),
             ("Code", "code"),
-            ("Partner", "partner_id"),
-            ("Offer", "offer_id"),
-            ("Banner", "creative_id"),
+            ("Partner", "partner"),
+            ("Offer", "offer"),
+            ("Banner", "creative"),
             ("Status", "status"),
         ],
-        rows=await odata.links(ctx.conn, ctx.who),
+        rows=_named(await odata.links(ctx.conn, ctx.who), await _names(ctx)),
         row_actions=lambda r: [
             {
                 "label": "Pause" if r["status"] == "active" else "Resume",
@@ -177,14 +279,14 @@ async def admin_creatives(ctx: Ctx, form: Any) -> Response:
         row_actions=None,
         columns=[
             ("#", "id"),
-            ("Offer", "offer_id"),
+            ("Offer", "offer"),
             ("Name", "name"),
             ("Type", "content_type"),
             ("Width", "width"),
             ("Height", "height"),
             ("Bytes", "bytes"),
         ],
-        rows=await odata.creatives(ctx.conn, ctx.who),
+        rows=_named(await odata.creatives(ctx.conn, ctx.who), await _names(ctx)),
         form={
             "title": "Upload a banner (PNG, GIF, JPEG or WebP, at most 1 MiB)",
             "id": "new-creative",
@@ -219,14 +321,16 @@ async def admin_products(ctx: Ctx, form: Any) -> Response:
         table_id="products",
         row_actions=None,
         columns=[
-            ("Merchant", "merchant_id"),
+            ("Merchant", "merchant"),
             ("SKU", "sku"),
             ("Name", "name"),
-            ("Wholesale", "wholesale"),
-            ("Currency", "currency"),
+            ("Wholesale", "price"),
             ("In force from", "valid_from"),
         ],
-        rows=await odata.products(ctx.conn, ctx.who),
+        rows=[
+            {**r, "price": formats.money(r["wholesale"], r["currency"]) if r["currency"] else None}
+            for r in _named(await odata.products(ctx.conn, ctx.who), await _names(ctx))
+        ],
         form={
             "title": "Set a product's wholesale price (a new version from now)",
             "id": "new-product",
@@ -235,7 +339,12 @@ async def admin_products(ctx: Ctx, form: Any) -> Response:
                 *_options(merchants, ctx.who),
                 {"name": "sku", "label": "SKU", "required": True},
                 {"name": "name", "label": "Name", "required": True},
-                {"name": "wholesale", "label": "Wholesale price, e.g. 12.50", "required": True},
+                {
+                    "name": "wholesale",
+                    "label": "Wholesale price",
+                    "hint": "as you write it, e.g. 12.50",
+                    "required": True,
+                },
                 {"name": "currency", "label": "Currency", "required": True},
             ],
         },
@@ -254,13 +363,13 @@ async def admin_rates(ctx: Ctx, form: Any) -> Response:
         table_id="rates",
         row_actions=None,
         columns=[
-            ("Merchant", "merchant_id"),
+            ("Merchant", "merchant"),
             ("Base", "base"),
             ("Quote", "quote"),
             ("Rate", "rate"),
             ("From", "valid_from"),
         ],
-        rows=await odata.rates(ctx.conn, ctx.who),
+        rows=_named(await odata.rates(ctx.conn, ctx.who), await _names(ctx)),
         form={
             "title": "Add a rate: 1 base = rate quote",
             "id": "new-rate",
@@ -269,7 +378,7 @@ async def admin_rates(ctx: Ctx, form: Any) -> Response:
                 *_options(merchants, ctx.who),
                 {"name": "base", "label": "Base currency", "required": True},
                 {"name": "quote", "label": "Quote currency", "required": True},
-                {"name": "rate", "label": "Rate, e.g. 1.0825", "required": True},
+                {"name": "rate", "label": "Rate", "hint": "1 base = this many quote, e.g. 1.0825", "required": True},
             ],
         },
     )

@@ -10,13 +10,14 @@ from starlette.staticfiles import StaticFiles
 from portal.pages import page
 from portal.pages_account import creative_image, creatives_page, notifications_page, profile_page
 from portal.pages_auth import forgot, home, invitation_page, login_page, login_submit, logout_submit, reset_page
+from portal.pages_offers import admin_offer, admin_offers
 from portal.pages_operator import (
     admin_audit,
     admin_conversions,
     admin_creatives,
     admin_home,
     admin_links,
-    admin_offers,
+    admin_partner,
     admin_partners,
     admin_products,
     admin_rates,
@@ -61,7 +62,9 @@ def routes() -> list[BaseRoute]:
         page("/statements/{statement_id}", statement_page, "partner"),
         page("/admin", admin_home, "operator"),
         page("/admin/offers", admin_offers, "operator", ("GET", "POST")),
+        page("/admin/offers/{offer_id}", admin_offer, "operator", ("GET", "POST")),
         page("/admin/partners", admin_partners, "operator", ("GET", "POST")),
+        page("/admin/partners/{partner_id}", admin_partner, "operator"),
         page("/admin/statements", admin_statements, "operator", ("GET", "POST")),
         page("/admin/audit", admin_audit, "operator"),
         page("/admin/conversions", admin_conversions, "operator"),
