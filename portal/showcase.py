@@ -38,8 +38,10 @@ PARTNER_PAGES = [
 OPERATOR_PAGES = [
     "/admin",
     "/admin/offers",
+    "/admin/offers/{offer}",
     "/admin/conversions",
     "/admin/partners",
+    "/admin/partners/{partner}",
     "/admin/links",
     "/admin/creatives",
     "/admin/products",

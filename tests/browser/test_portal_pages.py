@@ -198,11 +198,23 @@ async def test_the_partner_journey(db, portal_url, browser) -> None:
     assert re.search(r"December|November|January|[A-Z][a-z]+ 20\d\d", await page.inner_text("#statements"))
 
 
-async def test_the_programme_manager_journey(db, portal_url, browser) -> None:
-    await showcase.seed(db)
-    page = await (await browser.new_context(user_agent=DESKTOP_UA, bypass_csp=True)).new_page()
+async def test_the_programme_manager_journey(db, portal_url, browser, tmp_path) -> None:
+    ids = await showcase.seed(db)
+    context = await browser.new_context(user_agent=DESKTOP_UA, bypass_csp=True, accept_downloads=True)
+    page = await context.new_page()
     await sign_in(page, portal_url, showcase.OPERATOR_EMAIL)
     assert page.url.endswith("/admin")
+
+    # The report: totals that state their scope, a chart with its figures, a date range, CSV of the table.
+    totals = await page.inner_text("#totals")
+    assert "Clicks" in totals and re.search(r"\d", totals)
+    assert "per day" in await page.get_attribute("svg.chart", "aria-label")
+    async with page.expect_download() as info:
+        await page.click("text=Download this report as CSV")
+    csv_path = tmp_path / "report.csv"
+    await (await info.value).save_as(csv_path)
+    header, *lines = csv_path.read_text().splitlines()
+    assert header.startswith("partner,offer,views,clicks") and any("Coupon Corner" in line for line in lines)
 
     # A refused offer comes back with what was typed and the message beside the field.
     await page.goto(portal_url + "/admin/offers")
@@ -216,3 +228,52 @@ async def test_the_programme_manager_journey(db, portal_url, browser) -> None:
     assert "100 % or less" in await page.inner_text("#f-cps_percent-error")
     assert await page.input_value("#new-offer input[name=name]") == "Winter sale"
     await accessible(page, "a refused offer")
+    # Typed as people read it: 7.5 %, a tier, 0.05 per click, a daily cap; stored in minor units.
+    await page.fill("#new-offer input[name=cps_percent]", "7.5 %")
+    await page.fill("#new-offer input[name=tier_percent_1]", "9")
+    await page.fill("#new-offer input[name=tier_min_sales_1]", "100")
+    await page.check("#new-offer input[name=m_cpc]")
+    await page.fill("#new-offer input[name=cpc]", "0.05")
+    await page.fill("#new-offer input[name=cap_offer_clicks_daily]", "200")
+    await page.fill("#new-offer input[name=hold_days]", "14")
+    await page.click("#new-offer button[type=submit]")
+    assert "Offer Winter sale created." in await page.inner_text(".notice")
+    row = await db.fetchrow("SELECT id, fee_plan::text, caps::text, hold_days FROM offers WHERE name = 'Winter sale'")
+    assert row["fee_plan"] == '{"cpc": 5, "tiers": [{"percent": "9", "min_sales": 100}], "cps_percent": "7.5"}'
+    assert row["caps"] == '{"clicks": {"daily": 200}}' and row["hold_days"] == 14
+    terms = await page.inner_text(f"tr[data-offer='{row['id']}'] .terms")
+    assert "7.5 % of each sale + 9 % once you pass 100 sales in a month + 0.05 USD per click" in terms
+
+    # Edit, pause, clone; a partner's own terms.
+    await page.goto(portal_url + f"/admin/offers/{ids['offer']}")
+    assert await page.input_value("#edit-offer input[name=cps_percent]") == "8"
+    assert await page.input_value("#edit-offer input[name=cpc]") == "0.05"
+    await page.fill("#edit-offer input[name=cps_percent]", "10")
+    await page.click("#edit-offer button[type=submit]")
+    assert "Offer saved." in await page.inner_text(".notice")
+    assert await db.fetchval("SELECT fee_plan->>'cps_percent' FROM offers WHERE id = $1", ids["offer"]) == "10"
+    await page.click("button[value=pause]")
+    assert await db.fetchval("SELECT status FROM offers WHERE id = $1", ids["offer"]) == "paused"
+    await page.click("button[value=clone]")
+    assert "Copy made" in await page.inner_text(".notice")
+    assert await db.fetchval("SELECT status FROM offers WHERE name = 'Copy of Everyday offer'") == "paused"
+    await page.goto(portal_url + f"/admin/offers/{ids['offer']}")
+    await page.check("#override input[name=ov_m_cps]")
+    await page.fill("#override input[name=ov_cps_percent]", "12")
+    await page.click("#override button[type=submit]")
+    assert "Partner's own terms saved." in await page.inner_text(".notice")
+    assert "12 % of each sale" in await page.inner_text("#overrides")
+
+    # Applications with the applicant's site and promotion methods; bulk approve; the partner's page.
+    await page.goto(portal_url + "/admin/partners")
+    application = await page.inner_text("#applications")
+    assert "https://dealdigest.example" in application and "Weekly newsletter" in application
+    await page.check(f"[data-partner='{ids['applicant']}'] input[type=checkbox]")
+    await page.click("#bulk button[value=approved]")
+    assert "1 approved." in await page.inner_text(".notice")
+    status = await db.fetchval("SELECT status FROM partner_programmes WHERE partner_id = $1", ids["applicant"])
+    assert status == "approved"
+    assert await db.fetchval("SELECT count(*) FROM outbox WHERE to_email = 'hello@dealdigest.example'") == 1
+    await page.goto(portal_url + f"/admin/partners/{ids['partner']}")
+    assert "sunny-pat-1" in await page.inner_text("#partner-links")
+    assert "SUN-2026-0001" in await page.inner_text("#partner-statements")
