@@ -4,6 +4,8 @@ Fee plans and caps are typed as people read them (portal/plan_form.py) and check
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from starlette.responses import RedirectResponse, Response
@@ -58,7 +60,8 @@ async def _currency(ctx: Ctx, form: dict[str, Any]) -> str:
 async def admin_offers(ctx: Ctx, form: Any) -> Response:
     if form is not None:
         values = await ctx.fields(offer_values(form, await _currency(ctx, form)), api_operator.OFFER)
-        created = await odata.create_offer(ctx.conn, ctx.who, values)
+        with _beside_the_editor(form):
+            created = await odata.create_offer(ctx.conn, ctx.who, values)
         return back("/admin/offers", f"Offer {created['name']} created.")
     offers = await odata.offers(ctx.conn, ctx.who)
     core = ctx.portal.settings.core
@@ -93,7 +96,8 @@ async def admin_offer(ctx: Ctx, form: Any) -> Response:
             return await _override(ctx, current, form)
         values = await ctx.fields(offer_values(form, current["currency"]), api_operator.EDIT_OFFER)
         values.pop("merchant_id", None)
-        await odata.update_offer(ctx.conn, ctx.who, offer_id, values)
+        with _beside_the_editor(form):
+            await odata.update_offer(ctx.conn, ctx.who, offer_id, values)
         return back(here, "Offer saved.")
     failed = FAILED.get()
     filled = failed.values if failed else plan_form.to_form(current["fee_plan"], current["caps"], current["currency"])
@@ -114,6 +118,20 @@ async def admin_offer(ctx: Ctx, form: Any) -> Response:
         partners=[p for p in await odata.partners(ctx.conn, ctx.who) if p["merchant_id"] == current["merchant_id"]],
         overrides=[{**dict(r), "fee_plan": _json(r["fee_plan"])} for r in overrides],
     )
+
+
+@contextlib.contextmanager
+def _beside_the_editor(form: dict[str, Any]) -> Iterator[None]:
+    """A refusal of the fee plan or caps (billing's own checks, past the schema's) on the editor's field."""
+    try:
+        yield
+    except ApiError as exc:
+        if "fee_plan" in form or not exc.pointer or not exc.pointer.startswith(("/fee_plan", "/caps")):
+            raise
+        words = exc.detail.split(": ", 1)[-1]
+        if exc.pointer.startswith("/caps"):
+            raise invalid(plan_form.cap_field(exc.pointer.removeprefix("/caps")), words) from exc
+        raise invalid(plan_form.plan_field(exc.pointer.removeprefix("/fee_plan")), words) from exc
 
 
 def _json(value: Any) -> Any:

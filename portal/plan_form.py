@@ -72,6 +72,10 @@ def to_plan(form: Mapping[str, Any], currency: str) -> tuple[dict[str, Any], dic
                 tier["min_amount"] = validate.money(f"tier_min_amount_{i}", row["min_amount"], currency)
             if "min_sales" not in tier and "min_amount" not in tier:
                 raise invalid(f"tier_min_sales_{i}", "a tier needs a number of sales or an amount of sales")
+            for key in ("min_sales", "min_amount"):
+                before = [t[key] for t in tiers if key in t]
+                if key in tier and before and tier[key] <= before[-1]:
+                    raise invalid(f"tier_{key}_{i}", "must be more than the tier before it (tiers rise)")
             tiers.append(tier)
         if tiers:
             plan["tiers"] = tiers
@@ -103,8 +107,8 @@ def to_plan(form: Mapping[str, Any], currency: str) -> tuple[dict[str, Any], dic
                 value = validate.money(name, raw, currency) if metric == "payout" else _whole(name, raw)
                 table = caps.setdefault("per_partner", {}) if scope == "partner" else caps
                 table.setdefault(metric, {})[period] = value
-    _schema("fee_plan", plan, _plan_field)
-    _schema("caps", caps, _cap_field)
+    _schema("fee_plan", plan, plan_field)
+    _schema("caps", caps, cap_field)
     return plan, caps
 
 
@@ -116,14 +120,14 @@ def _schema(name: str, value: dict[str, Any], field_of: Any) -> None:
         raise invalid(field_of(pointer), exc.detail.split(": ", 1)[-1]) from exc
 
 
-def _plan_field(pointer: str) -> str:
+def plan_field(pointer: str) -> str:
     parts = pointer.strip("/").split("/")
     if parts[0] == "tiers" and len(parts) > 2 and parts[1].isdigit():
         return f"tier_{parts[2]}_{int(parts[1]) + 1}"
     return {"cpa": "cpa_action_1", "tiers": "tier_percent_1"}.get(parts[0], parts[0] or "cps_percent")
 
 
-def _cap_field(pointer: str) -> str:
+def cap_field(pointer: str) -> str:
     parts = pointer.strip("/").split("/")
     scope = "partner" if parts and parts[0] == "per_partner" else "offer"
     rest = parts[1:] if scope == "partner" else parts
