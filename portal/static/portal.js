@@ -139,5 +139,50 @@
     sync();
   }
 
-  ready(function () { menu(); copyButtons(); tables(); rangeForm(); });
+  function planEditors() {
+    // Only the ticked models' fields, and a plain-language preview of what partners earn, as they type.
+    document.querySelectorAll("[data-plan]").forEach(function (plan) {
+      var prefix = plan.getAttribute("data-prefix") || "";
+      var currency = plan.getAttribute("data-currency") || "";
+      var form = plan.closest("form");
+      var preview = plan.querySelector("[data-preview]");
+      var value = function (name) {
+        var el = form.querySelector("[name='" + prefix + name + "']");
+        return el ? el.value.trim() : "";
+      };
+      var ticked = function (model) {
+        var el = form.querySelector("[name='" + prefix + "m_" + model + "']");
+        return !!(el && el.checked);
+      };
+      var sync = function () {
+        plan.querySelectorAll("[data-model]").forEach(function (group) {
+          group.hidden = !ticked(group.getAttribute("data-model"));
+        });
+        var parts = [];
+        if (ticked("markup")) parts.push("their retail price minus your wholesale price on each unit");
+        if (ticked("cps") && value("cps_percent")) parts.push(value("cps_percent").replace(/\s*%$/, "") + " % of each sale");
+        for (var i = 1; i <= 20; i++) {
+          if (ticked("cps") && value("tier_percent_" + i)) {
+            var after = value("tier_min_sales_" + i) ? value("tier_min_sales_" + i) + " sales" : value("tier_min_amount_" + i) + " " + currency;
+            parts.push(value("tier_percent_" + i) + " % past " + after + " in a month");
+          }
+          if (ticked("cpa") && value("cpa_action_" + i) && value("cpa_amount_" + i)) {
+            parts.push(value("cpa_amount_" + i) + " " + currency + " per " + value("cpa_action_" + i));
+          }
+        }
+        if (ticked("cpc") && value("cpc")) parts.push(value("cpc") + " " + currency + " per unique click");
+        if (ticked("cpm") && value("cpm")) parts.push(value("cpm") + " " + currency + " per 1,000 views");
+        if (ticked("cpv") && value("cpv")) parts.push(value("cpv") + " " + currency + " per view");
+        var hold = form.querySelector("[name=hold_days]");
+        var text = parts.length ? "Partners earn " + parts.join(" + ") : "Tick a model to see what partners earn.";
+        if (parts.length && hold && hold.value) text += ", paid " + hold.value + " days after the sale";
+        if (preview) preview.textContent = parts.length ? text + "." : text;
+      };
+      form.addEventListener("input", sync);
+      form.addEventListener("change", sync);
+      sync();
+    });
+  }
+
+  ready(function () { menu(); copyButtons(); tables(); rangeForm(); planEditors(); });
 })();

@@ -236,6 +236,11 @@ async def test_the_programme_manager_journey(db, portal_url, browser, tmp_path) 
     await page.fill("#new-offer input[name=cpc]", "0.05")
     await page.fill("#new-offer input[name=cap_offer_clicks_daily]", "200")
     await page.fill("#new-offer input[name=hold_days]", "14")
+    preview = await page.inner_text("#new-offer [data-preview]")  # drawn as the manager types (portal.js)
+    assert preview == (
+        "Partners earn 7.5 % of each sale + 9 % past 100 sales in a month + 0.05 USD per unique click, "
+        "paid 14 days after the sale."
+    )
     await page.click("#new-offer button[type=submit]")
     assert "Offer Winter sale created." in await page.inner_text(".notice")
     row = await db.fetchrow("SELECT id, fee_plan::text, caps::text, hold_days FROM offers WHERE name = 'Winter sale'")
