@@ -188,3 +188,69 @@ async def _override(ctx: Ctx, current: dict[str, Any], form: dict[str, Any]) -> 
         raise invalid("ov_m_cps", "pick at least one model for this partner")
     await odata.set_partner_plan(ctx.conn, ctx.who, current["id"], partner_id, plan)
     return back(f"/admin/offers/{current['id']}", "Partner's own terms saved.")
+
+
+async def admin_integration(ctx: Ctx, form: Any) -> Response:
+    """What a merchant's developer pastes: the pixel, the signed postback (HMAC or token), TUNE; the secret
+    hidden until revealed, and a rotate button (the old secret stops working at once; audited)."""
+    offer_id = ctx.path_int("offer_id")
+    current = await odata.offer(ctx.conn, ctx.who, offer_id)
+    here = f"/admin/offers/{offer_id}/integration"
+    if form is not None:
+        if form.get("action") != "rotate":
+            raise invalid("action", "must be rotate")
+        await rotate_secret(ctx, current)
+        return RedirectResponse(here + "?reveal=1&notice=" + "New+secret+made%3A+the+old+one+no+longer+works.", 303)
+    tracker = ctx.portal.settings.tracker_url
+    return await show(
+        ctx,
+        "admin_integration.html",
+        o=current,
+        tracker=tracker,
+        reveal=ctx.request.query_params.get("reveal") == "1",
+        snippets=snippets(tracker, current),
+    )
+
+
+async def rotate_secret(ctx: Ctx, current: dict[str, Any]) -> None:
+    import secrets
+
+    async with ctx.conn.transaction():
+        await ctx.conn.execute(
+            "UPDATE offers SET postback_secret = $2, updated_at = now() WHERE id = $1",
+            current["id"],
+            secrets.token_hex(32),
+        )
+        await odata.audit(ctx.conn, ctx.who, current["merchant_id"], "rotate_secret", "offer", current["id"])
+
+
+def snippets(tracker: str, o: dict[str, Any]) -> dict[str, str]:
+    """The pixel and postback as a developer pastes them (placeholders in capitals)."""
+    ccy, oid = o["currency"], o["id"]
+    body = (
+        f'{{"offer_id": "{oid}", "click_id": "CLICK_ID", "type": "purchase", "order_id": "ORDER_ID", '
+        f'"amount": "129.99", "currency": "{ccy}"}}'
+    )
+    hmac_curl = (
+        f"BODY='{body}'\n"
+        "TS=$(date +%s)\n"
+        'SIG=$(printf \'%s.%s\' "$TS" "$BODY" | openssl dgst -sha256 -hmac "$SECRET" | sed \'s/^.* //\')\n'
+        f"curl -X POST {tracker}/postback -H 'Content-Type: application/json' \\\n"
+        '  -H "X-Clickmint-Timestamp: $TS" -H "X-Clickmint-Signature: sha256=$SIG" -d "$BODY"'
+    )
+    token_curl = (
+        f"curl -X POST {tracker}/postback -H 'Content-Type: application/json' -H \"X-Clickmint-Token: $SECRET\" "
+        f"-d '{body}'"
+    )
+    return {
+        "pixel_action": (
+            f'<img src="{tracker}/a/{oid}?action=signup&amp;order_id=ORDER_ID" width="1" height="1" alt="">'
+        ),
+        "pixel_purchase": (
+            f'<img src="{tracker}/a/{oid}?type=purchase&amp;order_id=ORDER_ID&amp;amount=129.99&amp;currency={ccy}" '
+            'width="1" height="1" alt="">'
+        ),
+        "postback": hmac_curl if o["postback_security"] == "hmac" else token_curl,
+        "tune": f"{tracker}/aff_lsr?offer_id={oid}&transaction_id=CLICK_ID&amount=129.99&adv_sub=ORDER_ID"
+        "&security_token=TUNE_TOKEN",
+    }

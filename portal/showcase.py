@@ -39,6 +39,7 @@ OPERATOR_PAGES = [
     "/admin",
     "/admin/offers",
     "/admin/offers/{offer}",
+    "/admin/offers/{offer}/integration",
     "/admin/conversions",
     "/admin/partners",
     "/admin/partners/{partner}",

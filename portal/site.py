@@ -10,7 +10,7 @@ from starlette.staticfiles import StaticFiles
 from portal.pages import page
 from portal.pages_account import creative_image, creatives_page, notifications_page, profile_page
 from portal.pages_auth import forgot, home, invitation_page, login_page, login_submit, logout_submit, reset_page
-from portal.pages_offers import admin_offer, admin_offers
+from portal.pages_offers import admin_integration, admin_offer, admin_offers
 from portal.pages_operator import (
     admin_audit,
     admin_conversions,
@@ -63,6 +63,7 @@ def routes() -> list[BaseRoute]:
         page("/admin", admin_home, "operator"),
         page("/admin/offers", admin_offers, "operator", ("GET", "POST")),
         page("/admin/offers/{offer_id}", admin_offer, "operator", ("GET", "POST")),
+        page("/admin/offers/{offer_id}/integration", admin_integration, "operator", ("GET", "POST")),
         page("/admin/partners", admin_partners, "operator", ("GET", "POST")),
         page("/admin/partners/{partner_id}", admin_partner, "operator"),
         page("/admin/statements", admin_statements, "operator", ("GET", "POST")),

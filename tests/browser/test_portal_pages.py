@@ -269,6 +269,17 @@ async def test_the_programme_manager_journey(db, portal_url, browser, tmp_path) 
     assert "Partner's own terms saved." in await page.inner_text(".notice")
     assert "12 % of each sale" in await page.inner_text("#overrides")
 
+    # The integration page: snippets to paste, the secret hidden until revealed, rotated at once.
+    await page.goto(portal_url + f"/admin/offers/{ids['offer']}/integration")
+    secret = await db.fetchval("SELECT postback_secret FROM offers WHERE id = $1", ids["offer"])
+    assert secret not in await page.content()
+    assert "X-Clickmint-Signature: sha256=$SIG" in await page.inner_text("#postback")
+    await page.click("text=Reveal the secret")
+    assert await page.inner_text("#secret") == secret
+    await page.click("button[value=rotate]")
+    rotated = await db.fetchval("SELECT postback_secret FROM offers WHERE id = $1", ids["offer"])
+    assert rotated != secret and await page.inner_text("#secret") == rotated
+
     # Applications with the applicant's site and promotion methods; bulk approve; the partner's page.
     await page.goto(portal_url + "/admin/partners")
     application = await page.inner_text("#applications")
