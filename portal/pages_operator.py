@@ -135,6 +135,12 @@ async def admin_partners(ctx: Ctx, form: Any) -> Response:
             values = await ctx.fields(form, api_operator.PARTNER_STATUS)
             await odata.set_partner_status(ctx.conn, ctx.who, partner_id, values.get("merchant_id"), values["status"])
             return back("/admin/partners", f"Partner {partner_id} is {values['status']}.")
+        if form.get("action") == "listing":
+            merchant_id = odata.scope_merchant(ctx.who, validate.integer(1)("merchant_id", form.get("merchant_id")))
+            listed = form.get("listed") == "true"
+            await ctx.conn.execute("UPDATE merchants SET listed = $2 WHERE id = $1", merchant_id, listed)
+            await odata.audit(ctx.conn, ctx.who, merchant_id, "set_listed", "merchant", merchant_id, {"listed": listed})
+            return back("/admin/partners", "Listed in the marketplace." if listed else "No longer in the marketplace.")
         if "withdraw" in form:
             invitation_id = await ctx.ref("withdraw", "invitation", form["withdraw"])
             await invitations.withdraw(ctx.conn, ctx.who, invitation_id)
@@ -149,6 +155,7 @@ async def admin_partners(ctx: Ctx, form: Any) -> Response:
         partners=await partner_admin.listing(ctx.conn, ctx.who),
         invitations=await invitations.listing(ctx.conn, ctx.who),
         merchants=await odata.merchants(ctx.conn, ctx.who),
+        listed=await partner_admin.listed(ctx.conn, ctx.who),
     )
 
 

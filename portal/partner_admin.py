@@ -46,3 +46,12 @@ async def detail(conn: asyncpg.Connection, who: Principal, partner_id: int, toda
         "links": links,
         "statements": statements,
     }
+
+
+async def listed(conn: asyncpg.Connection, who: Principal) -> list[dict[str, Any]]:
+    """Each of the operator's merchants and whether partners can find it in the marketplace."""
+    rows = await conn.fetch(
+        "SELECT id, name, listed FROM merchants WHERE ($1::bigint IS NULL OR id = $1) ORDER BY name",
+        who.merchant_scope(),
+    )
+    return [dict(r) for r in rows]

@@ -186,3 +186,49 @@ async def test_operator_pages_for_links_banners_products_and_rates(db, settings)
         )
         assert rate.status_code == 303 and "1.08" in (await client.get("/admin/rates")).text
     assert await db.fetchval("SELECT count(*) FROM creatives") == 2  # the world's and the upload
+
+
+async def test_marketplace_listing_and_notifications(db, settings):
+    w = await world(db)
+    async with portal_client(settings) as ops, portal_client(settings) as other, portal_client(settings) as alice:
+        csrf = await login(ops, "ops@shop-m.example")
+        other_csrf = await login(other, "ops@bbb.example")
+        await login(alice, "alice@p.example")
+        assert "Shop M" not in (await alice.get("/offers")).text.split('id="marketplace"')[1]  # not listed yet
+        listing = {"action": "listing", "merchant_id": str(w.merchant_id), "listed": "true"}
+        refused = await other.post("/admin/partners", data={**listing, "csrf_token": other_csrf})
+        assert refused.status_code == 404  # another merchant's operator cannot list M
+        assert await db.fetchval("SELECT listed FROM merchants WHERE id = $1", w.merchant_id) is False
+        listed = await ops.post("/admin/partners", data={**listing, "csrf_token": csrf})
+        assert listed.status_code == 303 and await db.fetchval(
+            "SELECT listed FROM merchants WHERE id = $1", w.merchant_id
+        )
+        market = (await alice.get("/offers")).text.split('id="marketplace"')[1]
+        assert "Shop M" in market and "You are in" in market and "BBB_SECRET" not in market
+
+        # A new offer open to the programme: each approved partner is told on the portal and by mail.
+        made = await ops.post(
+            "/admin/offers",
+            data={
+                "csrf_token": csrf,
+                "name": "Spring sale",
+                "destination_url": "https://shop.example/spring?c={click_id}",
+                "m_cps": "true",
+                "cps_percent": "6",
+                "hold_days": "7",
+                "window_days": "30",
+            },
+        )
+        assert made.status_code == 303, made.text
+        page = (await alice.get("/notifications")).text
+        assert "New offer from Shop M: Spring sale." in page
+        mails = await db.fetch("SELECT subject FROM outbox WHERE to_email = 'alice@p.example'")
+        assert [m["subject"] for m in mails] == ["New offer from Shop M: Spring sale."]
+        marked = await alice.post("/notifications", data={"csrf_token": token(page)})
+        assert marked.status_code == 303
+        assert (
+            await db.fetchval(
+                "SELECT count(*) FROM notifications WHERE read_at IS NULL AND partner_id = $1", w.a_partner
+            )
+            == 0
+        )
