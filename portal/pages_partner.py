@@ -14,7 +14,7 @@ from portal import partner_data as pdata
 from portal import postbacks as pb
 from portal.api import Ctx
 from portal.errors import ApiError, invalid
-from portal.pages import Failed, back, failed_form, show
+from portal.pages import FAILED, Failed, back, failed_form, show
 
 SUBS = tuple(f"sub{i}" for i in range(1, 6))
 
@@ -124,7 +124,7 @@ async def links_page(ctx: Ctx, form: Any) -> Response:
     return await show(
         ctx,
         "links.html",
-        failed=failed or (Failed(kept) if kept["link"] else None),
+        failed=failed or FAILED.get() or (Failed(kept) if kept["link"] else None),
         links=await pdata.links(ctx.conn, ctx.partner_id, tracker),
         built=built,
         link_id=link_id,

@@ -65,6 +65,12 @@ async def test_partner_forms_create_links_and_prices(db, settings):
         # "Get a link" on an offer that already has one goes to that link: one link per offer, no duplicates.
         again = await client.post("/links", data={"offer_id": str(w.ids["public_offer"]), "csrf_token": csrf})
         assert again.status_code == 303 and again.headers["location"].endswith(f"#link-{w.ids['a_link']}")
+        elsewhere = await client.post("/links", data={"offer_id": str(w.ids["b_only_offer"]), "csrf_token": csrf})
+        assert (
+            elsewhere.status_code == 404
+            and "There is a problem" in elsewhere.text
+            and "no such offer" in elsewhere.text
+        )
         links = await client.get("/links")
         assert links.text.count('class="click-url"') == 1
         assert await db.fetchval("SELECT count(*) FROM links WHERE partner_id = $1", w.a_partner) == 1
