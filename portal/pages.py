@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from billing.money import format_amount
-from portal import auth, formats, qr, tenancy, terms, validate
+from portal import auth, formats, notifications, qr, tenancy, terms, validate
 from portal.api import Ctx
 from portal.errors import ApiError
 
@@ -84,6 +84,7 @@ def render(name: str, status: int = 200, **values: Any) -> HTMLResponse:
     values.setdefault("csrf", None)
     values.setdefault("failed", FAILED.get())
     values.setdefault("request_path", "")
+    values.setdefault("unread", 0)
     return HTMLResponse(TEMPLATES.get_template(name).render(**values), status_code=status)
 
 
@@ -185,6 +186,8 @@ async def _multipart(request: Request) -> dict[str, Any]:
 async def show(ctx: Ctx, name: str, **values: Any) -> HTMLResponse:
     who = ctx.who
     brand = await brand_for(ctx.conn, who)
+    if who.is_partner:
+        values.setdefault("unread", await notifications.unread(ctx.conn, ctx.partner_id))
     return render(
         name,
         who=who,

@@ -161,8 +161,20 @@ async def admin_partners(ctx: Ctx, form: Any) -> Response:
 
 async def admin_partner(ctx: Ctx, form: Any) -> Response:
     """One partner: figures this month and last, its links and statements."""
+    partner_id = ctx.path_int("partner_id")
+    if form is not None:
+        merchant_id = odata.scope_merchant(ctx.who, validate.integer(1)("merchant_id", form.get("merchant_id")))
+        text = validate.text(1, 2000)("note", str(form.get("note", "")).strip())
+        await partner_admin.detail(ctx.conn, ctx.who, partner_id, dt.datetime.now(dt.UTC).date())  # in scope
+        member = await ctx.conn.fetchval(
+            "SELECT 1 FROM partner_programmes WHERE partner_id = $1 AND merchant_id = $2", partner_id, merchant_id
+        )
+        if not member:
+            raise invalid("merchant_id", "this partner is not in that programme")
+        await partner_admin.add_note(ctx.conn, ctx.who, partner_id, merchant_id, text)
+        return back(f"/admin/partners/{partner_id}", "Note added.")
     today = dt.datetime.now(dt.UTC).date()
-    found = await partner_admin.detail(ctx.conn, ctx.who, ctx.path_int("partner_id"), today)
+    found = await partner_admin.detail(ctx.conn, ctx.who, partner_id, today)
     names = await _names(ctx)
     found["links"] = _named(found["links"], names)
     return await show(ctx, "admin_partner.html", **found)

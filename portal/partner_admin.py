@@ -39,13 +39,33 @@ async def detail(conn: asyncpg.Connection, who: Principal, partner_id: int, toda
         figures[label] = rows[0] if rows else None
     links = [lk for lk in await odata.links(conn, who) if lk["partner_id"] == partner_id]
     statements = [s for s in await odata.statements(conn, who, None) if s["partner_id"] == partner_id]
+    notes = await conn.fetch(
+        """SELECT n.text, n.author_email, n.created_at, m.name AS merchant FROM partner_notes n
+           JOIN merchants m ON m.id = n.merchant_id
+           WHERE n.partner_id = $1 AND ($2::bigint IS NULL OR n.merchant_id = $2)
+           ORDER BY n.created_at DESC, n.id DESC""",
+        partner_id,
+        who.merchant_scope(),
+    )
     return {
         "partner": programmes[0],
         "programmes": programmes,
         "figures": figures,
         "links": links,
         "statements": statements,
+        "notes": [{**dict(n), "created_at": n["created_at"].isoformat()} for n in notes],
     }
+
+
+async def add_note(conn: asyncpg.Connection, who: Principal, partner_id: int, merchant_id: int, text: str) -> None:
+    """A note on a partner of the operator's programme (the caller checked the partner is in its tenant)."""
+    await conn.execute(
+        "INSERT INTO partner_notes (merchant_id, partner_id, author_email, text) VALUES ($1, $2, $3, $4)",
+        merchant_id,
+        partner_id,
+        who.email,
+        text,
+    )
 
 
 async def listed(conn: asyncpg.Connection, who: Principal) -> list[dict[str, Any]]:

@@ -65,7 +65,7 @@ def routes() -> list[BaseRoute]:
         page("/admin/offers/{offer_id}", admin_offer, "operator", ("GET", "POST")),
         page("/admin/offers/{offer_id}/integration", admin_integration, "operator", ("GET", "POST")),
         page("/admin/partners", admin_partners, "operator", ("GET", "POST")),
-        page("/admin/partners/{partner_id}", admin_partner, "operator"),
+        page("/admin/partners/{partner_id}", admin_partner, "operator", ("GET", "POST")),
         page("/admin/statements", admin_statements, "operator", ("GET", "POST")),
         page("/admin/audit", admin_audit, "operator"),
         page("/admin/conversions", admin_conversions, "operator"),

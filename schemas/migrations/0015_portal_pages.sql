@@ -24,3 +24,14 @@ CREATE TABLE notifications (
     read_at     timestamptz
 );
 CREATE INDEX notifications_partner ON notifications (partner_id, created_at DESC);
+
+-- A programme manager's notes on a partner (its per-partner page), seen only within its merchant.
+CREATE TABLE partner_notes (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merchant_id  bigint NOT NULL REFERENCES merchants,
+    partner_id   bigint NOT NULL REFERENCES partners,
+    author_email text NOT NULL,
+    text         text NOT NULL CHECK (length(text) BETWEEN 1 AND 2000),
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX partner_notes_partner ON partner_notes (merchant_id, partner_id, created_at DESC);

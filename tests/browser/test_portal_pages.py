@@ -179,6 +179,9 @@ async def test_the_partner_journey(db, portal_url, browser) -> None:
     assert "Password changed" in await page.inner_text(".notice")
     await page.goto(portal_url + "/notifications")  # still signed in: this browser got a fresh session
     assert "Statement SUN-2026-0001 is ready." in await page.inner_text("#notifications")
+    assert (await page.text_content("#site-nav .badge")) == "2 unread"
+    await page.click("text=Mark all as read")
+    assert await page.locator("#site-nav .badge").count() == 0
 
     # A refused price comes back on the same page with the message beside the row's field.
     await page.goto(portal_url + "/prices")
@@ -293,3 +296,6 @@ async def test_the_programme_manager_journey(db, portal_url, browser, tmp_path) 
     await page.goto(portal_url + f"/admin/partners/{ids['partner']}")
     assert "sunny-pat-1" in await page.inner_text("#partner-links")
     assert "SUN-2026-0001" in await page.inner_text("#partner-statements")
+    await page.fill("#f-note", "Agreed 10 % from January")
+    await page.click("form.panel button[type=submit]")
+    assert "Agreed 10 % from January" in await page.inner_text("#notes")
