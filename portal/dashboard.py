@@ -125,12 +125,20 @@ async def balance(conn: asyncpg.Connection, partner_id: int, today: dt.date) -> 
     found = await billing_figures.commission(conn, billing_figures.Scope(partner_id=partner_id), EPOCH, today, "all")
     partner = await conn.fetchrow("SELECT currency, min_payout_minor FROM partners WHERE id = $1", partner_id)
     first_of_next = (today.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+    closed = await conn.fetch(
+        """SELECT currency, number, total_minor FROM statements
+           WHERE partner_id = $1 AND status = 'closed' AND payable ORDER BY period_start""",
+        partner_id,
+    )
     out = []
     for (_, ccy), f in sorted(found.items(), key=lambda item: item[0][1]):
         due = f.approved - f.reversed
         threshold = int(partner["min_payout_minor"]) if partner and partner["currency"] == ccy else 0
+        waiting = [r for r in closed if r["currency"] == ccy]
         out.append(
             {
+                "closed_total": formats.money(sum(int(r["total_minor"]) for r in waiting), ccy) if waiting else None,
+                "closed_numbers": ", ".join(r["number"] for r in waiting),
                 "currency": ccy,
                 "pending": formats.money(f.pending, ccy),
                 "pending_minor": f.pending,

@@ -70,13 +70,15 @@ def report_csv(rows: list[dict[str, Any]], win: Any) -> Response:
     import io
 
     from billing.money import format_amount
+    from billing.statement_doc import safe_cell
 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow([*CSV_COLUMNS, "sales_amount", *BUCKETS])
     for r in rows:
         for m in r["money"] or [None]:
-            base = [r.get("partner", ""), r.get("offer", ""), *(r[k] for k in CSV_COLUMNS[2:7])]
+            names = [safe_cell(str(r.get("partner", ""))), safe_cell(str(r.get("offer", "")))]  # names partners type
+            base = [*names, *(r[k] for k in CSV_COLUMNS[2:7])]
             if m is None:
                 writer.writerow([*base, "", "", "", *("" for _ in BUCKETS)])
                 continue

@@ -71,6 +71,10 @@
       var cells = [];
       row.querySelectorAll("th, td").forEach(function (cell) {
         var text = cell.textContent.trim().replace(/\s+/g, " ");
+        // A spreadsheet runs a cell starting like a formula: such text goes out with a leading apostrophe.
+        if (/^[=+\-@\t\r\uff1d\uff0b\uff0d\uff20]/.test(text) && !/^-?[0-9][0-9,.]*( [A-Z]{3}| %)?$/.test(text)) {
+          text = "'" + text;
+        }
         cells.push(/[",\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text);
       });
       lines.push(cells.join(","));

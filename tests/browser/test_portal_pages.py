@@ -82,6 +82,7 @@ async def test_the_partner_journey(db, portal_url, browser) -> None:
     # Balance, KPIs with their units, and a date range that stays in the URL.
     balance = await page.inner_text("[data-balance=USD]")
     assert "Approved, not yet paid" in balance and "1,965.00 USD" in balance and "Threshold 50.00 USD" in balance
+    assert "Statement SUN-2026-0001: closed, to be paid" in balance
     assert (await page.inner_text("[data-currency=USD] [data-metric=epc]")).endswith(" USD")
     assert (await page.inner_text("[data-metric=conversion_rate]")).endswith(" %")
     await page.select_option("select[name=range]", "custom")

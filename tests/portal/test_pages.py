@@ -238,3 +238,20 @@ async def test_marketplace_listing_and_notifications(db, settings):
             )
             == 0
         )
+
+
+async def test_report_csv_is_the_table_and_safe_in_a_spreadsheet(db, settings):
+    w = await world(db)
+    await db.execute("UPDATE partners SET name = '=HYPERLINK(\"https://evil.example\")' WHERE id = $1", w.b_partner)
+    async with portal_client(settings) as ops:
+        await login(ops, "ops@shop-m.example")
+        page = await ops.get("/admin?range=7d")
+        assert page.status_code == 200 and 'id="totals"' in page.text
+        csv_text = (await ops.get("/admin?range=7d&format=csv")).text
+        header, row = csv_text.splitlines()
+        columns = "partner,offer,views,clicks,unique_clicks,bots,actions,currency,sales,sales_amount,"
+        assert header == columns + "pending,approved,reversed,paid"
+        # The name a partner typed goes out as text, not a formula; 7 clicks, as the table says.
+        assert row.startswith('"\'=HYPERLINK(""https://evil.example"")') and ",7,0,0,0," in row
+        bad = await ops.get("/admin?range=custom&from=2026-05-02&to=2026-05-01")
+        assert bad.status_code == 200 and 'id="f-from-error"' in bad.text  # the range's refusal beside its field
