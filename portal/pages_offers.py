@@ -197,8 +197,10 @@ async def admin_integration(ctx: Ctx, form: Any) -> Response:
     current = await odata.offer(ctx.conn, ctx.who, offer_id)
     here = f"/admin/offers/{offer_id}/integration"
     if form is not None:
+        if form.get("action") == "test":
+            return back(here, await send_test(ctx.portal.settings.tracker_url, current))
         if form.get("action") != "rotate":
-            raise invalid("action", "must be rotate")
+            raise invalid("action", "must be rotate or test")
         await rotate_secret(ctx, current)
         return RedirectResponse(here + "?reveal=1&notice=" + "New+secret+made%3A+the+old+one+no+longer+works.", 303)
     tracker = ctx.portal.settings.tracker_url
@@ -254,3 +256,40 @@ def snippets(tracker: str, o: dict[str, Any]) -> dict[str, str]:
         "tune": f"{tracker}/aff_lsr?offer_id={oid}&transaction_id=CLICK_ID&amount=129.99&adv_sub=ORDER_ID"
         "&security_token=TUNE_TOKEN",
     }
+
+
+TEST_CLICK_ID = "clickmint-test"  # never a valid signed click id: the tracker refuses it and records nothing
+
+
+async def send_test(tracker: str, o: dict[str, Any]) -> str:
+    """A postback signed as the merchant's server signs it, sent to the tracker with a click id that can never
+    attribute: it proves the address, the secret and the signing (or the token and allowlist) end to end
+    without creating a conversion. Only the portal's own configured tracker is called, never a typed URL."""
+    import time
+
+    import httpx
+    import orjson
+
+    from tracker.conversions import sign
+
+    url = f"{tracker}/postback"
+    body = orjson.dumps({"offer_id": str(o["id"]), "click_id": TEST_CLICK_ID, "type": "action", "action": "test"})
+    headers = {"content-type": "application/json"}
+    if o["postback_security"] == "hmac":
+        now = int(time.time())
+        headers |= {"x-clickmint-timestamp": str(now), "x-clickmint-signature": sign(o["postback_secret"], now, body)}
+    else:
+        headers["x-clickmint-token"] = o["postback_secret"]
+    try:
+        async with httpx.AsyncClient(timeout=5.0, follow_redirects=False) as client:
+            answer = await client.post(url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        return f"Test: the tracker at {url} could not be reached ({type(exc).__name__})."
+    try:
+        code = str(orjson.loads(answer.content).get("error", ""))
+    except (orjson.JSONDecodeError, AttributeError):
+        code = ""
+    if code.startswith("click_id_"):
+        how = "signature" if o["postback_security"] == "hmac" else "token"
+        return f"Test passed: the tracker accepted the {how} and refused the test click id ({code}); nothing recorded."
+    return f"Test failed: the tracker answered {answer.status_code} {code or answer.text[:80]}."

@@ -119,7 +119,7 @@ async def test_partner_and_operator_in_chromium(settings: Settings, db: asyncpg.
     from playwright.async_api import async_playwright
 
     tracker_port, portal_port = pick_port(0), pick_port(0)
-    await seed(db, portal_port)
+    seeded = await seed(db, portal_port)
     core = Settings(**{**settings.__dict__, "tracker_port": tracker_port, "portal_port": portal_port})
     tracker = TrackerApp(TrackerSettings.from_env(Env({"CLICKMINT_METRICS_PORT": "0"}), core=core))
     portal = build(portal_settings(core, CLICKMINT_TRACKER_PUBLIC_URL=f"http://127.0.0.1:{tracker_port}"))
@@ -196,6 +196,23 @@ async def test_partner_and_operator_in_chromium(settings: Settings, db: asyncpg.
             await ops.click("#new-offer button[type=submit]")
             await ops.wait_for_url(f"{portal_url}/admin/offers?notice=*")
             assert "Offer Partners-only winter sale created." in await ops.inner_text(".notice")
+
+            # The integration page's test reaches the real tracker, signed with the offer's secret; nothing recorded.
+            await ops.goto(f"{portal_url}/admin/offers/{seeded['offer']}/integration")
+            await ops.click("button[value=test]")
+            notice = await ops.inner_text(".notice")
+            assert notice.startswith("Test passed: the tracker accepted the signature"), notice
+            await ops.goto(f"{portal_url}/admin/offers/{seeded['offer']}/integration")
+            await ops.click("button[value=rotate]")
+            # The tracker learns the new secret through the config version: the test passes with it shortly.
+            for _ in range(50):
+                await ops.goto(f"{portal_url}/admin/offers/{seeded['offer']}/integration")
+                await ops.click("button[value=test]")
+                notice = await ops.inner_text(".notice")
+                if notice.startswith("Test passed"):
+                    break
+                await asyncio.sleep(0.2)
+            assert notice.startswith("Test passed"), notice
 
             await page.goto(f"{portal_url}/offers")
             offers = await page.inner_text("#offers")

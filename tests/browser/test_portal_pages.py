@@ -283,6 +283,8 @@ async def test_the_programme_manager_journey(db, portal_url, browser, tmp_path) 
     await page.click("button[value=rotate]")
     rotated = await db.fetchval("SELECT postback_secret FROM offers WHERE id = $1", ids["offer"])
     assert rotated != secret and await page.inner_text("#secret") == rotated
+    await page.click("button[value=test]")  # this test's tracker address answers nothing: said so, not hidden
+    assert "could not be reached" in await page.inner_text(".notice")
 
     # Applications with the applicant's site and promotion methods; bulk approve; the partner's page.
     await page.goto(portal_url + "/admin/partners")
