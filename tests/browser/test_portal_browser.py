@@ -6,16 +6,11 @@ ingest and portal run for real on loopback."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
-import os
-import shutil
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
-import uvicorn
 
 from billing import statements
 from billing.consumer import Ingest
@@ -25,41 +20,14 @@ from clickmint.embedded import pick_port
 from clickmint.env import Env
 from clickmint.settings import Settings
 from portal.app import build
+from tests.browser.kit import ARGS, CHROMIUM, DESKTOP_UA, serve
 from tests.portal.kit import PASSWORD, add_user, portal_settings
 from tracker.app import TrackerApp
 from tracker.settings import TrackerSettings
 
-CHROMIUM = os.environ.get("CLICKMINT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium); .ci/run installs it"
 )
-# A desktop browser's user agent: headless Chromium's own says HeadlessChrome, which the tracker counts as a bot.
-DESKTOP_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Any, port: int) -> AsyncIterator[None]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def seed(db: asyncpg.Connection, portal_port: int) -> dict[str, Any]:
