@@ -15,7 +15,6 @@ from portal.pages_operator import (
     admin_audit,
     admin_conversions,
     admin_creatives,
-    admin_home,
     admin_links,
     admin_partner,
     admin_partners,
@@ -33,6 +32,7 @@ from portal.pages_partner import (
     statement_page,
     statements_page,
 )
+from portal.pages_report import admin_home
 
 STATIC = Path(__file__).parent / "static"
 
