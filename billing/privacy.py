@@ -244,6 +244,17 @@ async def purge_partner(conn: asyncpg.Connection, partner_id: int, requested_by:
                 stone,
             )
         )
+        if await _exists(conn, "notifications"):  # migration 0015: the profile's website and payout details
+            await conn.execute("UPDATE partners SET website = NULL, payout_details = NULL WHERE id = $1", partner_id)
+            counts["notifications_deleted"] = _rows(
+                await conn.execute("DELETE FROM notifications WHERE partner_id = $1", partner_id)
+            )
+            await conn.execute(
+                "UPDATE partner_programmes SET site_url = NULL, promotion = NULL WHERE partner_id = $1", partner_id
+            )
+            counts["partner_notes_deleted"] = _rows(
+                await conn.execute("DELETE FROM partner_notes WHERE partner_id = $1", partner_id)
+            )
         if await _exists(conn, "users"):
             emails |= await _purge_users(conn, partner_id, stone, counts)
         if await _exists(conn, "outbox"):

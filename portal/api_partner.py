@@ -182,25 +182,40 @@ async def programmes(ctx: Ctx) -> Any:
     }
 
 
-APPLY = {"merchant": (validate.slug, True)}
+APPLY = {
+    "merchant": (validate.slug, True),
+    "site_url": (validate.url, False),  # where the partner will promote the programme
+    "promotion": (validate.text(1, 1000), False),  # how: coupons, newsletter, reviews, social...
+}
 
 
 async def apply(ctx: Ctx) -> Any:
     """Apply to another merchant's programme (its operators approve or reject), or accept its invitation."""
     values = await ctx.body(APPLY)
-    merchant_id = await ctx.conn.fetchval("SELECT id FROM merchants WHERE slug = $1", values["merchant"])
+    return await join(ctx.conn, ctx.partner_id, values["merchant"], values.get("site_url"), values.get("promotion"))
+
+
+async def join(
+    conn: Any, partner_id: int, slug: str, site_url: str | None = None, promotion: str | None = None
+) -> dict[str, Any]:
+    """The partner applies to the programme of merchant `slug` (or accepts its invitation): its new status.
+    Its site and promotion methods go with the application for the merchant's operators to read."""
+    merchant_id = await conn.fetchval("SELECT id FROM merchants WHERE slug = $1", slug)
     if merchant_id is None:
         raise ApiError(404, "not_found", "no such merchant")
-    if await invitations.accept_as_partner(ctx.conn, ctx.partner_id, merchant_id):
+    if await invitations.accept_as_partner(conn, partner_id, merchant_id):
         return {"merchant_id": merchant_id, "status": "approved"}
-    await ctx.conn.execute(
-        """INSERT INTO partner_programmes (partner_id, merchant_id, status) VALUES ($1, $2, 'applied')
+    await conn.execute(
+        """INSERT INTO partner_programmes (partner_id, merchant_id, status, site_url, promotion, applied_at)
+           VALUES ($1, $2, 'applied', $3, $4, now())
            ON CONFLICT (partner_id, merchant_id) DO NOTHING""",
-        ctx.partner_id,
+        partner_id,
         merchant_id,
+        site_url,
+        promotion,
     )
-    status = await ctx.conn.fetchval(
-        "SELECT status FROM partner_programmes WHERE partner_id = $1 AND merchant_id = $2", ctx.partner_id, merchant_id
+    status = await conn.fetchval(
+        "SELECT status FROM partner_programmes WHERE partner_id = $1 AND merchant_id = $2", partner_id, merchant_id
     )
     return {"merchant_id": merchant_id, "status": status}
 

@@ -22,7 +22,7 @@ from kernel.macros import Template
 from kernel.money import format_amount
 from kernel.plans import build_plan
 from kernel.pricing import FeeError
-from portal import cap_usage, partner_data, terms_schema, validate
+from portal import cap_usage, notifications, partner_data, terms_schema, validate
 from portal.auth import Principal
 from portal.errors import ApiError, invalid, not_found
 from portal.images import ImageError, sniff
@@ -344,7 +344,23 @@ async def create_offer(conn: asyncpg.Connection, who: Principal, values: dict[st
             *params,
         )
         await audit(conn, who, merchant_id, "create", "offer", offer_id, _audited(values))
+        if values.get("visibility", "public") in ("public", "partners"):
+            await _tell_partners(conn, merchant_id, offer_id)
     return await offer(conn, who, offer_id)
+
+
+async def _tell_partners(conn: asyncpg.Connection, merchant_id: int, offer_id: int) -> None:
+    """A new offer open to a programme's partners: each approved partner is notified."""
+    row = await conn.fetchrow(
+        "SELECT o.name, m.name AS merchant FROM offers o JOIN merchants m ON m.id = o.merchant_id WHERE o.id = $1",
+        offer_id,
+    )
+    partners = await conn.fetch(
+        "SELECT partner_id FROM partner_programmes WHERE merchant_id = $1 AND status = 'approved'", merchant_id
+    )
+    for p in partners:
+        text = f"New offer from {row['merchant']}: {row['name']}."
+        await notifications.notify(conn, p["partner_id"], "new_offer", text, "/offers")
 
 
 async def update_offer(conn: asyncpg.Connection, who: Principal, offer_id: int, values: dict[str, Any]) -> dict:
@@ -462,6 +478,11 @@ async def set_partner_status(
             status,
         )
         await audit(conn, who, merchant_id, "set_status", "partner", partner_id, {"from": old, "to": status})
+        if status == "approved" and old != "approved":
+            name = await conn.fetchval("SELECT name FROM merchants WHERE id = $1", merchant_id)
+            await notifications.notify(
+                conn, partner_id, "approved", f"{name} approved you: its offers are open to you.", "/offers"
+            )
     return {"id": partner_id, "merchant_id": merchant_id, "status": status}
 
 
@@ -767,6 +788,15 @@ async def finish_statement(conn: asyncpg.Connection, who: Principal, statement_i
         except billing_statements.StatementError as exc:
             raise ApiError(409, "conflict", str(exc)) from exc
         await audit(conn, who, merchant_id, "close" if action == "close" else "mark_paid", "statement", statement_id)
+        if action == "close":
+            row = await conn.fetchrow("SELECT partner_id, number FROM statements WHERE id = $1", statement_id)
+            await notifications.notify(
+                conn,
+                row["partner_id"],
+                "statement_ready",
+                f"Statement {row['number']} is ready.",
+                f"/statements/{statement_id}",
+            )
     return {"id": statement_id, "status": "closed" if action == "close" else "paid"}
 
 

@@ -5,6 +5,8 @@ as the API, scoped by the signed-in user. The pages themselves: pages_auth, page
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -16,7 +18,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from kernel.money import format_amount
-from portal import auth, tenancy, validate
+from portal import auth, formats, notifications, qr, tenancy, terms, validate
 from portal.api import Ctx
 from portal.errors import ApiError
 
@@ -26,7 +28,52 @@ TEMPLATES = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
 )
 TEMPLATES.filters["money"] = format_amount  # minor units -> "12.34" by the currency's exponent
+TEMPLATES.filters["amount"] = formats.money  # minor units or "12.34" -> "1,234.00 USD"
+TEMPLATES.filters["period"] = formats.period  # [start, end) -> "December 2026", "1-7 Dec 2026"
+TEMPLATES.filters["first_upper"] = lambda text: text[:1].upper() + text[1:]
+TEMPLATES.globals["describe_terms"] = terms.describe
+TEMPLATES.filters["combine_plan"] = lambda plan, over: {k: v for k, v in {**plan, **over}.items() if v is not None}
+TEMPLATES.globals["limits_of"] = terms.limits_of
+TEMPLATES.globals["qr"] = qr.svg
 DEFAULT_BRAND = {"primary": "#1f4e79", "accent": "#f0a202", "tagline": "", "logo_url": None}
+# Refusals shown beside the form's fields (GOV.UK's pattern) rather than on an error page.
+FORM_STATUSES = frozenset({400, 404, 409, 413, 422})
+
+
+@dataclass
+class Failed:
+    """A refused form: what was typed (kept in the fields) and each message by field name."""
+
+    values: dict[str, str]
+    errors: dict[str, str] = field(default_factory=dict)
+    general: str | None = None  # a refusal that names no field of the form
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.errors or self.general)
+
+    def value(self, name: str, default: Any = "") -> Any:
+        return self.values.get(name, default)
+
+
+# Refusals whose code names the field they are about (the others name it in their detail or pointer).
+CODE_FIELDS = {"below_wholesale": "retail", "url_not_allowed": "url", "invalid_image": "image"}
+FAILED: ContextVar[Failed | None] = ContextVar("failed_form", default=None)
+
+
+def failed_form(exc: ApiError, form: dict[str, Any]) -> Failed:
+    """Which field a refusal is about: its JSON pointer's first step, or the field an invalid_field names."""
+    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    name, message = None, exc.detail
+    if exc.pointer:
+        name = exc.pointer.strip("/").split("/")[0]
+    elif exc.code == "invalid_field" and ": " in exc.detail:
+        name, message = exc.detail.split(": ", 1)
+    elif exc.code in CODE_FIELDS:
+        name = CODE_FIELDS[exc.code]
+    if name and name in form:
+        return Failed(values, {name: message})
+    return Failed(values, {}, exc.detail)
 
 
 def render(name: str, status: int = 200, **values: Any) -> HTMLResponse:
@@ -35,11 +82,27 @@ def render(name: str, status: int = 200, **values: Any) -> HTMLResponse:
     values.setdefault("error", None)
     values.setdefault("notice", None)
     values.setdefault("csrf", None)
+    values.setdefault("failed", FAILED.get())
+    values.setdefault("request_path", "")
+    values.setdefault("unread", 0)
     return HTMLResponse(TEMPLATES.get_template(name).render(**values), status_code=status)
 
 
-def error_page(exc: ApiError, who: Any = None) -> HTMLResponse:
-    return render("error.html", exc.status, error=exc.detail, code=exc.code, who=who)
+def error_page(exc: ApiError, who: Any = None, brand: dict[str, Any] | None = None) -> HTMLResponse:
+    return render(
+        "error.html",
+        exc.status,
+        error=exc.detail,
+        code=exc.code,
+        who=who,
+        brand=brand or DEFAULT_BRAND,
+        csrf=who.csrf if who else None,
+    )
+
+
+async def brand_for(conn: asyncpg.Connection, who: Any) -> dict[str, Any]:
+    """The branding a signed-in user sees: its merchant's (a partner's home programme's)."""
+    return await brand_of(conn, who.home_merchant_id if who.is_partner else who.merchant_id)
 
 
 async def brand_of(conn: asyncpg.Connection, merchant_id: int | None) -> dict[str, Any]:
@@ -67,11 +130,11 @@ def page(path: str, handler: PageHandler, role: str, methods: tuple[str, ...] = 
             if who is None:
                 return RedirectResponse("/login?next=" + quote(request.url.path), 303)
             ctx = Ctx(request, conn, who, portal)
+            form: dict[str, Any] | None = None
             try:
                 if who.role not in {"partner": ("partner",), "operator": ("operator", "network")}[role]:
                     raise ApiError(404, "not_found", "no such page")
                 await tenancy.check_path(conn, who, request.path_params)
-                form = None
                 if request.method == "POST" and request.headers.get("content-type", "").startswith("multipart/"):
                     form = await _multipart(request)
                     auth.check_csrf(request, who, str(form.get("csrf_token", "")))
@@ -83,13 +146,30 @@ def page(path: str, handler: PageHandler, role: str, methods: tuple[str, ...] = 
                     await portal.limiter.hit("api", f"u{who.user_id}", portal.settings.api_per_minute)
                 return await handler(ctx, form)
             except ApiError as exc:
-                return error_page(exc, who)
+                return await _refused(ctx, handler, form, exc)
             except asyncpg.PostgresError as exc:
                 from portal.api import database_error
 
-                return error_page(database_error(exc), who)
+                return await _refused(ctx, handler, form, database_error(exc))
 
     return Route(path, run, methods=list(methods))
+
+
+async def _refused(ctx: Ctx, handler: PageHandler, form: dict[str, Any] | None, exc: ApiError) -> Response:
+    """A refused form comes back as the same page with what was typed and the message beside its field;
+    anything else (a page that is not there, a stale CSRF token, too many requests) is the error page."""
+    brand = await brand_for(ctx.conn, ctx.who)
+    if form is None or exc.status not in FORM_STATUSES:
+        return error_page(exc, ctx.who, brand)
+    token = FAILED.set(failed_form(exc, form))
+    try:
+        response = await handler(ctx, None)
+    except ApiError:
+        return error_page(exc, ctx.who, brand)
+    finally:
+        FAILED.reset(token)
+    response.status_code = exc.status
+    return response
 
 
 async def _multipart(request: Request) -> dict[str, Any]:
@@ -105,8 +185,18 @@ async def _multipart(request: Request) -> dict[str, Any]:
 
 async def show(ctx: Ctx, name: str, **values: Any) -> HTMLResponse:
     who = ctx.who
-    brand = await brand_of(ctx.conn, who.home_merchant_id if who.is_partner else who.merchant_id)
-    return render(name, who=who, csrf=who.csrf, brand=brand, notice=ctx.request.query_params.get("notice"), **values)
+    brand = await brand_for(ctx.conn, who)
+    if who.is_partner:
+        values.setdefault("unread", await notifications.unread(ctx.conn, ctx.partner_id))
+    return render(
+        name,
+        who=who,
+        csrf=who.csrf,
+        brand=brand,
+        notice=ctx.request.query_params.get("notice"),
+        request_path=ctx.request.url.path,
+        **values,
+    )
 
 
 def back(path: str, notice: str) -> RedirectResponse:

@@ -76,6 +76,7 @@ async def login_submit(request: Request) -> Response:
                 error=exc.detail,
                 csrf=request.cookies.get(auth.LOGIN_CSRF_COOKIE, ""),
                 next="",
+                email=str(form.get("email", ""))[:254],
             )
             if exc.retry_after:
                 response.headers["Retry-After"] = str(exc.retry_after)

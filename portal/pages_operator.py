@@ -1,4 +1,5 @@
-"""The operator's pages: report, offers, partners, statements, audit log, links, banners, products, rates."""
+"""The operator's pages: partners, statements, audit log, conversions, links, banners, products, rates (the report is
+in pages_report, the offers in pages_offers)."""
 
 from __future__ import annotations
 
@@ -7,45 +8,63 @@ from typing import Any
 
 from starlette.responses import Response
 
-from portal import api_operator, invitations, validate
+from portal import api_operator, formats, invitations, partner_admin, validate
 from portal import operator_data as odata
 from portal.api import Ctx
+from portal.errors import invalid
 from portal.pages import back, show
 
 
-async def admin_home(ctx: Ctx, form: Any) -> Response:
-    days = ctx.query("days", validate.integer(1, 366), 30)
-    since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days - 1)
-    return await show(ctx, "admin_report.html", rows=await odata.report(ctx.conn, ctx.who, since), days=days)
-
-
-def _offer_form(form: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in form.items() if v != ""}
-
-
-async def admin_offers(ctx: Ctx, form: Any) -> Response:
-    if form is not None:
-        values = await ctx.fields(_offer_form(form), api_operator.OFFER)
-        created = await odata.create_offer(ctx.conn, ctx.who, values)
-        return back("/admin/offers", f"Offer {created['name']} created.")
+async def _names(ctx: Ctx) -> dict[str, dict[int, str]]:
+    """Names to show instead of ids ("Winter sale #12"), for the objects in the operator's scope."""
     offers = await odata.offers(ctx.conn, ctx.who)
-    core = ctx.portal.settings.core
-    return await show(
-        ctx,
-        "admin_offers.html",
-        offers=offers,
-        caps_used=await odata.caps_used_today(ctx.conn, ctx.portal.redis, core.key_prefix, offers),
-        merchants=await odata.merchants(ctx.conn, ctx.who),
-    )
+    partners = await odata.partners(ctx.conn, ctx.who)
+    merchants = await odata.merchants(ctx.conn, ctx.who)
+    creatives = await odata.creatives(ctx.conn, ctx.who)
+    return {
+        "offer_id": {o["id"]: o["name"] for o in offers},
+        "partner_id": {p["id"]: p["name"] for p in partners},
+        "merchant_id": {m["id"]: m["name"] for m in merchants},
+        "creative_id": {c["id"]: c["name"] for c in creatives},
+    }
+
+
+def _named(rows: list[dict[str, Any]], names: dict[str, dict[int, str]]) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        item = dict(row)
+        for key, table in names.items():
+            if key in item:
+                value = item[key]
+                item[key.removesuffix("_id")] = None if value is None else f"{table.get(value, '?')} #{value}"
+        out.append(item)
+    return out
 
 
 async def admin_partners(ctx: Ctx, form: Any) -> Response:
+    """Partners and applications (site, promotion methods), one status button per row, bulk approve, invitations."""
     if form is not None:
+        picked = [k for k in form if k.startswith("pick_")]
+        if form.get("bulk") == "approved":
+            if not picked:
+                raise invalid("bulk", "tick at least one application to approve")
+            for key in picked[:200]:
+                partner_raw, _, merchant_raw = key.removeprefix("pick_").partition("_")
+                partner_id = await ctx.ref(key, "partner", partner_raw)
+                merchant_id = validate.integer(1)(key, merchant_raw)
+                await odata.set_partner_status(ctx.conn, ctx.who, partner_id, merchant_id, "approved")
+            return back("/admin/partners", f"{len(picked[:200])} approved.")
         if "status" in form and "partner_id" in form:
             partner_id = await ctx.ref("partner_id", "partner", form.pop("partner_id"))
             values = await ctx.fields(form, api_operator.PARTNER_STATUS)
             await odata.set_partner_status(ctx.conn, ctx.who, partner_id, values.get("merchant_id"), values["status"])
             return back("/admin/partners", f"Partner {partner_id} is {values['status']}.")
+        if form.get("action") == "listing":
+            merchant_id = odata.scope_merchant(ctx.who, validate.integer(1)("merchant_id", form.get("merchant_id")))
+            listed = form.get("listed") == "true"
+            await ctx.conn.execute("UPDATE merchants SET listed = $2 WHERE id = $1", merchant_id, listed)
+            await odata.audit(ctx.conn, ctx.who, merchant_id, "set_listed", "merchant", merchant_id, {"listed": listed})
+            return back("/admin/partners", "Listed in the marketplace." if listed else "No longer in the marketplace.")
         if "withdraw" in form:
             invitation_id = await ctx.ref("withdraw", "invitation", form["withdraw"])
             await invitations.withdraw(ctx.conn, ctx.who, invitation_id)
@@ -57,10 +76,32 @@ async def admin_partners(ctx: Ctx, form: Any) -> Response:
     return await show(
         ctx,
         "admin_partners.html",
-        partners=await odata.partners(ctx.conn, ctx.who),
+        partners=await partner_admin.listing(ctx.conn, ctx.who),
         invitations=await invitations.listing(ctx.conn, ctx.who),
         merchants=await odata.merchants(ctx.conn, ctx.who),
+        listed=await partner_admin.listed(ctx.conn, ctx.who),
     )
+
+
+async def admin_partner(ctx: Ctx, form: Any) -> Response:
+    """One partner: figures this month and last, its links and statements."""
+    partner_id = ctx.path_int("partner_id")
+    if form is not None:
+        merchant_id = odata.scope_merchant(ctx.who, validate.integer(1)("merchant_id", form.get("merchant_id")))
+        text = validate.text(1, 2000)("note", str(form.get("note", "")).strip())
+        await partner_admin.detail(ctx.conn, ctx.who, partner_id, dt.datetime.now(dt.UTC).date())  # in scope
+        member = await ctx.conn.fetchval(
+            "SELECT 1 FROM partner_programmes WHERE partner_id = $1 AND merchant_id = $2", partner_id, merchant_id
+        )
+        if not member:
+            raise invalid("merchant_id", "this partner is not in that programme")
+        await partner_admin.add_note(ctx.conn, ctx.who, partner_id, merchant_id, text)
+        return back(f"/admin/partners/{partner_id}", "Note added.")
+    today = dt.datetime.now(dt.UTC).date()
+    found = await partner_admin.detail(ctx.conn, ctx.who, partner_id, today)
+    names = await _names(ctx)
+    found["links"] = _named(found["links"], names)
+    return await show(ctx, "admin_partner.html", **found)
 
 
 async def admin_statements(ctx: Ctx, form: Any) -> Response:
@@ -81,8 +122,13 @@ async def admin_conversions(ctx: Ctx, form: Any) -> Response:
     """The latest conversions with their channel and, for a refused one, why (the codes of ConversionReason)."""
     found = await odata.conversions(ctx.conn, ctx.who, None, None, 200)
     rows = [
-        {**c, "when": c["ts"][:19], "source": f"{c['via'] or ''}{' (authenticated)' if c['authenticated'] else ''}"}
-        for c in found["conversions"]
+        {
+            **c,
+            "when": c["ts"][:16].replace("T", " "),
+            "source": f"{c['via'] or ''}{' (authenticated)' if c['authenticated'] else ''}",
+            "money": formats.money(c["amount"], c["currency"]) if c["amount"] is not None else None,
+        }
+        for c in _named(found["conversions"], await _names(ctx))
     ]
     return await show(
         ctx,
@@ -91,13 +137,12 @@ async def admin_conversions(ctx: Ctx, form: Any) -> Response:
         table_id="conversions",
         row_actions=None,
         columns=[
-            ("When", "when"),
-            ("Offer", "offer_id"),
-            ("Partner", "partner_id"),
+            ("When (UTC)", "when"),
+            ("Offer", "offer"),
+            ("Partner", "partner"),
             ("Kind", "kind"),
             ("Order", "order_id"),
-            ("Amount", "amount"),
-            ("Currency", "currency"),
+            ("Amount", "money"),
             ("Source", "source"),
             ("Status", "status"),
             ("Why", "reason"),
@@ -136,12 +181,12 @@ async def admin_links(ctx: Ctx, form: Any) -> Response:
         columns=[
             ("#", "id"),
             ("Code", "code"),
-            ("Partner", "partner_id"),
-            ("Offer", "offer_id"),
-            ("Banner", "creative_id"),
+            ("Partner", "partner"),
+            ("Offer", "offer"),
+            ("Banner", "creative"),
             ("Status", "status"),
         ],
-        rows=await odata.links(ctx.conn, ctx.who),
+        rows=_named(await odata.links(ctx.conn, ctx.who), await _names(ctx)),
         row_actions=lambda r: [
             {
                 "label": "Pause" if r["status"] == "active" else "Resume",
@@ -177,14 +222,14 @@ async def admin_creatives(ctx: Ctx, form: Any) -> Response:
         row_actions=None,
         columns=[
             ("#", "id"),
-            ("Offer", "offer_id"),
+            ("Offer", "offer"),
             ("Name", "name"),
             ("Type", "content_type"),
             ("Width", "width"),
             ("Height", "height"),
             ("Bytes", "bytes"),
         ],
-        rows=await odata.creatives(ctx.conn, ctx.who),
+        rows=_named(await odata.creatives(ctx.conn, ctx.who), await _names(ctx)),
         form={
             "title": "Upload a banner (PNG, GIF, JPEG or WebP, at most 1 MiB)",
             "id": "new-creative",
@@ -219,14 +264,16 @@ async def admin_products(ctx: Ctx, form: Any) -> Response:
         table_id="products",
         row_actions=None,
         columns=[
-            ("Merchant", "merchant_id"),
+            ("Merchant", "merchant"),
             ("SKU", "sku"),
             ("Name", "name"),
-            ("Wholesale", "wholesale"),
-            ("Currency", "currency"),
+            ("Wholesale", "price"),
             ("In force from", "valid_from"),
         ],
-        rows=await odata.products(ctx.conn, ctx.who),
+        rows=[
+            {**r, "price": formats.money(r["wholesale"], r["currency"]) if r["currency"] else None}
+            for r in _named(await odata.products(ctx.conn, ctx.who), await _names(ctx))
+        ],
         form={
             "title": "Set a product's wholesale price (a new version from now)",
             "id": "new-product",
@@ -235,7 +282,12 @@ async def admin_products(ctx: Ctx, form: Any) -> Response:
                 *_options(merchants, ctx.who),
                 {"name": "sku", "label": "SKU", "required": True},
                 {"name": "name", "label": "Name", "required": True},
-                {"name": "wholesale", "label": "Wholesale price, e.g. 12.50", "required": True},
+                {
+                    "name": "wholesale",
+                    "label": "Wholesale price",
+                    "hint": "as you write it, e.g. 12.50",
+                    "required": True,
+                },
                 {"name": "currency", "label": "Currency", "required": True},
             ],
         },
@@ -254,13 +306,13 @@ async def admin_rates(ctx: Ctx, form: Any) -> Response:
         table_id="rates",
         row_actions=None,
         columns=[
-            ("Merchant", "merchant_id"),
+            ("Merchant", "merchant"),
             ("Base", "base"),
             ("Quote", "quote"),
             ("Rate", "rate"),
             ("From", "valid_from"),
         ],
-        rows=await odata.rates(ctx.conn, ctx.who),
+        rows=_named(await odata.rates(ctx.conn, ctx.who), await _names(ctx)),
         form={
             "title": "Add a rate: 1 base = rate quote",
             "id": "new-rate",
@@ -269,7 +321,7 @@ async def admin_rates(ctx: Ctx, form: Any) -> Response:
                 *_options(merchants, ctx.who),
                 {"name": "base", "label": "Base currency", "required": True},
                 {"name": "quote", "label": "Quote currency", "required": True},
-                {"name": "rate", "label": "Rate, e.g. 1.0825", "required": True},
+                {"name": "rate", "label": "Rate", "hint": "1 base = this many quote, e.g. 1.0825", "required": True},
             ],
         },
     )

@@ -4,32 +4,62 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from urllib.parse import quote
 
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
-from portal import api_partner, charts, passwords, validate
+from portal import api_partner, charts, formats, passwords, programmes, validate
+from portal import dashboard as board
 from portal import partner_data as pdata
 from portal import postbacks as pb
 from portal.api import Ctx
-from portal.errors import ApiError
-from portal.pages import back, show
+from portal.errors import ApiError, invalid
+from portal.pages import FAILED, Failed, back, failed_form, show
+
+SUBS = tuple(f"sub{i}" for i in range(1, 6))
 
 
 async def dashboard(ctx: Ctx, form: Any) -> Response:
-    range_ = ctx.query("range", validate.choice(*pdata.RANGES), "7d")
-    by_day = await pdata.stats(ctx.conn, ctx.partner_id, range_, "day")
-    by = {g: (await pdata.stats(ctx.conn, ctx.partner_id, range_, g))["rows"] for g in ("offer", "sub1", "country")}
-    days: dict[str, int] = {}
-    for row in by_day["rows"]:
-        days[row["key"]] = days.get(row["key"], 0) + row["clicks"]
-    since = dt.date.fromisoformat(by_day["since"])
+    """One date range for the whole page (in the URL), balance, KPIs against the previous period, trend, tables."""
     today = dt.datetime.now(dt.UTC).date()
-    series = [
-        ((since + dt.timedelta(days=i)).isoformat(), days.get((since + dt.timedelta(days=i)).isoformat(), 0))
-        for i in range((today - since).days + 1)
-    ]
-    chart = charts.bars(series, f"Clicks per day, {range_}")
-    return await show(ctx, "dashboard.html", stats=by_day, by=by, chart=chart, range=range_, ranges=list(pdata.RANGES))
+    preset = ctx.request.query_params.get("range") or "7d"
+    metric = ctx.request.query_params.get("metric") or "clicks"
+    raw = {k: ctx.request.query_params.get(k, "") for k in ("range", "from", "to", "metric")}
+    failed = None
+    try:
+        if metric not in board.METRICS:
+            raise invalid("metric", f"must be one of {', '.join(board.METRICS)}")
+        since = ctx.query("from", validate.date, None)
+        until = ctx.query("to", validate.date, None)
+        win = board.window(preset, since, until, today)
+    except ApiError as exc:
+        failed = failed_form(exc, raw)
+        metric, win = "clicks", board.window("7d", None, None, today)
+    shown = await board.figures(ctx.conn, ctx.partner_id, win, metric)
+    ccy = shown["trend_currency"]
+    chart = charts.bars(
+        shown["trend"],
+        f"{board.METRICS[metric]} per day, {win.label}" + (f", {ccy}" if metric == "commission" else ""),
+        label=(lambda v: formats.money(v, ccy).removesuffix(f" {ccy}")) if metric == "commission" and ccy else str,
+        unit=ccy or "" if metric == "commission" else board.METRICS[metric].lower(),
+    )
+    by = {
+        g: (await pdata.stats(ctx.conn, ctx.partner_id, "7d", g, win.since, win.until))["rows"]
+        for g in ("offer", "sub1", "country")
+    }
+    return await show(
+        ctx,
+        "dashboard.html",
+        failed=failed,
+        win=win,
+        presets=board.PRESETS,
+        metrics=board.METRICS,
+        metric=metric,
+        chart=chart,
+        by=by,
+        balance=await board.balance(ctx.conn, ctx.partner_id, today),
+        **shown,
+    )
 
 
 async def orders_page(ctx: Ctx, form: Any) -> Response:
@@ -42,32 +72,63 @@ async def orders_page(ctx: Ctx, form: Any) -> Response:
 
 
 async def offers_page(ctx: Ctx, form: Any) -> Response:
+    """Offer cards in plain language, and the marketplace of open programmes with an apply button."""
+    if form is not None:
+        values = await ctx.fields({k: v for k, v in form.items() if v != ""}, api_partner.APPLY)
+        joined = await api_partner.join(
+            ctx.conn, ctx.partner_id, values["merchant"], values.get("site_url"), values.get("promotion")
+        )
+        words = {"approved": "You are in: its offers are below.", "applied": "Applied: the merchant reviews it."}
+        return back("/offers", words.get(joined["status"], f"Your application is {joined['status']}."))
     return await show(
-        ctx, "offers.html", offers=await pdata.offers(ctx.conn, ctx.partner_id, api_partner.counters(ctx))
+        ctx,
+        "offers.html",
+        offers=await pdata.offers(ctx.conn, ctx.partner_id, api_partner.counters(ctx)),
+        market=await programmes.marketplace(ctx.conn, ctx.partner_id),
+        linked={r["offer_id"] for r in await pdata.links(ctx.conn, ctx.partner_id, "")},
     )
 
 
 async def links_page(ctx: Ctx, form: Any) -> Response:
+    """One link per offer (and banner): "Get a link" on an offer that has one goes to it. The builder is a GET
+    form: its inputs stay in the URL and in the fields, and the built link shows on top."""
     tracker = ctx.portal.settings.tracker_url
     if form is not None:
         values = await ctx.fields(form, api_partner.NEW_LINK)
-        await pdata.create_link(ctx.conn, ctx.partner_id, values["offer_id"], values.get("creative_id"), tracker)
-        return back("/links", "Link created.")
-    built = None
-    link_id = ctx.query("link", validate.integer(1), None)
-    if link_id is not None:
-        subs = {f"sub{i}": v for i in range(1, 6) if (v := ctx.request.query_params.get(f"sub{i}", "").strip())}
-        for name, value in subs.items():
-            validate.text(1, 200)(name, value)
-        deep = ctx.query("url", validate.url, None)
-        built = await pdata.build_link(ctx.conn, ctx.partner_id, link_id, tracker, subs, deep)
+        existing = await ctx.conn.fetchval(
+            """SELECT id FROM links WHERE partner_id = $1 AND offer_id = $2 AND creative_id IS NOT DISTINCT FROM $3
+               ORDER BY id LIMIT 1""",
+            ctx.partner_id,
+            values["offer_id"],
+            values.get("creative_id"),
+        )
+        if existing is not None:
+            return RedirectResponse(f"/links?notice={quote('You already have this link.')}#link-{existing}", 303)
+        made = await pdata.create_link(ctx.conn, ctx.partner_id, values["offer_id"], values.get("creative_id"), tracker)
+        return RedirectResponse(f"/links?notice={quote('Link created.')}#link-{made['id']}", 303)
+    built, kept = None, {k: ctx.request.query_params.get(k, "") for k in ("link", "url", *SUBS)}
+    link_id = None
+    failed = None
+    if kept["link"]:
+        try:
+            link_id = validate.integer(1)("link", kept["link"])
+            subs = {name: v for name in SUBS if (v := kept[name].strip())}
+            for name, value in subs.items():
+                validate.text(1, 200)(name, value)
+            deep = validate.url("url", kept["url"]) if kept["url"].strip() else None
+            built = await pdata.build_link(ctx.conn, ctx.partner_id, link_id, tracker, subs, deep)
+        except ApiError as exc:
+            if exc.status not in (400, 404):
+                raise
+            failed = failed_form(exc, kept)
     return await show(
         ctx,
         "links.html",
+        failed=failed or FAILED.get() or (Failed(kept) if kept["link"] else None),
         links=await pdata.links(ctx.conn, ctx.partner_id, tracker),
-        offers=await pdata.offers(ctx.conn, ctx.partner_id, api_partner.counters(ctx)),
         built=built,
         link_id=link_id,
+        subs=SUBS,
     )
 
 

@@ -197,7 +197,7 @@ async def customers(conn: asyncpg.Connection, partner_id: int, limit: int) -> li
 OPEN_OFFERS = """
     SELECT o.id, o.name, o.status, o.visibility, o.destination_url, o.allowed_hosts, o.currency, o.hold_days,
            o.attribution_window_s, o.starts_at, o.ends_at, m.id AS merchant_id, m.name AS merchant,
-           coalesce(pp_plan.fee_plan, o.fee_plan) AS fee_plan, o.caps
+           jsonb_strip_nulls(o.fee_plan || coalesce(pp_plan.fee_plan, '{}'::jsonb)) AS fee_plan, o.caps
     FROM offers o
     JOIN merchants m ON m.id = o.merchant_id
     JOIN partner_programmes pp ON pp.merchant_id = o.merchant_id AND pp.partner_id = $1 AND pp.status = 'approved'

@@ -19,8 +19,8 @@ from billing.derive import Deriver
 from billing.settings import BillingSettings
 from kernel.env import Env
 from kernel.settings import Settings
+from kernel.signature import sign
 from tracker.app import TrackerApp
-from tracker.conversions import sign
 from tracker.settings import TrackerSettings
 
 # /metrics answers on the click port only with the operator's token: the in-process tests' clients carry it,

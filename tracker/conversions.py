@@ -140,11 +140,6 @@ def check_signature(offer: Offer, timestamp: str, signature: str, body: bytes, n
     return given
 
 
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """What a merchant sends as X-Clickmint-Signature (used by our docs, SDK snippets and tests)."""
-    return "sha256=" + hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
-
-
 def _items(raw: Any, currency: str) -> list[dict[str, Any]]:
     """The basket, one format everywhere: a JSON array of {"sku", "qty" (default 1), "price"}; in a pixel's
     query or a form, that array as JSON text."""

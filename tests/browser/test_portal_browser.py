@@ -6,16 +6,11 @@ ingest and portal run for real on loopback."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
-import os
-import shutil
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
-import uvicorn
 
 from billing import statements
 from billing.consumer import Ingest
@@ -25,41 +20,14 @@ from clickmint.embedded import pick_port
 from kernel.env import Env
 from kernel.settings import Settings
 from portal.app import build
+from tests.browser.kit import ARGS, CHROMIUM, DESKTOP_UA, serve
 from tests.portal.kit import PASSWORD, add_user, portal_settings
 from tracker.app import TrackerApp
 from tracker.settings import TrackerSettings
 
-CHROMIUM = os.environ.get("CLICKMINT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium); .ci/run installs it"
 )
-# A desktop browser's user agent: headless Chromium's own says HeadlessChrome, which the tracker counts as a bot.
-DESKTOP_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Any, port: int) -> AsyncIterator[None]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def seed(db: asyncpg.Connection, portal_port: int) -> dict[str, Any]:
@@ -119,7 +87,7 @@ async def test_partner_and_operator_in_chromium(settings: Settings, db: asyncpg.
     from playwright.async_api import async_playwright
 
     tracker_port, portal_port = pick_port(0), pick_port(0)
-    await seed(db, portal_port)
+    seeded = await seed(db, portal_port)
     core = Settings(**{**settings.__dict__, "tracker_port": tracker_port, "portal_port": portal_port})
     tracker = TrackerApp(TrackerSettings.from_env(Env({"CLICKMINT_METRICS_PORT": "0"}), core=core))
     portal = build(portal_settings(core, CLICKMINT_TRACKER_PUBLIC_URL=f"http://127.0.0.1:{tracker_port}"))
@@ -190,11 +158,29 @@ async def test_partner_and_operator_in_chromium(settings: Settings, db: asyncpg.
             await ops.fill("#new-offer input[name=name]", "Partners-only winter sale")
             await ops.fill("#new-offer input[name=destination_url]", "https://sunny.example/winter?c={click_id}")
             await ops.select_option("#new-offer select[name=visibility]", "partners")
-            await ops.fill("#new-offer textarea[name=fee_plan]", '{"cps_percent": "12"}')
-            await ops.fill("#new-offer textarea[name=caps]", '{"per_partner": {"clicks": {"daily": 5}}}')
+            await ops.check("#new-offer input[name=m_cps]")
+            await ops.fill("#new-offer input[name=cps_percent]", "12")
+            await ops.fill("#new-offer input[name=cap_partner_clicks_daily]", "5")
             await ops.click("#new-offer button[type=submit]")
             await ops.wait_for_url(f"{portal_url}/admin/offers?notice=*")
             assert "Offer Partners-only winter sale created." in await ops.inner_text(".notice")
+
+            # The integration page's test reaches the real tracker, signed with the offer's secret; nothing recorded.
+            await ops.goto(f"{portal_url}/admin/offers/{seeded['offer']}/integration")
+            await ops.click("button[value=test]")
+            notice = await ops.inner_text(".notice")
+            assert notice.startswith("Test passed: the tracker accepted the signature"), notice
+            await ops.goto(f"{portal_url}/admin/offers/{seeded['offer']}/integration")
+            await ops.click("button[value=rotate]")
+            # The tracker learns the new secret through the config version: the test passes with it shortly.
+            for _ in range(50):
+                await ops.goto(f"{portal_url}/admin/offers/{seeded['offer']}/integration")
+                await ops.click("button[value=test]")
+                notice = await ops.inner_text(".notice")
+                if notice.startswith("Test passed"):
+                    break
+                await asyncio.sleep(0.2)
+            assert notice.startswith("Test passed"), notice
 
             await page.goto(f"{portal_url}/offers")
             offers = await page.inner_text("#offers")

@@ -14,11 +14,11 @@ import redis.asyncio as aioredis
 from kernel.env import Env
 from kernel.events import decode
 from kernel.settings import Settings
+from kernel.signature import sign
 from tests.contract import check_entry
 from tests.helpers import METRICS_AUTH, TRACKER_TEST_ENV
 from tracker.app import TrackerApp, signer_for
 from tracker.clickids import ClickIdSigner, derive_key
-from tracker.conversions import sign
 from tracker.settings import TrackerSettings
 
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"

@@ -9,6 +9,7 @@ import asyncio
 import csv
 import datetime as dt
 import io
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -34,6 +35,27 @@ async def _stats(portal: httpx.AsyncClient, group: str, since: str = "2025-03-01
     response = await portal.get(f"/api/v1/partner/stats?group={group}&from={since}&to={until}")
     assert response.status_code == 200, response.text
     return response.json()
+
+
+async def _dashboard(portal: httpx.AsyncClient, since: str, until: str) -> dict[str, str]:
+    """The partner dashboard's USD cards for a custom range, and its statements page's total for that month."""
+    page = await portal.get(f"/dashboard?range=custom&from={since}&to={until}")
+    assert page.status_code == 200, page.text
+
+    def card(attribute: str, name: str) -> str:
+        found = re.search(rf'{attribute}="{name}">([^<]*)<', page.text)
+        assert found, name
+        return found.group(1)
+
+    listing = (await portal.get("/statements")).text
+    return {
+        **{m: card("data-metric", m) for m in ("earned", "aov", "commission_approved", "commission_reversed")},
+        "commission_paid": card("data-metric", "commission_paid"),
+        "balance_approved": card("data-balance-metric", "approved"),
+        "balance_paid": card("data-balance-metric", "paid"),
+        "period": re.search(r"Showing <strong>([^<]*)</strong>", page.text).group(1),
+        "statement": re.search(r'<td class="num">([^<]*USD)</td>', listing).group(1),
+    }
 
 
 def _money(stats: Any) -> dict[str, dict[str, Any]]:
@@ -83,6 +105,12 @@ async def test_reversals_show_and_approved_less_reversed_is_the_statement(settin
             ("cps", "19.65", False),
             ("reversal:cps", "-0.05", False),  # a reversal in the month of its sale is no adjustment
         ]
+        # The dashboard's cards for the settled month say the same, as money: earned is the statement's total.
+        cards = await _dashboard(portal, "2025-03-01", "2025-03-31")
+        assert cards["earned"] == cards["statement"] == "19.60 USD"
+        assert (cards["commission_approved"], cards["commission_reversed"]) == ("19.65 USD", "0.05 USD")
+        assert cards["balance_approved"] == "19.60 USD" and cards["balance_paid"] == "0.00 USD"
+        assert cards["aov"] == "196.50 USD" and cards["period"] == "March 2025"
         await db.execute("UPDATE statements SET status = 'paid', paid_at = now()")
         paid = _money(await _stats(portal, "period"))["USD"]
         assert (paid["commission_approved"], paid["commission_reversed"], paid["commission_paid"]) == (
@@ -90,6 +118,9 @@ async def test_reversals_show_and_approved_less_reversed_is_the_statement(settin
             "0.00",
             "19.60",
         )
+        cards = await _dashboard(portal, "2025-03-01", "2025-03-31")
+        assert (cards["earned"], cards["commission_paid"], cards["balance_paid"]) == ("19.60 USD",) * 3
+        assert cards["balance_approved"] == "0.00 USD"
 
 
 async def test_reversals_round_as_the_merchant_rounds(settings: Settings, db: asyncpg.Connection) -> None:

@@ -45,6 +45,7 @@ def partner_targets(w: World) -> dict[str, int]:
         "partner_id": w.b_partner,
         "merchant_id": w.other_merchant_id,
         "invitation_id": w.ids["m_invitation"],
+        "creative_id": w.ids["b_creative"],
     }
 
 
@@ -59,6 +60,9 @@ def partner_bodies(w: World) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/links"): {"offer_id": str(w.ids["private_offer"])},
         ("POST", "/prices"): {"merchant_id": str(w.other_merchant_id), "sku": "BBB-SKU", "retail": "9.99"},
         ("POST", "/postbacks"): {"delete": str(w.ids["b_postback"])},
+        ("POST", "/offers"): {"merchant": "bbb-only"},  # applying is acting on its own account
+        ("POST", "/profile"): {"name": "Alice"},
+        ("POST", "/notifications"): {},
     }
 
 
@@ -182,6 +186,7 @@ def operator_targets(w: World) -> dict[str, int]:
         "partner_id": w.a_partner,
         "merchant_id": w.merchant_id,
         "invitation_id": w.ids["m_invitation"],
+        "creative_id": w.ids["b_creative"],  # only a partner page names one: an operator gets 404 whatever the id
     }
 
 

@@ -62,16 +62,35 @@ async def test_partner_forms_create_links_and_prices(db, settings):
         await login(client, "alice@p.example")
         offers = await client.get("/offers")
         csrf = token(offers.text)
-        made = await client.post("/links", data={"offer_id": str(w.ids["public_offer"]), "csrf_token": csrf})
-        assert made.status_code == 303
+        # "Get a link" on an offer that already has one goes to that link: one link per offer, no duplicates.
+        again = await client.post("/links", data={"offer_id": str(w.ids["public_offer"]), "csrf_token": csrf})
+        assert again.status_code == 303 and again.headers["location"].endswith(f"#link-{w.ids['a_link']}")
+        elsewhere = await client.post("/links", data={"offer_id": str(w.ids["b_only_offer"]), "csrf_token": csrf})
+        assert (
+            elsewhere.status_code == 404
+            and "There is a problem" in elsewhere.text
+            and "no such offer" in elsewhere.text
+        )
         links = await client.get("/links")
-        assert links.text.count('class="click-url"') == 2
+        assert links.text.count('class="click-url"') == 1
+        assert await db.fetchval("SELECT count(*) FROM links WHERE partner_id = $1", w.a_partner) == 1
+        # The builder keeps its inputs and shows the result on top, with copy buttons and a QR code.
         built = await client.get(f"/links?link={w.ids['a_link']}&sub1=x&url=https%3A%2F%2Fshop.example%2Fa")
         assert "sub1=x&amp;url=https%3A%2F%2Fshop.example%2Fa" in built.text
+        assert built.text.index('id="built"') < built.text.index('id="f-link"')
+        assert 'id="f-sub1" name="sub1" type="text" value="x"' in built.text
+        assert 'data-copy="built"' in built.text and 'class="qr"' in built.text
+        refused = await client.get(f"/links?link={w.ids['a_link']}&sub2=keep&url=https%3A%2F%2Fevil.example%2F")
+        assert refused.status_code == 200 and "There is a problem" in refused.text
+        assert 'id="f-url-error"' in refused.text and 'aria-invalid="true"' in refused.text
+        assert 'value="keep"' in refused.text and 'value="https://evil.example/"' in refused.text
         below = await client.post(
             "/prices", data={"merchant_id": str(w.merchant_id), "sku": "MUG-1", "retail": "8.00", "csrf_token": csrf}
         )
         assert below.status_code == 400 and "at least the wholesale price" in below.text
+        # The same page comes back, the typed price kept and the message beside its field.
+        assert "Your store prices" in below.text and "There is a problem" in below.text
+        assert 'aria-invalid="true"' in below.text and 'value="8.00"' in below.text
         ok = await client.post(
             "/prices", data={"merchant_id": str(w.merchant_id), "sku": "MUG-1", "retail": "12.00", "csrf_token": csrf}
         )
@@ -173,3 +192,66 @@ async def test_operator_pages_for_links_banners_products_and_rates(db, settings)
         )
         assert rate.status_code == 303 and "1.08" in (await client.get("/admin/rates")).text
     assert await db.fetchval("SELECT count(*) FROM creatives") == 2  # the world's and the upload
+
+
+async def test_marketplace_listing_and_notifications(db, settings):
+    w = await world(db)
+    async with portal_client(settings) as ops, portal_client(settings) as other, portal_client(settings) as alice:
+        csrf = await login(ops, "ops@shop-m.example")
+        other_csrf = await login(other, "ops@bbb.example")
+        await login(alice, "alice@p.example")
+        assert "Shop M" not in (await alice.get("/offers")).text.split('id="marketplace"')[1]  # not listed yet
+        listing = {"action": "listing", "merchant_id": str(w.merchant_id), "listed": "true"}
+        refused = await other.post("/admin/partners", data={**listing, "csrf_token": other_csrf})
+        assert refused.status_code == 404  # another merchant's operator cannot list M
+        assert await db.fetchval("SELECT listed FROM merchants WHERE id = $1", w.merchant_id) is False
+        listed = await ops.post("/admin/partners", data={**listing, "csrf_token": csrf})
+        assert listed.status_code == 303 and await db.fetchval(
+            "SELECT listed FROM merchants WHERE id = $1", w.merchant_id
+        )
+        market = (await alice.get("/offers")).text.split('id="marketplace"')[1]
+        assert "Shop M" in market and "You are in" in market and "BBB_SECRET" not in market
+
+        # A new offer open to the programme: each approved partner is told on the portal and by mail.
+        made = await ops.post(
+            "/admin/offers",
+            data={
+                "csrf_token": csrf,
+                "name": "Spring sale",
+                "destination_url": "https://shop.example/spring?c={click_id}",
+                "m_cps": "true",
+                "cps_percent": "6",
+                "hold_days": "7",
+                "window_days": "30",
+            },
+        )
+        assert made.status_code == 303, made.text
+        page = (await alice.get("/notifications")).text
+        assert "New offer from Shop M: Spring sale." in page
+        mails = await db.fetch("SELECT subject FROM outbox WHERE to_email = 'alice@p.example'")
+        assert [m["subject"] for m in mails] == ["New offer from Shop M: Spring sale."]
+        marked = await alice.post("/notifications", data={"csrf_token": token(page)})
+        assert marked.status_code == 303
+        assert (
+            await db.fetchval(
+                "SELECT count(*) FROM notifications WHERE read_at IS NULL AND partner_id = $1", w.a_partner
+            )
+            == 0
+        )
+
+
+async def test_report_csv_is_the_table_and_safe_in_a_spreadsheet(db, settings):
+    w = await world(db)
+    await db.execute("UPDATE partners SET name = '=HYPERLINK(\"https://evil.example\")' WHERE id = $1", w.b_partner)
+    async with portal_client(settings) as ops:
+        await login(ops, "ops@shop-m.example")
+        page = await ops.get("/admin?range=7d")
+        assert page.status_code == 200 and 'id="totals"' in page.text
+        csv_text = (await ops.get("/admin?range=7d&format=csv")).text
+        header, row = csv_text.splitlines()
+        columns = "partner,offer,views,clicks,unique_clicks,bots,actions,currency,sales,sales_amount,"
+        assert header == columns + "pending,approved,reversed,paid"
+        # The name a partner typed goes out as text, not a formula; 7 clicks, as the table says.
+        assert row.startswith('"\'=HYPERLINK(""https://evil.example"")') and ",7,0,0,0," in row
+        bad = await ops.get("/admin?range=custom&from=2026-05-02&to=2026-05-01")
+        assert bad.status_code == 200 and 'id="f-from-error"' in bad.text  # the range's refusal beside its field

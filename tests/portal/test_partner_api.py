@@ -83,7 +83,12 @@ async def test_offers_open_to_the_partner_include_partner_only_upcoming_sales(db
         w.merchant_id,
     )
     await db.execute(
-        'INSERT INTO offer_partner_plans (offer_id, partner_id, fee_plan) VALUES ($1, $2, \'{"cps_percent": "12"}\')',
+        """UPDATE offers SET fee_plan = '{"cps_percent": "8", "cpc": 5, "cpm": 150}' WHERE id = $1""",
+        w.ids["public_offer"],
+    )
+    await db.execute(
+        """INSERT INTO offer_partner_plans (offer_id, partner_id, fee_plan)
+           VALUES ($1, $2, '{"cps_percent": "12", "cpm": null}')""",
         w.ids["public_offer"],
         w.a_partner,
     )
@@ -92,7 +97,8 @@ async def test_offers_open_to_the_partner_include_partner_only_upcoming_sales(db
         offers = {o["id"]: o for o in (await client.get("/api/v1/partner/offers")).json()["offers"]}
         assert set(offers) == {w.ids["public_offer"], upcoming}
         assert offers[upcoming]["upcoming"] is True and offers[upcoming]["visibility"] == "partners"
-        assert offers[w.ids["public_offer"]]["fee_plan"] == {"cps_percent": "12"}  # its own override, nobody else's
+        # Its own terms, as billing pays them: the override's keys replace the offer's, a null removes one.
+        assert offers[w.ids["public_offer"]]["fee_plan"] == {"cps_percent": "12", "cpc": 5}
         assert (await client.get(f"/api/v1/partner/offers/{ended}")).status_code == 404
         await db.execute("UPDATE partner_programmes SET status = 'suspended' WHERE partner_id = $1", w.a_partner)
         assert (await client.get("/api/v1/partner/offers")).json()["offers"] == []

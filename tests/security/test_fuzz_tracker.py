@@ -26,11 +26,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kernel.settings import Settings
+from kernel.signature import sign
 from tests.conftest import TEST_SECRET, Servers
 from tests.factories import Programme, programme
 from tests.http.tracker_client import Tracker, running
 from tracker.app import signer_for
-from tracker.conversions import sign
 
 pytestmark = pytest.mark.timeout(120)
 T = TypeVar("T")

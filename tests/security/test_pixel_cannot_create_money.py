@@ -17,10 +17,10 @@ import orjson
 
 from billing.settle import settle
 from kernel.settings import Settings
+from kernel.signature import sign
 from tests.factories import programme
 from tests.portal.kit import PASSWORD, add_user
 from tests.security.live import Live, live, until
-from tracker.conversions import sign
 
 
 async def _click(client: httpx.AsyncClient, lv: Live, code: str, who: str = "visitor") -> str:

@@ -15,10 +15,10 @@ import orjson
 import pytest
 
 from kernel.settings import Settings
+from kernel.signature import sign
 from tests.factories import programme
 from tests.portal.kit import add_user, world
 from tests.security.live import Target, live, until
-from tracker.conversions import sign
 
 LOOPBACK_ALLOWED = {"CLICKMINT_EGRESS_ALLOW_LOOPBACK": "true", "CLICKMINT_EGRESS_PORTS": "any"}
 DELIVERING = {"CLICKMINT_DELIVER_POSTBACKS": "true"}

@@ -1,0 +1,109 @@
+"""The partner's own account pages: profile and payout details, password change, the banners gallery (with each
+banner's image served to the partners it is open to), and notifications."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from starlette.responses import RedirectResponse, Response
+
+from portal import api_partner, auth, notifications, users, validate
+from portal import partner_data as pdata
+from portal.api import Ctx
+from portal.api_auth import is_https, session_cookie
+from portal.errors import ApiError, invalid
+from portal.pages import back, show
+
+PROFILE = {
+    "name": (validate.text(1, 200), True),
+    "website": (validate.url, False),
+    "payout_details": (validate.text(1, 500), False),
+}
+
+
+async def profile_page(ctx: Ctx, form: Any) -> Response:
+    """Name, website and payout details; a password change (the current password first) on the same page."""
+    if form is not None and form.get("form") == "password":
+        return await _change_password(ctx, form)
+    if form is not None:
+        form = {k: v.strip() for k, v in form.items() if k != "form" and isinstance(v, str)}
+        values = await ctx.fields({k: v for k, v in form.items() if v != "" or k == "name"}, PROFILE)
+        await ctx.conn.execute(
+            "UPDATE partners SET name = $2, website = $3, payout_details = $4 WHERE id = $1",
+            ctx.partner_id,
+            values["name"],
+            values.get("website"),
+            values.get("payout_details"),
+        )
+        return back("/profile", "Profile saved.")
+    row = await ctx.conn.fetchrow(
+        "SELECT name, email, website, payout_details, currency, min_payout_minor FROM partners WHERE id = $1",
+        ctx.partner_id,
+    )
+    return await show(ctx, "profile.html", partner=dict(row))
+
+
+async def _change_password(ctx: Ctx, form: dict[str, Any]) -> Response:
+    current, new, again = (str(form.get(k, "")) for k in ("current_password", "new_password", "confirm_password"))
+    limiter, settings = ctx.portal.limiter, ctx.portal.settings
+    await limiter.hit("login", ctx.who.email, settings.login_per_minute)
+    if await users.authenticate(ctx.conn, ctx.who.email, current) != ctx.who.user_id:
+        raise invalid("current_password", "is not your current password")
+    if new != again:
+        raise invalid("confirm_password", "does not match the new password")
+    try:
+        await users.set_password(ctx.conn, ctx.who.user_id, new)
+    except ApiError as exc:
+        raise invalid("new_password", exc.detail.removeprefix("password: ")) from exc
+    # Every session ends with a new password; this browser gets a fresh one.
+    token, _ = await auth.start_session(ctx.conn, ctx.who.user_id, settings.session_hours, None)
+    response = RedirectResponse("/profile?notice=" + quote("Password changed; other sessions were signed out."), 303)
+    session_cookie(response, settings, is_https(ctx.request, settings), token)
+    return response
+
+
+async def creatives_page(ctx: Ctx, form: Any) -> Response:
+    """Every banner of the offers open to the partner: preview, size, its link's snippet and QR code."""
+    tracker = ctx.portal.settings.tracker_url
+    banners = await pdata.creatives(ctx.conn, ctx.partner_id)
+    links = {(lk["offer_id"], lk.get("creative_id")): lk for lk in await _links_with_creatives(ctx, tracker)}
+    offers = {o["id"]: o["name"] for o in await pdata.offers(ctx.conn, ctx.partner_id, api_partner.counters(ctx))}
+    for banner in banners:
+        banner["offer"] = offers.get(banner["offer_id"], "")
+        banner["link"] = links.get((banner["offer_id"], banner["id"]))
+    return await show(ctx, "creatives.html", banners=banners)
+
+
+async def _links_with_creatives(ctx: Ctx, tracker: str) -> list[dict[str, Any]]:
+    rows = await ctx.conn.fetch("SELECT id, creative_id FROM links WHERE partner_id = $1", ctx.partner_id)
+    creative_of = {r["id"]: r["creative_id"] for r in rows}
+    out = []
+    for link in await pdata.links(ctx.conn, ctx.partner_id, tracker):
+        out.append({**link, "creative_id": creative_of.get(link["id"])})
+    return out
+
+
+async def creative_image(ctx: Ctx, form: Any) -> Response:
+    """A banner's image, only for a partner an offer of it is open to (else 404, like another tenant's)."""
+    creative_id = ctx.path_int("creative_id")
+    open_ids = {c["id"] for c in await pdata.creatives(ctx.conn, ctx.partner_id)}
+    if creative_id not in open_ids:
+        raise ApiError(404, "not_found", "no such creative")
+    row = await ctx.conn.fetchrow("SELECT content_type, body FROM creatives WHERE id = $1", creative_id)
+    return Response(
+        bytes(row["body"]),
+        media_type=row["content_type"],
+        headers={
+            "Cache-Control": "private, max-age=300",
+            # An SVG banner opened on its own runs nothing on the portal's origin.
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+        },
+    )
+
+
+async def notifications_page(ctx: Ctx, form: Any) -> Response:
+    if form is not None:
+        await notifications.mark_read(ctx.conn, ctx.partner_id)
+        return back("/notifications", "All marked as read.")
+    return await show(ctx, "notifications.html", items=await notifications.latest(ctx.conn, ctx.partner_id, 100))
