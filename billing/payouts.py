@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import orjson
 
 from billing import payout_files
 from billing.payout_files import Payer, Payment
@@ -20,6 +21,16 @@ from billing.sealed import Sealer
 from billing.statements import month_bounds
 
 FORMATS = ("sepa", "paypal")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts, for the audit log: a portal user, or the command line (no user id)."""
+
+    email: str
+    user_id: int | None = None
+
+
 # Why a statement of the period is not in the batch (machine-readable code -> words).
 REASONS = {
     "not_closed": "the statement is still open",
@@ -75,6 +86,22 @@ class Batch:
         }
 
 
+async def _audit(
+    conn: asyncpg.Connection, actor: Actor, merchant_id: int, action: str, batch_id: str, detail: dict[str, Any]
+) -> None:
+    """An audit row in the transaction that made the change (the portal's log: who, what, when)."""
+    await conn.execute(
+        """INSERT INTO audit_log (actor_user_id, actor_email, merchant_id, action, object_type, object_id, detail)
+           VALUES ($1, $2, $3, $4, 'payout_batch', $5, $6)""",
+        actor.user_id,
+        actor.email,
+        merchant_id,
+        action,
+        batch_id,
+        orjson.dumps(detail).decode(),
+    )
+
+
 def sealed_where(merchant_id: int, partner_id: int, name: str) -> str:
     """The associated data a payout detail is sealed with: it opens only on its own row."""
     return f"payout_details:{merchant_id}:{partner_id}:{name}"
@@ -122,7 +149,7 @@ async def export(
     period: str,
     fmt: str,
     *,
-    actor: str,
+    actor: Actor,
     schema: str | None = None,
     currency: str | None = None,
     now: dt.datetime | None = None,
@@ -214,12 +241,20 @@ async def export(
             total,
             sealer.seal(data, _batch_where(batch_id)),
             hashlib.sha256(data).hexdigest(),
-            actor,
+            actor.email,
             now,
         )
         await conn.executemany(
             "INSERT INTO payout_batch_items (batch_id, statement_id, amount_minor) VALUES ($1, $2, $3)",
             [(batch_id, row["id"], row["total_minor"]) for row in chosen],
+        )
+        await _audit(
+            conn,
+            actor,
+            merchant_id,
+            "create_payout_batch",
+            batch_id,
+            {"count": len(payments), "total_minor": total, "currency": currency, "format": fmt, "schema": schema},
         )
         return Batch(
             batch_id,
@@ -304,12 +339,17 @@ async def _close(conn: asyncpg.Connection, batch_id: str, merchant_id: int | Non
 
 
 async def mark_paid(
-    conn: asyncpg.Connection, batch_id: str, merchant_id: int | None = None, now: dt.datetime | None = None
+    conn: asyncpg.Connection,
+    batch_id: str,
+    actor: Actor,
+    merchant_id: int | None = None,
+    now: dt.datetime | None = None,
 ) -> list[str]:
-    """Every statement of the batch paid, and the batch closed, in one transaction; the numbers paid."""
+    """Every statement of the batch paid, and the batch closed, in one transaction; the numbers paid.
+    `merchant_id`: only that merchant's batch (another's is not found)."""
     now = now or dt.datetime.now(dt.UTC)
     async with conn.transaction():
-        await _close(conn, batch_id, merchant_id)
+        batch = await _close(conn, batch_id, merchant_id)
         rows = await conn.fetch(
             """SELECT s.id, s.number, s.status FROM payout_batch_items i JOIN statements s ON s.id = i.statement_id
                WHERE i.batch_id = $1 ORDER BY s.id FOR UPDATE OF s""",
@@ -325,16 +365,23 @@ async def mark_paid(
         )
         await conn.execute("UPDATE payout_batch_items SET open = false WHERE batch_id = $1", batch_id)
         await conn.execute("UPDATE payout_batches SET status = 'paid', closed_at = $2 WHERE id = $1", batch_id, now)
-        return [r["number"] for r in rows]
+        paid = [r["number"] for r in rows]
+        await _audit(conn, actor, batch["merchant_id"], "pay_payout_batch", batch_id, {"paid": paid})
+        return paid
 
 
 async def cancel(
-    conn: asyncpg.Connection, batch_id: str, merchant_id: int | None = None, now: dt.datetime | None = None
+    conn: asyncpg.Connection,
+    batch_id: str,
+    actor: Actor,
+    merchant_id: int | None = None,
+    now: dt.datetime | None = None,
 ) -> None:
     """Give up an open batch (the file was never sent): its statements may go into another."""
     now = now or dt.datetime.now(dt.UTC)
     async with conn.transaction():
-        await _close(conn, batch_id, merchant_id)
+        batch = await _close(conn, batch_id, merchant_id)
+        await _audit(conn, actor, batch["merchant_id"], "cancel_payout_batch", batch_id, {})
         await conn.execute("UPDATE payout_batch_items SET open = false WHERE batch_id = $1", batch_id)
         await conn.execute(
             "UPDATE payout_batches SET status = 'cancelled', closed_at = $2 WHERE id = $1", batch_id, now

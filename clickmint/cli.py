@@ -272,6 +272,20 @@ def cmd_statement(args: argparse.Namespace) -> int:
     return _with_database(action)
 
 
+def cmd_payouts(args: argparse.Namespace) -> int:
+    """Payout batches: export (SEPA pain.001 or PayPal CSV), file, paid, cancel, list (billing/payout_cli.py)."""
+    from billing import payout_cli
+
+    secret_key = Settings.from_env().secret_key
+    return _with_database(lambda conn: payout_cli.run(args, conn, secret_key))
+
+
+def _payouts_args(parser: argparse.ArgumentParser) -> None:
+    from billing.payout_cli import add_args
+
+    add_args(parser)
+
+
 def cmd_retention(args: argparse.Namespace) -> int:
     """Drop raw event days older than CLICKMINT_RETENTION_DAYS that are final; print each decision."""
     from dataclasses import replace
@@ -379,6 +393,7 @@ COMMANDS: dict[
         "show, export (csv, pdf, or the events of each line: detail) or mark paid a statement",
         _statement_args,
     ),
+    "payouts": (cmd_payouts, "payout batches: SEPA or PayPal files of a month's payable statements", _payouts_args),
     "retention": (cmd_retention, "drop raw event days past CLICKMINT_RETENTION_DAYS once final", _retention_args),
     "admin": (cmd_admin, "merchants, offers, partners, links, products, rates, users, API keys, audit", _admin_args),
     "purge": (cmd_purge, "erase a customer's or a partner's personal data (privacy request)", _purge_args),

@@ -14,7 +14,7 @@ from billing.sealed import Sealer
 from portal import payout_data, validate
 from portal.api import Ctx, Endpoint, json_response
 from portal.errors import ApiError, invalid, not_found
-from portal.operator_data import audit, scope_merchant
+from portal.operator_data import scope_merchant
 
 DETAILS = {
     "legal_name": (validate.text(1, 200), True),
@@ -58,6 +58,10 @@ NEW_BATCH = {
 
 def _sealer(ctx: Ctx) -> Sealer:
     return Sealer(ctx.portal.settings.core.secret_key)
+
+
+def _actor(ctx: Ctx) -> payouts.Actor:
+    return payouts.Actor(ctx.who.email, ctx.who.user_id or None)
 
 
 def _refused(exc: payouts.PayoutError) -> ApiError:
@@ -133,7 +137,7 @@ async def create_batch(ctx: Ctx) -> Any:
             merchant_id,
             values["period"],
             values["format"],
-            actor=ctx.who.email,
+            actor=_actor(ctx),
             schema=values.get("schema"),
             currency=values.get("currency"),
             execution=values.get("execution_date"),
@@ -142,16 +146,6 @@ async def create_batch(ctx: Ctx) -> Any:
         if exc.code == "nothing_to_pay":  # not an error: the answer says why each statement is not payable
             return json_response({"batch": None, "detail": exc.detail, "left_out": exc.left_out})
         raise _refused(exc) from exc
-    if not batch.reused:
-        await audit(
-            ctx.conn,
-            ctx.who,
-            merchant_id,
-            "create_payout_batch",
-            "payout_batch",
-            batch.id,
-            {"count": batch.count, "total_minor": batch.total_minor, "currency": batch.currency},
-        )
     return {"batch": batch.summary(), "left_out": batch.left_out}
 
 
@@ -171,10 +165,7 @@ async def batch_file(ctx: Ctx) -> Response:
 async def pay_batch(ctx: Ctx) -> Any:
     batch_id = ctx.request.path_params["batch_id"]
     try:
-        async with ctx.conn.transaction():
-            merchant_id = await ctx.conn.fetchval("SELECT merchant_id FROM payout_batches WHERE id = $1", batch_id)
-            paid = await payouts.mark_paid(ctx.conn, batch_id, ctx.who.merchant_scope())
-            await audit(ctx.conn, ctx.who, merchant_id, "pay_payout_batch", "payout_batch", batch_id, {"paid": paid})
+        paid = await payouts.mark_paid(ctx.conn, batch_id, _actor(ctx), ctx.who.merchant_scope())
     except payouts.PayoutError as exc:
         raise _refused(exc) from exc
     return {"id": batch_id, "status": "paid", "statements": paid}
@@ -183,10 +174,7 @@ async def pay_batch(ctx: Ctx) -> Any:
 async def cancel_batch(ctx: Ctx) -> Any:
     batch_id = ctx.request.path_params["batch_id"]
     try:
-        async with ctx.conn.transaction():
-            merchant_id = await ctx.conn.fetchval("SELECT merchant_id FROM payout_batches WHERE id = $1", batch_id)
-            await payouts.cancel(ctx.conn, batch_id, ctx.who.merchant_scope())
-            await audit(ctx.conn, ctx.who, merchant_id, "cancel_payout_batch", "payout_batch", batch_id, {})
+        await payouts.cancel(ctx.conn, batch_id, _actor(ctx), ctx.who.merchant_scope())
     except payouts.PayoutError as exc:
         raise _refused(exc) from exc
     return {"id": batch_id, "status": "cancelled"}
