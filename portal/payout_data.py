@@ -50,6 +50,12 @@ async def _stored(conn: asyncpg.Connection, sealer: Sealer, merchant_id: int, pa
     return row, plain
 
 
+async def stored_secrets(conn: asyncpg.Connection, sealer: Sealer, merchant_id: int, partner_id: int) -> dict:
+    """The stored IBAN and VAT number in full (for a form that keeps them when left blank); never shown."""
+    _row, plain = await _stored(conn, sealer, merchant_id, partner_id)
+    return {"iban": plain["iban"], "vat_number": plain["vat_number"]} if plain else {}
+
+
 def _shown(merchant_id: int, partner_id: int, row: asyncpg.Record | None) -> dict[str, Any]:
     """The details as anyone sees them: IBAN and VAT number masked, never in full."""
     if row is None:

@@ -28,6 +28,7 @@ from portal.pages_partner import (
     statement_page,
     statements_page,
 )
+from portal.payout_pages import admin_payouts, my_details, my_programmes, partner_details
 
 
 def routes() -> list[Route]:
@@ -48,7 +49,11 @@ def routes() -> list[Route]:
         page("/postbacks", postbacks_page, "partner", ("GET", "POST")),
         page("/statements", statements_page, "partner"),
         page("/statements/{statement_id}", statement_page, "partner"),
+        page("/payout-details", my_programmes, "partner"),
+        page("/payout-details/{merchant_id}", my_details, "partner", ("GET", "POST")),
         page("/admin", admin_home, "operator"),
+        page("/admin/payouts", admin_payouts, "operator", ("GET", "POST")),
+        page("/admin/partners/{partner_id}/payout-details", partner_details, "operator", ("GET", "POST")),
         page("/admin/offers", admin_offers, "operator", ("GET", "POST")),
         page("/admin/partners", admin_partners, "operator", ("GET", "POST")),
         page("/admin/statements", admin_statements, "operator", ("GET", "POST")),

@@ -247,6 +247,7 @@ async def test_operator_of_another_merchant_never_reaches_merchant_m(db, setting
             "status": "suspended",
         },
         ("POST", "/admin/statements"): {"statement_id": str(w.ids["b_statement"]), "action": "close"},
+        ("POST", "/admin/payouts"): {"do": "paid", "batch": "PB-M"},
         ("POST", "/admin/links"): {"offer_id": str(w.ids["public_offer"]), "partner_id": str(w.a_partner)},
         ("POST", "/admin/creatives"): {"offer_id": str(w.ids["public_offer"]), "name": "b"},
         ("POST", "/admin/products"): {
