@@ -113,10 +113,12 @@ def _batch_where(batch_id: str) -> str:
 
 _CANDIDATES = """
 SELECT s.id, s.number, s.partner_id, s.currency, s.status, s.payable, s.total_minor,
+       s.total_minor + coalesce(inv.vat_minor, 0) AS pay_minor,
        d.method, d.legal_name, d.iban_sealed, d.bic, d.paypal_email,
        EXISTS (SELECT 1 FROM payout_batch_items i WHERE i.statement_id = s.id AND i.open) AS batched
 FROM statements s
 LEFT JOIN partner_payout_details d ON d.merchant_id = s.merchant_id AND d.partner_id = s.partner_id
+LEFT JOIN self_billed_invoices inv ON inv.statement_id = s.id  -- self-billed: the invoice's gross is paid
 WHERE s.merchant_id = $1 AND s.period_start = $2
 ORDER BY s.number
 FOR UPDATE OF s"""
@@ -246,7 +248,7 @@ async def export(
         )
         await conn.executemany(
             "INSERT INTO payout_batch_items (batch_id, statement_id, amount_minor) VALUES ($1, $2, $3)",
-            [(batch_id, row["id"], row["total_minor"]) for row in chosen],
+            [(batch_id, row["id"], row["pay_minor"]) for row in chosen],
         )
         await _audit(
             conn,
@@ -280,7 +282,7 @@ def _payment(sealer: Sealer, merchant_id: int, merchant_name: str, period: str, 
     return Payment(
         reference=row["number"],
         name=row["legal_name"],
-        amount_minor=row["total_minor"],
+        amount_minor=row["pay_minor"],
         currency=row["currency"],
         note=f"{merchant_name} commission {month}, statement {row['number']}",
         iban=iban,

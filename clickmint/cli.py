@@ -222,6 +222,7 @@ def cmd_settle(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from billing.metrics import record_run
+    from billing.sealed import Sealer
     from billing.settle import settle
 
     async def action(conn: asyncpg.Connection, redis_url: str) -> int:
@@ -231,7 +232,11 @@ def cmd_settle(args: argparse.Namespace) -> int:
         started = dt.datetime.now(dt.UTC)
         print(f"settling {args.period} ...", file=sys.stderr, flush=True)
         report = await settle(
-            conn, args.period, close=args.close, progress=lambda line: print(line, file=sys.stderr, flush=True)
+            conn,
+            args.period,
+            close=args.close,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+            sealer=Sealer(Settings.from_env().secret_key),  # self-billed invoices print partners' VAT numbers
         )
         await record_run(conn, "settle", started, report.seconds, {"period": args.period})  # billing metrics
         print(report.summary())
