@@ -243,3 +243,12 @@ async def test_the_command_line_exports_again_byte_for_byte_and_pays(settings: S
     code, _, err = await run_cli(env, "payouts", "export", "--merchant", "nope", "--period", PERIOD,
                                  "--format", "sepa", "-o", "-")  # fmt: skip
     assert code == 2 and "no merchant 'nope'" in err
+
+
+async def test_purging_a_partner_erases_its_payout_details(db, month):
+    from billing import privacy
+
+    report = await privacy.purge_partner(db, month["anna"], requested_by="ticket 1")
+    assert report.counts["payout_details"] == 1
+    assert await db.fetchval("SELECT count(*) FROM partner_payout_details WHERE partner_id = $1", month["anna"]) == 0
+    assert await db.fetchval("SELECT count(*) FROM partner_payout_details") == 4  # the others' stay
