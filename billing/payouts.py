@@ -161,7 +161,10 @@ async def export(
     payable but an open batch of the same month, format and schema exists, that batch is exported again."""
     if fmt not in FORMATS:
         raise PayoutError("invalid_format", f"format must be one of {', '.join(FORMATS)}")
-    start, _ = month_bounds(period)
+    try:
+        start, _ = month_bounds(period)
+    except (ValueError, OverflowError) as exc:
+        raise PayoutError("invalid_period", f"a period is a month written YYYY-MM, not {period!r}") from exc
     if fmt == "sepa":
         schema = schema or payout_files.DEFAULT_SEPA_SCHEMA
         if schema not in payout_files.SEPA_SCHEMAS:

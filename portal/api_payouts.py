@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from billing import payout_files, payouts
 from billing.sealed import Sealer
+from billing.statements import month_bounds
 from portal import payout_data, validate
 from portal.api import Ctx, Endpoint, json_response
 from portal.errors import ApiError, invalid, not_found
@@ -41,6 +42,10 @@ MERCHANT_SETTINGS = {
 def _period(name: str, value: Any) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", value.strip()):
         raise invalid(name, "must be a month written YYYY-MM")
+    try:
+        month_bounds(value.strip())  # year 0 and the like
+    except (ValueError, OverflowError) as exc:
+        raise invalid(name, "must be a month written YYYY-MM") from exc
     return value.strip()
 
 
@@ -233,11 +238,10 @@ ENDPOINTS = [
         create_batch,
         "Make a payout batch of a month's closed, payable, unpaid statements: format sepa (EUR statements of"
         " partners paid by SEPA; schema pain.001.001.09 by default or pain.001.001.03) or paypal (one currency,"
-        " default the merchant's). Answers {batch, left_out}: the batch (201) and every statement left out with its"
-        " reason code; when nothing new is payable, the open batch of that month and format again, or (200)"
-        " batch null",
+        " default the merchant's). Answers {batch, left_out}: the batch and every statement left out with its"
+        " reason code; when nothing new is payable, the open batch of that month and format again (reused: true),"
+        " or batch null",
         body=NEW_BATCH,
-        status=201,
     ),
     _o(
         "GET",
