@@ -118,7 +118,8 @@ def check(values: dict[str, Any]) -> PayoutDetails:
             bic = check_bic("bic", str(values["bic"]))
     else:
         email = str(values.get("paypal_email") or "").strip().lower()
-        if not _EMAIL.fullmatch(email) or len(email) > 254:
+        # Never a cell a spreadsheet would run as a formula: the PayPal file is CSV.
+        if not _EMAIL.fullmatch(email) or len(email) > 254 or email[0] in "=+-@":
             raise DetailError("paypal_email", "must be the e-mail address of the PayPal account")
     vat = None
     if values.get("vat_number"):

@@ -214,7 +214,7 @@ async def test_a_paypal_batch_has_paypals_columns(db, month):
             "20.00",
             "EUR",
             stmts[month["cleo"]]["number"],
-            f"Tienda commission November 2026, statement {stmts[month['cleo']]['number']}",
+            f"Commission from Tienda, November 2026, statement {stmts[month['cleo']]['number']}",
             "PAYPAL",
         ]
     ]

@@ -85,6 +85,7 @@ async def test_partner_sets_details_sealed_masked_audited_and_mailed(db, setting
         ({"vat_number": "FR40303265045"}, "vat_number"),  # a valid French number is not a German one
         ({"country": "Germany"}, "country"),
         ({"method": "paypal", "paypal_email": "not-an-address"}, "paypal_email"),
+        ({"method": "paypal", "paypal_email": "=cmd|x@evil.example"}, "paypal_email"),  # a formula in the CSV
         ({"method": "cash"}, "method"),
         ({"entity": "charity"}, "entity"),
     ],
