@@ -149,3 +149,49 @@ async def test_closing_without_the_key_issues_nothing_and_consumes_no_number(db)
     assert await db.fetchval("SELECT count(*) FROM invoice_sequences") == 0
     await settle(db, NOV, now=dt.datetime(2026, 12, 2, tzinfo=dt.UTC), close=True, sealer=SEALER)
     assert await db.fetchval("SELECT number FROM self_billed_invoices") == "SB-KEYLESS-000001"
+
+
+async def test_two_closes_at_once_take_consecutive_numbers(settings, db):
+    """Two transactions closing statements of the same merchant at the same time: the sequence row's lock makes
+    the second wait, so the numbers are 1 and 2, never the same one twice."""
+    import asyncio
+
+    m, offers = await _merchant(db, "busy", True)
+    ids = []
+    for name in ("Ann", "Ben"):
+        p = await _partner(db, m, offers, name, [])
+        ids.append(
+            await db.fetchval(
+                """INSERT INTO statements (number, merchant_id, partner_id, currency, period_start, period_end)
+                   VALUES ($1, $2, $3, 'EUR', '2026-11-01', '2026-12-01') RETURNING id""",
+                f"S-{name}",
+                m,
+                p,
+            )
+        )
+        await db.execute(
+            """INSERT INTO ledger_lines (source, kind, merchant_id, partner_id, offer_id, currency, amount_minor, basis,
+                                         occurred_at, statement_id)
+               VALUES ($1, 'cpa', $2, $3, $4, 'EUR', 1000, 'x', '2026-11-05', $5)""",
+            f"ev-{name}",
+            m,
+            p,
+            offers["EUR"],
+            ids[-1],
+        )
+    conns = [await asyncpg.connect(settings.database_url) for _ in ids]
+    try:
+        now = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
+
+        async def close(conn: asyncpg.Connection, sid: int) -> None:
+            async with conn.transaction():
+                await statements.close(conn, sid, now, SEALER)
+                await asyncio.sleep(0.2)  # hold the lock while the other one tries
+
+        await asyncio.gather(*(close(c, sid) for c, sid in zip(conns, ids, strict=True)))
+    finally:
+        for c in conns:
+            await c.close()
+    rows = await db.fetch("SELECT seq, number FROM self_billed_invoices ORDER BY seq")
+    assert [r["seq"] for r in rows] == [1, 2]
+    assert [r["number"] for r in rows] == ["SB-BUSY-000001", "SB-BUSY-000002"]

@@ -252,3 +252,19 @@ async def test_purging_a_partner_erases_its_payout_details(db, month):
     assert report.counts["payout_details"] == 1
     assert await db.fetchval("SELECT count(*) FROM partner_payout_details WHERE partner_id = $1", month["anna"]) == 0
     assert await db.fetchval("SELECT count(*) FROM partner_payout_details") == 4  # the others' stay
+
+
+async def test_two_exports_at_once_never_batch_a_statement_twice(settings: Settings, db, month):
+    import asyncio
+
+    conns = [await asyncpg.connect(settings.database_url) for _ in range(2)]
+    try:
+        results = await asyncio.gather(
+            *(payouts.export(c, Sealer(TEST_SECRET), month["merchant"], PERIOD, "sepa", actor=ACTOR) for c in conns)
+        )
+    finally:
+        for c in conns:
+            await c.close()
+    assert results[0].id == results[1].id  # the second waited, found nothing new, and exported the first again
+    assert {results[0].reused, results[1].reused} == {False, True}
+    assert await db.fetchval("SELECT count(*) FROM payout_batch_items") == 2
