@@ -240,6 +240,8 @@ async def test_the_command_line_exports_again_byte_for_byte_and_pays(settings: S
     assert code == 0 and "2 statements marked paid" in out
     code, _, err = await run_cli(env, "payouts", "paid", batch_id)
     assert code == 1 and "already paid" in err
+    code, out, err = await run_cli(env, "payouts", "list", "--merchant", "shop-es")
+    assert code == 0 and batch_id in out and "paid" in out and "133.46 EUR" in out
     code, _, err = await run_cli(env, "payouts", "export", "--merchant", "nope", "--period", PERIOD,
                                  "--format", "sepa", "-o", "-")  # fmt: skip
     assert code == 2 and "no merchant 'nope'" in err
