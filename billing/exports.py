@@ -9,15 +9,28 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from typing import Any
 
 from billing import exports_legacy
-from billing.statement_doc import LAYOUT, StatementDoc, StatementLine, period, safe_cell, sha256_hex, totals
+from billing.statement_doc import (
+    LAYOUT,
+    StatementDoc,
+    StatementLine,
+    invoice_notes,
+    invoice_parties,
+    invoice_totals,
+    period,
+    safe_cell,
+    sha256_hex,
+    totals,
+)
 from billing.statement_pdf import render as _render_pdf
 from kernel.money import format_amount
 
 __all__ = ["LAYOUT", "StatementDoc", "StatementLine", "safe_cell", "sha256_hex", "statement_csv", "statement_pdf"]
 
 HEADER = ("Date (UTC)", "Reference", "Kind", "Offer", "Description", "Quantity", "Rate", "Amount", "Adjustment")
+INVOICE_HEADER = ("Invoice line", "Net", "VAT rate", "VAT", "Gross")
 
 
 def statement_csv(doc: StatementDoc) -> bytes:
@@ -47,7 +60,34 @@ def statement_csv(doc: StatementDoc) -> bytes:
     writer.writerow([])
     for label, value in totals(doc):
         writer.writerow([label, value])
+    if doc.invoice is not None:  # only for a self-billing merchant: every other statement keeps its bytes
+        _invoice_csv(writer, doc)
     return out.getvalue().encode("utf-8")
+
+
+def _invoice_csv(writer: Any, doc: StatementDoc) -> None:
+    assert doc.invoice is not None
+    writer.writerow([])
+    for label, value in invoice_parties(doc):
+        writer.writerow([label, safe_cell(value)])
+    writer.writerow([])
+    writer.writerow(INVOICE_HEADER)
+    rate = f"{doc.invoice.rate}%" if doc.invoice.rule == "domestic" else doc.invoice.rule.replace("_", " ")
+    for line in doc.invoice.lines:
+        writer.writerow(
+            [
+                safe_cell(line.description),
+                format_amount(line.net_minor, doc.currency),
+                rate,
+                format_amount(line.vat_minor, doc.currency),
+                format_amount(line.net_minor + line.vat_minor, doc.currency),
+            ]
+        )
+    writer.writerow([])
+    for label, value in invoice_totals(doc):
+        writer.writerow([label, value])
+    for note in invoice_notes(doc):
+        writer.writerow([safe_cell(note)])
 
 
 def statement_pdf(doc: StatementDoc, compress: bool = True) -> bytes:

@@ -272,6 +272,10 @@ async def purge_partner(conn: asyncpg.Connection, partner_id: int, requested_by:
             )
         if await _exists(conn, "partner_postbacks"):
             await _purge_postbacks(conn, partner_id, counts)
+        if await _exists(conn, "partner_payout_details"):  # bank and tax details: issued invoices keep theirs
+            counts["payout_details"] = _rows(
+                await conn.execute("DELETE FROM partner_payout_details WHERE partner_id = $1", partner_id)
+            )
         kept = PARTNER_KEPT + (PARTNER_NAME_KEPT if keep_name else "")
         request_id = await _record(
             conn, "partner", f"partner:{partner_id}", stone, counts, kept, requested_by, partner_id=partner_id

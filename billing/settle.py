@@ -11,6 +11,7 @@ import asyncpg
 
 from billing import ledger, statements, traffic
 from billing.plans import load_terms
+from kernel.sealed import Sealer
 
 SETTLE_LOCK = 0x736574746C65  # "settle": one settle at a time per database
 
@@ -45,9 +46,11 @@ async def settle(
     now: dt.datetime | None = None,
     close: bool | None = None,
     progress: Callable[[str], None] | None = None,
+    sealer: Sealer | None = None,
 ) -> SettleReport:
     """Settle one month in one transaction. `close` defaults to: the period has ended. `progress` is
-    told each step as it ends (a long run is otherwise silent until it commits)."""
+    told each step as it ends (a long run is otherwise silent until it commits). `sealer` opens partners'
+    sealed VAT numbers for self-billed invoices (billing/invoices.py)."""
     started = time.perf_counter()
     step_started = started
 
@@ -81,7 +84,7 @@ async def settle(
         await statements.assign(conn, end, got)
         step(f"lines in statements: {got.assigned:,} (converted to the partner's currency: {got.converted:,})")
         if close:
-            await statements.close_period(conn, start, now, got)
+            await statements.close_period(conn, start, now, got, sealer)
             step(f"statements closed: {got.closed:,}")
     report.seconds = time.perf_counter() - started
     return report

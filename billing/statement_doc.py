@@ -5,8 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kernel.money import format_amount
+
+if TYPE_CHECKING:
+    from billing.invoices import InvoiceDoc
 
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP CSV injection);
 # the full-width forms too, since some spreadsheets fold them to ASCII.
@@ -46,6 +50,7 @@ class StatementDoc:
     merchant_address: str = ""
     partner_address: str = ""
     payment_terms: str = ""  # the merchant's own words; the minimum payout rule is always printed
+    invoice: InvoiceDoc | None = None  # a self-billing merchant's invoice for it; None: printed as before
 
     @property
     def subtotal_minor(self) -> int:
@@ -106,6 +111,37 @@ def totals(doc: StatementDoc) -> list[tuple[str, str]]:
         ("Minimum payout", format_amount(doc.min_payout_minor, money)),
         ("Payable", "yes" if doc.payable else "no, carried over"),
     ]
+
+
+SELF_BILLED = "Self-billed invoice: issued by the customer (the merchant) in the name and on behalf of the supplier."
+
+
+def invoice_parties(doc: StatementDoc) -> list[tuple[str, str]]:
+    """Both parties' legal details as the invoice prints them: the partner supplies, the merchant buys."""
+    assert doc.invoice is not None
+    p, m = doc.invoice.parties["partner"], doc.invoice.parties["merchant"]
+    rows = [("Self-billed invoice", doc.invoice.number)]
+    rows += [("Supplier (partner)", p["legal_name"]), ("Supplier address", p["address"])]
+    rows += [("Supplier country", p["country"]), ("Supplier VAT number", p["vat_number"] or "none")]
+    rows += [("Customer (merchant)", m["legal_name"]), ("Customer address", m["address"])]
+    rows += [("Customer country", m["country"]), ("Customer VAT number", m["vat_number"] or "none")]
+    return rows
+
+
+def invoice_totals(doc: StatementDoc) -> list[tuple[str, str]]:
+    inv, money = doc.invoice, doc.currency
+    assert inv is not None
+    rows = [
+        ("Net", format_amount(inv.net_minor, money)),
+        (f"VAT {inv.rate}%" if inv.rule == "domestic" else "VAT", format_amount(inv.vat_minor, money)),
+        ("Invoice total (paid)", format_amount(inv.gross_minor, money)),
+    ]
+    return rows
+
+
+def invoice_notes(doc: StatementDoc) -> list[str]:
+    assert doc.invoice is not None
+    return [SELF_BILLED] + ([doc.invoice.mention] if doc.invoice.mention else [])
 
 
 def latin1(text: str) -> str:

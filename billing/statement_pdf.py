@@ -8,7 +8,16 @@ import datetime as dt
 from fpdf import FPDF
 from fpdf.enums import WrapMode
 
-from billing.statement_doc import EPOCH, StatementDoc, latin1, period, totals
+from billing.statement_doc import (
+    EPOCH,
+    StatementDoc,
+    invoice_notes,
+    invoice_parties,
+    invoice_totals,
+    latin1,
+    period,
+    totals,
+)
 from kernel.money import format_amount
 
 _WIDTHS = (20, 17, 38, 83, 14, 18)  # date, kind, offer, description, quantity, amount: 190 mm
@@ -84,7 +93,54 @@ def render(doc: StatementDoc, compress: bool = True) -> bytes:
     for label, value in totals(doc):
         pdf.cell(160, 6, label, align="R")
         pdf.cell(30, 6, latin1(value), align="R", new_x="LMARGIN", new_y="NEXT")
+    if doc.invoice is not None:  # only for a self-billing merchant: every other statement keeps its bytes
+        _invoice(pdf, doc)
     return bytes(pdf.output())
+
+
+def _invoice(pdf: FPDF, doc: StatementDoc) -> None:
+    """The self-billed invoice: both parties' legal details, its lines with their VAT, totals, mentions."""
+    assert doc.invoice is not None
+    pdf.ln(6)
+    pdf.set_font("Helvetica", "B", 13)
+    pdf.multi_cell(0, 8, latin1(f"Self-billed invoice {doc.invoice.number}"), new_x="LMARGIN", new_y="NEXT")
+    for label, value in invoice_parties(doc)[1:]:
+        pdf.set_font("Helvetica", "B", 9)
+        pdf.cell(45, 5, label)
+        pdf.set_font("Helvetica", "", 9)
+        pdf.multi_cell(145, 5, latin1(value or "-"), new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(2)
+    pdf.set_font("Helvetica", "", 8)
+    rate = f"{doc.invoice.rate}%" if doc.invoice.rule == "domestic" else doc.invoice.rule.replace("_", " ")
+    with pdf.table(
+        col_widths=(100, 25, 20, 20, 25),
+        width=190,
+        text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT"),
+        wrapmode=WrapMode.WORD,
+        borders_layout="HORIZONTAL_LINES",
+        line_height=4,
+    ) as table:
+        heading = table.row()
+        for title in ("Invoice line", "Net", "VAT rate", "VAT", "Gross"):
+            heading.cell(title)
+        for line in doc.invoice.lines:
+            row = table.row()
+            for text in (
+                line.description,
+                format_amount(line.net_minor, doc.currency),
+                rate,
+                format_amount(line.vat_minor, doc.currency),
+                format_amount(line.net_minor + line.vat_minor, doc.currency),
+            ):
+                row.cell(latin1(text))
+    pdf.ln(3)
+    pdf.set_font("Helvetica", "B", 10)
+    for label, value in invoice_totals(doc):
+        pdf.cell(160, 6, latin1(label), align="R")
+        pdf.cell(30, 6, latin1(value), align="R", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", "", 9)
+    for note in invoice_notes(doc):
+        pdf.multi_cell(0, 5, latin1(note), new_x="LMARGIN", new_y="NEXT")
 
 
 def _parties(pdf: FPDF, doc: StatementDoc) -> None:

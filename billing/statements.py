@@ -18,8 +18,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-from billing import exports
+from billing import exports, invoices
 from kernel import money
+from kernel.sealed import Sealer
 
 
 class StatementError(ValueError):
@@ -253,27 +254,31 @@ async def _assign_late(conn: asyncpg.Connection, period_end: dt.date, report: St
 
 
 async def close_period(
-    conn: asyncpg.Connection, period_start: dt.date, now: dt.datetime, report: StatementReport
+    conn: asyncpg.Connection,
+    period_start: dt.date,
+    now: dt.datetime,
+    report: StatementReport,
+    sealer: Sealer | None = None,
 ) -> None:
     """Close every open statement of the period at once. Carry-over chains from earlier periods only (one
     statement per merchant, partner and currency per period), so no statement here feeds another."""
     ids = await conn.fetch(
         "SELECT id FROM statements WHERE period_start = $1 AND status = 'open' ORDER BY id FOR UPDATE", period_start
     )
-    report.closed += await _close(conn, [row["id"] for row in ids], now)
+    report.closed += await _close(conn, [row["id"] for row in ids], now, sealer)
 
 
-async def close(conn: asyncpg.Connection, statement_id: int, now: dt.datetime) -> None:
+async def close(conn: asyncpg.Connection, statement_id: int, now: dt.datetime, sealer: Sealer | None = None) -> None:
     """Fix the statement's totals and export hashes; the database refuses any later change."""
     status = await conn.fetchrow("SELECT number, status FROM statements WHERE id = $1 FOR UPDATE", statement_id)
     if status is None:
         raise StatementError(f"no statement {statement_id}")
     if status["status"] != "open":
         raise StatementError(f"statement {status['number']} is already {status['status']}")
-    await _close(conn, [statement_id], now)
+    await _close(conn, [statement_id], now, sealer)
 
 
-async def _close(conn: asyncpg.Connection, ids: list[int], now: dt.datetime) -> int:
+async def _close(conn: asyncpg.Connection, ids: list[int], now: dt.datetime, sealer: Sealer | None = None) -> int:
     """Close these open (and locked) statements in one UPDATE: carried in from the partner's last closed
     statement before it, total = carried in + lines, payable against the minimum payout (else all of it
     carries out), and what it prints of the parties (names, addresses, payment terms) and its layout fixed, so
@@ -316,6 +321,8 @@ async def _close(conn: asyncpg.Connection, ids: list[int], now: dt.datetime) -> 
         now,
         exports.LAYOUT,
     )
+    # A self-billing merchant's payable statements are also invoices, numbered in this transaction.
+    await invoices.issue(conn, ids, sealer)
     return int(result.split()[-1])
 
 
@@ -397,6 +404,7 @@ async def document(conn: asyncpg.Connection, statement_id: int) -> exports.State
         merchant_address=fixed("merchant_address"),
         partner_address=fixed("partner_address"),
         payment_terms=fixed("payment_terms"),
+        invoice=await invoices.document(conn, statement_id),
         lines=tuple(
             exports.StatementLine(
                 occurred_at=line["occurred_at"],

@@ -226,6 +226,7 @@ def cmd_settle(args: argparse.Namespace) -> int:
 
     from billing.metrics import record_run
     from billing.settle import settle
+    from kernel.sealed import Sealer
 
     async def action(conn: asyncpg.Connection, redis_url: str) -> int:
         note = await _ingest_backlog_note(redis_url, Settings.from_env())
@@ -234,7 +235,11 @@ def cmd_settle(args: argparse.Namespace) -> int:
         started = dt.datetime.now(dt.UTC)
         print(f"settling {args.period} ...", file=sys.stderr, flush=True)
         report = await settle(
-            conn, args.period, close=args.close, progress=lambda line: print(line, file=sys.stderr, flush=True)
+            conn,
+            args.period,
+            close=args.close,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+            sealer=Sealer(Settings.from_env().secret_key),  # self-billed invoices print partners' VAT numbers
         )
         await record_run(conn, "settle", started, report.seconds, {"period": args.period})  # billing metrics
         print(report.summary())
@@ -273,6 +278,20 @@ def cmd_statement(args: argparse.Namespace) -> int:
         return 0
 
     return _with_database(action)
+
+
+def cmd_payouts(args: argparse.Namespace) -> int:
+    """Payout batches: export (SEPA pain.001 or PayPal CSV), file, paid, cancel, list (billing/payout_cli.py)."""
+    from billing import payout_cli
+
+    secret_key = Settings.from_env().secret_key
+    return _with_database(lambda conn: payout_cli.run(args, conn, secret_key))
+
+
+def _payouts_args(parser: argparse.ArgumentParser) -> None:
+    from billing.payout_cli import add_args
+
+    add_args(parser)
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
@@ -382,6 +401,7 @@ COMMANDS: dict[
         "show, export (csv, pdf, or the events of each line: detail) or mark paid a statement",
         _statement_args,
     ),
+    "payouts": (cmd_payouts, "payout batches: SEPA or PayPal files of a month's payable statements", _payouts_args),
     "retention": (cmd_retention, "drop raw event days past CLICKMINT_RETENTION_DAYS once final", _retention_args),
     "admin": (cmd_admin, "merchants, offers, partners, links, products, rates, users, API keys, audit", _admin_args),
     "purge": (cmd_purge, "erase a customer's or a partner's personal data (privacy request)", _purge_args),

@@ -10,6 +10,7 @@ from typing import Any
 
 from billing import statements as billing_statements
 from kernel import sources as tracker_sources
+from kernel.sealed import Sealer
 from portal import invitations, users, validate
 from portal import operator_data as data
 from portal.api import Ctx, Endpoint
@@ -355,7 +356,8 @@ async def statements(ctx: Ctx) -> Any:
 
 
 async def close_statement(ctx: Ctx) -> Any:
-    return await data.finish_statement(ctx.conn, ctx.who, ctx.path_int("statement_id"), "close")
+    sealer = Sealer(ctx.portal.settings.core.secret_key)
+    return await data.finish_statement(ctx.conn, ctx.who, ctx.path_int("statement_id"), "close", sealer)
 
 
 async def pay_statement(ctx: Ctx) -> Any:

@@ -60,6 +60,11 @@ def _reasons() -> dict[str, Any]:
     }
 
 
+_ID = {"type": "integer", "minimum": 1}
+# Path parameters that are not numeric ids.
+_PATH_SCHEMAS = {"batch_id": {"type": "string", "pattern": "^PB-[0-9]{4}-[0-9]{2}-[0-9]{6}$"}}
+
+
 def document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for ep in endpoints:
@@ -68,7 +73,7 @@ def document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any]:
             "operationId": re.sub(r"[^A-Za-z0-9]+", "_", f"{ep.method.lower()} {ep.path}").strip("_"),
             "tags": [ep.tag or ep.role],
             "parameters": [
-                {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+                {"name": name, "in": "path", "required": True, "schema": _PATH_SCHEMAS.get(name, _ID)}
                 for name in re.findall(r"{(\w+)}", ep.path)
             ]
             + [{"name": name, "in": "query", "required": False, "schema": schema} for name, schema in ep.query.items()],

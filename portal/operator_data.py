@@ -775,14 +775,17 @@ async def owns_statement(conn: asyncpg.Connection, who: Principal, statement_id:
     return merchant_id
 
 
-async def finish_statement(conn: asyncpg.Connection, who: Principal, statement_id: int, action: str) -> dict:
-    """Close a statement (it becomes immutable) or mark a closed one paid; audited."""
+async def finish_statement(
+    conn: asyncpg.Connection, who: Principal, statement_id: int, action: str, sealer: Any = None
+) -> dict:
+    """Close a statement (it becomes immutable) or mark a closed one paid; audited. `sealer`: see
+    billing/invoices.py (a self-billed invoice prints the partner's sealed VAT number)."""
     merchant_id = await owns_statement(conn, who, statement_id)
     async with conn.transaction():
         now = dt.datetime.now(dt.UTC)
         try:
             if action == "close":
-                await billing_statements.close(conn, statement_id, now)
+                await billing_statements.close(conn, statement_id, now, sealer)
             else:
                 await billing_statements.mark_paid(conn, statement_id, now)
         except billing_statements.StatementError as exc:

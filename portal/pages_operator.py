@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.responses import Response
 
+from kernel.sealed import Sealer
 from portal import api_operator, formats, invitations, partner_admin, validate
 from portal import operator_data as odata
 from portal.api import Ctx
@@ -108,7 +109,8 @@ async def admin_statements(ctx: Ctx, form: Any) -> Response:
     if form is not None:
         statement_id = await ctx.ref("statement_id", "statement", form.get("statement_id"))
         action = validate.choice("close", "paid")("action", form.get("action"))
-        await odata.finish_statement(ctx.conn, ctx.who, statement_id, action)
+        sealer = Sealer(ctx.portal.settings.core.secret_key)  # self-billed invoices print sealed VAT numbers
+        await odata.finish_statement(ctx.conn, ctx.who, statement_id, action, sealer)
         return back("/admin/statements", f"Statement {statement_id}: {action}.")
     return await show(
         ctx,

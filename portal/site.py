@@ -33,6 +33,7 @@ from portal.pages_partner import (
     statements_page,
 )
 from portal.pages_report import admin_home
+from portal.payout_pages import admin_payouts, my_details, my_programmes, partner_details
 
 STATIC = Path(__file__).parent / "static"
 
@@ -60,7 +61,11 @@ def routes() -> list[BaseRoute]:
         page("/profile", profile_page, "partner", ("GET", "POST")),
         page("/notifications", notifications_page, "partner", ("GET", "POST")),
         page("/statements/{statement_id}", statement_page, "partner"),
+        page("/payout-details", my_programmes, "partner"),
+        page("/payout-details/{merchant_id}", my_details, "partner", ("GET", "POST")),
         page("/admin", admin_home, "operator"),
+        page("/admin/payouts", admin_payouts, "operator", ("GET", "POST")),
+        page("/admin/partners/{partner_id}/payout-details", partner_details, "operator", ("GET", "POST")),
         page("/admin/offers", admin_offers, "operator", ("GET", "POST")),
         page("/admin/offers/{offer_id}", admin_offer, "operator", ("GET", "POST")),
         page("/admin/offers/{offer_id}/integration", admin_integration, "operator", ("GET", "POST")),

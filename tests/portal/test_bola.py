@@ -34,7 +34,7 @@ PUBLIC = {
 }
 
 
-def partner_targets(w: World) -> dict[str, int]:
+def partner_targets(w: World) -> dict[str, Any]:
     """Each path parameter -> the id of partner B's object (or B's merchant) it names."""
     return {
         "offer_id": w.ids["private_offer"],
@@ -46,6 +46,7 @@ def partner_targets(w: World) -> dict[str, int]:
         "merchant_id": w.other_merchant_id,
         "invitation_id": w.ids["m_invitation"],
         "creative_id": w.ids["b_creative"],
+        "batch_id": "PB-BBB_SECRET",  # payout batches: operators only
     }
 
 
@@ -175,7 +176,7 @@ async def test_partner_a_never_reaches_partner_b(db, settings):
     assert await _unchanged(db, w) == before
 
 
-def operator_targets(w: World) -> dict[str, int]:
+def operator_targets(w: World) -> dict[str, Any]:
     """Objects of merchant M, aimed at by the operator of the other merchant."""
     return {
         "offer_id": w.ids["public_offer"],
@@ -187,12 +188,19 @@ def operator_targets(w: World) -> dict[str, int]:
         "merchant_id": w.merchant_id,
         "invitation_id": w.ids["m_invitation"],
         "creative_id": w.ids["b_creative"],  # only a partner page names one: an operator gets 404 whatever the id
+        "batch_id": "PB-M",
     }
 
 
 async def test_operator_of_another_merchant_never_reaches_merchant_m(db, settings):
     w = await world(db)
     w.ids["m_invitation"] = await _invitation(db, w.merchant_id)
+    await db.execute(
+        """INSERT INTO payout_batches (id, merchant_id, period_start, format, schema_version, currency, count,
+                                       total_minor, file_sealed, file_sha256, created_by)
+           VALUES ('PB-M', $1, '2026-11-01', 'paypal', 'paypal-payouts-csv', 'USD', 1, 100, '\\x00', 'x', 'ops')""",
+        w.merchant_id,
+    )
     await db.execute("UPDATE offers SET name = 'BBB_SECRET public' WHERE id = $1", w.ids["public_offer"])
     await db.execute("UPDATE partners SET name = 'BBB_SECRET Alice' WHERE id = $1", w.a_partner)
     await db.execute("UPDATE links SET code = 'BBB_SECRET_alice' WHERE id = $1", w.ids["a_link"])
@@ -226,6 +234,7 @@ async def test_operator_of_another_merchant_never_reaches_merchant_m(db, setting
         ("POST", "/api/v1/admin/rates"): {"merchant_id": w.merchant_id, "base": "USD", "quote": "EUR", "rate": "0.9"},
         ("POST", "/api/v1/admin/users"): {"email": "u@x.example", "role": "operator", "merchant_id": w.merchant_id},
         ("POST", "/api/v1/admin/merchants"): {"slug": "new-one", "name": "New"},
+        ("POST", "/api/v1/admin/payout-batches"): {"merchant_id": w.merchant_id, "period": "2026-11", "format": "sepa"},
         ("POST", "/api/v1/keys"): {"name": "k"},
         ("PUT", "/api/v1/admin/offers/{offer_id}/partner-plan"): {"partner_id": w.a_partner, "fee_plan": {}},
         ("PATCH", "/api/v1/admin/offers/{offer_id}"): {"name": "taken"},
@@ -243,6 +252,7 @@ async def test_operator_of_another_merchant_never_reaches_merchant_m(db, setting
             "status": "suspended",
         },
         ("POST", "/admin/statements"): {"statement_id": str(w.ids["b_statement"]), "action": "close"},
+        ("POST", "/admin/payouts"): {"do": "paid", "batch": "PB-M"},
         ("POST", "/admin/links"): {"offer_id": str(w.ids["public_offer"]), "partner_id": str(w.a_partner)},
         ("POST", "/admin/creatives"): {"offer_id": str(w.ids["public_offer"]), "name": "b"},
         ("POST", "/admin/products"): {
@@ -318,6 +328,11 @@ def valid_bodies(own: dict[str, int]) -> dict[tuple[str, str], dict[str, Any]]:
         },
         ("POST", "/api/v1/admin/rates"): {"merchant_id": own["merchant"], "base": "USD", "quote": "EUR", "rate": "0.9"},
         ("POST", "/api/v1/admin/users"): {"email": "u@x.example", "role": "operator", "merchant_id": own["merchant"]},
+        ("POST", "/api/v1/admin/payout-batches"): {
+            "merchant_id": own["merchant"],
+            "period": "2026-11",
+            "format": "sepa",
+        },
         ("POST", "/api/v1/partner/links"): {"offer_id": own["offer"], "creative_id": own["creative"]},
         ("POST", "/api/v1/partner/prices"): {"merchant_id": own["merchant"], "sku": "M-SKU", "retail": "9.99"},
     }

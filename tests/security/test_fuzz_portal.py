@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from clickmint.embedded import pick_port
 from kernel.settings import Settings
@@ -50,6 +51,7 @@ async def _schemathesis(url: str, key: str, report: Path) -> tuple[int, str]:
     return process.returncode or 0, out.decode(errors="replace")
 
 
+@pytest.mark.timeout(300)  # two full runs over every operation: ~100 s on an idle 2-core machine, more when shared
 async def test_schemathesis_finds_no_server_error(settings: Settings, db: asyncpg.Connection, tmp_path: Path) -> None:
     w = await world(db)
     partner_key = await api_key(db, w.a_user)
