@@ -33,7 +33,7 @@ _ROLLUP_COLUMNS = """partner_id, day, offer_id, country, sub1, views, clicks, un
     sales_minor, billable_views"""
 _CONVERSION_COLUMNS = """event_id, ts, kind, merchant_id, offer_id, partner_id, link_id, click_id, action, order_id,
     amount_minor, currency, items, customer_ref, country, sub1, status, reason, hold_until, note, via,
-    authenticated"""
+    authenticated, coupon, credited_by"""
 _COMMISSION_COLUMNS = "event_id, kind, amount_minor, currency, basis"
 _REFRESH_SQL = "SELECT version, to_regclass('pg_temp.cm_rollup_stage') IS NOT NULL FROM config_version"
 # Per connection, made by its first batch: what a batch writes by the thousand is COPYed (binary, no
@@ -356,6 +356,8 @@ def _conversion_row(
         verdict.note,
         event.get("via"),
         authenticated(event),
+        event.get("coupon"),
+        event.get("credited_by"),
     )
 
 

@@ -20,6 +20,7 @@ import orjson
 
 from tracker import caps
 from tracker.caps import Limit
+from tracker.crediting import Coupon
 from tracker.macros import Template, normalize_hosts
 from tracker.sources import DEFAULTS as DEFAULT_SOURCES
 from tracker.sources import parse as parse_sources
@@ -46,6 +47,9 @@ class Offer:
     sources: dict[str, frozenset[str]] = field(default_factory=lambda: dict(DEFAULT_SOURCES))  # tracker/sources.py
     pixel_max_minor: int | None = None  # the most a pixel purchase may claim, in the offer's minor units
     tune_token: str | None = field(default=None, repr=False)  # TUNE's own token on an HMAC offer
+    attribution_model: str = "last_click"  # or first_click: a repeat click in the window keeps the first id
+    coupon_policy: str = "always"  # tracker/crediting.py
+    coupons: dict[str, Coupon] = field(default_factory=dict)  # upper-case code -> its active coupon
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,15 +97,32 @@ async def load(conn: asyncpg.Connection, shards: int) -> Snapshot:
             """SELECT id, merchant_id, status, destination_url, fallback_url, allowed_hosts, attribution_window_s,
                       currency, caps, fee_plan, postback_security, postback_secret,
                       postback_ip_allowlist::text[] AS ips, conversion_sources, pixel_max_amount_minor, tune_token,
+                      attribution_model, coupon_policy,
                       (starts_at IS NULL OR starts_at <= now()) AND (ends_at IS NULL OR ends_at > now()) AS running
                FROM offers"""
         )
         creative_rows = await conn.fetch("SELECT id, content_type, body, sha256 FROM creatives")
+        coupon_rows = await conn.fetch(
+            """SELECT c.offer_id, c.partner_id, c.code,
+                      extract(epoch FROM c.valid_from)::float8 AS valid_from,
+                      extract(epoch FROM c.valid_until)::float8 AS valid_until,
+                      coalesce(pp.status, 'applied') = 'approved' AS usable,
+                      (SELECT min(l.id) FROM links l WHERE l.partner_id = c.partner_id AND l.offer_id = c.offer_id)
+                          AS link_id
+               FROM coupons c JOIN offers o ON o.id = c.offer_id
+               LEFT JOIN partner_programmes pp ON pp.partner_id = c.partner_id AND pp.merchant_id = o.merchant_id
+               WHERE c.status = 'active'"""
+        )
         link_rows = await conn.fetch(
             """SELECT l.id, l.code, l.partner_id, l.offer_id, l.creative_id, l.status,
                       coalesce(pp.status, 'applied') AS programme
                FROM links l JOIN offers o ON o.id = l.offer_id
                LEFT JOIN partner_programmes pp ON pp.partner_id = l.partner_id AND pp.merchant_id = o.merchant_id"""
+        )
+    coupons: dict[int, dict[str, Coupon]] = {}
+    for row in coupon_rows:
+        coupons.setdefault(row["offer_id"], {})[row["code"]] = Coupon(
+            row["code"], row["partner_id"], row["link_id"], row["valid_from"], row["valid_until"], row["usable"]
         )
     offers: dict[int, Offer] = {}
     for row in offer_rows:
@@ -129,6 +150,9 @@ async def load(conn: asyncpg.Connection, shards: int) -> Snapshot:
             sources=allowed,
             pixel_max_minor=row["pixel_max_amount_minor"],
             tune_token=row["tune_token"],
+            attribution_model=row["attribution_model"],
+            coupon_policy=row["coupon_policy"],
+            coupons=coupons.get(row["id"], {}),
         )
     creatives = {
         row["id"]: Creative(

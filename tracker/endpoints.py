@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from tracker import caps
 from tracker.bots import classify
-from tracker.clickids import ClickIdSigner
+from tracker.clickids import ClickIdError, ClickIdSigner
 from tracker.config import ConfigCache, Link, Snapshot
 from tracker.crawlers import LIST_VERSION
 from tracker.geo import GeoLookup, anonymize_ip
@@ -201,23 +201,46 @@ class Hot:
         if "over_cap" in event:  # the cap was hit: the fallback offer, no click id, no cookie
             await self._redirect(send, offer.fallback_url or offer.destination.render(link.ids), None, visit)
             return "over_cap"
+        values = event
+        first = None
+        if offer.attribution_model == "first_click" and (first := self._first_click(visit, link)) is not None:
+            # first click wins: the landing page and the cookie keep the visitor's first click id in the window
+            event["first_click"] = first
+            values = {**event, "click_id": first}
         location = None
         if "url" in query:
             location = safe_deep_link(query["url"], offer.allowed_hosts)
             if location is not None and "{" in location:  # a deep link may carry macros too, e.g. ?cid={click_id}
-                location = _render_deep_link(location, {**link.ids, **{name: event[name] for name in _PER_CLICK}})
+                location = _render_deep_link(location, {**link.ids, **{name: values[name] for name in _PER_CLICK}})
         checked = False
         if location is None:
-            location = plan.destination.render(event)  # the link's ids are bound; the rest are the event's
+            location = plan.destination.render(values)  # the link's ids are bound; the rest are the event's
             checked = offer.destination.fixed_origin
         if not checked and not is_safe_location(location):  # a last line of defence: never a foreign Location
             await _respond(send, 404, [(b"content-type", b"text/html; charset=utf-8"), _NO_STORE], NOT_FOUND_PAGE)
             return "unsafe_destination"
-        cookie = plan.cookie_head + click_id.encode() + (plan.cookie_tail_secure if visit.https else plan.cookie_tail)
-        headers = [(b"location", location.encode("ascii", "strict")), _NO_STORE, _NO_BODY, (b"set-cookie", cookie)]
+        headers = [(b"location", location.encode("ascii", "strict")), _NO_STORE, _NO_BODY]
+        if first is None:
+            cookie = (
+                plan.cookie_head + click_id.encode() + (plan.cookie_tail_secure if visit.https else plan.cookie_tail)
+            )
+            headers.append((b"set-cookie", cookie))
         await send({"type": "http.response.start", "status": 302, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
         return "ok"
+
+    def _first_click(self, visit: Visit, link: Link) -> str | None:
+        """The click id in the visitor's cookie for this offer when it is still valid (signature, window, offer)."""
+        offer = link.offer
+        token = visit.cookie(f"cm_{offer.id}")
+        if not token:
+            return None
+        try:
+            click = self.signer.verify(token, int(time.time()), offer.window_s)
+        except ClickIdError:
+            return None
+        first = self.cache.snapshot.links_by_id.get(click.link_id)
+        return token if first is not None and first.offer.id == offer.id else None
 
     def _click_cap_check(self, link: Link, now: float) -> tuple[tuple[bytes, ...], tuple[bytes, bytes] | None]:
         """The packed cap check of one click of this link, alone and as parts of the one-trip click script.
