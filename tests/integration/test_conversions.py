@@ -83,7 +83,9 @@ async def test_a_conversion_on_a_bot_click_is_rejected(settings: Settings, db: a
     prog = await programme(db, fee_plan={"cpa": {"signup": 250}, "cps_percent": "10"})
     secret = await db.fetchval("SELECT postback_secret FROM offers WHERE id = $1", prog.offer_id)
     async with tracker_client(settings) as (_app, client):
-        bot = await client.get(f"/c/{prog.code}", headers={"user-agent": "Googlebot/2.1 (+http://www.google.com/bot.html)"})
+        bot = await client.get(
+            f"/c/{prog.code}", headers={"user-agent": "Googlebot/2.1 (+http://www.google.com/bot.html)"}
+        )
         cid = click_id_of(bot)
         base = {"offer_id": prog.offer_id, "click_id": cid}
         assert (await postback(client, secret, {**base, "action": "signup"})).status_code == 200
