@@ -50,6 +50,7 @@ class Offer:
     attribution_model: str = "last_click"  # or first_click: a repeat click in the window keeps the first id
     coupon_policy: str = "always"  # tracker/crediting.py
     coupons: dict[str, Coupon] = field(default_factory=dict)  # upper-case code -> its active coupon
+    record_referrer: bool = False  # its fraud rules forbid referrers: clicks record their referring host
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,9 @@ async def load(conn: asyncpg.Connection, shards: int) -> Snapshot:
                       currency, caps, fee_plan, postback_security, postback_secret,
                       postback_ip_allowlist::text[] AS ips, conversion_sources, pixel_max_amount_minor, tune_token,
                       attribution_model, coupon_policy,
+                      CASE WHEN jsonb_typeof(fraud_rules->'forbidden_referrers') = 'array'
+                           THEN jsonb_array_length(fraud_rules->'forbidden_referrers') > 0 ELSE false END
+                          AS record_referrer,
                       (starts_at IS NULL OR starts_at <= now()) AND (ends_at IS NULL OR ends_at > now()) AS running
                FROM offers"""
         )
@@ -153,6 +157,7 @@ async def load(conn: asyncpg.Connection, shards: int) -> Snapshot:
             attribution_model=row["attribution_model"],
             coupon_policy=row["coupon_policy"],
             coupons=coupons.get(row["id"], {}),
+            record_referrer=row["record_referrer"],
         )
     creatives = {
         row["id"]: Creative(

@@ -24,6 +24,7 @@ MAX_TEXT = 255
 SIGNATURE_TOLERANCE_S = 300
 MAX_WINDOW_S = 31_536_000  # the longest attribution window an offer may have (offers.attribution_window_s)
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-.")
+_HEX = frozenset("0123456789abcdef")
 
 
 class Refusal(ValueError):
@@ -264,4 +265,9 @@ def build(params: Mapping[str, Any], offer: Offer, credit: crediting.Credit, cou
     customer = _text(params, "customer_id")
     if customer:
         event["customer"] = customer
+    email = _text(params, "customer_email_sha256").lower()
+    if email:  # the SHA-256 of the customer's lower-cased e-mail address, for the self-referral rule; never stored
+        if len(email) != 64 or not set(email) <= _HEX:
+            raise Refusal("invalid_customer_email_sha256", "customer_email_sha256 is 64 hexadecimal digits")
+        event["email_sha256"] = email
     return event

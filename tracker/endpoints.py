@@ -22,7 +22,7 @@ from tracker.metrics import Metrics
 from tracker.recorder import Recorder
 from tracker.settings import TrackerSettings
 from tracker.streams import capped_unique_xadd_parts, pack, stream_key
-from tracker.visit import Visit
+from tracker.visit import Visit, referrer_host
 
 Send = Any
 SUBS = ("sub1", "sub2", "sub3", "sub4", "sub5")
@@ -184,6 +184,8 @@ class Hot:
             event.update(_NO_SUBS)
             event["click_id"] = click_id
             query = {}
+        if offer.record_referrer and visit.referer:
+            event["referrer"] = referrer_host(visit.referer)
         checks: tuple[bytes, ...] = ()
         unique: tuple[bytes, int] | None = None
         capped: tuple[bytes, bytes] | None = None

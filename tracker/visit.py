@@ -34,6 +34,7 @@ class Visit:
     https: bool
     query_error: str | None  # set when the query string is refused (too long, not UTF-8)
     if_none_match: bytes = b""  # a banner's ETag the browser already holds
+    referer: bytes = b""  # the Referer header, for an offer's forbidden-referrer rule (billing/fraud.py)
     _visitor: str | None = None
     _address: str | None = None
 
@@ -106,12 +107,14 @@ _WANTED: dict[bytes, int] = {
     b"x-forwarded-for": _FORWARDED_FOR,
     b"x-forwarded-proto": _FORWARDED_PROTO,
 }
+_REFERER = 6
+_WANTED[b"referer"] = _REFERER
 
 
 def from_scope(scope: dict[str, Any], trust_forwarded: bool) -> Visit:
     """Read method, path, query, the few headers we use, the client address and the scheme."""
     user_agent = purpose = cookies = forwarded_for = forwarded_proto = ""
-    if_none_match = b""
+    if_none_match = referer = b""
     wanted = _WANTED
     for name, value in scope["headers"]:
         if name not in wanted:
@@ -125,6 +128,8 @@ def from_scope(scope: dict[str, Any], trust_forwarded: bool) -> Visit:
             purpose = f"{purpose},{value.decode('latin-1')}" if purpose else value.decode("latin-1")
         elif kind == _IF_NONE_MATCH:
             if_none_match = value
+        elif kind == _REFERER:
+            referer = value
         elif trust_forwarded and kind == _FORWARDED_FOR:
             forwarded_for = value.decode("latin-1")
         elif trust_forwarded:
@@ -136,7 +141,17 @@ def from_scope(scope: dict[str, Any], trust_forwarded: bool) -> Visit:
     https = (forwarded_proto or scope.get("scheme", "http")) == "https"
     query, error = parse_query(scope.get("query_string", b""))
     return Visit(
-        scope["method"], scope["path"], query, user_agent, purpose, cookies, client_ip, https, error, if_none_match
+        scope["method"],
+        scope["path"],
+        query,
+        user_agent,
+        purpose,
+        cookies,
+        client_ip,
+        https,
+        error,
+        if_none_match,
+        referer=referer,
     )
 
 
@@ -184,3 +199,15 @@ def _parse_escaped(text: str) -> tuple[dict[str, str], str | None]:
             return {}, "field_too_long"
         query.setdefault(key, value)
     return query, None
+
+
+def referrer_host(referer: bytes) -> str:
+    """The host of a Referer header, lower-case, without scheme, port or path ("" when it has none)."""
+    text = referer.decode("latin-1")
+    start = text.find("://")
+    if start < 0:
+        return ""
+    host = text[start + 3 :].split("/", 1)[0].rsplit("@", 1)[-1]
+    if host.startswith("["):
+        return host[: host.find("]") + 1].lower()[:255]
+    return host.split(":", 1)[0].lower()[:255]

@@ -33,6 +33,10 @@ CREATE INDEX coupons_partner ON coupons (partner_id);
 CREATE TRIGGER coupons_config AFTER INSERT OR UPDATE OR DELETE ON coupons
     FOR EACH STATEMENT EXECUTE FUNCTION cm_config_changed();
 
+--    The partner's own customer id at the merchant, for the self-referral rule (a partner buying through its
+--    own link); the rule also compares the customer's e-mail hash with the partner's e-mail address.
+ALTER TABLE partner_programmes ADD COLUMN customer_ref text CHECK (length(customer_ref) BETWEEN 1 AND 255);
+
 -- 3. Conversions: the coupon they carried, what credited them, and the review of a held one. A conversion a
 --    fraud rule flags is 'held' (never approved by settle, never paid) until the operator approves it (it
 --    becomes 'pending' and follows the offer's lock period) or rejects it, or its hold expires.
