@@ -236,7 +236,8 @@ async def _seed_rate(db: asyncpg.Connection, prog: Programme, partner: int, clic
     )
     for _ in range(conversions):
         await db.execute(
-            """INSERT INTO conversions (event_id, ts, kind, merchant_id, offer_id, partner_id, action, status, hold_until)
+            """INSERT INTO conversions (event_id, ts, kind, merchant_id, offer_id, partner_id, action, status,
+                                        hold_until)
                VALUES ($1, now() - interval '1 hour', 'action', $2, $3, $4, 'seed', 'pending', now())""",
             uuid.uuid4(),
             prog.merchant_id,

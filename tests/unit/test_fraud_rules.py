@@ -24,8 +24,8 @@ ON = Rules.parse(
         (Facts(referrer="bad.example"), "forbidden_referrer"),
         (Facts(referrer="x.bad.example."), "forbidden_referrer"),
         (Facts(referrer="notbad.example"), None),
-        (Facts(partner_rate=(51, 100), offer_rate=(10, 1000)), "conversion_rate"),  # 51 % > 5 x 1 %
-        (Facts(partner_rate=(50, 100), offer_rate=(10, 1000)), None),  # exactly 5 x: not far enough
+        (Facts(partner_rate=(6, 100), offer_rate=(10, 1000)), "conversion_rate"),  # 6 % > 5 x 1 %
+        (Facts(partner_rate=(5, 100), offer_rate=(10, 1000)), None),  # exactly 5 x: not far enough
         (Facts(partner_rate=(99, 99), offer_rate=(10, 1000)), None),  # too few clicks to judge
         (Facts(partner_rate=(99, 100), offer_rate=(0, 1000)), None),  # no norm yet
     ],
