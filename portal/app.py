@@ -20,14 +20,30 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from clickmint import limits, logs
-from portal import api_auth, api_operator, api_partner, openapi, pages, partner_data, passwords, postbacks, site
+from portal import (
+    api_attribution,
+    api_auth,
+    api_operator,
+    api_partner,
+    openapi,
+    pages,
+    partner_data,
+    passwords,
+    postbacks,
+    site,
+)
 from portal.api import ROLES, Endpoint, error_response, json_response, route
 from portal.errors import ApiError
 from portal.ratelimit import RateLimiter
 from portal.settings import PortalSettings
 
 log = logging.getLogger("clickmint.portal")
-ENDPOINTS: list[Endpoint] = [*api_auth.ENDPOINTS, *api_partner.ENDPOINTS, *api_operator.ENDPOINTS]
+ENDPOINTS: list[Endpoint] = [
+    *api_auth.ENDPOINTS,
+    *api_partner.ENDPOINTS,
+    *api_operator.ENDPOINTS,
+    *api_attribution.ENDPOINTS,
+]
 assert all(ep.role in (*ROLES, "public") for ep in ENDPOINTS)
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{8,64}")
 _HEADERS = [

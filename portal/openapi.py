@@ -118,6 +118,7 @@ def document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any]:
                 "FeePlan": _embedded("fee_plan"),
                 "PartnerPlan": _embedded("partner_plan"),
                 "Caps": _embedded("caps"),
+                "FraudRules": _embedded("fraud"),
                 "ConversionReason": _reasons(),
             },
             "securitySchemes": {
