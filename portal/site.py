@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from portal.pages import page
+from portal.pages_attribution import admin_holds, partner_coupons
 from portal.pages_auth import forgot, home, invitation_page, login_page, login_submit, logout_submit, reset_page
 from portal.pages_operator import (
     admin_audit,
@@ -58,4 +59,6 @@ def routes() -> list[Route]:
         page("/admin/creatives", admin_creatives, "operator", ("GET", "POST")),
         page("/admin/products", admin_products, "operator", ("GET", "POST")),
         page("/admin/rates", admin_rates, "operator", ("GET", "POST")),
+        page("/admin/holds", admin_holds, "operator", ("GET", "POST")),
+        page("/coupons", partner_coupons, "partner"),
     ]
