@@ -111,6 +111,7 @@ class Deriver:
         actions: Counter[tuple[int, dt.date, int, str]] = Counter()
         conversions: list[dict[str, Any]] = []
         refunds: list[dict[str, Any]] = []
+        variants: Counter[tuple[int, dt.date, str, bool]] = Counter()  # smart link, day, variant, unique
         # Views and clicks are most of the traffic: counted here inline, one dict lookup per event.
         for event in events:
             kind = event["type"]
@@ -133,6 +134,8 @@ class Deriver:
                     counters[1] += 1
                     if get("unique") and not get("refusal"):
                         counters[2] += 1
+                    if "smart" in event:  # a smart link's click: counted for its variant too
+                        variants[int(event["smart"]), day, str(get("variant") or ""), bool(get("unique"))] += 1
             elif kind == "refund":
                 refunds.append(event)
             else:
@@ -142,6 +145,8 @@ class Deriver:
         if refunds:
             await self._refunds(conn, sorted(refunds, key=lambda e: e["ts"]))
         await _write_rollups(conn, rollups, bots, actions)
+        if variants:
+            await _write_variants(conn, variants)
 
     async def _conversions(
         self,
@@ -432,6 +437,28 @@ async def _period_sales(
         terms.currency,
     )
     return int(row["n"]), int(row["amount"])
+
+
+async def _write_variants(conn: asyncpg.Connection, variants: Counter[tuple[int, dt.date, str, bool]]) -> None:
+    """The clicks (and unique clicks) each smart-link variant received, per UTC day; rows locked in key order."""
+    summed: dict[tuple[int, dt.date, str], list[int]] = defaultdict(lambda: [0, 0])
+    for (link, day, name, unique), n in variants.items():
+        summed[link, day, name][0] += n
+        if unique:
+            summed[link, day, name][1] += n
+    keys = sorted(summed)
+    await conn.execute(
+        """INSERT INTO rollup_variants AS v (link_id, day, variant, clicks, unique_clicks)
+           SELECT * FROM unnest($1::bigint[], $2::date[], $3::text[], $4::bigint[], $5::bigint[])
+           ON CONFLICT (link_id, day, variant)
+           DO UPDATE SET clicks = v.clicks + EXCLUDED.clicks,
+                         unique_clicks = v.unique_clicks + EXCLUDED.unique_clicks""",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        [summed[k][0] for k in keys],
+        [summed[k][1] for k in keys],
+    )
 
 
 async def _write_rollups(

@@ -33,6 +33,13 @@ def fraud_rules(name: str, value: Any) -> dict[str, Any]:
     return terms_schema.check("fraud", name, validate.json_object(name, value))  # type: ignore[no-any-return]
 
 
+@validate._schema({"$ref": "#/components/schemas/SmartLinkRules"})
+def smart_rules(name: str, value: Any) -> dict[str, Any]:
+    """A smart link's rules, checked against schemas/offers/smart_link.schema.json (invalid_smart_link)."""
+    return terms_schema.check("smart_link", name, validate.json_object(name, value))  # type: ignore[no-any-return]
+
+
+SMART = {"smart_rules": (smart_rules, True)}
 NEW_COUPON = {
     "offer_id": (validate.ref("offer"), True),
     "partner_id": (validate.ref("partner"), True),
@@ -121,6 +128,20 @@ async def partner_holds(ctx: Ctx) -> Any:
     return {"conversions": await data.holds(ctx.conn, ctx.who, True, limit)}
 
 
+async def link_smart(ctx: Ctx) -> Any:
+    days = ctx.query("days", validate.integer(1, 366), 30)
+    return await data.smart(ctx.conn, ctx.path_int("link_id"), days)
+
+
+async def set_link_smart(ctx: Ctx) -> Any:
+    values = await ctx.body(SMART)
+    return await data.set_smart(ctx.conn, ctx.who, ctx.path_int("link_id"), values["smart_rules"])
+
+
+async def clear_link_smart(ctx: Ctx) -> Any:
+    return await data.set_smart(ctx.conn, ctx.who, ctx.path_int("link_id"), None)
+
+
 def _o(method: str, path: str, handler: Any, summary: str, **kw: Any) -> Endpoint:
     return Endpoint(method, "/api/v1/admin" + path, handler, "operator", summary, tag="operator", **kw)
 
@@ -192,6 +213,24 @@ ENDPOINTS = [
         " conversion, with the reason; audited. 409 not_held when it was decided already",
         body=HOLD_DECISION,
     ),
+    _o(
+        "GET",
+        "/links/{link_id}/smart",
+        link_smart,
+        "A smart link's rules and the clicks (and unique clicks) each variant received over the last `days` UTC days",
+        query={"days": {"type": "integer", "minimum": 1, "maximum": 366}},
+    ),
+    _o(
+        "PUT",
+        "/links/{link_id}/smart",
+        set_link_smart,
+        "Make the link a smart link: ordered rules on country, device, OS, language, UTC hours and weekdays, each"
+        " with weighted variants (a URL on the offer's allowed hosts, or another offer of the merchant), and a"
+        " fallback (components.schemas.SmartLinkRules; 400 invalid_smart_link with a pointer). The tracker applies"
+        " them within a second",
+        body=SMART,
+    ),
+    _o("DELETE", "/links/{link_id}/smart", clear_link_smart, "Make a smart link a plain link again"),
     _p(
         "GET",
         "/coupons",

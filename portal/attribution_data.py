@@ -16,6 +16,7 @@ from billing import fraud, review
 from portal.auth import Principal
 from portal.errors import ApiError, not_found
 from portal.operator_data import audit, scope_merchant
+from tracker.macros import normalize_hosts, safe_deep_link
 
 _COUPON_COLUMNS = """c.id, c.offer_id, o.name AS offer, c.partner_id, p.name AS partner, c.code, c.status, c.valid_from,
     c.valid_until, c.requested_by, c.decided_by, c.decided_at, c.decision_note, c.created_at"""
@@ -251,3 +252,75 @@ async def decide_hold(
             {"reason": reason, "held_reason": done["held_reason"]},
         )
     return {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in done.items()}
+
+
+# -- smart links -------------------------------------------------------------------------------------
+
+
+async def smart(conn: asyncpg.Connection, link_id: int, days: int = 30) -> dict[str, Any]:
+    """A link's smart-link rules and the clicks each variant received over the last `days` UTC days."""
+    rules = await conn.fetchval("SELECT smart_rules FROM links WHERE id = $1", link_id)
+    rows = await conn.fetch(
+        """SELECT variant, sum(clicks)::bigint AS clicks, sum(unique_clicks)::bigint AS unique_clicks
+           FROM rollup_variants WHERE link_id = $1 AND day > (now() AT TIME ZONE 'UTC')::date - $2::int
+           GROUP BY variant ORDER BY variant""",
+        link_id,
+        days,
+    )
+    return {
+        "link_id": link_id,
+        "smart_rules": orjson.loads(rules) if isinstance(rules, str) else rules,
+        "days": days,
+        "variants": [dict(r) for r in rows],
+    }
+
+
+async def set_smart(
+    conn: asyncpg.Connection, who: Principal, link_id: int, rules: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Set (None: clear) a link's smart-link rules after checking what the schema cannot: each URL on the offer's
+    allowed hosts, each other offer the merchant's with an active link of the partner."""
+    link = await conn.fetchrow(
+        """SELECT l.id, l.partner_id, o.merchant_id, o.allowed_hosts FROM links l JOIN offers o ON o.id = l.offer_id
+           WHERE l.id = $1""",
+        link_id,
+    )
+    if link is None:
+        raise not_found("link")
+    if rules is not None:
+        hosts = normalize_hosts(link["allowed_hosts"])
+        items = [("/smart_rules/fallback", rules["fallback"])] if rules.get("fallback") else []
+        for n, rule in enumerate(rules["rules"]):
+            items += [(f"/smart_rules/rules/{n}/variants/{m}", v) for m, v in enumerate(rule["variants"])]
+        for pointer, variant in items:
+            if "url" in variant and safe_deep_link(variant["url"], hosts) is None:
+                raise ApiError(
+                    400,
+                    "invalid_smart_link",
+                    f"{pointer}/url: not on the offer's allowed hosts",
+                    pointer=pointer + "/url",
+                )
+            if "offer_id" in variant:
+                found = await conn.fetchval(
+                    """SELECT 1 FROM links l JOIN offers o ON o.id = l.offer_id
+                       WHERE l.offer_id = $1 AND l.partner_id = $2 AND o.merchant_id = $3 AND l.status = 'active'
+                         AND l.smart_rules IS NULL""",
+                    variant["offer_id"],
+                    link["partner_id"],
+                    link["merchant_id"],
+                )
+                if not found:
+                    raise ApiError(
+                        400,
+                        "invalid_smart_link",
+                        f"{pointer}/offer_id: the partner has no active plain link on that offer of this merchant",
+                        pointer=pointer + "/offer_id",
+                    )
+    async with conn.transaction():
+        await conn.execute(
+            "UPDATE links SET smart_rules = $2::jsonb WHERE id = $1",
+            link_id,
+            orjson.dumps(rules).decode() if rules is not None else None,
+        )
+        await audit(conn, who, link["merchant_id"], "link.smart", "link", link_id, {"smart_rules": rules})
+    return await smart(conn, link_id)

@@ -119,6 +119,7 @@ def document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any]:
                 "PartnerPlan": _embedded("partner_plan"),
                 "Caps": _embedded("caps"),
                 "FraudRules": _embedded("fraud"),
+                "SmartLinkRules": _embedded("smart_link"),
                 "ConversionReason": _reasons(),
             },
             "securitySchemes": {

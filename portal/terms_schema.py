@@ -18,6 +18,7 @@ CODES = {
     "partner_plan": "invalid_fee_plan",
     "caps": "invalid_caps",
     "fraud": "invalid_fraud_rules",
+    "smart_link": "invalid_smart_link",
 }
 
 

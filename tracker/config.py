@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
@@ -22,6 +22,7 @@ from tracker import caps
 from tracker.caps import Limit
 from tracker.crediting import Coupon
 from tracker.macros import Template, normalize_hosts
+from tracker.smartlinks import SmartLink, compile_rules
 from tracker.sources import DEFAULTS as DEFAULT_SOURCES
 from tracker.sources import parse as parse_sources
 
@@ -72,6 +73,7 @@ class Link:
     shard: int
     # Precomputed so the hot path formats nothing that does not change per request.
     ids: dict[str, str]
+    smart: SmartLink | None = None  # a smart link's compiled rules (tracker/smartlinks.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +120,7 @@ async def load(conn: asyncpg.Connection, shards: int) -> Snapshot:
                WHERE c.status = 'active'"""
         )
         link_rows = await conn.fetch(
-            """SELECT l.id, l.code, l.partner_id, l.offer_id, l.creative_id, l.status,
+            """SELECT l.id, l.code, l.partner_id, l.offer_id, l.creative_id, l.status, l.smart_rules,
                       coalesce(pp.status, 'applied') AS programme
                FROM links l JOIN offers o ON o.id = l.offer_id
                LEFT JOIN partner_programmes pp ON pp.partner_id = l.partner_id AND pp.merchant_id = o.merchant_id"""
@@ -181,7 +183,37 @@ async def load(conn: asyncpg.Connection, shards: int) -> Snapshot:
             ids={"partner_id": str(row["partner_id"]), "offer_id": str(offer.id), "link_id": str(row["id"])},
         )
         links[link.code] = link
+    _compile_smart(links, {row["code"]: row["smart_rules"] for row in link_rows if row["smart_rules"] is not None})
     return Snapshot(version, links, {link.id: link for link in links.values()}, offers)
+
+
+def _compile_smart(links: dict[str, Link], stored: dict[str, Any]) -> None:
+    """Compile each smart link's rules in place; a link whose rules cannot be used is served as a plain link."""
+    if not stored:
+        return
+    # (partner, offer) -> the partner's active link on that offer: where an offer variant sends the click
+    own: dict[tuple[int, int], int] = {}
+    for link in sorted(links.values(), key=lambda item: item.id):
+        if link.active and link.smart is None:
+            own.setdefault((link.partner_id, link.offer.id), link.id)
+    offers = {lk.offer.id: lk.offer.merchant_id for lk in links.values()}
+    for code, raw in stored.items():
+        link = links.get(code)
+        if link is None:
+            continue
+        merchant, partner = link.offer.merchant_id, link.partner_id
+
+        def target(
+            offer_id: int, partner: int = partner, merchant: int = merchant, offers: dict = offers
+        ) -> int | None:
+            return own.get((partner, offer_id)) if offers.get(offer_id) == merchant else None
+
+        try:
+            smart = compile_rules(_json(raw), link.offer.allowed_hosts, link.ids, target)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.error("link %s has unusable smart-link rules and is served as a plain link: %s", link.id, exc)
+            continue
+        links[code] = replace(link, smart=smart)
 
 
 def _json(value: Any) -> dict[str, Any]:

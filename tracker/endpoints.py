@@ -21,6 +21,7 @@ from tracker.macros import Template, is_safe_location, safe_deep_link
 from tracker.metrics import Metrics
 from tracker.recorder import Recorder
 from tracker.settings import TrackerSettings
+from tracker.smartlinks import choose
 from tracker.streams import capped_unique_xadd_parts, pack, stream_key
 from tracker.visit import Visit, referrer_host
 
@@ -146,8 +147,19 @@ class Hot:
         if not link.active:
             return await self._inactive_click(visit, link, send)
         # The hot path, written out flat: every call and temporary here costs on each of thousands of clicks a second.
-        plan = self._plan(snapshot, link)
         now = time.time()
+        ip = visit.client_ip
+        country = self.geo.country(ip)
+        smart = link.smart
+        smart_id = link.id
+        variant = None
+        if smart is not None:  # a smart link: its rules pick the destination (tracker/smartlinks.py)
+            variant = choose(smart, country, visit.user_agent, visit.accept_language, int(now))
+            if variant is not None and variant.link_id is not None:
+                target = snapshot.links_by_id.get(variant.link_id)
+                if target is not None and target.active:
+                    link = target  # another offer: the click is that link's, the smart link named in the event
+        plan = self._plan(snapshot, link)
         now_ms = int(now * 1000)
         offer = link.offer
         bot = classify(visit.method, visit.user_agent, visit.purpose)
@@ -155,7 +167,6 @@ class Hot:
             self.metrics.bots[bot] += 1
         click_id = self.signer.issue(link.id, int(now))
         query = visit.query
-        ip = visit.client_ip
         event: dict[str, Any]
         if visit.query_error is None:
             get = query.get
@@ -166,7 +177,7 @@ class Hot:
                 "link": link.id,
                 "partner": link.partner_id,
                 "offer": offer.id,
-                "country": self.geo.country(ip),
+                "country": country,
                 "ip": anonymize_ip(ip),
                 "ua": visit.user_agent,
                 "bot": bot,
@@ -184,6 +195,9 @@ class Hot:
             event.update(_NO_SUBS)
             event["click_id"] = click_id
             query = {}
+        if smart is not None:
+            event["smart"] = smart_id
+            event["variant"] = variant.name if variant is not None else ""
         if offer.record_referrer and visit.referer:
             event["referrer"] = referrer_host(visit.referer)
         checks: tuple[bytes, ...] = ()
@@ -210,7 +224,9 @@ class Hot:
             event["first_click"] = first
             values = {**event, "click_id": first}
         location = None
-        if "url" in query:
+        if variant is not None and variant.template is not None:  # a URL variant on the offer's allowed hosts
+            location = variant.template.render(values)  # checked below like any Location
+        elif "url" in query:
             location = safe_deep_link(query["url"], offer.allowed_hosts)
             if location is not None and "{" in location:  # a deep link may carry macros too, e.g. ?cid={click_id}
                 location = _render_deep_link(location, {**link.ids, **{name: values[name] for name in _PER_CLICK}})

@@ -35,6 +35,7 @@ class Visit:
     query_error: str | None  # set when the query string is refused (too long, not UTF-8)
     if_none_match: bytes = b""  # a banner's ETag the browser already holds
     referer: bytes = b""  # the Referer header, for an offer's forbidden-referrer rule (billing/fraud.py)
+    accept_language: str = ""  # for smart links' language rules (tracker/smartlinks.py)
     _visitor: str | None = None
     _address: str | None = None
 
@@ -107,14 +108,16 @@ _WANTED: dict[bytes, int] = {
     b"x-forwarded-for": _FORWARDED_FOR,
     b"x-forwarded-proto": _FORWARDED_PROTO,
 }
-_REFERER = 6
+_REFERER, _ACCEPT_LANGUAGE = 6, 7
 _WANTED[b"referer"] = _REFERER
+_WANTED[b"accept-language"] = _ACCEPT_LANGUAGE
 
 
 def from_scope(scope: dict[str, Any], trust_forwarded: bool) -> Visit:
     """Read method, path, query, the few headers we use, the client address and the scheme."""
     user_agent = purpose = cookies = forwarded_for = forwarded_proto = ""
     if_none_match = referer = b""
+    accept_language = ""
     wanted = _WANTED
     for name, value in scope["headers"]:
         if name not in wanted:
@@ -130,6 +133,8 @@ def from_scope(scope: dict[str, Any], trust_forwarded: bool) -> Visit:
             if_none_match = value
         elif kind == _REFERER:
             referer = value
+        elif kind == _ACCEPT_LANGUAGE:
+            accept_language = value.decode("latin-1")[:256]
         elif trust_forwarded and kind == _FORWARDED_FOR:
             forwarded_for = value.decode("latin-1")
         elif trust_forwarded:
@@ -152,6 +157,7 @@ def from_scope(scope: dict[str, Any], trust_forwarded: bool) -> Visit:
         error,
         if_none_match,
         referer=referer,
+        accept_language=accept_language,
     )
 
 

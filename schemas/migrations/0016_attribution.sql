@@ -55,3 +55,15 @@ ALTER TABLE conversions ADD CONSTRAINT conversions_held_reason
     CHECK (status <> 'held' OR (held_reason IS NOT NULL AND held_until IS NOT NULL));
 CREATE INDEX conversions_held ON conversions (held_until) WHERE status = 'held';
 CREATE INDEX conversions_coupon ON conversions (offer_id, coupon) WHERE coupon IS NOT NULL;
+
+-- 4. Smart links: a link whose destination is chosen per click by ordered rules (schemas/offers/
+--    smart_link.schema.json; NULL: a plain link), and the clicks each variant received, per UTC day.
+ALTER TABLE links ADD COLUMN smart_rules jsonb;
+CREATE TABLE rollup_variants (
+    link_id     bigint NOT NULL,  -- the smart link clicked
+    day         date NOT NULL,
+    variant     text NOT NULL,
+    clicks      bigint NOT NULL DEFAULT 0,
+    unique_clicks bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (link_id, day, variant)
+);
