@@ -224,13 +224,14 @@ class Hot:
             event["first_click"] = first
             values = {**event, "click_id": first}
         location = None
+        checked = False
         if variant is not None and variant.template is not None:  # a URL variant on the offer's allowed hosts
-            location = variant.template.render(values)  # checked below like any Location
+            location = variant.template.render(values)  # macros after the path only: the checked origin stays
+            checked = variant.template.fixed_origin
         elif "url" in query:
             location = safe_deep_link(query["url"], offer.allowed_hosts)
             if location is not None and "{" in location:  # a deep link may carry macros too, e.g. ?cid={click_id}
                 location = _render_deep_link(location, {**link.ids, **{name: values[name] for name in _PER_CLICK}})
-        checked = False
         if location is None:
             location = plan.destination.render(values)  # the link's ids are bound; the rest are the event's
             checked = offer.destination.fixed_origin

@@ -23,6 +23,7 @@ DEVICES = ("mobile", "tablet", "desktop")
 SYSTEMS = ("ios", "android", "other")
 MAX_RULES = 50
 MAX_VARIANTS = 20
+_random = random.random  # ~10x cheaper than randrange; int(random() * total) is uniform on 0..total-1
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +110,7 @@ def choose(smart: SmartLink, country: str, user_agent: str, accept_language: str
         variants = rule.variants
         if len(variants) == 1:
             return variants[0]
-        return variants[bisect.bisect_left(rule.cumulative, random.randrange(rule.total))]
+        return variants[bisect.bisect_left(rule.cumulative, int(_random() * rule.total))]
     return smart.fallback
 
 
