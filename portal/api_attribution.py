@@ -84,8 +84,9 @@ async def admin_create_coupon(ctx: Ctx) -> Any:
 
 
 async def admin_decide_coupon(ctx: Ctx) -> Any:
-    values = await ctx.body(COUPON_DECISION)
     coupon_id = ctx.path_int("coupon_id")
+    await data.in_scope(ctx.conn, ctx.who, "coupon", coupon_id)  # another merchant's: 404 before anything else
+    values = await ctx.body(COUPON_DECISION)
     return await data.decide_coupon(ctx.conn, ctx.who, coupon_id, values["decision"], values.get("note"))
 
 
@@ -111,8 +112,10 @@ async def admin_holds(ctx: Ctx) -> Any:
 
 
 async def decide_hold(ctx: Ctx) -> Any:
+    event_id = _event_id(ctx)
+    await data.in_scope(ctx.conn, ctx.who, "conversion", event_id)  # another merchant's: 404 before anything else
     values = await ctx.body(HOLD_DECISION)
-    return await data.decide_hold(ctx.conn, ctx.who, _event_id(ctx), values["decision"], values["reason"])
+    return await data.decide_hold(ctx.conn, ctx.who, event_id, values["decision"], values["reason"])
 
 
 async def partner_coupons(ctx: Ctx) -> Any:

@@ -34,6 +34,20 @@ _USAGE = """LEFT JOIN LATERAL (
     ) sales ON true"""
 
 
+_SCOPED = {  # kind -> whether the operator's merchant (NULL: any) holds this object
+    "coupon": "SELECT 1 FROM coupons c JOIN offers o ON o.id = c.offer_id WHERE c.id = $1 AND "
+    "($2::bigint IS NULL OR o.merchant_id = $2)",
+    "conversion": "SELECT 1 FROM conversions WHERE event_id = $1::uuid AND ($2::bigint IS NULL OR merchant_id = $2)",
+}
+
+
+async def in_scope(conn: asyncpg.Connection, who: Principal, kind: str, object_id: Any) -> None:
+    """404, as if it did not exist, unless the operator's merchant holds the object (path ids tenancy.py cannot
+    check: a coupon, a conversion named by its uuid)."""
+    if not await conn.fetchval(_SCOPED[kind], object_id, who.merchant_scope()):
+        raise not_found(kind)
+
+
 def _row(record: asyncpg.Record) -> dict[str, Any]:
     out = dict(record)
     for key, value in out.items():

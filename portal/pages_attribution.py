@@ -35,6 +35,8 @@ async def admin_holds(ctx: Ctx, form: dict[str, Any] | None) -> Response:
             done = await data.decide_hold(ctx.conn, ctx.who, event_id, values["decision"], values["reason"])
             return back("/admin/holds", f"Conversion {done['event_id']}: {done['status']}.")
         except ApiError as exc:
+            if exc.status != 400:  # not found (another merchant's), already decided: the error page
+                raise
             field = "reason" if "reason" in exc.detail else "decision"
             errors[field] = exc.detail
     holds = await data.holds(ctx.conn, ctx.who, False, 200)
