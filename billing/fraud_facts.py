@@ -59,15 +59,22 @@ async def gather(
     judged = [e for e in events if e.get("partner") and int(e.get("offer") or 0) in rules]
     if not judged:
         return {}
-    pairs = sorted({(int(e["partner"]), merchants[int(e["offer"])]) for e in judged})
-    who = await conn.fetch(
-        """SELECT p.id AS partner_id, x.merchant_id, encode(sha256(convert_to(lower(p.email), 'UTF8')), 'hex') AS email,
-                  pp.customer_ref
+    # Only conversions naming their customer can be self-referrals: the partners' details are read for those alone.
+    pairs = sorted(
+        {(int(e["partner"]), merchants[int(e["offer"])]) for e in judged if e.get("customer") or e.get("email_sha256")}
+    )
+    who = (
+        []
+        if not pairs
+        else await conn.fetch(
+            """SELECT p.id AS partner_id, x.merchant_id, pp.customer_ref,
+                      encode(sha256(convert_to(lower(p.email), 'UTF8')), 'hex') AS email
            FROM unnest($1::bigint[], $2::bigint[]) AS x(partner_id, merchant_id)
            JOIN partners p ON p.id = x.partner_id
            LEFT JOIN partner_programmes pp ON pp.partner_id = p.id AND pp.merchant_id = x.merchant_id""",
-        [p for p, _ in pairs],
-        [m for _, m in pairs],
+            [p for p, _ in pairs],
+            [m for _, m in pairs],
+        )
     )
     partners = {(r["partner_id"], r["merchant_id"]): (r["email"], r["customer_ref"]) for r in who}
     customers = sorted({(merchants[int(e["offer"])], str(e["customer"])[:255]) for e in judged if e.get("customer")})
