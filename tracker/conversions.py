@@ -228,8 +228,9 @@ def build(params: Mapping[str, Any], offer: Offer, credit: crediting.Credit, cou
         "offer": offer.id,
         "click_id": credit.click_id,
     }
-    if coupon:
-        event["coupon"] = crediting.normalize(coupon)[:64]
+    code = crediting.normalize(coupon)[:64] if coupon else ""
+    if code:  # as the merchant sent it, upper-cased; blank is no coupon
+        event["coupon"] = code
     event["credited_by"] = credit.by
     if credit.link_id is None:
         del event["link"]

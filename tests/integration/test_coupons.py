@@ -144,6 +144,8 @@ async def test_validity_dates_and_unknown_codes(settings: Settings, db: asyncpg.
         with_click = await postback(client, secret, {**base, "order_id": "k1", "coupon": "OLD", "click_id": b_click})
         dated = await postback(client, secret, {**base, "order_id": "k2", "coupon": "now"})
         no_order = await postback(client, secret, {"offer_id": prog.offer_id, "type": "action", "coupon": "NOW"})
+        blank = await postback(client, secret, {**base, "order_id": "b1", "coupon": "   "})
+        assert (blank.status_code, blank.json()["error"]) == (400, "missing_click_id")  # a blank code is no code
         assert (with_click.status_code, dated.status_code) == (200, 200)
         assert (no_order.status_code, no_order.json()["error"]) == (
             400,
