@@ -60,7 +60,7 @@ def judge(
         return Verdict("rejected", str(event["refusal"]), ())
     if terms is None:
         return Verdict("rejected", "unknown_offer", ())
-    if not event.get("partner") or not event.get("link"):
+    if not event.get("partner") or not (event.get("link") or event.get("credited_by") == "coupon"):
         return Verdict("rejected", "unattributed", ())
     if event.get("click_bot"):
         return Verdict("rejected", "bot_click", ())

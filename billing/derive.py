@@ -16,10 +16,11 @@ from typing import Any
 import asyncpg
 import orjson
 
-from billing import supersede
+from billing import fraud_facts, supersede
 from billing.attribution import Verdict, authenticated, judge, occurred_at, supersedes
 from billing.events import copy
 from billing.plans import load_terms
+from kernel import fraud
 from kernel.plans import OfferTerms
 
 log = logging.getLogger("clickmint.billing.derive")
@@ -34,7 +35,7 @@ _ROLLUP_COLUMNS = """partner_id, day, offer_id, country, sub1, views, clicks, un
     sales_minor, billable_views"""
 _CONVERSION_COLUMNS = """event_id, ts, kind, merchant_id, offer_id, partner_id, link_id, click_id, action, order_id,
     amount_minor, currency, items, customer_ref, country, sub1, status, reason, hold_until, note, via,
-    authenticated"""
+    authenticated, coupon, credited_by, held_reason, held_until"""
 _COMMISSION_COLUMNS = "event_id, kind, amount_minor, currency, basis"
 _REFRESH_SQL = "SELECT version, to_regclass('pg_temp.cm_rollup_stage') IS NOT NULL FROM config_version"
 # Per connection, made by its first batch: what a batch writes by the thousand is COPYed (binary, no
@@ -59,6 +60,7 @@ _ROLLUP_UPSERT_SQL = f"""INSERT INTO rollups AS r ({_ROLLUP_COLUMNS})
         sales_minor = r.sales_minor + EXCLUDED.sales_minor,
         billable_views = r.billable_views + EXCLUDED.billable_views"""
 _DAYS: dict[int, dt.date] = {}
+_BILLABLE = ("pending", "held")  # held: billable once the operator approves it, never paid before
 _MS_PER_DAY = 86_400_000
 
 
@@ -86,8 +88,10 @@ def _key(event: dict[str, Any]) -> RollupKey:
 class Deriver:
     """The derive step of ingest; holds the offers' terms, reloaded when the configuration changes."""
 
-    def __init__(self) -> None:
+    def __init__(self, asn_db: str | None = None) -> None:
         self.terms: dict[int, OfferTerms] = {}
+        self.fraud: dict[int, fraud.Rules] = {}  # offer -> its fraud rules (billing/fraud.py)
+        self.asn = fraud_facts.AsnLookup(asn_db)
         self._version: int | None = None
 
     async def _refresh(self, conn: asyncpg.Connection) -> None:
@@ -96,6 +100,10 @@ class Deriver:
             await conn.execute(_STAGE_SQL)
         if version != self._version:
             self.terms = await load_terms(conn)
+            self.fraud = {
+                r["id"]: fraud.Rules.load(r["id"], _json(r["fraud_rules"]))
+                for r in await conn.fetch("SELECT id, fraud_rules FROM offers")
+            }
             self._version = version
 
     async def __call__(self, conn: asyncpg.Connection, events: list[dict[str, Any]]) -> None:
@@ -105,6 +113,7 @@ class Deriver:
         actions: Counter[tuple[int, dt.date, int, str]] = Counter()
         conversions: list[dict[str, Any]] = []
         refunds: list[dict[str, Any]] = []
+        variants: Counter[tuple[int, dt.date, str, bool]] = Counter()  # smart link, day, variant, unique
         # Views and clicks are most of the traffic: counted here inline, one dict lookup per event.
         for event in events:
             kind = event["type"]
@@ -127,6 +136,8 @@ class Deriver:
                     counters[1] += 1
                     if get("unique") and not get("refusal"):
                         counters[2] += 1
+                    if "smart" in event:  # a smart link's click: counted for its variant too
+                        variants[int(event["smart"]), day, str(get("variant") or ""), bool(get("unique"))] += 1
             elif kind == "refund":
                 refunds.append(event)
             else:
@@ -136,6 +147,8 @@ class Deriver:
         if refunds:
             await self._refunds(conn, sorted(refunds, key=lambda e: e["ts"]))
         await _write_rollups(conn, rollups, bots, actions)
+        if variants:
+            await _write_variants(conn, variants)
 
     async def _conversions(
         self,
@@ -144,7 +157,10 @@ class Deriver:
         rollups: dict[RollupKey, list[int]],
         actions: Counter[Any],
     ) -> None:
-        await _inherit_click_facts(conn, events)
+        clicks = await _inherit_click_facts(conn, events)
+        merchants = {offer: t.merchant_id for offer, t in self.terms.items()}
+        rules = {offer: r for offer, r in self.fraud.items() if offer in merchants}
+        facts = await fraud_facts.gather(conn, events, merchants, rules, clicks, self.asn)
         orders = [(int(e["offer"]), e["order_id"]) for e in events if e.get("order_id") and e.get("offer")]
         # (offer, order id) -> the billable conversion holding it: a row already stored, or one of this batch.
         taken: dict[tuple[int, str], dict[str, Any]] = {}
@@ -192,27 +208,31 @@ class Deriver:
             verdict = judge(
                 event, terms, order in taken if order else False, sales_before, amount_before, once in acted
             )
-            if tiered and terms is not None and verdict.status == "pending":
+            if verdict.status == "pending" and event["id"] in facts:
+                held = fraud.check(rules[offer_id], facts[event["id"]])
+                if held is not None:  # billable, but not paid until the operator approves it
+                    verdict = Verdict("held", held, verdict.lines, verdict.note)
+            if tiered and terms is not None and verdict.status in _BILLABLE:
                 tally_key = (int(event["partner"]), offer_id, _month(event))
                 added = int(event.get("amount") or 0) if event.get("currency") == terms.currency else 0
                 tallied[tally_key][0] += 1
                 tallied[tally_key][1] += added
                 tallied_by[event["id"]] = (tally_key, added)
-            if verdict.status == "pending" and once:
+            if verdict.status in _BILLABLE and once:
                 acted.add(once)
             at = occurred_at(event)
-            if verdict.status == "pending" and order:
+            if verdict.status in _BILLABLE and order:
                 taken[order] = supersede.holder(event, terms, at, len(conversion_rows))
-            conversion_rows.append(_conversion_row(event, terms, verdict, at))
+            conversion_rows.append(_conversion_row(event, terms, verdict, at, rules.get(offer_id)))
             for line in verdict.lines:
                 commission_rows.append((event["id"], line.kind, line.amount_minor, line.currency, line.basis))
             counters = rollups[_key(event)]
             counters[4] += 1
             actions[int(event.get("partner") or 0), _day(event), offer_id, event.get("action") or event["type"]] += 1
-            if event["type"] == "purchase" and verdict.status == "pending":
+            if event["type"] == "purchase" and verdict.status in _BILLABLE:
                 counters[5] += 1
                 counters[6] += int(event.get("amount") or 0)
-            if event.get("customer") and verdict.status == "pending" and terms is not None:
+            if event.get("customer") and verdict.status in _BILLABLE and terms is not None:
                 customer_rows.append(
                     (
                         terms.merchant_id,
@@ -330,10 +350,11 @@ def _once_key(event: dict[str, Any], terms: OfferTerms | None) -> tuple[int, str
 
 
 def _conversion_row(
-    event: dict[str, Any], terms: OfferTerms | None, verdict: Verdict, at: dt.datetime
+    event: dict[str, Any], terms: OfferTerms | None, verdict: Verdict, at: dt.datetime, rules: fraud.Rules | None = None
 ) -> tuple[Any, ...]:
     items = event.get("items")
     hold = terms.hold if terms is not None else dt.timedelta(0)
+    held = verdict.status == "held"
     return (
         event["id"],
         at,
@@ -352,22 +373,28 @@ def _conversion_row(
         event.get("country") or "",
         (event.get("sub1") or "")[:100],
         verdict.status,
-        verdict.reason,
+        None if held else verdict.reason,
         at + hold,
         verdict.note,
         event.get("via"),
         authenticated(event),
+        event.get("coupon"),
+        event.get("credited_by"),
+        verdict.reason if held else None,
+        at + dt.timedelta(days=rules.hold_days) if held and rules is not None else None,
     )
 
 
-async def _inherit_click_facts(conn: asyncpg.Connection, events: list[dict[str, Any]]) -> None:
+async def _inherit_click_facts(conn: asyncpg.Connection, events: list[dict[str, Any]]) -> dict[str, asyncpg.Record]:
     """A conversion is counted under the sub id and country of the click that brought it, not the merchant's
-    server; a click recorded as a bot is remembered, so that its conversions are rejected."""
+    server; a click recorded as a bot is remembered, so that its conversions are rejected. Returns the clicks
+    (time, network, referrer) by click id, for the fraud rules."""
     click_ids = list({e["click_id"] for e in events if e.get("click_id")})
     if not click_ids:
-        return
+        return {}
     rows = await conn.fetch(
-        "SELECT click_id, sub1, country, bot_reason FROM events WHERE type = 'click' AND click_id = ANY($1::text[])",
+        """SELECT click_id, sub1, country, bot_reason, ts, ip_prefix, payload->>'referrer' AS referrer
+           FROM events WHERE type = 'click' AND click_id = ANY($1::text[])""",
         click_ids,
     )
     facts = {r["click_id"]: (r["sub1"] or "", r["country"], r["bot_reason"]) for r in rows}
@@ -377,6 +404,13 @@ async def _inherit_click_facts(conn: asyncpg.Connection, events: list[dict[str, 
             event["sub1"], event["country"], bot = found
             if bot:
                 event["click_bot"] = bot  # a conversion on a bot's click is never paid
+    return {r["click_id"]: r for r in rows}
+
+
+def _json(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        return orjson.loads(value)
+    return dict(value or {})
 
 
 def _month(event: dict[str, Any]) -> int:
@@ -405,6 +439,28 @@ async def _period_sales(
         terms.currency,
     )
     return int(row["n"]), int(row["amount"])
+
+
+async def _write_variants(conn: asyncpg.Connection, variants: Counter[tuple[int, dt.date, str, bool]]) -> None:
+    """The clicks (and unique clicks) each smart-link variant received, per UTC day; rows locked in key order."""
+    summed: dict[tuple[int, dt.date, str], list[int]] = defaultdict(lambda: [0, 0])
+    for (link, day, name, unique), n in variants.items():
+        summed[link, day, name][0] += n
+        if unique:
+            summed[link, day, name][1] += n
+    keys = sorted(summed)
+    await conn.execute(
+        """INSERT INTO rollup_variants AS v (link_id, day, variant, clicks, unique_clicks)
+           SELECT * FROM unnest($1::bigint[], $2::date[], $3::text[], $4::bigint[], $5::bigint[])
+           ON CONFLICT (link_id, day, variant)
+           DO UPDATE SET clicks = v.clicks + EXCLUDED.clicks,
+                         unique_clicks = v.unique_clicks + EXCLUDED.unique_clicks""",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        [summed[k][0] for k in keys],
+        [summed[k][1] for k in keys],
+    )
 
 
 async def _write_rollups(

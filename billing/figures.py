@@ -10,6 +10,9 @@ Every commission figure (partner stats and orders, the operator's report) is one
   current rates, cpm accrued per offer and day as settle accrues it);
 - rejected: commissions of conversions rejected at approval (refunded in full before their hold ended).
 
+Beside them, `held`: the commissions of conversions a fraud rule holds for the operator's review (billing/fraud.py),
+in no bucket above until approved (then pending) or rejected (then nowhere).
+
 approved - reversed + paid over a statement's lines is its lines total, to the minor unit: a line is split by
 country and sub id (ledger_splits) and its splits add up to it, also converted. A line converted into the
 partner's currency counts in that currency; one not yet on a statement of such a merchant, like pending
@@ -80,6 +83,7 @@ class Figures:
     reversed: int = 0
     paid: int = 0
     rejected: int = 0
+    held: int = 0  # commissions of conversions a fraud rule holds for review: never paid unless approved
     sales: int = 0  # billable sales in this currency (their own), and their amount
     sales_minor: int = 0
 
@@ -146,7 +150,7 @@ async def commission(conn: asyncpg.Connection, scope: Scope, since: dt.date, unt
                         THEN k.event_id::text || k.kind END AS unit  -- converted line by line, as settle will
             FROM conversions c JOIN commissions k ON k.event_id = c.event_id
             JOIN merchants m ON m.id = c.merchant_id JOIN partners p ON p.id = c.partner_id
-            WHERE c.status IN ('pending', 'rejected') AND c.ts >= $1 AND c.ts < $2 AND {where}
+            WHERE c.status IN ('pending', 'held', 'rejected') AND c.ts >= $1 AND c.ts < $2 AND {where}
             GROUP BY 1, 2, 3, 4, 5, 6, 8""",
         _start(since),
         _start(until + dt.timedelta(days=1)),
@@ -199,7 +203,7 @@ async def conversions(conn: asyncpg.Connection, event_ids: list[str]) -> dict[st
                    m.statement_currency = 'partner' AND k.currency <> p.currency, c.status, k.amount_minor
             FROM conversions c JOIN commissions k ON k.event_id = c.event_id
             JOIN merchants m ON m.id = c.merchant_id JOIN partners p ON p.id = c.partner_id
-            WHERE c.event_id = ANY($2::uuid[]) AND c.status IN ('pending', 'rejected')""",
+            WHERE c.event_id = ANY($2::uuid[]) AND c.status IN ('pending', 'held', 'rejected')""",
         event_ids,
         event_ids,
     )

@@ -26,7 +26,7 @@ def run_ingest() -> int:
     settings = BillingSettings.from_env()
 
     async def main() -> None:
-        ingest = Ingest(settings, derive=Deriver())
+        ingest = Ingest(settings, derive=Deriver(settings.asn_db))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, ingest.stop)

@@ -35,6 +35,8 @@ class BillingSettings:
     # s % parts == part - 1 (CLICKMINT_INGEST_PART, "1/2"); `clickmint up` starts CLICKMINT_INGEST_PROCESSES.
     part: int = 1
     parts: int = 1
+    # A MaxMind-format ASN database (e.g. GeoLite2-ASN.mmdb) for the datacenter fraud rule; None: the rule is idle.
+    asn_db: str | None = None
 
     def my_shards(self) -> list[int]:
         """The stream shards this process consumes."""
@@ -57,6 +59,7 @@ class BillingSettings:
             metrics_port=env.int("BILLING_METRICS_PORT", DEFAULT_METRICS_PORT, lo=0, hi=65_535),
             metrics_host=env.str("METRICS_HOST", METRICS_HOST),
             linger_ms=env.int("INGEST_LINGER_MS", DEFAULT_LINGER_MS, lo=0, hi=5_000),
+            asn_db=env.raw("ASN_DB") or None,
             **_part(env, core.shards),
         )
 

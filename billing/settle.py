@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from billing import ledger, statements, traffic
+from billing import ledger, review, statements, traffic
 from billing.plans import load_terms
 from kernel.sealed import Sealer
 
@@ -22,6 +22,9 @@ class SettleReport:
     ledger: ledger.LedgerReport = field(default_factory=ledger.LedgerReport)
     statements: statements.StatementReport = field(default_factory=statements.StatementReport)
     seconds: float = 0.0
+    holds_expired: dict[str, int] = field(
+        default_factory=dict
+    )  # held conversions whose hold expired: approved, rejected
 
     def summary(self) -> str:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.ledger.per_kind.items())) or "none"
@@ -72,6 +75,7 @@ async def settle(
         await conn.execute("SELECT pg_advisory_xact_lock($1)", SETTLE_LOCK)
         terms = await load_terms(conn)
         lines, got = report.ledger, report.statements
+        report.holds_expired = await review.expire(conn, now)  # before approval: an approved hold then follows
         await ledger.approve(conn, now, end_at, lines, got)
         step(f"conversions approved: {lines.approved:,}, rejected as refunded: {lines.rejected_refunded:,};"
              f" commission lines: {lines.lines:,}; statements opened: {got.opened:,}")  # fmt: skip

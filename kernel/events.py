@@ -60,6 +60,13 @@ class Event(TypedDict, total=False):
     currency: str
     items: list[Item]
     customer: str
+    coupon: str  # the code the conversion carried (pixel/postback `coupon`, TUNE `promo_code`), upper-cased
+    credited_by: Literal["click", "cookie", "coupon"]  # a coupon-credited conversion has no click_id
+    email_sha256: str  # the customer's hashed e-mail, for the self-referral rule only
+    first_click: str  # a first-click offer's repeat click: the visitor's first click id, which it keeps
+    referrer: str  # a click's referring host, for the forbidden-referrer rule
+    smart: int  # a click through a smart link: that link's id
+    variant: str  # the variant the smart link's rules chose
 
 
 def event_time(event_id: str, ts: int, now_ms: int | None = None) -> int:

@@ -12,6 +12,10 @@ whose latencies count from each request's due time, and its RSS is sampled under
 app again, paced at that same rate: the open-loop figures' own baseline. The bare app is also paced at
 --fraction of its own maximum, to show whether the open-loop target is within reach of uvicorn alone.
 --rounds N repeats baseline+tracker N times and reports medians (for noisy machines).
+The smart-link phase: right after the tracker's closed-loop run, the same worker serves a smart link of the same
+offer with five rules (the click matches only the fifth, a weighted A/B choice), then the plain link again; the
+smart link's req/s and server CPU per click are set against the mean of the two plain runs around it (target:
+at most 5 % more CPU a click, SMART_TARGET).
 The last line printed is one JSON object of the figures.
 """
 
@@ -48,6 +52,28 @@ EVERYTHING = (
     "lifetime) in Redis, GeoIP country, signed click id, cookie, macros"
 )
 PLAIN = "plain: no caps on the offer, no GeoIP database (--plain)"
+SMART_TARGET = 1.05  # a smart-link click with five rules costs at most 5 % more server CPU than a plain one
+_SHOP = "https://shop.example.com/"
+# Five rules; the bench's visitors (desktop Chrome, Accept-Language en-US, 10.x addresses) match only the fifth,
+# so every click evaluates all five: country, device and OS, language, and a weighted choice between two URLs.
+SMART_RULES = {
+    "rules": [
+        {"name": "r1", "country": ["ZZ"], "variants": [{"name": "r1", "url": _SHOP + "r1?cid={click_id}"}]},
+        {"name": "r2", "device": ["tablet"], "os": ["ios"], "variants": [{"name": "r2", "url": _SHOP + "r2"}]},
+        {"name": "r3", "language": ["xx"], "variants": [{"name": "r3", "url": _SHOP + "r3?cid={click_id}"}]},
+        {"name": "r4", "language": ["en"], "os": ["android"], "variants": [{"name": "r4", "url": _SHOP + "r4"}]},
+        {
+            "name": "r5",
+            "device": ["desktop"],
+            "language": ["en", "de"],
+            "variants": [
+                {"name": "A", "url": _SHOP + "landing?cid={click_id}&v=a", "weight": 50},
+                {"name": "B", "url": _SHOP + "landing?cid={click_id}&v=b", "weight": 50},
+            ],
+        },
+    ],
+    "fallback": {"name": "home", "url": _SHOP + "landing?cid={click_id}"},
+}
 COUNTERS = ("events_redis_total", "events_spooled_total", "batches_total", "bot_events_total")
 
 
@@ -90,6 +116,7 @@ def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, A
     seeded = None
     try:
         seeded = asyncio.run(seed_link(servers.database_url))
+        smart_code = asyncio.run(_seed_smart(servers.database_url, seeded.offer_id, seeded.partner_id))
         port = pick_port(0)
         env = _tracker_env(servers, port)
         env.pop("CLICKMINT_GEOIP_DB", None)
@@ -99,6 +126,7 @@ def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, A
         shards = int(env.get("CLICKMINT_SHARDS", "4"))
         path = f"/c/{seeded.code}?sub1=x"
         traffic = Traffic("127.0.0.1", port, path)
+        smart_traffic = Traffic("127.0.0.1", port, f"/c/{smart_code}?sub1=x")
         others = {"valkey": servers.valkey.proc.pid} if servers.valkey and servers.valkey.proc else {}
         if not others:
             runner.warnings.append("Redis from CLICKMINT_REDIS_URL: not pinned, its CPU not measured")
@@ -134,6 +162,9 @@ def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, A
                 w.wait_ready("/readyz")
                 _check_redirect(w, path)
                 best = runner.phase("tracker (/c/<code>), closed loop", w, traffic, others)
+                _check_smart(w, smart_traffic.path)
+                smart = runner.phase("smart link, 5 rules, closed loop", w, smart_traffic, others)
+                plain_again = runner.phase("tracker (/c/<code>) again", w, traffic, others)
                 rate = best["rps"] * args.fraction
                 title = f"tracker at {args.fraction:.0%}: {rate:,.0f}/s open loop"
                 paced = runner.phase(title, w, traffic, others, rate)
@@ -141,7 +172,16 @@ def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, A
                     if name in counters:
                         counters[name] += int(value)
                 rounds.append(
-                    {"base": base, "base_own": base_own, "floor": at_floor, "best": best, "paced": paced, "rate": rate}
+                    {
+                        "base": base,
+                        "base_own": base_own,
+                        "floor": at_floor,
+                        "best": best,
+                        "paced": paced,
+                        "rate": rate,
+                        "smart": smart,
+                        "plain_again": plain_again,
+                    }
                 )
                 if args.profile and n == args.rounds - 1:
                     counters["stream_added"] = stream_lengths(servers.redis_url, KEY_PREFIX, shards) - before
@@ -160,6 +200,7 @@ def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, A
         if servers.valkey is None:
             delete_keys(servers.redis_url, KEY_PREFIX)
         if servers.postgres is None and seeded is not None:
+            asyncio.run(_unseed_smart(servers.database_url, seeded.offer_id))
             asyncio.run(unseed_link(servers.database_url, seeded))
         servers.close()
     return rounds, counters
@@ -203,6 +244,40 @@ def _check_redirect(worker: Worker, path: str) -> None:
     location = headers.get("location", "")
     if status != 302 or not location.startswith("https://shop.example.com/landing?cid=") or "set-cookie" not in headers:
         raise RuntimeError(f"the tracker answered {status} {location!r}, not the offer's 302 with a cookie")
+
+
+async def _seed_smart(dsn: str, offer_id: int, partner_id: int) -> str:
+    """A smart link of the seeded partner on the seeded offer, with SMART_RULES; returns its code."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        code = "benchsmart" + secrets.token_urlsafe(6)
+        await conn.execute(
+            "INSERT INTO links (code, partner_id, offer_id, smart_rules) VALUES ($1, $2, $3, $4)",
+            code,
+            partner_id,
+            offer_id,
+            json.dumps(SMART_RULES),
+        )
+        return code
+    finally:
+        await conn.close()
+
+
+async def _unseed_smart(dsn: str, offer_id: int) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DELETE FROM links WHERE offer_id = $1 AND smart_rules IS NOT NULL", offer_id)
+    finally:
+        await conn.close()
+
+
+def _check_smart(worker: Worker, path: str) -> None:
+    """One smart-link click by hand: the fifth rule's A or B variant, else the rules were not applied."""
+    status, headers, _ = worker.get(path, {"User-Agent": BROWSER_UA, "X-Forwarded-For": "192.0.2.1",
+                                           "Accept-Language": "en-US,en;q=0.9"})  # fmt: skip
+    location = headers.get("location", "")
+    if status != 302 or not location.startswith(_SHOP + "landing?cid=") or "&v=" not in location:
+        raise RuntimeError(f"the smart link answered {status} {location!r}, not its fifth rule's variant")
 
 
 def _check_everything_on(redis_url: str, offer_id: int, shards: int) -> list[str]:
@@ -302,6 +377,21 @@ def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any
     if bots:
         warnings.append(f"{bots} clicks were classified as bots")
     meets = ratio >= TARGET_RATIO and p99_paced <= TARGET_P99_MS_AT_FRACTION
+    # The smart link against the mean of the plain runs just before and after it, in the same worker.
+    smart_rps = _median(rounds, "smart", "rps")
+    plain_rps = float(statistics.median((r["best"]["rps"] + r["plain_again"]["rps"]) / 2 for r in rounds))
+    smart_us = _cpu_us(rounds, "smart")
+    plain_us = float(
+        statistics.median(
+            (r["best"]["cpu_server"] / r["best"]["rps"] + r["plain_again"]["cpu_server"] / r["plain_again"]["rps"])
+            / 2
+            * 1e6
+            for r in rounds
+            if r["best"]["rps"] and r["plain_again"]["rps"]
+        )
+    )
+    smart_cost = smart_us / plain_us if plain_us else 0.0
+    smart_rps_ratio = smart_rps / plain_rps if plain_rps else 0.0
     many = f" (median of {len(rounds)} rounds: {', '.join(f'{x:.2f}' for x in ratios)})" if len(rounds) > 1 else ""
     lines = [
         "",
@@ -331,6 +421,10 @@ def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any
         f"({valkey_us:.1f} µs a request), paced {_median(rounds, 'paced', 'cpu_valkey'):.0%}"
         if valkey_us is not None
         else "  valkey cpu: not measured (configured Redis)",
+        f"  smart link (5 rules, the 5th an A/B choice): {smart_rps:,.0f} req/s, {smart_rps_ratio:.3f} of the plain "
+        f"click's {plain_rps:,.0f} (mean of the runs before and after); server CPU {smart_us:.1f} µs a click against "
+        f"{plain_us:.1f} µs: cost ratio {smart_cost:.3f} (target <= {SMART_TARGET}: "
+        f"{'met' if smart_cost <= SMART_TARGET else 'not met'})",
         *(f"  warning: {w}" for w in warnings),
         f"  targets met: {'yes' if meets else 'no'}",
     ]
@@ -378,6 +472,13 @@ def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any
         "events_per_batch": round(events / max(batches, 1), 2),
         "errors": int(sum(r[k].get("errors", 0) for r in rounds for k in ("base", "floor", "best", "paced"))),
         "meets_targets": meets,
+        "smart_rps": round(smart_rps, 1),
+        "smart_plain_rps": round(plain_rps, 1),
+        "smart_rps_ratio": round(smart_rps_ratio, 3),
+        "smart_cpu_us_per_request": round(smart_us, 1),
+        "smart_plain_cpu_us_per_request": round(plain_us, 1),
+        "smart_cost_ratio": round(smart_cost, 3),
+        "smart_meets_target": smart_cost <= SMART_TARGET,
         "warnings": warnings,
     }
     if valkey_us is not None:  # the embedded Valkey's CPU in the closed-loop tracker run

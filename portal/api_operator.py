@@ -396,11 +396,19 @@ REASONS = {
     "over_cap": "a cap of the offer was reached",
     "unattributed": "no partner could be named",
     "refunded": "refunded in full before its hold ended",
+    # docs/attribution.md: coupon codes and the review of held conversions
+    "coupon_unknown": "the coupon code is not a code of this offer, and no click was attributed",
+    "coupon_expired": "the coupon code's validity ended, and no click was attributed",
+    "coupon_not_yet_valid": "the coupon code is not valid yet, and no click was attributed",
+    "coupon_inactive": "the coupon code's partner is not approved in the programme, and no click was attributed",
+    "coupon_not_credited": "the offer credits a coupon only with its partner's click (policy same_partner)",
+    "fraud_rejected": "a fraud rule held it and the operator rejected it (the reason is in review_note)",
+    "hold_expired": "a fraud rule held it and nobody decided before the hold expired (offer policy: reject)",
 }
 
 
 async def conversions(ctx: Ctx) -> Any:
-    status = ctx.query("status", validate.choice("pending", "approved", "rejected", "reversed"), None)
+    status = ctx.query("status", validate.choice("pending", "held", "approved", "rejected", "reversed"), None)
     reason = ctx.query("reason", validate.text(1, 64), None)
     limit = ctx.query("limit", validate.integer(1, 500), 100)
     return await data.conversions(ctx.conn, ctx.who, status, reason, limit)
@@ -513,7 +521,7 @@ ENDPOINTS = [
         "The latest conversions with their channel (via), whether the source was authenticated, and why a"
         " refused one was refused; refunds with why one did not count (codes: components.schemas.ConversionReason)",
         query={
-            "status": {"type": "string", "enum": ["pending", "approved", "rejected", "reversed"]},
+            "status": {"type": "string", "enum": ["pending", "held", "approved", "rejected", "reversed"]},
             "reason": {
                 "type": "string",
                 "maxLength": 64,

@@ -21,7 +21,18 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from kernel import limits, logs
-from portal import api_auth, api_operator, api_partner, openapi, pages, partner_data, passwords, postbacks, site
+from portal import (
+    api_attribution,
+    api_auth,
+    api_operator,
+    api_partner,
+    openapi,
+    pages,
+    partner_data,
+    passwords,
+    postbacks,
+    site,
+)
 from portal.api import ROLES, Endpoint, error_response, json_response, route
 from portal.api_payouts import ENDPOINTS as PAYOUT_ENDPOINTS
 from portal.errors import ApiError
@@ -34,6 +45,7 @@ ENDPOINTS: list[Endpoint] = [
     *api_partner.ENDPOINTS,
     *api_operator.ENDPOINTS,
     *PAYOUT_ENDPOINTS,
+    *api_attribution.ENDPOINTS,
 ]
 assert all(ep.role in (*ROLES, "public") for ep in ENDPOINTS)
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{8,64}")

@@ -123,6 +123,8 @@ def document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any]:
                 "FeePlan": _embedded("fee_plan"),
                 "PartnerPlan": _embedded("partner_plan"),
                 "Caps": _embedded("caps"),
+                "FraudRules": _embedded("fraud"),
+                "SmartLinkRules": _embedded("smart_link"),
                 "ConversionReason": _reasons(),
             },
             "securitySchemes": {

@@ -9,6 +9,7 @@ from starlette.staticfiles import StaticFiles
 
 from portal.pages import page
 from portal.pages_account import creative_image, creatives_page, notifications_page, profile_page
+from portal.pages_attribution import admin_holds, partner_coupons
 from portal.pages_auth import forgot, home, invitation_page, login_page, login_submit, logout_submit, reset_page
 from portal.pages_offers import admin_integration, admin_offer, admin_offers
 from portal.pages_operator import (
@@ -78,4 +79,6 @@ def routes() -> list[BaseRoute]:
         page("/admin/creatives", admin_creatives, "operator", ("GET", "POST")),
         page("/admin/products", admin_products, "operator", ("GET", "POST")),
         page("/admin/rates", admin_rates, "operator", ("GET", "POST")),
+        page("/admin/holds", admin_holds, "operator", ("GET", "POST")),
+        page("/coupons", partner_coupons, "partner"),
     ]

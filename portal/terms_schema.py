@@ -13,7 +13,13 @@ import jsonschema
 from portal.errors import ApiError
 from schemas import OFFERS_DIR
 
-CODES = {"fee_plan": "invalid_fee_plan", "partner_plan": "invalid_fee_plan", "caps": "invalid_caps"}
+CODES = {
+    "fee_plan": "invalid_fee_plan",
+    "partner_plan": "invalid_fee_plan",
+    "caps": "invalid_caps",
+    "fraud": "invalid_fraud_rules",
+    "smart_link": "invalid_smart_link",
+}
 
 
 @functools.cache
@@ -90,6 +96,8 @@ def _words(error: jsonschema.ValidationError) -> str:
         return f"must be of type {error.validator_value}, not {json.dumps(error.instance)[:60]}"
     if kind in ("minimum", "maximum"):
         return f"must be {'at least' if kind == 'minimum' else 'at most'} {error.validator_value}"
+    if kind == "pattern" and "forbidden_referrers" in error.absolute_schema_path:
+        return f"{json.dumps(error.instance)[:60]} is not a host name such as coupons.example"
     if kind == "pattern":
         return f'{json.dumps(error.instance)[:60]} is not a decimal string from 0 to 100 such as "7.5"'
     if kind == "anyOf":  # the one anyOf of the fee plan: a tier's thresholds

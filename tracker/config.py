@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
 import orjson
 
 from kernel import caps
+from kernel.crediting import Coupon
 from kernel.macros import Template, normalize_hosts
 from kernel.sources import parse as parse_sources
+from tracker.smartlinks import compile_rules
 from tracker.snapshot import EMPTY, Creative, Link, Offer, Snapshot, shard_of
 
 log = logging.getLogger("clickmint.tracker.config")
@@ -33,15 +36,35 @@ async def load(conn: asyncpg.Connection, shards: int) -> Snapshot:
             """SELECT id, merchant_id, status, destination_url, fallback_url, allowed_hosts, attribution_window_s,
                       currency, caps, fee_plan, postback_security, postback_secret,
                       postback_ip_allowlist::text[] AS ips, conversion_sources, pixel_max_amount_minor, tune_token,
+                      attribution_model, coupon_policy,
+                      CASE WHEN jsonb_typeof(fraud_rules->'forbidden_referrers') = 'array'
+                           THEN jsonb_array_length(fraud_rules->'forbidden_referrers') > 0 ELSE false END
+                          AS record_referrer,
                       (starts_at IS NULL OR starts_at <= now()) AND (ends_at IS NULL OR ends_at > now()) AS running
                FROM offers"""
         )
         creative_rows = await conn.fetch("SELECT id, content_type, body, sha256 FROM creatives")
+        coupon_rows = await conn.fetch(
+            """SELECT c.offer_id, c.partner_id, c.code,
+                      extract(epoch FROM c.valid_from)::float8 AS valid_from,
+                      extract(epoch FROM c.valid_until)::float8 AS valid_until,
+                      coalesce(pp.status, 'applied') = 'approved' AS usable,
+                      (SELECT min(l.id) FROM links l WHERE l.partner_id = c.partner_id AND l.offer_id = c.offer_id)
+                          AS link_id
+               FROM coupons c JOIN offers o ON o.id = c.offer_id
+               LEFT JOIN partner_programmes pp ON pp.partner_id = c.partner_id AND pp.merchant_id = o.merchant_id
+               WHERE c.status = 'active'"""
+        )
         link_rows = await conn.fetch(
-            """SELECT l.id, l.code, l.partner_id, l.offer_id, l.creative_id, l.status,
+            """SELECT l.id, l.code, l.partner_id, l.offer_id, l.creative_id, l.status, l.smart_rules,
                       coalesce(pp.status, 'applied') AS programme
                FROM links l JOIN offers o ON o.id = l.offer_id
                LEFT JOIN partner_programmes pp ON pp.partner_id = l.partner_id AND pp.merchant_id = o.merchant_id"""
+        )
+    coupons: dict[int, dict[str, Coupon]] = {}
+    for row in coupon_rows:
+        coupons.setdefault(row["offer_id"], {})[row["code"]] = Coupon(
+            row["code"], row["partner_id"], row["link_id"], row["valid_from"], row["valid_until"], row["usable"]
         )
     offers: dict[int, Offer] = {}
     for row in offer_rows:
@@ -69,6 +92,10 @@ async def load(conn: asyncpg.Connection, shards: int) -> Snapshot:
             sources=allowed,
             pixel_max_minor=row["pixel_max_amount_minor"],
             tune_token=row["tune_token"],
+            attribution_model=row["attribution_model"],
+            coupon_policy=row["coupon_policy"],
+            coupons=coupons.get(row["id"], {}),
+            record_referrer=row["record_referrer"],
         )
     creatives = {
         row["id"]: Creative(
@@ -92,7 +119,38 @@ async def load(conn: asyncpg.Connection, shards: int) -> Snapshot:
             ids={"partner_id": str(row["partner_id"]), "offer_id": str(offer.id), "link_id": str(row["id"])},
         )
         links[link.code] = link
+    _compile_smart(links, {row["code"]: row["smart_rules"] for row in link_rows if row["smart_rules"] is not None})
     return Snapshot(version, links, {link.id: link for link in links.values()}, offers)
+
+
+def _compile_smart(links: dict[str, Link], stored: dict[str, Any]) -> None:
+    """Compile each smart link's rules in place; a link whose rules cannot be used is served as a plain link."""
+    if not stored:
+        return
+    # (partner, offer) -> the partner's active link on that offer: where an offer variant sends the click
+    own: dict[tuple[int, int], int] = {}
+    for link in sorted(links.values(), key=lambda item: item.id):
+        if link.active and link.smart is None:
+            own.setdefault((link.partner_id, link.offer.id), link.id)
+    offers = {lk.offer.id: lk.offer.merchant_id for lk in links.values()}
+    for code, raw in stored.items():
+        found = links.get(code)
+        if found is None:
+            continue
+        link = found
+        merchant, partner = link.offer.merchant_id, link.partner_id
+
+        def target(
+            offer_id: int, partner: int = partner, merchant: int = merchant, offers: dict = offers
+        ) -> int | None:
+            return own.get((partner, offer_id)) if offers.get(offer_id) == merchant else None
+
+        try:
+            smart = compile_rules(_json(raw), link.offer.allowed_hosts, link.ids, target)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.error("link %s has unusable smart-link rules and is served as a plain link: %s", link.id, exc)
+            continue
+        links[code] = replace(link, smart=smart)
 
 
 def _json(value: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from kernel import sources
+from kernel import crediting, sources
 from kernel.money import AmountError, normalize_currency, parse_amount
 from tracker.clickids import ClickIdError, ClickIdSigner
 from tracker.snapshot import Link, Offer, Snapshot
@@ -24,6 +24,7 @@ MAX_TEXT = 255
 SIGNATURE_TOLERANCE_S = 300
 MAX_WINDOW_S = 31_536_000  # the longest attribution window an offer may have (offers.attribution_window_s)
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-.")
+_HEX = frozenset("0123456789abcdef")
 
 
 class Refusal(ValueError):
@@ -85,6 +86,40 @@ def attribute(signer: ClickIdSigner, snapshot: Snapshot, offer: Offer, token: st
     if link is None or link.offer.id != offer.id:
         raise Refusal("click_id_wrong_offer", "the click id belongs to another offer")
     return link
+
+
+def credit(
+    signer: ClickIdSigner, snapshot: Snapshot, offer: Offer, token: str, via: str, coupon: str, now: float
+) -> crediting.Credit:
+    """Who this conversion credits, from its click id (or cookie: `via`) and its coupon code, by the offer's
+    coupon policy (tracker/crediting.py); raises Refusal when nobody is credited."""
+    code = crediting.normalize(coupon) if coupon else ""
+    link: Link | None = None
+    refused: Refusal | None = None
+    if token:
+        try:
+            link = attribute(signer, snapshot, offer, token, int(now))
+        except Refusal as exc:
+            if not code:
+                raise
+            refused = exc  # with a coupon, a click id that fails verification counts as no click
+    found = offer.coupons.get(code) if code and crediting.valid_code(code) else None
+    state = crediting.state(found, now) if code else None
+    valid = found if state == "valid" else None
+    decision = crediting.decide(
+        offer.coupon_policy, link.partner_id if link else None, valid.partner_id if valid else None
+    )
+    if decision == "click" and link is not None:
+        return crediting.Credit(via, link.partner_id, link.id, token)
+    if decision == "coupon" and valid is not None:
+        return crediting.Credit("coupon", valid.partner_id, valid.link_id, None)
+    if refused is not None and state == "valid":
+        raise refused
+    if code and state != "valid":
+        raise Refusal(f"coupon_{state}", f"the coupon code is {str(state).replace('_', ' ')} on this offer", 422)
+    if code:
+        raise Refusal("coupon_not_credited", "this offer credits a coupon only together with its partner's click", 422)
+    raise Refusal("missing_click_id", "no click id, tracking cookie or coupon")
 
 
 def check_token(offer: Offer, token: str, client_ip: str) -> None:
@@ -174,8 +209,8 @@ def _amount(text: str, currency: str) -> int:
         raise Refusal(exc.code, exc.detail) from None
 
 
-def build(params: Mapping[str, Any], offer: Offer, link: Link, click_id: str) -> dict[str, Any]:
-    """The event fields of one conversion; raises Refusal for anything malformed."""
+def build(params: Mapping[str, Any], offer: Offer, credit: crediting.Credit, coupon: str = "") -> dict[str, Any]:
+    """The event fields of one conversion, credited as `credit` says; raises Refusal for anything malformed."""
     kind = _text(params, "type", default="")
     if not kind:
         kind = "purchase" if params.get("amount") not in (None, "") else "action"
@@ -183,12 +218,21 @@ def build(params: Mapping[str, Any], offer: Offer, link: Link, click_id: str) ->
         raise Refusal("invalid_type", f"type must be one of {', '.join(KINDS)}")
     event: dict[str, Any] = {
         "type": kind,
-        "link": link.id,
-        "partner": link.partner_id,
+        "link": credit.link_id,
+        "partner": credit.partner_id,
         "offer": offer.id,
-        "click_id": click_id,
+        "click_id": credit.click_id,
     }
-    order_id = _text(params, "order_id", required=kind != "action")
+    code = crediting.normalize(coupon)[:64] if coupon else ""
+    if code:  # as the merchant sent it, upper-cased; blank is no coupon
+        event["coupon"] = code
+    event["credited_by"] = credit.by
+    if credit.link_id is None:
+        del event["link"]
+    if credit.by == "coupon":  # a code-only sale: no click, so no sub ids and no country (docs/attribution.md)
+        del event["click_id"]
+    # a coupon's sale needs its order id: without one, nothing would stop the same sale being paid again
+    order_id = _text(params, "order_id", required=kind != "action" or credit.by == "coupon")
     if order_id:
         event["order_id"] = order_id
     if kind == "action":
@@ -217,4 +261,9 @@ def build(params: Mapping[str, Any], offer: Offer, link: Link, click_id: str) ->
     customer = _text(params, "customer_id")
     if customer:
         event["customer"] = customer
+    email = _text(params, "customer_email_sha256").lower()
+    if email:  # the SHA-256 of the customer's lower-cased e-mail address, for the self-referral rule; never stored
+        if len(email) != 64 or not set(email) <= _HEX:
+            raise Refusal("invalid_customer_email_sha256", "customer_email_sha256 is 64 hexadecimal digits")
+        event["email_sha256"] = email
     return event

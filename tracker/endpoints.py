@@ -15,7 +15,7 @@ from kernel.addresses import anonymize_ip
 from kernel.macros import Template, is_safe_location, safe_deep_link
 from tracker import caps
 from tracker.bots import classify
-from tracker.clickids import ClickIdSigner
+from tracker.clickids import ClickIdError, ClickIdSigner
 from tracker.config import ConfigCache
 from tracker.crawlers import LIST_VERSION
 from tracker.geo import GeoLookup
@@ -23,9 +23,10 @@ from tracker.ids import uuid7
 from tracker.metrics import Metrics
 from tracker.recorder import Recorder
 from tracker.settings import TrackerSettings
+from tracker.smartlinks import choose
 from tracker.snapshot import Link, Snapshot
 from tracker.streams import capped_unique_xadd_parts, pack
-from tracker.visit import Visit
+from tracker.visit import Visit, referrer_host
 
 Send = Any
 SUBS = ("sub1", "sub2", "sub3", "sub4", "sub5")
@@ -149,8 +150,19 @@ class Hot:
         if not link.active:
             return await self._inactive_click(visit, link, send)
         # The hot path, written out flat: every call and temporary here costs on each of thousands of clicks a second.
-        plan = self._plan(snapshot, link)
         now = time.time()
+        ip = visit.client_ip
+        country = self.geo.country(ip)
+        smart = link.smart
+        smart_id = link.id
+        variant = None
+        if smart is not None:  # a smart link: its rules pick the destination (tracker/smartlinks.py)
+            variant = choose(smart, country, visit.user_agent, visit.accept_language, int(now))
+            if variant is not None and variant.link_id is not None:
+                target = snapshot.links_by_id.get(variant.link_id)
+                if target is not None and target.active:
+                    link = target  # another offer: the click is that link's, the smart link named in the event
+        plan = self._plan(snapshot, link)
         now_ms = int(now * 1000)
         offer = link.offer
         bot = classify(visit.method, visit.user_agent, visit.purpose)
@@ -158,7 +170,6 @@ class Hot:
             self.metrics.bots[bot] += 1
         click_id = self.signer.issue(link.id, int(now))
         query = visit.query
-        ip = visit.client_ip
         event: dict[str, Any]
         if visit.query_error is None:
             get = query.get
@@ -169,7 +180,7 @@ class Hot:
                 "link": link.id,
                 "partner": link.partner_id,
                 "offer": offer.id,
-                "country": self.geo.country(ip),
+                "country": country,
                 "ip": anonymize_ip(ip),
                 "ua": visit.user_agent,
                 "bot": bot,
@@ -187,6 +198,11 @@ class Hot:
             event.update(_NO_SUBS)
             event["click_id"] = click_id
             query = {}
+        if smart is not None:
+            event["smart"] = smart_id
+            event["variant"] = variant.name if variant is not None else ""
+        if offer.record_referrer and visit.referer:
+            event["referrer"] = referrer_host(visit.referer)
         checks: tuple[bytes, ...] = ()
         unique: tuple[bytes, int] | None = None
         capped: tuple[bytes, bytes] | None = None
@@ -204,23 +220,49 @@ class Hot:
         if "over_cap" in event:  # the cap was hit: the fallback offer, no click id, no cookie
             await self._redirect(send, offer.fallback_url or offer.destination.render(link.ids), None, visit)
             return "over_cap"
+        values = event
+        first = None
+        if offer.attribution_model == "first_click" and (first := self._first_click(visit, link)) is not None:
+            # first click wins: the landing page and the cookie keep the visitor's first click id in the window
+            event["first_click"] = first
+            values = {**event, "click_id": first}
         location = None
-        if "url" in query:
+        checked = False
+        if variant is not None and variant.template is not None:  # a URL variant on the offer's allowed hosts
+            location = variant.template.render(values)  # macros after the path only: the checked origin stays
+            checked = variant.template.fixed_origin
+        elif "url" in query:
             location = safe_deep_link(query["url"], offer.allowed_hosts)
             if location is not None and "{" in location:  # a deep link may carry macros too, e.g. ?cid={click_id}
-                location = _render_deep_link(location, {**link.ids, **{name: event[name] for name in _PER_CLICK}})
-        checked = False
+                location = _render_deep_link(location, {**link.ids, **{name: values[name] for name in _PER_CLICK}})
         if location is None:
-            location = plan.destination.render(event)  # the link's ids are bound; the rest are the event's
+            location = plan.destination.render(values)  # the link's ids are bound; the rest are the event's
             checked = offer.destination.fixed_origin
         if not checked and not is_safe_location(location):  # a last line of defence: never a foreign Location
             await _respond(send, 404, [(b"content-type", b"text/html; charset=utf-8"), _NO_STORE], NOT_FOUND_PAGE)
             return "unsafe_destination"
-        cookie = plan.cookie_head + click_id.encode() + (plan.cookie_tail_secure if visit.https else plan.cookie_tail)
-        headers = [(b"location", location.encode("ascii", "strict")), _NO_STORE, _NO_BODY, (b"set-cookie", cookie)]
+        headers = [(b"location", location.encode("ascii", "strict")), _NO_STORE, _NO_BODY]
+        if first is None:
+            cookie = (
+                plan.cookie_head + click_id.encode() + (plan.cookie_tail_secure if visit.https else plan.cookie_tail)
+            )
+            headers.append((b"set-cookie", cookie))
         await send({"type": "http.response.start", "status": 302, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
         return "ok"
+
+    def _first_click(self, visit: Visit, link: Link) -> str | None:
+        """The click id in the visitor's cookie for this offer when it is still valid (signature, window, offer)."""
+        offer = link.offer
+        token = visit.cookie(f"cm_{offer.id}")
+        if not token:
+            return None
+        try:
+            click = self.signer.verify(token, int(time.time()), offer.window_s)
+        except ClickIdError:
+            return None
+        first = self.cache.snapshot.links_by_id.get(click.link_id)
+        return token if first is not None and first.offer.id == offer.id else None
 
     def _click_cap_check(self, link: Link, now: float) -> tuple[tuple[bytes, ...], tuple[bytes, bytes] | None]:
         """The packed cap check of one click of this link, alone and as parts of the one-trip click script.

@@ -94,7 +94,8 @@ class Conversions:
     ) -> dict[str, Any]:
         event["id"] = uuid7(int(now * 1000))
         event["ts"] = int(now * 1000)
-        event["country"] = self.hot.geo.country(visit_ip)
+        # a code-only sale has no country: the address is the merchant's server or the buyer's, not a click's
+        event["country"] = "" if event.get("credited_by") == "coupon" else self.hot.geo.country(visit_ip)
         event["ip"] = anonymize_ip(visit_ip)
         checks: tuple[bytes, ...] = ()
         if offer is not None and offer.caps and event["type"] in ("action", "purchase") and "refusal" not in event:
@@ -104,6 +105,11 @@ class Conversions:
                 checks = (pack(*cap),)
         await self.hot.recorder.record(shard, event, checks, _decide_cap if checks else None)
         return event
+
+    def _shard(self, event: dict[str, Any]) -> int:
+        """A conversion goes to its link's shard (its clicks' order); a coupon's without a link to shard 0."""
+        link = self.hot.cache.snapshot.links_by_id.get(event.get("link") or 0)
+        return link.shard if link is not None else 0
 
     def _authenticate(
         self, request: Request, offer: Offer, params: dict[str, Any], body: bytes, client_ip: str, now: int
@@ -142,9 +148,10 @@ class Conversions:
             snapshot = self.hot.cache.snapshot
             offer = conversions.offer_of(snapshot, str(params.get("offer_id", "")))
             nonce = self._authenticate(request, offer, params, body, client_ip, int(now))
-            click_id = conversions._text(params, "click_id", required=True)
-            link = conversions.attribute(self.hot.signer, snapshot, offer, click_id, int(now))
-            event = conversions.build(params, offer, link, click_id)
+            coupon = conversions._text(params, "coupon")
+            click_id = conversions._text(params, "click_id", required=not coupon)
+            credit = conversions.credit(self.hot.signer, snapshot, offer, click_id, "click", coupon, now)
+            event = conversions.build(params, offer, credit, coupon)
             conversions.check_source(offer, "postback", event)
             if nonce is not None:
                 await self._spend(offer, nonce)
@@ -154,7 +161,7 @@ class Conversions:
         event["via"] = "postback"
         event["auth"] = "signature" if nonce is not None else "token"
         try:
-            await self._record(event, client_ip, now, link.shard, offer)
+            await self._record(event, client_ip, now, self._shard(event), offer)
         except SpoolError:  # nowhere durable: the merchant retries later
             self._refused("not_recorded")
             return JSONResponse(
@@ -176,21 +183,22 @@ class Conversions:
             if request.method == "POST" and request.scope.get("query_string"):  # TUNE posts with the query string
                 raw = {**raw, **_query(request)}
             snapshot = self.hot.cache.snapshot
+            coupon = conversions._text(raw, "promo_code")
             if raw.get("offer_id") in (None, ""):  # the signed transaction id names its link, hence its offer
                 click_id = conversions._text(raw, "transaction_id", required=True)
                 offer = conversions.offer_of_click(self.hot.signer, snapshot, click_id, int(now))
             else:
                 offer = conversions.offer_of(snapshot, str(raw["offer_id"]))
             conversions.check_tune_token(offer, str(raw.get("security_token", "")), client_ip)
-            click_id = conversions._text(raw, "transaction_id", required=True)
-            link = conversions.attribute(self.hot.signer, snapshot, offer, click_id, int(now))
+            click_id = conversions._text(raw, "transaction_id", required=not coupon)
+            credit = conversions.credit(self.hot.signer, snapshot, offer, click_id, "click", coupon, now)
             params = {  # without goal_name, the action is named as the pixel names it ("lead")
                 "order_id": raw.get("adv_sub", ""),
                 "amount": raw.get("amount", ""),
                 "currency": raw.get("currency", ""),
                 "action": raw.get("goal_name", ""),
             }
-            event = conversions.build(params, offer, link, click_id)
+            event = conversions.build(params, offer, credit, coupon)
             conversions.check_source(offer, "tune", event)
         except Refusal as refusal:
             self._refused(refusal.code)
@@ -198,7 +206,7 @@ class Conversions:
         event["via"] = "tune"
         event["auth"] = "token"
         try:
-            await self._record(event, client_ip, now, link.shard, offer)
+            await self._record(event, client_ip, now, self._shard(event), offer)
         except SpoolError:
             self._refused("not_recorded")
             return PlainTextResponse("success=false; err_msg=not_recorded: retry later;", status_code=503)
@@ -219,23 +227,28 @@ class Conversions:
             offer = conversions.offer_of(snapshot, raw_offer)
             click_id = visit.query.get("click_id") or visit.cookie(f"cm_{offer.id}") or ""
             via = "pixel" if visit.query.get("click_id") else "cookie"
-            if not click_id:
-                raise Refusal("missing_click_id", "no click id and no tracking cookie")
+            coupon = visit.query.get("coupon") or ""
+            if not click_id and not coupon:
+                raise Refusal("missing_click_id", "no click id, tracking cookie or coupon")
             try:
                 if visit.method == "HEAD":  # answered, never billed (link checkers, prefetchers)
                     raise Refusal("head_request", "a HEAD request is never a conversion")
-                link = conversions.attribute(self.hot.signer, snapshot, offer, click_id, int(now))
-                event = conversions.build(visit.query, offer, link, click_id)
+                coupon = conversions._text(visit.query, "coupon")
+                by = "click" if via == "pixel" else "cookie"
+                credit = conversions.credit(self.hot.signer, snapshot, offer, click_id, by, coupon, now)
+                event = conversions.build(visit.query, offer, credit, coupon)
+                if credit.by == "coupon":
+                    via = "pixel"  # the code came in the pixel's query, not from the cookie
                 conversions.check_source(offer, via, event)  # a pixel proves nothing about who fired it
                 event["via"] = via
                 event["auth"] = "none"
-                shard, capped = link.shard, offer
+                shard, capped = self._shard(event), offer
             except Refusal as inner:
                 refusal = inner
                 event = {
                     "type": "action",
                     "offer": offer.id,
-                    "click_id": click_id[:64],
+                    "click_id": click_id[:64] if click_id else "",
                     "refusal": inner.code,
                     "via": via,
                     "auth": "none",

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kernel.caps import Limit
+from kernel.crediting import Coupon
 from kernel.macros import Template
 from kernel.sources import DEFAULTS as DEFAULT_SOURCES
+from tracker.smartlinks import SmartLink
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,10 @@ class Offer:
     sources: dict[str, frozenset[str]] = field(default_factory=lambda: dict(DEFAULT_SOURCES))  # kernel/sources.py
     pixel_max_minor: int | None = None  # the most a pixel purchase may claim, in the offer's minor units
     tune_token: str | None = field(default=None, repr=False)  # TUNE's own token on an HMAC offer
+    attribution_model: str = "last_click"  # or first_click: a repeat click in the window keeps the first id
+    coupon_policy: str = "always"  # tracker/crediting.py
+    coupons: dict[str, Coupon] = field(default_factory=dict)  # upper-case code -> its active coupon
+    record_referrer: bool = False  # its fraud rules forbid referrers: clicks record their referring host
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,7 @@ class Link:
     shard: int
     # Precomputed so the hot path formats nothing that does not change per request.
     ids: dict[str, str]
+    smart: SmartLink | None = None  # a smart link's compiled rules (tracker/smartlinks.py)
 
 
 @dataclass(frozen=True, slots=True)

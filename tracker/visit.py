@@ -38,6 +38,8 @@ class Visit:
     https: bool
     query_error: str | None  # set when the query string is refused (too long, not UTF-8)
     if_none_match: bytes = b""  # a banner's ETag the browser already holds
+    referer: bytes = b""  # the Referer header, for an offer's forbidden-referrer rule (billing/fraud.py)
+    accept_language: str = ""  # for smart links' language rules (tracker/smartlinks.py)
     _visitor: str | None = None
     _address: str | None = None
 
@@ -98,7 +100,7 @@ _KEYED: dict[bytes, Any] = {}  # the service key -> its keyed BLAKE2b state
 
 
 # The request headers we read, by lower-case name; a dict lookup skips the others (browsers send ~10) in one step.
-_UA, _COOKIE, _PURPOSE, _IF_NONE_MATCH, _FORWARDING, _FORWARDED_PROTO = range(6)
+_UA, _COOKIE, _PURPOSE, _IF_NONE_MATCH, _FORWARDING, _FORWARDED_PROTO, _REFERER, _ACCEPT_LANGUAGE = range(8)
 _WANTED: dict[bytes, int] = {
     b"user-agent": _UA,
     b"cookie": _COOKIE,
@@ -110,6 +112,8 @@ _WANTED: dict[bytes, int] = {
     b"x-forwarded-for": _FORWARDING,
     b"forwarded": _FORWARDING,
     b"x-forwarded-proto": _FORWARDED_PROTO,
+    b"referer": _REFERER,
+    b"accept-language": _ACCEPT_LANGUAGE,
 }
 
 
@@ -120,7 +124,8 @@ def from_scope(scope: Scope, proxies: TrustedProxies = NO_PROXIES) -> Visit:
     of them (kernel/addresses.py): a direct request costs nothing more than before.
     """
     user_agent = purpose = cookies = forwarded_proto = ""
-    if_none_match = b""
+    if_none_match = referer = b""
+    accept_language = ""
     forwarding: list[str] | None = None
     wanted = _WANTED
     for name, value in scope["headers"]:
@@ -135,6 +140,10 @@ def from_scope(scope: Scope, proxies: TrustedProxies = NO_PROXIES) -> Visit:
             purpose = f"{purpose},{value.decode('latin-1')}" if purpose else value.decode("latin-1")
         elif kind == _IF_NONE_MATCH:
             if_none_match = value
+        elif kind == _REFERER:
+            referer = value
+        elif kind == _ACCEPT_LANGUAGE:
+            accept_language = value.decode("latin-1")[:256]
         elif not proxies.any:
             continue
         elif kind == _FORWARDED_PROTO:
@@ -153,7 +162,18 @@ def from_scope(scope: Scope, proxies: TrustedProxies = NO_PROXIES) -> Visit:
             client_ip = proxies.client(client_ip, forwarding)
     query, error = parse_query(scope.get("query_string", b""))
     return Visit(
-        scope["method"], scope["path"], query, user_agent, purpose, cookies, client_ip, https, error, if_none_match
+        scope["method"],
+        scope["path"],
+        query,
+        user_agent,
+        purpose,
+        cookies,
+        client_ip,
+        https,
+        error,
+        if_none_match,
+        referer=referer,
+        accept_language=accept_language,
     )
 
 
@@ -201,3 +221,15 @@ def _parse_escaped(text: str) -> tuple[dict[str, str], str | None]:
             return {}, "field_too_long"
         query.setdefault(key, value)
     return query, None
+
+
+def referrer_host(referer: bytes) -> str:
+    """The host of a Referer header, lower-case, without scheme, port or path ("" when it has none)."""
+    text = referer.decode("latin-1")
+    start = text.find("://")
+    if start < 0:
+        return ""
+    host = text[start + 3 :].split("/", 1)[0].rsplit("@", 1)[-1]
+    if host.startswith("["):
+        return host[: host.find("]") + 1].lower()[:255]
+    return host.split(":", 1)[0].lower()[:255]

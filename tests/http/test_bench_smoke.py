@@ -48,6 +48,8 @@ def test_tracker_bench_measures_the_bare_app_the_floor_and_the_tracker() -> None
     assert figures["events_redis"] > 0 and figures["everything_on"] is True
     assert 0 < figures["floor_ratio"] and 0 < figures["ratio"]
     assert "floor (bare 302 + group-commit XADD)" in out
+    assert figures["smart_rps"] > 0 and figures["smart_cost_ratio"] > 0  # the smart-link phase ran its rules
+    assert "smart link, 5 rules, closed loop" in out
 
 
 def test_bots_bench_measures_cached_new_and_the_joined_list() -> None:

@@ -47,7 +47,26 @@ def partner_targets(w: World) -> dict[str, Any]:
         "invitation_id": w.ids["m_invitation"],
         "creative_id": w.ids["b_creative"],
         "batch_id": "PB-BBB_SECRET",  # payout batches: operators only
+        "coupon_id": w.ids["m_coupon"],
+        "event_id": w.ids["m_held"],  # type: ignore[dict-item]
     }
+
+
+async def _coupon_and_hold(db, w: World, partner: int, offer: int) -> None:
+    """A coupon and a held conversion of `partner` on `offer` (merchant M): the BOLA matrix aims at them."""
+    w.ids["m_coupon"] = await db.fetchval(
+        "INSERT INTO coupons (offer_id, partner_id, code) VALUES ($1, $2, 'BBB_SECRET') RETURNING id", offer, partner
+    )
+    w.ids["m_held"] = await db.fetchval(  # type: ignore[assignment]
+        """INSERT INTO conversions (event_id, ts, kind, merchant_id, offer_id, partner_id, order_id, status, hold_until,
+                                    held_reason, held_until)
+           VALUES (gen_random_uuid(), now(), 'purchase', $1, $2, $3, 'BBB_SECRET_held', 'held', now(), 'too_soon',
+                   now() + interval '30 days')
+           RETURNING event_id::text""",
+        w.merchant_id,
+        offer,
+        partner,
+    )
 
 
 def partner_bodies(w: World) -> dict[tuple[str, str], dict[str, Any]]:
@@ -57,6 +76,7 @@ def partner_bodies(w: World) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/api/v1/partner/prices"): {"merchant_id": w.other_merchant_id, "sku": "BBB-SKU", "retail": "9.99"},
         ("POST", "/api/v1/partner/postbacks"): {"url": "https://a.example/pb"},
         ("POST", "/api/v1/partner/programmes"): {"merchant": "bbb-only"},
+        ("POST", "/api/v1/partner/coupons"): {"offer_id": w.ids["private_offer"], "code": "STEAL"},
         ("POST", "/api/v1/keys"): {"name": "a key"},
         ("POST", "/links"): {"offer_id": str(w.ids["private_offer"])},
         ("POST", "/prices"): {"merchant_id": str(w.other_merchant_id), "sku": "BBB-SKU", "retail": "9.99"},
@@ -70,6 +90,7 @@ def partner_bodies(w: World) -> dict[tuple[str, str], dict[str, Any]]:
 # Bodies aimed at B's objects must be refused as not found; the others are A acting on its own account.
 AIMED_AT_B = {
     ("POST", "/api/v1/partner/links"),
+    ("POST", "/api/v1/partner/coupons"),
     ("POST", "/api/v1/partner/prices"),
     ("POST", "/links"),
     ("POST", "/prices"),
@@ -163,6 +184,7 @@ async def _invitation(db, merchant_id: int) -> int:
 async def test_partner_a_never_reaches_partner_b(db, settings):
     w = await world(db)
     w.ids["m_invitation"] = await _invitation(db, w.merchant_id)
+    await _coupon_and_hold(db, w, w.b_partner, w.ids["private_offer"])
     before = await _unchanged(db, w)
     async with portal_client(settings, CLICKMINT_API_PER_MINUTE="100000") as client:
         csrf = await login(client, "alice@p.example")
@@ -189,6 +211,8 @@ def operator_targets(w: World) -> dict[str, Any]:
         "invitation_id": w.ids["m_invitation"],
         "creative_id": w.ids["b_creative"],  # only a partner page names one: an operator gets 404 whatever the id
         "batch_id": "PB-M",
+        "coupon_id": w.ids["m_coupon"],
+        "event_id": w.ids["m_held"],  # type: ignore[dict-item]
     }
 
 
@@ -211,7 +235,10 @@ async def test_operator_of_another_merchant_never_reaches_merchant_m(db, setting
     await db.execute("UPDATE creatives SET name = 'Banner'")
     await db.execute("UPDATE partners SET name = 'Bob', email = 'bob@p.example' WHERE id = $1", w.b_partner)
     await db.execute("UPDATE users SET email = 'bob@p.example' WHERE id = $1", w.b_user)
+    await _coupon_and_hold(db, w, w.a_partner, w.ids["public_offer"])
     bodies = {
+        ("POST", "/api/v1/admin/coupons"): {"offer_id": w.ids["public_offer"], "partner_id": w.a_partner, "code": "X"},
+        ("POST", "/admin/holds"): {"event_id": w.ids["m_held"], "decision": "approve", "reason": "x"},
         ("POST", "/api/v1/admin/offers"): {
             "merchant_id": w.merchant_id,
             "name": "x",
@@ -335,6 +362,12 @@ def valid_bodies(own: dict[str, int]) -> dict[tuple[str, str], dict[str, Any]]:
         },
         ("POST", "/api/v1/partner/links"): {"offer_id": own["offer"], "creative_id": own["creative"]},
         ("POST", "/api/v1/partner/prices"): {"merchant_id": own["merchant"], "sku": "M-SKU", "retail": "9.99"},
+        ("POST", "/api/v1/admin/coupons"): {"offer_id": own["offer"], "partner_id": own["partner"], "code": "OWN1"},
+        ("PUT", "/api/v1/admin/partners/{partner_id}/customer-ref"): {
+            "merchant_id": own["merchant"],
+            "customer_ref": "c",
+        },
+        ("POST", "/api/v1/partner/coupons"): {"offer_id": own["offer"], "code": "MINE1"},
     }
 
 
