@@ -29,12 +29,12 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from billing import redis_client
 from billing.consumer import stream_key
 from billing.ledger import CLICK_LOOKBACK
 from billing.metrics import record_run
 from billing.settings import GROUP, BillingSettings
 from billing.settle import SETTLE_LOCK
+from kernel.redis import pyclient
 
 log = logging.getLogger("clickmint.billing.retention")
 PARTITION = re.compile(r"^events_(\d{8})$")
@@ -207,11 +207,15 @@ async def apply_retention(
     now = now or dt.datetime.now(dt.UTC)
     report = RetentionReport(dry_run=dry_run, retention_days=settings.retention_days)
     own_redis = redis is None and settings.core.redis_url is not None
-    if own_redis:
-        assert settings.core.redis_url is not None
-        redis = await redis_client.connect(settings.core.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
+        if own_redis:
+            assert settings.core.redis_url is not None
+            redis = await pyclient.connect(
+                settings.core.redis_url, settings.core.redis_cluster, socket_timeout=5, socket_connect_timeout=5
+            )
         bound, note, known = await _ingest_bound(redis, settings.core.key_prefix, settings.core.shards)
+    except (OSError, RedisError) as exc:  # no node answers: whether ingest is behind is unknown
+        bound, note, known = None, f"cannot ask Redis whether ingest is behind ({exc})", False
     finally:
         if own_redis and redis is not None:
             await redis.aclose()

@@ -33,10 +33,10 @@ from billing.derive import Deriver
 from billing.settings import BillingSettings
 from clickmint.env import Env
 from clickmint.settings import Settings
+from kernel.redis.resp import RespConnection, pack
 from loadtests.report import finish
 from loadtests.servers import Servers, seed_link
 from tracker.config import shard_of
-from tracker.streams import RespConnection, pack
 
 PREFIX = "benchingest"
 PARTNERS = 100

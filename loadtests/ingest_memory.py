@@ -26,11 +26,12 @@ from billing.runner import release_freed_memory
 from billing.settings import BillingSettings
 from clickmint.env import Env
 from clickmint.settings import Settings
+from kernel.redis.resp import RespConnection, pack
+from kernel.redis.scripts import stream_key
 from loadtests.ingest_bench import PREFIX, _more_links, make_events
 from loadtests.servers import Servers, seed_link
 from tracker.config import shard_of
 from tracker.ids import uuid7
-from tracker.streams import RespConnection, pack, stream_key
 
 SHARDS = 4
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any, NamedTuple
 
+from kernel.redis.resp import pack
+from kernel.redis.scripts import capped_unique_xadd_parts, stream_key
 from tracker import caps
 from tracker.bots import classify
 from tracker.clickids import ClickIdSigner
@@ -21,7 +23,6 @@ from tracker.macros import Template, is_safe_location, safe_deep_link
 from tracker.metrics import Metrics
 from tracker.recorder import Recorder
 from tracker.settings import TrackerSettings
-from tracker.streams import capped_unique_xadd_parts, pack, stream_key
 from tracker.visit import Visit
 
 Send = Any

@@ -15,13 +15,13 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from kernel.redis.resp import RedisUnavailable, pack
 from tracker import caps, conversions
 from tracker.conversions import Refusal
 from tracker.endpoints import GIF, Hot
 from tracker.geo import anonymize_ip
 from tracker.ids import uuid7
 from tracker.spool import SpoolError
-from tracker.streams import RedisUnavailable, pack
 from tracker.visit import Visit
 
 MAX_BODY = 64 * 1024

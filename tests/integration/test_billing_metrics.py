@@ -16,6 +16,7 @@ from billing.metrics import BillingMetrics, record_run
 from billing.settings import GROUP, BillingSettings
 from clickmint.env import Env
 from clickmint.settings import Settings
+from kernel.redis.client import Redis
 from tests.factories import programme
 from tests.helpers import tracker_client
 
@@ -47,7 +48,7 @@ async def test_lag_and_pending_then_zero_after_ingest(settings: Settings, db: as
     billing = BillingSettings.from_env(Env({"CLICKMINT_CLAIM_IDLE_MS": "100"}), core=settings)
     client = aioredis.Redis.from_url(settings.redis_url or "")
     ingest = Ingest(billing, derive=Deriver())
-    metrics = BillingMetrics(billing, client, ingest.stats)
+    metrics = BillingMetrics(billing, Redis(settings.redis_url or ""), ingest.stats)
     port = await metrics.start(0)
     try:
         async with tracker_client(settings) as (_app, tracker):
@@ -103,7 +104,7 @@ async def test_lag_and_pending_then_zero_after_ingest(settings: Settings, db: as
 async def test_unknown_paths_and_methods(settings: Settings, db: asyncpg.Connection) -> None:
     billing = BillingSettings.from_env(Env({}), core=settings)
     client = aioredis.Redis.from_url(settings.redis_url or "")
-    metrics = BillingMetrics(billing, client, Stats())
+    metrics = BillingMetrics(billing, Redis(settings.redis_url or ""), Stats())
     port = await metrics.start(0)
     try:
         async with httpx.AsyncClient() as http:

@@ -10,20 +10,21 @@ import hiredis
 import pytest
 import redis
 
+from kernel.redis.client import Redis
+from kernel.redis.cluster import ClusterConnection, command_slot, key_slot
+from kernel.redis.resp import RedisUnavailable, RespConnection, pack
+from kernel.redis.scripts import UNIQUE_XADD, burst_args, stream_key, unique_xadd_command
 from tests.cluster_kit import ValkeyCluster, running_cluster
-from tracker.cluster import ClusterConnection, command_slot, connect_any, key_slot
-from tracker.streams import (
-    UNIQUE_XADD,
-    RedisUnavailable,
-    RespConnection,
-    burst_args,
-    pack,
-    stream_key,
-    unique_xadd_command,
-)
 
 pytestmark = pytest.mark.timeout(120)
 ARGS = burst_args(30, 10)
+
+
+async def connect_any(url: str) -> Redis:
+    """The client tracker and ingest use, connected: it asked the node whether it is a cluster."""
+    client = Redis(url)
+    await client.connect()
+    return client
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_command_slot_is_the_first_hash_tag() -> None:
 
 async def test_pipelines_are_routed_to_the_owner_of_each_slot(cluster: ValkeyCluster) -> None:
     conn = await connect_any(cluster.url)
-    assert isinstance(conn, ClusterConnection)
+    assert isinstance(conn.cluster, ClusterConnection)
     (loaded,) = await conn.execute([pack(b"SCRIPT", b"LOAD", UNIQUE_XADD)])
     assert isinstance(loaded, bytes)
     prefix = "cmcl" + os.urandom(3).hex()
@@ -109,5 +110,5 @@ async def test_a_master_restart_fails_the_batch_then_heals(cluster: ValkeyCluste
 
 async def test_a_single_server_gets_the_plain_connection(servers) -> None:
     conn = await connect_any(servers.redis_url)
-    assert isinstance(conn, RespConnection)
+    assert not conn.is_cluster and isinstance(conn._conn, RespConnection)
     await conn.close()

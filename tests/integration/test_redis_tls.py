@@ -21,9 +21,9 @@ import asyncpg
 import pytest
 
 from clickmint.settings import Settings
+from kernel.redis.resp import RedisUnavailable, RespConnection, pack
 from tests.factories import programme
 from tests.helpers import drain, tracker_client
-from tracker.streams import RedisUnavailable, RespConnection, pack
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 
