@@ -47,8 +47,8 @@ Parsed = tuple[tuple[Any, ...], dict[str, Any]]  # (row of events, the event as 
 # derive(conn, new_events): everything computed from newly stored events, inside the batch's transaction.
 Derive = Callable[[asyncpg.Connection, list[dict[str, Any]]], Awaitable[None]]
 _RETRYABLE = (RedisUnavailable, OSError)
-READ_MARGIN_S = 2.0  # a blocking read that has not answered BLOCK ms + this much later: the node is gone
-COMMAND_TIMEOUT_S = 10.0  # any other command
+READ_MARGIN_S = 1.0  # a blocking read that has not answered BLOCK ms + this much later: the node is gone
+COMMAND_TIMEOUT_S = 2.0  # any other command: a node silent this long is taken for gone (retried)
 _YIELD_EVERY = 500  # entries parsed between two yields to the event loop
 # A batch allocates thousands of event dicts and rows that all die together once it is committed: with
 # CPython's default (a young collection every 700 allocations) the collector rescans them over and over,
@@ -80,9 +80,11 @@ class Ingest:
         core = settings.core
         assert core.redis_url and core.database_url
         self.settings = settings
-        # Groups, trims, dead letters and the metrics' reads; fails now on a URL the raw client cannot take.
+        # The metrics' reads; fails now on a URL the raw client cannot take.
         self.redis = Redis(core.redis_url, core.redis_cluster)
-        self._streams: dict[str, Redis] = {}  # per shard: its reads and acks (a blocking read holds a connection)
+        # Per shard: everything it sends (a blocking read holds a connection, and a client that saw its node
+        # fail reads the slot map again before its next command: the shard follows its own master).
+        self._streams: dict[str, Redis] = {}
         self._warn = Throttled(log)
         self.pool: asyncpg.Pool | None = None
         self.derive = derive
@@ -135,19 +137,23 @@ class Ingest:
 
     async def _ensure_group(self, key: str) -> None:
         try:
-            await self.redis.call(b"XGROUP", b"CREATE", key, GROUP, b"0", b"MKSTREAM", timeout=COMMAND_TIMEOUT_S)
+            await self._client(key).call(b"XGROUP", b"CREATE", key, GROUP, b"0", b"MKSTREAM", timeout=COMMAND_TIMEOUT_S)
         except ReplyError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def _command(self, key: str, *args: str | bytes | int, timeout: float = COMMAND_TIMEOUT_S) -> Any:
-        """One command on the shard's raw connection, (re)connected when needed; an error reply is raised."""
+    def _client(self, key: str) -> Redis:
+        """The shard's client (key: its stream)."""
         conn = self._streams.get(key)
         if conn is None:
             core = self.settings.core
             assert core.redis_url is not None
             conn = self._streams[key] = Redis(core.redis_url, core.redis_cluster)
-        return await conn.call(*args, timeout=timeout)
+        return conn
+
+    async def _command(self, key: str, *args: str | bytes | int, timeout: float = COMMAND_TIMEOUT_S) -> Any:
+        """One command on the shard's raw connection, (re)connected when needed; an error reply is raised."""
+        return await self._client(key).call(*args, timeout=timeout)
 
     async def _consume(self, shard: int) -> None:
         key = stream_key(self.settings.core.key_prefix, shard)
@@ -164,7 +170,7 @@ class Ingest:
                     await self._claim(shard, key, consumer)
                 if now - last_trim > 10:
                     last_trim = now
-                    await trim(self.redis, key, self.settings.retention_s)
+                    await trim(self._client(key), key, self.settings.retention_s)
                 block = () if backlog else (b"BLOCK", self.settings.block_ms)
                 reply = await self._command(
                     key, b"XREADGROUP", b"GROUP", GROUP, consumer, b"COUNT", self.settings.batch, *block,
@@ -333,7 +339,7 @@ class Ingest:
         for entry_id, fields, reason in dead:
             kept: dict[bytes | str, bytes | str] = dict(zip(fields[::2], fields[1::2], strict=False))
             named = {"entry": entry_id, **kept, "reason": reason[:500].encode()}
-            await self.redis.call(
+            await self._client(stream_key(self.settings.core.key_prefix, shard)).call(
                 b"XADD", key, b"*", *(part for pair in named.items() for part in pair), timeout=COMMAND_TIMEOUT_S
             )
         self.stats.dead += len(dead)

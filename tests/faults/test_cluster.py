@@ -26,7 +26,7 @@ from tests.faults.test_tracker_kill import start_tracker, stop_tracker, tracker_
 from tests.helpers import drain, tracker_client
 from tests.integration.test_caps import FALLBACK, clicks_over_a_cap, stored_over_cap
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.cluster]
 SHARDS = 6
 
 

@@ -16,7 +16,7 @@ from kernel.redis.resp import RedisUnavailable, RespConnection, pack
 from kernel.redis.scripts import UNIQUE_XADD, burst_args, stream_key, unique_xadd_command
 from tests.cluster_kit import ValkeyCluster, running_cluster
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.cluster]
 ARGS = burst_args(30, 10)
 
 
