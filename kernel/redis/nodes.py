@@ -26,8 +26,10 @@ def node_urls(url: str) -> list[str]:
     first = urlsplit(items[0])
     if first.scheme not in SCHEMES:
         raise ValueError(f"a Redis URL is redis://, rediss:// (TLS) or unix://, not {first.scheme}://")
-    if first.scheme == "unix" and len(items) > 1:
-        raise ValueError("a unix:// Redis URL names one server")
+    if first.scheme == "unix":
+        if len(items) > 1:
+            raise ValueError("a unix:// Redis URL names one server")
+        return items
     auth = first.netloc.rsplit("@", 1)[0] + "@" if "@" in first.netloc else ""
     path, query = first.path, first.query
     hosts: list[tuple[str, str] | str] = [(first.netloc.rsplit("@", 1)[-1], "")]
@@ -39,7 +41,7 @@ def node_urls(url: str) -> list[str]:
         if parts.path or parts.query:  # the database and the TLS settings follow the last host
             path, query = parts.path, parts.query
         hosts.append((parts.netloc, ""))
-    urls = []
+    urls: list[str] = []
     for host in hosts:
         if isinstance(host, str):
             whole = urlsplit(host)
@@ -49,12 +51,11 @@ def node_urls(url: str) -> list[str]:
             urls.append(host)
             continue
         netloc = host[0]
-        if first.scheme != "unix":
-            if not netloc:
-                raise ValueError("a node of the Redis URL names no host")
-            urlsplit("//" + netloc).port  # noqa: B018 - raises ValueError on a port that is not a number
+        if urls and not urlsplit("//" + netloc).hostname:  # the first may leave it out: 127.0.0.1
+            raise ValueError("a node of the Redis URL names no host")
+        urlsplit("//" + netloc).port  # noqa: B018 - raises ValueError on a port that is not a number
         urls.append(urlunsplit((first.scheme, auth + netloc, path, query, "")))
-    return urls
+    return items if len(items) == 1 else urls  # one URL: exactly as given
 
 
 def node_url(base: str, host: str, port: int) -> str:
