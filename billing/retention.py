@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from billing.consumer import stream_key
@@ -94,7 +95,9 @@ class _Facts:
     ingest_note: str  # which shard holds it, or why ingest could not be asked
 
 
-async def _ingest_bound(redis: aioredis.Redis | None, prefix: str, shards: int) -> tuple[dt.datetime | None, str, bool]:
+async def _ingest_bound(
+    redis: aioredis.Redis | RedisCluster | None, prefix: str, shards: int
+) -> tuple[dt.datetime | None, str, bool]:
     """The time of the oldest pending or undelivered entry over all shards; (bound, where, known)."""
     if redis is None:
         return None, "no Redis configured", False
@@ -200,7 +203,7 @@ async def apply_retention(
     *,
     dry_run: bool = False,
     now: dt.datetime | None = None,
-    redis: aioredis.Redis | None = None,
+    redis: aioredis.Redis | RedisCluster | None = None,
 ) -> RetentionReport:
     """Decide for every day partition, drop the final ones (unless `dry_run`), record the run."""
     started = time.perf_counter()

@@ -235,9 +235,9 @@ class ClusterConnection:
                 conn = await self._node(node)
                 return await conn.execute(batch, timeout=timeout)
             except RedisUnavailable:
-                conn = self._nodes.pop(node, None)
-                if conn is not None:
-                    await conn.close()
+                gone = self._nodes.pop(node, None)
+                if gone is not None:
+                    await gone.close()
                 self._failed[node] = time.monotonic()
                 self._stale = True  # a failover may be under way: read the map again before the next batch
                 raise

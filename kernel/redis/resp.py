@@ -11,8 +11,8 @@ import asyncio
 import select
 import ssl
 from collections import deque
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
@@ -24,9 +24,13 @@ class RedisUnavailable(ConnectionError):
     """The connection is down or the server answered too slowly; callers fall back to the spool."""
 
 
+# hiredis's stub types pack_command's argument as a 1-tuple; it takes any number of arguments.
+_pack_command = cast(Callable[[tuple[str | bytes | int, ...]], bytes], hiredis.pack_command)
+
+
 def pack(*args: str | bytes | int) -> bytes:
     """One command in RESP, ready to be written."""
-    return hiredis.pack_command(args)  # type: ignore[no-any-return]
+    return _pack_command(args)
 
 
 class _Protocol(asyncio.Protocol):
