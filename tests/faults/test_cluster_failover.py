@@ -136,6 +136,7 @@ async def _stored_once(db: asyncpg.Connection, answered: list[str], metrics: Bil
 
 
 def _settings(settings: Settings, cluster: ValkeyCluster, name: str) -> Settings:
+    cluster.wait_replicated()  # every master has a replica in sync before anything fails
     return replace(
         settings, redis_url=_urls(cluster, 0, 1, 2), shards=SHARDS, key_prefix=f"{settings.key_prefix}{name}"
     )
