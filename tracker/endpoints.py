@@ -13,6 +13,8 @@ from typing import Any, NamedTuple
 from kernel import keys
 from kernel.addresses import anonymize_ip
 from kernel.macros import Template, is_safe_location, safe_deep_link
+from kernel.redis.resp import pack
+from kernel.redis.scripts import capped_unique_xadd_parts
 from tracker import caps
 from tracker.bots import classify
 from tracker.clickids import ClickIdSigner
@@ -24,7 +26,6 @@ from tracker.metrics import Metrics
 from tracker.recorder import Recorder
 from tracker.settings import TrackerSettings
 from tracker.snapshot import Link, Snapshot
-from tracker.streams import capped_unique_xadd_parts, pack
 from tracker.visit import Visit
 
 Send = Any
