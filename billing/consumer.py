@@ -7,8 +7,15 @@ the entries pending: they are read again (our own pending first at start, other 
 XAUTOCLAIM once idle) and the event id makes the second write a no-op. An entry that cannot be
 decoded, or fails `max_deliveries` times, goes to the dead-letter stream without stalling the rest.
 
+Every Redis command goes through the kernel's client (kernel/redis/client.py), the tracker's too: one
+server or a Redis Cluster, configured or asked of the nodes of CLICKMINT_REDIS_URL, the slot map read
+again after a node failed and every few seconds, so a shard follows its promoted replica at once.
+An expected state of a cluster (a node down or paused, CLUSTERDOWN, TRYAGAIN) is a one-line warning
+with its reason, rate-limited (kernel/redis/states.py); a blocking read waits at most its BLOCK time
+plus READ_MARGIN_S, so a paused master cannot hold a shard.
+
 Where the time goes (issue 4, ~5,000-entry batches): reads, claims and acks are raw RESP on one
-connection per shard (hiredis, as tracker/streams.py), not redis-py, which spent ~8 µs an entry;
+connection per shard (hiredis, kernel/redis/resp.py), not redis-py, which spent ~8 µs an entry;
 entries delivered for the first time are COPYed straight into `events` (the primary key refuses a
 repeat, and only then does the batch go through the staging table and ON CONFLICT); derived rows go
 by COPY too (see billing/derive.py); young garbage collections are rarer while ingest runs.
@@ -26,18 +33,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
-import hiredis
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from billing import events, redis_client
+from billing import events
 from billing.settings import GROUP, BillingSettings
 from kernel.keys import dead_key, stream_key
-from tracker.cluster import ClusterConnection, connect_any
-from tracker.streams import RespConnection, pack
+from kernel.redis.client import Redis, ReplyError
+from kernel.redis.resp import RedisUnavailable
+from kernel.redis.states import Throttled, expected_state
 
 log = logging.getLogger("clickmint.billing.ingest")
 # An entry as Redis sends it: its id and its fields as a flat [name, value, ...] list (None: deleted by a trim).
@@ -45,7 +47,9 @@ Entry = Sequence[Any]
 Parsed = tuple[tuple[Any, ...], dict[str, Any]]  # (row of events, the event as a dict)
 # derive(conn, new_events): everything computed from newly stored events, inside the batch's transaction.
 Derive = Callable[[asyncpg.Connection, list[dict[str, Any]]], Awaitable[None]]
-_RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+_RETRYABLE = (RedisUnavailable, OSError)
+READ_MARGIN_S = 1.0  # a blocking read that has not answered BLOCK ms + this much later: the node is gone
+COMMAND_TIMEOUT_S = 2.0  # any other command: a node silent this long is taken for gone (retried)
 _YIELD_EVERY = 500  # entries parsed between two yields to the event loop
 # A batch allocates thousands of event dicts and rows that all die together once it is committed: with
 # CPython's default (a young collection every 700 allocations) the collector rescans them over and over,
@@ -70,14 +74,12 @@ class Ingest:
         core = settings.core
         assert core.redis_url and core.database_url
         self.settings = settings
-        self.redis: aioredis.Redis | RedisCluster = aioredis.Redis.from_url(
-            core.redis_url, socket_timeout=None, socket_connect_timeout=5
-        )
-        self._redis_checked = False
-        RespConnection(core.redis_url)  # fail now, not in every retry, on a URL the raw reader cannot take
-        self._streams: dict[
-            str, RespConnection | ClusterConnection
-        ] = {}  # per shard: reads and acks as raw RESP (see tracker/streams)
+        # The metrics' reads; fails now on a URL the raw client cannot take.
+        self.redis = Redis(core.redis_url, core.redis_cluster)
+        # Per shard: everything it sends (a blocking read holds a connection, and a client that saw its node
+        # fail reads the slot map again before its next command: the shard follows its own master).
+        self._streams: dict[str, Redis] = {}
+        self._warn = Throttled(log)
         self.pool: asyncpg.Pool | None = None
         self.derive = derive
         self.stats = Stats()
@@ -102,21 +104,17 @@ class Ingest:
         return None
 
     async def connect_redis(self) -> None:
-        """Use a cluster client when Redis is a cluster (asked once, before the first command)."""
-        if self._redis_checked:
-            return
-        self._redis_checked = True
-        found = await redis_client.connect(self.settings.core.redis_url, socket_timeout=None, socket_connect_timeout=5)
-        if found is not self.redis:
-            await self.redis.aclose()
-            self.redis = found
+        """Connect the shared client now if Redis answers (else its first command connects it)."""
+        if not self.redis.connected:
+            with contextlib.suppress(RedisUnavailable):
+                await self.redis.connect()
 
     async def run(self, shards: Sequence[int] | None = None) -> None:
         """Consume until `stop` is called; the shards default to this process's part of them."""
         await self.connect_redis()
         self.pool = await self._connect_db()
         if self.pool is None:  # stopped before PostgreSQL ever answered
-            await self.redis.aclose()
+            await self.redis.close()
             return
         shards = self.settings.my_shards() if shards is None else list(shards)
         _gc_saved.append(gc.get_threshold())
@@ -136,7 +134,7 @@ class Ingest:
                 self.pool.terminate()
             for conn in self._streams.values():
                 await conn.close()
-            await self.redis.aclose()
+            await self.redis.close()
 
     def stop(self) -> None:
         """Stop between batches; a shard still stuck after STOP_GRACE_S (a Redis or PostgreSQL that does not
@@ -152,22 +150,23 @@ class Ingest:
 
     async def _ensure_group(self, key: str) -> None:
         try:
-            await self.redis.xgroup_create(key, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
+            await self._client(key).call(b"XGROUP", b"CREATE", key, GROUP, b"0", b"MKSTREAM", timeout=COMMAND_TIMEOUT_S)
+        except ReplyError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def _command(self, key: str, *args: str | bytes | int) -> Any:
-        """One command on the shard's raw connection, (re)connected when needed; an error reply is raised."""
+    def _client(self, key: str) -> Redis:
+        """The shard's client (key: its stream)."""
         conn = self._streams.get(key)
-        if conn is None or not conn.connected:
-            if conn is not None:
-                await conn.close()
-            conn = self._streams[key] = await connect_any(self.settings.core.redis_url)
-        reply = (await conn.execute([pack(*args)]))[0]
-        if isinstance(reply, hiredis.ReplyError):
-            raise ResponseError(str(reply))
-        return reply
+        if conn is None:
+            core = self.settings.core
+            assert core.redis_url is not None
+            conn = self._streams[key] = Redis(core.redis_url, core.redis_cluster)
+        return conn
+
+    async def _command(self, key: str, *args: str | bytes | int, timeout: float = COMMAND_TIMEOUT_S) -> Any:
+        """One command on the shard's raw connection, (re)connected when needed; an error reply is raised."""
+        return await self._client(key).call(*args, timeout=timeout)
 
     async def _consume(self, shard: int) -> None:
         key = stream_key(self.settings.core.key_prefix, shard)
@@ -184,11 +183,12 @@ class Ingest:
                     await self._claim(shard, key, consumer)
                 if now - last_trim > 10:
                     last_trim = now
-                    await trim(self.redis, key, self.settings.retention_s)
+                    await trim(self._client(key), key, self.settings.retention_s)
                 block = () if backlog else (b"BLOCK", self.settings.block_ms)
                 reply = await self._command(
                     key, b"XREADGROUP", b"GROUP", GROUP, consumer, b"COUNT", self.settings.batch, *block,
                     b"STREAMS", key, b"0" if backlog else b">",
+                    timeout=COMMAND_TIMEOUT_S if backlog else self.settings.block_ms / 1000 + READ_MARGIN_S,
                 )  # fmt: skip
                 entries: list[Entry] = reply[0][1] if reply else []
                 if backlog and not entries:
@@ -199,7 +199,7 @@ class Ingest:
                 if entries:
                     await self._process(shard, key, entries, redelivered=backlog)
             except _RETRYABLE as exc:
-                log.warning("shard %d: redis unavailable, retrying: %s", shard, exc)
+                self._warn.warn(f"{shard}:unavailable", "shard %d: redis unavailable, retrying: %s", shard, exc)
                 backlog = True
                 await asyncio.sleep(0.5)
             except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as exc:
@@ -210,10 +210,14 @@ class Ingest:
                 log.info("shard %d: transaction rolled back (%s), retrying the batch", shard, exc)
                 backlog = True
                 await asyncio.sleep(0.01)
-            except Exception:  # never let one shard's surprise stop the others: the batch stays pending
-                log.exception("shard %d: unexpected error, retrying the batch", shard)
+            except Exception as exc:  # never let one shard's surprise stop the others: the batch stays pending
+                reason = expected_state(exc)
+                if reason is None:
+                    log.exception("shard %d: unexpected error, retrying the batch", shard)
+                else:  # a failover or a restart under way: one line, now and then
+                    self._warn.warn(f"{shard}:{reason.split()[0]}", "shard %d: redis %s, retrying", shard, reason)
                 backlog = True
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(1.0 if reason is None else 0.5)
 
     async def _linger(self, key: str, consumer: str, have: int) -> list[Entry]:
         """A few entries came: wait a moment for more, so a trickle is not a transaction per event. The
@@ -347,18 +351,19 @@ class Ingest:
                         "stopping with %d entries of %s not acknowledged (read again later): %s", len(ids), key, exc
                     )
                     return
-                log.warning("ack failed (attempt %d), retrying: %s", attempt, exc)
+                self._warn.warn(f"ack:{key}", "ack failed (attempt %d), retrying: %s", attempt, exc)
                 with contextlib.suppress(TimeoutError):  # a stop ends the wait at once
                     await asyncio.wait_for(self._stop.wait(), min(0.1 * attempt, 2.0))
 
     async def _dead_letter(self, shard: int, dead: list[tuple[bytes, Sequence[bytes], str]]) -> None:
         """Park entries that cannot be stored, with every field Redis gave them ("d", "u", "c", "b") and the reason."""
         key = dead_key(self.settings.core.key_prefix, shard)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for entry_id, fields, reason in dead:
-                kept: dict[bytes | str, bytes | str] = dict(zip(fields[::2], fields[1::2], strict=False))
-                pipe.xadd(key, {"entry": entry_id, **kept, "reason": reason[:500]})
-            await pipe.execute()
+        for entry_id, fields, reason in dead:
+            kept: dict[bytes | str, bytes | str] = dict(zip(fields[::2], fields[1::2], strict=False))
+            named = {"entry": entry_id, **kept, "reason": reason[:500].encode()}
+            await self._client(stream_key(self.settings.core.key_prefix, shard)).call(
+                b"XADD", key, b"*", *(part for pair in named.items() for part in pair), timeout=COMMAND_TIMEOUT_S
+            )
         self.stats.dead += len(dead)
         log.error("shard %d: %d entries to the dead-letter stream, first: %s", shard, len(dead), dead[0][2])
 
@@ -374,20 +379,35 @@ def _payload(fields: Sequence[bytes]) -> tuple[bytes, bytes | None, bytes | None
     return named.get(b"d", b""), named.get(b"u"), named.get(b"c"), named.get(b"b")
 
 
-async def trim(redis: aioredis.Redis, key: str, retention_s: int) -> None:
+def fields_of(flat: Sequence[Any]) -> dict[str, Any]:
+    """A flat [name, value, ...] reply (XINFO) as a dict with str names."""
+    return {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in zip(flat[::2], flat[1::2], strict=False)}
+
+
+async def billing_group(redis: Redis, key: str, timeout: float = COMMAND_TIMEOUT_S) -> dict[str, Any] | None:
+    """The billing group of a stream as XINFO GROUPS tells it (name, pending, last-delivered-id, entries-read,
+    lag), or None when the stream or the group does not exist."""
+    try:
+        groups = await redis.call(b"XINFO", b"GROUPS", key, timeout=timeout)
+    except ReplyError as exc:
+        if "no such key" in str(exc).lower():
+            return None
+        raise
+    return next((g for g in map(fields_of, groups) if g.get("name") in (GROUP, GROUP.encode())), None)
+
+
+async def trim(redis: Redis, key: str, retention_s: int) -> None:
     """Drop acknowledged entries older than the retention; never one still pending or undelivered."""
-    groups = await redis.xinfo_groups(key)
-    group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
+    group = await billing_group(redis, key)
     if group is None:
         return
     bound = group["last-delivered-id"]
     bound = bound.decode() if isinstance(bound, bytes) else bound
-    pending = await redis.xpending(key, GROUP)
-    if pending["pending"]:
-        oldest = pending["min"]
+    count, oldest, *_ = await redis.call(b"XPENDING", key, GROUP, timeout=COMMAND_TIMEOUT_S)
+    if count:
         bound = oldest.decode() if isinstance(oldest, bytes) else oldest
     cutoff_ms = int(time.time() * 1000) - retention_s * 1000
     bound_ms = int(bound.split("-")[0])
     minid = bound if bound_ms <= cutoff_ms else f"{cutoff_ms}-0"
-    with contextlib.suppress(ResponseError):
-        await redis.xtrim(key, minid=minid, approximate=False)
+    with contextlib.suppress(ReplyError):
+        await redis.call(b"XTRIM", key, b"MINID", minid, timeout=COMMAND_TIMEOUT_S)

@@ -1,9 +1,12 @@
-"""Prometheus text metrics of billing ingest: stream lag, pending and dead letters per shard, events, last runs.
+"""Prometheus text metrics of billing ingest: the backlog of each shard (undelivered, pending, the age of the
+oldest entry not yet stored, stalled or not), dead letters, events, last runs.
 
 Served by the ingest process on 127.0.0.1 (`CLICKMINT_BILLING_METRICS_PORT`, default 8002) by a
 minimal HTTP/1.1 responder: one GET per connection, rendered when scraped. Stream figures come
-from Redis at scrape time (XINFO GROUPS, XPENDING, XLEN), so they are right whichever ingest
-process consumed the entries; the event counters are this process's own.
+from Redis at scrape time (XINFO GROUPS, XPENDING, XRANGE, XLEN) through the cluster-aware client
+ingest uses itself, so they are right whichever ingest process consumed the entries and wherever a
+shard lives; a shard whose node cannot be read is left out and `clickmint_ingest_redis_up` is 0. The
+event counters are this process's own.
 """
 
 from __future__ import annotations
@@ -12,21 +15,23 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from billing.consumer import Stats
+from billing.consumer import Stats, billing_group
 from billing.settings import GROUP, METRICS_HOST, BillingSettings
 from kernel.keys import dead_key, stream_key
+from kernel.redis.client import Redis, ReplyError
+from kernel.redis.resp import RedisUnavailable
 
 log = logging.getLogger("clickmint.billing.metrics")
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 READ_TIMEOUT_S = 5.0
+REDIS_TIMEOUT_S = 2.0  # per command of a scrape: a paused node must not hold the scrape
 
 
 @dataclass(frozen=True)
@@ -36,44 +41,86 @@ class ShardState:
     read: int  # delivered to it so far
     pending: int  # delivered and not yet acknowledged (stored)
     dead: int  # in the shard's dead-letter stream
+    oldest: bytes | None = None  # id of the oldest entry not yet stored (pending, else undelivered); None: none
+
+    def oldest_age_s(self, now_ms: int) -> float:
+        """How old the oldest entry not yet stored is (its id is the Redis time it was appended), 0 for none."""
+        if self.oldest is None:
+            return 0.0
+        return max(0, now_ms - int(self.oldest.split(b"-")[0])) / 1000
 
 
-async def shard_state(redis: aioredis.Redis | Any, prefix: str, shard: int) -> ShardState:
+async def shard_state(redis: Redis, prefix: str, shard: int) -> ShardState:
     """Where ingest stands on one stream shard, as Redis sees it."""
     key = stream_key(prefix, shard)
-    length = await redis.xlen(key)
-    lag, read, pending = length, 0, 0
-    if length or await redis.exists(key):
-        groups = await redis.xinfo_groups(key)
-        group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
-        if group is not None:
-            read = int(group.get("entries-read") or 0)
-            # lag is unknown to Redis after some deletions; then all that is left may be unread.
-            lag = int(group["lag"]) if group.get("lag") is not None else length
-            pending = int(group.get("pending") or 0)
-    return ShardState(length, lag, read, pending, await redis.xlen(dead_key(prefix, shard)))
+
+    async def call(*args: str | bytes | int) -> Any:
+        return await redis.call(*args, timeout=REDIS_TIMEOUT_S)
+
+    length = int(await call(b"XLEN", key))
+    lag, read, pending, oldest = length, 0, 0, None
+    group = await billing_group(redis, key, REDIS_TIMEOUT_S)
+    after = b"-"  # the undelivered entries come after this id
+    if group is not None:
+        read = int(group.get("entries-read") or 0)
+        # lag is unknown to Redis after some deletions; then all that is left may be unread.
+        lag = int(group["lag"]) if group.get("lag") is not None else length
+        pending = int(group.get("pending") or 0)
+        last = group["last-delivered-id"]
+        after = b"(" + (last if isinstance(last, bytes) else str(last).encode())
+        if pending:
+            oldest = (await call(b"XPENDING", key, GROUP))[1]
+    if oldest is None and lag:
+        first = await call(b"XRANGE", key, after, b"+", b"COUNT", 1)
+        oldest = first[0][0] if first else None
+    return ShardState(length, lag, read, pending, int(await call(b"XLEN", dead_key(prefix, shard))), oldest)
 
 
 class BillingMetrics:
     """Renders the metrics of one ingest process; `start` serves them over HTTP."""
 
-    def __init__(self, settings: BillingSettings, redis: aioredis.Redis, stats: Stats) -> None:
+    def __init__(self, settings: BillingSettings, redis: Redis, stats: Stats) -> None:
         self.settings = settings
         self.redis = redis
         self.stats = stats
+        self._heads: dict[int, tuple[bytes, float]] = {}  # shard -> its oldest entry not stored, first seen at
         self._db: asyncpg.Connection | None = None
         self._db_lock = asyncio.Lock()
         self._server: asyncio.Server | None = None
 
-    async def _shards(self) -> list[str]:
+    def _stalled(self, shard: int, state: ShardState, now: float) -> int:
+        """1 when the shard has entries not yet stored and the oldest has not changed for stall_s."""
+        if state.oldest is None:
+            self._heads.pop(shard, None)
+            return 0
+        seen = self._heads.get(shard)
+        if seen is None or seen[0] != state.oldest:
+            self._heads[shard] = (state.oldest, now)
+            return 0
+        return int(now - seen[1] >= self.settings.stall_s)
+
+    async def _shards(self) -> tuple[list[str], bool]:
+        """The per-shard lines, and whether every shard could be read."""
         out = [
             "# HELP clickmint_ingest_stream_lag Entries in the stream not yet delivered to the billing group.",
             "# TYPE clickmint_ingest_stream_lag gauge",
         ]
         lag_lines, read_lines, pending_lines, dead_lines, length_lines = [], [], [], [], []
+        age_lines, stalled_lines = [], []
+        complete = True
         for shard in range(self.settings.core.shards):
-            state = await shard_state(self.redis, self.settings.core.key_prefix, shard)
+            try:
+                state = await shard_state(self.redis, self.settings.core.key_prefix, shard)
+            except (OSError, RedisUnavailable, ReplyError) as exc:  # that shard's node is down: the others still
+                log.warning("metrics: cannot read shard %d: %s", shard, exc)
+                complete = False
+                continue
             label = f'{{shard="{shard}"}}'
+            now_ms = int(time.time() * 1000)
+            age_lines.append(f"clickmint_ingest_oldest_age_seconds{label} {state.oldest_age_s(now_ms):.3f}")
+            stalled_lines.append(
+                f"clickmint_ingest_shard_stalled{label} {self._stalled(shard, state, time.monotonic())}"
+            )
             lag_lines.append(f"clickmint_ingest_stream_lag{label} {state.lag}")
             read_lines.append(f"clickmint_ingest_entries_read{label} {state.read}")
             pending_lines.append(f"clickmint_ingest_pending_entries{label} {state.pending}")
@@ -97,7 +144,19 @@ class BillingMetrics:
         out += dead_lines
         out += ["# TYPE clickmint_ingest_stream_length gauge"]
         out += length_lines
-        return out
+        out += [
+            "# HELP clickmint_ingest_oldest_age_seconds Age of the oldest entry not yet stored (pending or"
+            " undelivered); 0 when all are stored.",
+            "# TYPE clickmint_ingest_oldest_age_seconds gauge",
+        ]
+        out += age_lines
+        out += [
+            "# HELP clickmint_ingest_shard_stalled 1 when the shard has entries not yet stored and the oldest has"
+            " not changed for CLICKMINT_INGEST_STALL_S seconds.",
+            "# TYPE clickmint_ingest_shard_stalled gauge",
+        ]
+        out += stalled_lines
+        return out, complete
 
     async def _job_runs(self) -> list[dict[str, Any]]:
         """The last run of each billing job; a lost database connection is made again at the next scrape."""
@@ -129,12 +188,9 @@ class BillingMetrics:
             "# TYPE clickmint_ingest_dead_lettered_total counter",
             f"clickmint_ingest_dead_lettered_total {stats.dead}",
         ]
-        try:
-            out += await self._shards()
-            redis_up = 1
-        except (OSError, RedisError) as exc:
-            log.warning("metrics: cannot read the streams: %s", exc)
-            redis_up = 0
+        lines, complete = await self._shards()
+        out += lines
+        redis_up = int(complete)
         out += ["# TYPE clickmint_ingest_redis_up gauge", f"clickmint_ingest_redis_up {redis_up}"]
         runs = {r["job"]: r for r in await self._job_runs()}
         for job in ("settle", "retention"):

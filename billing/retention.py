@@ -27,14 +27,15 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from billing import redis_client
 from billing.ledger import CLICK_LOOKBACK
 from billing.metrics import record_run
 from billing.settings import GROUP, BillingSettings
 from billing.settle import SETTLE_LOCK
 from kernel.keys import stream_key
+from kernel.redis import pyclient
 
 log = logging.getLogger("clickmint.billing.retention")
 PARTITION = re.compile(r"^events_(\d{8})$")
@@ -94,7 +95,9 @@ class _Facts:
     ingest_note: str  # which shard holds it, or why ingest could not be asked
 
 
-async def _ingest_bound(redis: aioredis.Redis | None, prefix: str, shards: int) -> tuple[dt.datetime | None, str, bool]:
+async def _ingest_bound(
+    redis: aioredis.Redis | RedisCluster | None, prefix: str, shards: int
+) -> tuple[dt.datetime | None, str, bool]:
     """The time of the oldest pending or undelivered entry over all shards; (bound, where, known)."""
     if redis is None:
         return None, "no Redis configured", False
@@ -109,8 +112,9 @@ async def _ingest_bound(redis: aioredis.Redis | None, prefix: str, shards: int) 
             candidates: list[int] = []
             if group is None:  # nobody has read this shard: every entry in it is undelivered
                 first = await redis.xrange(key, count=1)
-                if first:
-                    candidates.append(_ms(first[0][0]))
+                first_id = first[0][0] if first else None  # redis-py types an entry's id as optional
+                if first_id is not None:
+                    candidates.append(_ms(first_id))
             else:
                 pending = await redis.xpending(key, GROUP)
                 if pending["pending"]:
@@ -200,18 +204,22 @@ async def apply_retention(
     *,
     dry_run: bool = False,
     now: dt.datetime | None = None,
-    redis: aioredis.Redis | None = None,
+    redis: aioredis.Redis | RedisCluster | None = None,
 ) -> RetentionReport:
     """Decide for every day partition, drop the final ones (unless `dry_run`), record the run."""
     started = time.perf_counter()
     now = now or dt.datetime.now(dt.UTC)
     report = RetentionReport(dry_run=dry_run, retention_days=settings.retention_days)
     own_redis = redis is None and settings.core.redis_url is not None
-    if own_redis:
-        assert settings.core.redis_url is not None
-        redis = await redis_client.connect(settings.core.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
+        if own_redis:
+            assert settings.core.redis_url is not None
+            redis = await pyclient.connect(
+                settings.core.redis_url, settings.core.redis_cluster, socket_timeout=5, socket_connect_timeout=5
+            )
         bound, note, known = await _ingest_bound(redis, settings.core.key_prefix, settings.core.shards)
+    except (OSError, RedisError) as exc:  # no node answers: whether ingest is behind is unknown
+        bound, note, known = None, f"cannot ask Redis whether ingest is behind ({exc})", False
     finally:
         if own_redis and redis is not None:
             await redis.aclose()

@@ -12,6 +12,7 @@ GROUP = "billing"
 DEFAULT_RETENTION_DAYS = 400
 DEFAULT_METRICS_PORT = 8002
 DEFAULT_LINGER_MS = 50
+DEFAULT_STALL_S = 60
 METRICS_HOST = "127.0.0.1"  # the billing metrics are for a local scraper only
 
 
@@ -37,6 +38,9 @@ class BillingSettings:
     parts: int = 1
     # A MaxMind-format ASN database (e.g. GeoLite2-ASN.mmdb) for the datacenter fraud rule; None: the rule is idle.
     asn_db: str | None = None
+    # A shard with entries not yet stored whose oldest one has not changed for this long is reported
+    # stalled (clickmint_ingest_shard_stalled 1), seen from one metrics scrape to the next.
+    stall_s: int = DEFAULT_STALL_S
 
     def my_shards(self) -> list[int]:
         """The stream shards this process consumes."""
@@ -60,6 +64,7 @@ class BillingSettings:
             metrics_host=env.str("METRICS_HOST", METRICS_HOST),
             linger_ms=env.int("INGEST_LINGER_MS", DEFAULT_LINGER_MS, lo=0, hi=5_000),
             asn_db=env.raw("ASN_DB") or None,
+            stall_s=env.int("INGEST_STALL_S", DEFAULT_STALL_S, lo=1, hi=86_400),
             **_part(env, core.shards),
         )
 

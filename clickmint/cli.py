@@ -196,17 +196,16 @@ def _with_servers(action: Callable[[asyncpg.Connection, str], Awaitable[int]]) -
 
 async def _ingest_backlog_note(redis_url: str, settings: Settings) -> str | None:
     """What ingest has not stored yet, in words, or None when it is all stored (or Redis cannot say)."""
-    import redis.asyncio as aioredis
-
     from billing.metrics import shard_state
+    from kernel.redis.client import Redis, ReplyError
 
-    client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
+    client = Redis(redis_url, settings.redis_cluster)
     try:
         states = [await shard_state(client, settings.key_prefix, s) for s in range(settings.shards)]
-    except (OSError, aioredis.RedisError) as exc:
+    except (OSError, ReplyError) as exc:
         return f"could not ask Redis how far ingest is ({exc}); settling what PostgreSQL holds"
     finally:
-        await client.aclose()
+        await client.close()
     behind = sum(state.lag + state.pending for state in states)
     dead = sum(state.dead for state in states)
     notes = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 
 from kernel.errors import ClickmintError
+from kernel.redis.nodes import node_urls
 
 # Policies that may evict keys without a TTL, i.e. our streams: acknowledged clicks could vanish.
 EVICTING_POLICIES = frozenset(("allkeys-lru", "allkeys-lfu", "allkeys-random"))
@@ -16,7 +17,18 @@ class PreflightError(ClickmintError):
 
 def redis_policy(url: str) -> str:
     """The server's maxmemory policy (of a cluster: the first evicting one among its masters, else
-    noeviction's); raises PreflightError when Redis cannot be reached."""
+    noeviction's); raises PreflightError when Redis cannot be reached. Of several nodes: the first
+    that answers."""
+    nodes = node_urls(url)
+    for node in nodes[:-1]:
+        try:
+            return _policy(node)
+        except PreflightError:
+            continue
+    return _policy(nodes[-1])
+
+
+def _policy(url: str) -> str:
     client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
     try:
         policies = [str(client.info("memory").get("maxmemory_policy", "noeviction"))]

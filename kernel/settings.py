@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kernel.env import Env, SettingsError
+from kernel.redis.nodes import CLUSTER_MODES, DEFAULT_CLUSTER_MODE, node_urls
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_TRACKER_PORT = 8000
@@ -33,6 +34,7 @@ class Settings:
     shards: int  # event stream shards cm:events:{0..shards-1}
     key_prefix: str  # prefix of every Redis key, so tests and tenants can share one server
     ingest_processes: int = 1  # `clickmint up` runs this many ingest processes, each on its share of the shards
+    redis_cluster: str = DEFAULT_CLUSTER_MODE  # is redis_url a Redis Cluster: auto (ask its nodes), yes, no
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
@@ -47,6 +49,11 @@ class Settings:
         elif len(secret) < MIN_SECRET_LENGTH:
             raise SettingsError(f"CLICKMINT_SECRET_KEY is too short: use at least {MIN_SECRET_LENGTH} characters")
         redis_url = env.url("REDIS_URL", ("redis", "rediss", "unix"))
+        if redis_url is not None:
+            try:
+                node_urls(redis_url)  # one server, or several nodes of a cluster separated by commas
+            except ValueError as exc:
+                raise SettingsError(f"CLICKMINT_REDIS_URL: {exc}") from None
         database_url = env.url("DATABASE_URL", ("postgres", "postgresql"))
         if mode == "production" and (redis_url is None or database_url is None):
             raise SettingsError("CLICKMINT_REDIS_URL and CLICKMINT_DATABASE_URL are required in production mode")
@@ -66,6 +73,7 @@ class Settings:
             shards=env.int("SHARDS", DEFAULT_SHARDS, lo=1, hi=1024),
             ingest_processes=env.int("INGEST_PROCESSES", 1, lo=1, hi=env.int("SHARDS", DEFAULT_SHARDS, lo=1, hi=1024)),
             key_prefix=prefix,
+            redis_cluster=env.choice("REDIS_CLUSTER", DEFAULT_CLUSTER_MODE, CLUSTER_MODES),
         )
 
 

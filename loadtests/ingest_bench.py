@@ -33,11 +33,11 @@ from billing.derive import Deriver
 from billing.settings import BillingSettings
 from kernel.env import Env
 from kernel.keys import stream_key
+from kernel.redis.resp import RespConnection, pack
 from kernel.settings import Settings
 from loadtests.report import finish
 from loadtests.servers import Servers, seed_link
 from tracker.snapshot import shard_of
-from tracker.streams import RespConnection, pack
 
 PREFIX = "benchingest"
 PARTNERS = 100

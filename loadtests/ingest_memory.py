@@ -25,12 +25,13 @@ from billing.derive import Deriver
 from billing.runner import release_freed_memory
 from billing.settings import BillingSettings
 from kernel.env import Env
+from kernel.keys import stream_key
+from kernel.redis.resp import RespConnection, pack
 from kernel.settings import Settings
 from loadtests.ingest_bench import PREFIX, _more_links, make_events
 from loadtests.servers import Servers, seed_link
 from tracker.ids import uuid7
 from tracker.snapshot import shard_of
-from tracker.streams import RespConnection, pack, stream_key
 
 SHARDS = 4
 

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from kernel import limits, logs
+from kernel.redis.nodes import node_urls
 from portal import (
     api_attribution,
     api_auth,
@@ -82,7 +83,8 @@ class Portal:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         core = self.settings.core
         self.pool = await asyncpg.create_pool(core.database_url, min_size=1, max_size=8)
-        self.redis = redis.asyncio.Redis.from_url(core.redis_url or "")  # the CLI starts the portal with a URL
+        # The first node of CLICKMINT_REDIS_URL (it may name several); the portal has no cluster client yet.
+        self.redis = redis.asyncio.Redis.from_url(node_urls(core.redis_url or "")[0])
         self.limiter = RateLimiter(self.redis, core.key_prefix)
         delivery = None
         if self.settings.deliver_postbacks:

@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from kernel import limits, metrics, scrape
 from kernel.preflight import PreflightError, redis_policy, refuse_evicting
+from kernel.redis.scripts import SCRIPTS
 from tracker import caps
 from tracker.clickids import ClickIdSigner, derive_key
 from tracker.config import ConfigCache
@@ -32,7 +33,6 @@ from tracker.postbacks import Conversions
 from tracker.recorder import Recorder
 from tracker.settings import TrackerSettings
 from tracker.spool import Spool
-from tracker.streams import SCRIPTS
 from tracker.visit import from_scope
 
 log = logging.getLogger("clickmint.tracker")
@@ -66,6 +66,7 @@ class TrackerApp:
             (caps.SCRIPT, *SCRIPTS),
             settings.burst_limit,
             settings.burst_window_s,
+            core.redis_cluster,
         )
         self.geo = GeoLookup(settings.geo_db)
         self.hot = Hot(settings, self.cache, self.recorder, signer_for(core.secret_key), self.geo, self.metrics)

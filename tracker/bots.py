@@ -2,7 +2,7 @@
 
 A request's user agent is classified once per process and the verdict kept (a bounded dict), so a
 repeated user agent costs one dict lookup. Bursts are counted in Redis by the script that appends the
-event (tracker/streams.py); `BurstDetector` is the same rule kept in one process, for events Redis
+event (kernel/redis/scripts.py); `BurstDetector` is the same rule kept in one process, for events Redis
 could not count (spooled while it was down).
 """
 

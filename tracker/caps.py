@@ -16,30 +16,10 @@ import time
 from typing import Any
 
 from kernel.caps import Limit, counter_key
+from kernel.redis.scripts import CHECK_FUNCTION
 
 DAY_TTL_S = 2 * 86400  # a daily counter outlives its day, then goes away by itself
 
-# The check of a set of counters, shared by the cap script below and the click script in tracker/streams.py:
-# KEYS[first..]: the counters; from ARGV[at], per counter its limit, its TTL (0: none) and its increment.
-# Either every counter has room and all are incremented, or none is. A counter's TTL is set when the
-# increment creates it (a daily counter is always created by this function), not again on every event.
-CHECK_FUNCTION = b"""
-local function capped(first, at)
-  local n = #KEYS - first
-  for i = 0, n do
-    local current = tonumber(redis.call('GET', KEYS[first + i]) or '0')
-    if current + tonumber(ARGV[at + 3 * i + 2]) > tonumber(ARGV[at + 3 * i]) then return false end
-  end
-  for i = 0, n do
-    local step = tonumber(ARGV[at + 3 * i + 2])
-    local ttl = tonumber(ARGV[at + 3 * i + 1])
-    if redis.call('INCRBY', KEYS[first + i], step) == step and ttl > 0 then
-      redis.call('EXPIRE', KEYS[first + i], ttl)
-    end
-  end
-  return true
-end
-"""
 # KEYS: the counters; ARGV: per key its limit, its TTL and its increment.
 # Returns 1 when all counters had room (and were incremented), 0 when any would exceed its limit.
 SCRIPT = CHECK_FUNCTION + b"return capped(1, 1) and 1 or 0\n"

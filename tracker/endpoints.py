@@ -13,6 +13,8 @@ from typing import Any, NamedTuple
 from kernel import keys
 from kernel.addresses import anonymize_ip
 from kernel.macros import Template, is_safe_location, safe_deep_link
+from kernel.redis.resp import pack
+from kernel.redis.scripts import capped_unique_xadd_parts
 from tracker import caps
 from tracker.bots import classify
 from tracker.clickids import ClickIdError, ClickIdSigner
@@ -25,7 +27,6 @@ from tracker.recorder import Recorder
 from tracker.settings import TrackerSettings
 from tracker.smartlinks import choose
 from tracker.snapshot import Link, Snapshot
-from tracker.streams import capped_unique_xadd_parts, pack
 from tracker.visit import Visit, referrer_host
 
 Send = Any

@@ -19,13 +19,13 @@ from starlette.types import Send
 from kernel import keys
 from kernel.addresses import TrustedProxies, anonymize_ip
 from kernel.plans import payout_estimate
+from kernel.redis.resp import RedisUnavailable, pack
 from tracker import caps, conversions
 from tracker.conversions import Refusal
 from tracker.endpoints import GIF, Hot
 from tracker.ids import uuid7
 from tracker.snapshot import Offer
 from tracker.spool import SpoolError
-from tracker.streams import RedisUnavailable, pack
 from tracker.visit import Visit
 
 MAX_BODY = 64 * 1024

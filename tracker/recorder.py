@@ -24,19 +24,17 @@ import hiredis
 import orjson
 
 from kernel import keys
-from tracker.bots import DEFAULT_BURST_LIMIT, DEFAULT_BURST_WINDOW_S, BurstDetector
-from tracker.cluster import ClusterConnection, connect_any
-from tracker.spool import Spool, SpoolError, parse_lines
-from tracker.streams import (
-    RedisUnavailable,
-    RespConnection,
+from kernel.redis.client import Redis
+from kernel.redis.resp import RedisUnavailable, pack
+from kernel.redis.scripts import (
     burst_args,
     burst_xadd_command,
     capped_unique_xadd_command,
-    pack,
     unique_xadd_command,
     xadd_command,
 )
+from tracker.bots import DEFAULT_BURST_LIMIT, DEFAULT_BURST_WINDOW_S, BurstDetector
+from tracker.spool import Spool, SpoolError, parse_lines
 
 log = logging.getLogger("clickmint.tracker.recorder")
 
@@ -112,9 +110,9 @@ class Recorder:
         scripts: tuple[bytes, ...] = (),
         burst_limit: int = DEFAULT_BURST_LIMIT,
         burst_window_s: int = DEFAULT_BURST_WINDOW_S,
+        cluster: str = "auto",
     ) -> None:
-        self._url = redis_url
-        self._conn: RespConnection | ClusterConnection = RespConnection(redis_url)  # checks the URL now
+        self._conn = Redis(redis_url, cluster)  # checks the URL now; `cluster`: CLICKMINT_REDIS_CLUSTER
         self._scripts = scripts  # loaded at every connect: a restarted Redis has forgotten them
         self._prefix = prefix
         self._keys: dict[int, bytes] = {}
@@ -161,10 +159,9 @@ class Recorder:
         self.spool.close()
 
     async def _connect(self) -> None:
-        """Connect, to one server or (found out by asking it) to every master of a Redis Cluster."""
-        await self._conn.close()
-        self._conn = await connect_any(self._url)
-        self._one_trip = not isinstance(self._conn, ClusterConnection)
+        """Connect, to one server or (configured or found out by asking) to every master of a Redis Cluster."""
+        await self._conn.connect()
+        self._one_trip = not self._conn.is_cluster
         self._burst_keys = {}
         try:
             await self._load_scripts(2.0)
@@ -186,6 +183,9 @@ class Recorder:
         the connection then stays up, so without this every click would be spooled as unchecked.
         """
         replies = await self._conn.execute(commands, timeout=self.budget_s)
+        if self._one_trip and self._conn.is_cluster:  # met MOVED: a cluster after all, keys per slot from now on
+            self._one_trip = False
+            self._burst_keys = {}
         missing = [i for i, reply in enumerate(replies) if _noscript(reply)]
         if missing and self._scripts:
             log.warning("redis no longer knows the tracker's scripts; loading them again")

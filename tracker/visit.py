@@ -4,7 +4,7 @@ Who the visitor is, one definition for the whole tracker:
 - the **address** is the client's IPv4 address, or the /64 network of its IPv6 address (one subscriber's
   line or phone gets a whole /64 and may change addresses inside it at will);
 - **uniqueness** is per address and user agent: two browsers behind one address are two people;
-- **bursts** are per address alone: rotating user agents cannot hide one (tracker/streams.py counts them).
+- **bursts** are per address alone: rotating user agents cannot hide one (kernel/redis/scripts.py counts them).
 """
 
 from __future__ import annotations

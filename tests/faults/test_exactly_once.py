@@ -24,6 +24,7 @@ from billing.settings import BillingSettings
 from billing.settle import settle
 from kernel.env import Env
 from kernel.keys import stream_key
+from kernel.redis.client import Redis
 from kernel.settings import Settings
 from tests.conftest import Servers
 from tests.factories import programme
@@ -91,13 +92,15 @@ async def test_trim_never_drops_a_pending_or_undelivered_entry(settings: Setting
     delivered = await redis.xreadgroup("billing", "lagger", {key: ">"}, count=6)
     assert len(delivered[0][1]) == 6
     await redis.xack(key, "billing", *ids[:2])  # 2 acked, 4 pending, 4 never delivered
-    await trim(redis, key, retention_s=0)
+    client = Redis(settings.redis_url)  # the client ingest trims with
+    await trim(client, key, retention_s=0)
     remaining = [entry_id for entry_id, _ in await redis.xrange(key)]
     assert remaining == ids[2:]  # only the acknowledged entries went
     await redis.xack(key, "billing", *ids[2:6])
-    await trim(redis, key, retention_s=0)
+    await trim(client, key, retention_s=0)
     assert [entry_id for entry_id, _ in await redis.xrange(key)] == ids[5:]  # the last delivered and the undelivered
     await redis.aclose()
+    await client.close()
 
 
 OPS = st.lists(

@@ -14,8 +14,10 @@ from billing.consumer import Ingest, Stats
 from billing.derive import Deriver
 from billing.metrics import BillingMetrics, record_run
 from billing.settings import GROUP, BillingSettings
+from clickmint.embedded import pick_port
 from kernel.env import Env
 from kernel.keys import stream_key
+from kernel.redis.client import Redis
 from kernel.settings import Settings
 from tests.factories import programme
 from tests.helpers import tracker_client
@@ -48,7 +50,7 @@ async def test_lag_and_pending_then_zero_after_ingest(settings: Settings, db: as
     billing = BillingSettings.from_env(Env({"CLICKMINT_CLAIM_IDLE_MS": "100"}), core=settings)
     client = aioredis.Redis.from_url(settings.redis_url or "")
     ingest = Ingest(billing, derive=Deriver())
-    metrics = BillingMetrics(billing, client, ingest.stats)
+    metrics = BillingMetrics(billing, Redis(settings.redis_url or ""), ingest.stats)
     port = await metrics.start(0)
     try:
         async with tracker_client(settings) as (_app, tracker):
@@ -104,7 +106,7 @@ async def test_lag_and_pending_then_zero_after_ingest(settings: Settings, db: as
 async def test_unknown_paths_and_methods(settings: Settings, db: asyncpg.Connection) -> None:
     billing = BillingSettings.from_env(Env({}), core=settings)
     client = aioredis.Redis.from_url(settings.redis_url or "")
-    metrics = BillingMetrics(billing, client, Stats())
+    metrics = BillingMetrics(billing, Redis(settings.redis_url or ""), Stats())
     port = await metrics.start(0)
     try:
         async with httpx.AsyncClient() as http:
@@ -113,3 +115,51 @@ async def test_unknown_paths_and_methods(settings: Settings, db: asyncpg.Connect
     finally:
         await metrics.close()
         await client.aclose()
+
+
+def _gauge(text: str, name: str) -> dict[int, float]:
+    return {int(m.group(1)): float(m.group(2)) for m in re.finditer(rf'^{name}\{{shard="(\d+)"\}} (\S+)$', text, re.M)}
+
+
+async def test_a_shard_that_does_not_move_is_reported_stalled(settings: Settings, db: asyncpg.Connection) -> None:
+    """Entries wait and nobody stores them: the oldest one's age grows, and once it has not changed for
+    CLICKMINT_INGEST_STALL_S between two scrapes the shard is stalled; ingest drains it and both fall to 0."""
+    billing = BillingSettings.from_env(Env({"CLICKMINT_INGEST_STALL_S": "1"}), core=settings)
+    client = aioredis.Redis.from_url(settings.redis_url or "")
+    key = stream_key(settings.key_prefix, 1)
+    await client.xadd(key, {"d": b"not json"})
+    metrics = BillingMetrics(billing, Redis(settings.redis_url or ""), Stats())
+    try:
+        first = await metrics.render()
+        assert _gauge(first, "clickmint_ingest_shard_stalled") == {0: 0, 1: 0}  # seen for the first time
+        await asyncio.sleep(1.1)
+        second = await metrics.render()
+        assert _gauge(second, "clickmint_ingest_shard_stalled") == {0: 0, 1: 1}
+        ages = _gauge(second, "clickmint_ingest_oldest_age_seconds")
+        assert ages[0] == 0 and ages[1] >= 1.0
+        await client.xadd(stream_key(settings.key_prefix, 0), {"d": b"not json either"})
+        ingest = Ingest(billing, derive=Deriver())
+        task = asyncio.create_task(ingest.run())
+        try:
+            async with asyncio.timeout(15):
+                while ingest.stats.dead < 2:
+                    await asyncio.sleep(0.05)
+        finally:
+            ingest.stop()
+            await task
+        after = await metrics.render()
+        assert _gauge(after, "clickmint_ingest_shard_stalled") == {0: 0, 1: 0}
+        assert _gauge(after, "clickmint_ingest_oldest_age_seconds") == {0: 0, 1: 0}
+        assert "clickmint_ingest_redis_up 1" in after
+    finally:
+        await metrics.redis.close()
+        await client.aclose()
+
+
+async def test_streams_out_of_reach_say_redis_is_down(settings: Settings, db: asyncpg.Connection) -> None:
+    billing = BillingSettings.from_env(Env({}), core=settings)
+    metrics = BillingMetrics(billing, Redis(f"redis://127.0.0.1:{pick_port(0)}"), Stats())  # nothing listens there
+    text = await metrics.render()
+    assert "clickmint_ingest_redis_up 0" in text
+    assert not _gauge(text, "clickmint_ingest_stream_lag")  # nothing made up for the shards it could not read
+    assert "clickmint_ingest_events_total 0" in text

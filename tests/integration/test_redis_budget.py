@@ -14,7 +14,7 @@ import time
 import pytest
 import uvloop
 
-from tracker.streams import RedisUnavailable, RespConnection, pack
+from kernel.redis.resp import RedisUnavailable, RespConnection, pack
 
 
 class _Busy(asyncio.Protocol):

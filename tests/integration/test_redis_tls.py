@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
+from kernel.redis.resp import RedisUnavailable, RespConnection, pack
 from kernel.settings import Settings
 from tests.factories import programme
 from tests.helpers import drain, tracker_client
-from tracker.streams import RedisUnavailable, RespConnection, pack
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tracker.streams import (
+from kernel.redis.resp import pack
+from kernel.redis.scripts import (
     BURST_XADD_SHA,
     CAPPED_UNIQUE_XADD_SHA,
     UNIQUE_XADD_SHA,
@@ -10,7 +11,6 @@ from tracker.streams import (
     burst_xadd_command,
     capped_unique_xadd_command,
     capped_unique_xadd_parts,
-    pack,
     unique_xadd_command,
     xadd_command,
 )

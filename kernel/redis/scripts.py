@@ -1,6 +1,7 @@
-"""The only module of the tracker that speaks to Redis: raw RESP pipelines over one asyncio connection.
+"""The tracker's Lua scripts and its commands, packed by hand, and what they do to the keys they touch.
 
-Redis key layout (PREFIX is CLICKMINT_KEY_PREFIX, "cm" by default):
+The names are built in kernel/keys.py only (here the commands get them as bytes). What the keys hold
+(PREFIX is CLICKMINT_KEY_PREFIX, "cm" by default):
 
     {PREFIX}:events:{N}          stream, N in 0..shards-1; one entry per event, field "d" = orjson payload.
                                  A click or view the tracker takes for a person's also has field "b" = 1 or
@@ -24,26 +25,37 @@ Redis key layout (PREFIX is CLICKMINT_KEY_PREFIX, "cm" by default):
 
 "address" is a keyed hash of the visitor's address (IPv6: its /64), never the address itself.
 
-redis-py spends ~22 µs of CPU per command in a pipeline; packing with hiredis and parsing with its
-Reader costs a few, which is why the hot path does its own RESP here.
+The commands are sent by the raw RESP client (kernel/redis/resp.py) on the tracker's hot path.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import select
-import ssl
-from collections import deque
 from collections.abc import Sequence
-from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
-import hiredis
+from kernel.redis.resp import pack
 
-from tracker.caps import CHECK_FUNCTION
-
-DEFAULT_CONNECT_TIMEOUT_S = 2.0
+# The check of a set of counters, shared by the cap script (tracker/caps.py) and the click script below:
+# KEYS[first..]: the counters; from ARGV[at], per counter its limit, its TTL (0: none) and its increment.
+# Either every counter has room and all are incremented, or none is. A counter's TTL is set when the
+# increment creates it (a daily counter is always created by this function), not again on every event.
+CHECK_FUNCTION = b"""
+local function capped(first, at)
+  local n = #KEYS - first
+  for i = 0, n do
+    local current = tonumber(redis.call('GET', KEYS[first + i]) or '0')
+    if current + tonumber(ARGV[at + 3 * i + 2]) > tonumber(ARGV[at + 3 * i]) then return false end
+  end
+  for i = 0, n do
+    local step = tonumber(ARGV[at + 3 * i + 2])
+    local ttl = tonumber(ARGV[at + 3 * i + 1])
+    if redis.call('INCRBY', KEYS[first + i], step) == step and ttl > 0 then
+      redis.call('EXPIRE', KEYS[first + i], ttl)
+    end
+  end
+  return true
+end
+"""
 
 # The burst rule, shared by the scripts below: count a hit of the address whose list is `key` and say
 # whether it is a burst, i.e. whether the address already made `limit` hits in the `window_ms` before it
@@ -109,19 +121,6 @@ return tonumber(within) + (b and 2 or 0)
 )
 CAPPED_UNIQUE_XADD_SHA = hashlib.sha1(CAPPED_UNIQUE_XADD).hexdigest().encode()
 SCRIPTS = (BURST_XADD, UNIQUE_XADD, CAPPED_UNIQUE_XADD)  # loaded at every connect
-
-
-class RedisUnavailable(ConnectionError):
-    """The connection is down or the server answered too slowly; callers fall back to the spool."""
-
-
-def stream_key(prefix: str, shard: int) -> bytes:
-    return f"{prefix}:events:{{{shard}}}".encode()
-
-
-def pack(*args: str | bytes | int) -> bytes:
-    """One command in RESP, ready to be written."""
-    return hiredis.pack_command(args)  # type: ignore[no-any-return]
 
 
 # The commands of every event, packed by hand: the bytes pack() makes, at a quarter of its cost.
@@ -230,170 +229,3 @@ def capped_unique_xadd_command(
         len(payload),
         payload,
     )
-
-
-class _Protocol(asyncio.Protocol):
-    """Feeds bytes to a hiredis Reader and resolves waiters in FIFO order, one per pipeline."""
-
-    def __init__(self) -> None:
-        self.reader = hiredis.Reader(notEnoughData=Ellipsis)
-        self.transport: asyncio.Transport | None = None
-        self.waiters: deque[tuple[asyncio.Future[list[Any]], int, list[Any]]] = deque()
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
-        waiters = self.waiters
-        while waiters:
-            future, expected, replies = waiters[0]
-            while len(replies) < expected:
-                reply = self.reader.gets()
-                if reply is Ellipsis:
-                    return
-                replies.append(reply)
-            waiters.popleft()
-            if not future.done():
-                future.set_result(replies)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        error = RedisUnavailable(f"connection lost: {exc}" if exc else "connection closed")
-        while self.waiters:
-            future = self.waiters.popleft()[0]
-            if not future.done():
-                future.set_exception(error)
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-
-class _Late(Exception):
-    """The replies did not come within the budget."""
-
-
-def _expire(future: asyncio.Future[list[Any]], protocol: _Protocol) -> None:
-    """The budget's timer: a timer on the reply future itself (wait_for's work, without its extra future).
-
-    A busy event loop must not pass for a slow Redis. uvloop runs due timers before it polls the
-    sockets, so after a long stretch of work (a burst of requests parsed in one poll) the timer fires
-    while the reply already waits, unread, in the socket; spooling then would add load to a loop that
-    is already behind. So when the socket has something to read, the verdict waits for the loop's next
-    poll (this callback, then the one `call_soon` schedules, run on either side of it); when it has
-    nothing, Redis has not answered and the batch is late now.
-    """
-    if future.done():
-        return
-    if _readable(protocol):
-        future.get_loop().call_soon(_expire_after_poll, future, True)
-    else:
-        future.set_exception(_Late())
-
-
-def _expire_after_poll(future: asyncio.Future[list[Any]], first: bool) -> None:
-    if not future.done():
-        if first:
-            future.get_loop().call_soon(_expire_after_poll, future, False)
-        else:
-            future.set_exception(_Late())
-
-
-def _readable(protocol: _Protocol) -> bool:
-    """Whether the connection's socket holds bytes not read yet (a zero-timeout poll; only on a budget's expiry)."""
-    transport = protocol.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None:
-        return False
-    try:
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN)
-        return bool(poller.poll(0))
-    except (OSError, ValueError):
-        return False
-
-
-def tls_context(query: str) -> ssl.SSLContext:
-    """The TLS context of a rediss:// URL, read from the query parameters redis-py takes for the same URL:
-    ssl_ca_certs (a CA bundle; default: the system's), ssl_certfile and ssl_keyfile (a client certificate),
-    ssl_cert_reqs=none (no verification: tests only) and ssl_check_hostname=false."""
-    params = {k: v[-1] for k, v in parse_qs(query).items()}
-    context = ssl.create_default_context(cafile=params.get("ssl_ca_certs"))
-    if params.get("ssl_certfile"):
-        context.load_cert_chain(params["ssl_certfile"], params.get("ssl_keyfile"))
-    if params.get("ssl_check_hostname", "").lower() == "false":
-        context.check_hostname = False
-    if params.get("ssl_cert_reqs", "").lower() == "none":
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-class RespConnection:
-    """One pipelined connection; `execute` writes a batch of packed commands and awaits all replies."""
-
-    def __init__(self, url: str, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"a Redis URL is redis://, rediss:// (TLS) or unix://, not {parts.scheme}://")
-        self._ssl = tls_context(parts.query) if parts.scheme == "rediss" else None
-        self._unix = parts.path if parts.scheme == "unix" else None
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or 6379
-        self._password = unquote(parts.password) if parts.password else None
-        self._user = unquote(parts.username) if parts.username else None
-        self._db = int(parts.path.strip("/") or 0) if parts.scheme != "unix" else 0
-        self._timeout = connect_timeout
-        self._protocol: _Protocol | None = None
-
-    @property
-    def connected(self) -> bool:
-        return self._protocol is not None and self._protocol.transport is not None
-
-    async def connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            if self._unix:
-                coro = loop.create_unix_connection(_Protocol, self._unix)
-            else:
-                coro = loop.create_connection(_Protocol, self._host, self._port, ssl=self._ssl)
-            _, protocol = await asyncio.wait_for(coro, self._timeout)
-        except (OSError, TimeoutError) as exc:
-            raise RedisUnavailable(f"cannot connect to Redis: {exc}") from exc
-        self._protocol = protocol
-        setup: list[bytes] = []
-        if self._password:
-            setup.append(pack("AUTH", self._user, self._password) if self._user else pack("AUTH", self._password))
-        if self._db:
-            setup.append(pack("SELECT", self._db))
-        if setup:
-            for reply in await self.execute(setup, timeout=self._timeout):
-                if isinstance(reply, hiredis.ReplyError):
-                    await self.close()
-                    raise RedisUnavailable(f"Redis refused the connection set-up: {reply}")
-
-    async def execute(self, commands: Sequence[bytes], timeout: float | None = None) -> list[Any]:
-        """Write the commands in one go and return their replies (errors as hiredis.ReplyError values)."""
-        protocol = self._protocol
-        if protocol is None or protocol.transport is None:
-            raise RedisUnavailable("not connected")
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        protocol.waiters.append((future, len(commands), []))
-        protocol.transport.write(b"".join(commands))
-        if timeout is None:
-            return await future
-        timer = asyncio.get_running_loop().call_later(timeout, _expire, future, protocol)
-        try:
-            return await future
-        except _Late:
-            # The replies may still come; the stream stays consistent but this connection's order is lost.
-            await self.close()
-            raise RedisUnavailable(f"Redis did not answer within {timeout * 1000:.0f} ms") from None
-        finally:
-            timer.cancel()
-
-    async def close(self) -> None:
-        protocol, self._protocol = self._protocol, None
-        if protocol is not None and protocol.transport is not None:
-            protocol.transport.close()
-            await asyncio.shield(protocol.closed)
