@@ -19,6 +19,7 @@ import orjson
 from billing import supersede
 from billing.attribution import Verdict, authenticated, judge, occurred_at, supersedes
 from billing.events import copy
+from billing.loyalty_ingest import LoyaltyHook
 from billing.plans import OfferTerms, load_terms
 
 log = logging.getLogger("clickmint.billing.derive")
@@ -88,6 +89,7 @@ class Deriver:
     def __init__(self) -> None:
         self.terms: dict[int, OfferTerms] = {}
         self._version: int | None = None
+        self.loyalty = LoyaltyHook()  # points earned on the same events (billing/loyalty_ingest.py)
 
     async def _refresh(self, conn: asyncpg.Connection) -> None:
         version, staged = await conn.fetchrow(_REFRESH_SQL)
@@ -95,6 +97,7 @@ class Deriver:
             await conn.execute(_STAGE_SQL)
         if version != self._version:
             self.terms = await load_terms(conn)
+            await self.loyalty.load(conn)
             self._version = version
 
     async def __call__(self, conn: asyncpg.Connection, events: list[dict[str, Any]]) -> None:
@@ -134,6 +137,8 @@ class Deriver:
             await self._conversions(conn, sorted(conversions, key=lambda e: e["ts"]), rollups, actions)
         if refunds:
             await self._refunds(conn, sorted(refunds, key=lambda e: e["ts"]))
+        if self.loyalty.active and (conversions or refunds):
+            await self.loyalty(conn, self.terms, conversions, refunds)
         await _write_rollups(conn, rollups, bots, actions)
 
     async def _conversions(

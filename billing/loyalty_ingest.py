@@ -1,0 +1,191 @@
+"""Loyalty, the ingest hook: points earned by the batch's new conversions, and taken back by its refunds.
+
+Called by billing/derive.py after it stored the batch's conversions and refunds, in the same transaction,
+only with events this transaction made new; the lots are unique on (event, rule) and on (order, rule), so
+an entry delivered twice, two workers or a kill -9 between commit and ack never earn twice.
+
+What earns: an action or purchase with a customer id, from an authenticated source (a signed or token
+postback: a pixel proves nothing, and anyone could fire one with their own customer id), of a merchant
+whose programme is on, whose conversion is billable (pending) or was refused only for its partner
+(`unattributed`, `over_cap`: the customer bought all the same). A purchase's lot is pending until its
+conversion's hold ends (billing/loyalty_ledger.activate_due); an action's lot is active at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from typing import Any
+
+import asyncpg
+
+from billing import loyalty_ledger as ledger
+from billing.attribution import authenticated, occurred_at
+from billing.loyalty_rules import Programme, cumulative_share, earnings
+
+EARNING_STATUSES = {("pending", None), ("rejected", "unattributed"), ("rejected", "over_cap")}
+_LOT_COLUMNS = (
+    "merchant_id, customer_ref, source, rule, order_key, amount_minor, points, status, earned_at, available_at,"
+    " expires_at"
+)
+
+
+class LoyaltyHook:
+    """Holds the enabled programmes (reloaded by the Deriver with the offers' terms)."""
+
+    def __init__(self) -> None:
+        self.programmes: dict[int, Programme] = {}
+
+    async def load(self, conn: asyncpg.Connection) -> None:
+        exists = await conn.fetchval("SELECT to_regclass('loyalty_programmes') IS NOT NULL")
+        self.programmes = await ledger.load_programmes(conn) if exists else {}
+
+    @property
+    def active(self) -> bool:
+        return bool(self.programmes)
+
+    async def __call__(
+        self,
+        conn: asyncpg.Connection,
+        terms: dict[int, Any],
+        conversions: list[dict[str, Any]],
+        refunds: list[dict[str, Any]],
+    ) -> None:
+        earning = []
+        for event in conversions:
+            term = terms.get(int(event.get("offer") or 0))
+            if term is None or term.merchant_id not in self.programmes:
+                continue
+            if event.get("customer") and not event.get("refusal") and authenticated(event):
+                earning.append((term.merchant_id, event))
+        if earning:
+            await self._earn(conn, earning)
+        if refunds:
+            await self._refund(conn, terms, refunds)
+
+    async def _earn(self, conn: asyncpg.Connection, earning: list[tuple[int, dict[str, Any]]]) -> None:
+        rows = await conn.fetch(
+            "SELECT event_id::text AS id, status, reason, hold_until FROM conversions WHERE event_id = ANY($1::uuid[])",
+            [e["id"] for _, e in earning],
+        )
+        verdicts = {r["id"]: r for r in rows}
+        members: dict[tuple[int, str], dict[str, Any]] = {}
+        for merchant_id, event in earning:
+            verdict = verdicts.get(event["id"])
+            if verdict is None or (verdict["status"], verdict["reason"]) not in EARNING_STATUSES:
+                continue
+            customer = str(event["customer"])[:255]
+            at = occurred_at(event)
+            member = members.setdefault(
+                (merchant_id, customer), {"at": at, "partner": event.get("partner"), "events": []}
+            )
+            member["at"] = min(member["at"], at)
+            member["events"].append((event, verdict["hold_until"], at))
+        if not members:
+            return
+        keys = sorted(members)
+        known = await conn.fetch(
+            """SELECT merchant_id, customer_ref, tier FROM loyalty_members
+               WHERE (merchant_id, customer_ref) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+        )
+        tiers = {(r["merchant_id"], r["customer_ref"]): r["tier"] for r in known}
+        lots: list[tuple[Any, ...]] = []
+        for key in keys:
+            prog = self.programmes[key[0]]
+            for event, hold_until, at in members[key]["events"]:
+                purchase = event["type"] == "purchase"
+                order_key = f"{event.get('offer')}:{event['order_id']}" if event.get("order_id") else None
+                available = hold_until if purchase else at
+                expires = available + dt.timedelta(days=prog.expiry_days) if prog.expiry_days else None
+                for earned in earnings(prog, event, at, tiers.get(key)):
+                    lots.append(
+                        (key[0], key[1], event["id"], earned.rule, order_key, earned.amount_minor, earned.points,
+                         "pending" if purchase else "active", at, available, expires)
+                    )  # fmt: skip
+        if not lots:
+            return
+        keys = sorted({(lot[0], lot[1]) for lot in lots})
+        # Enrolled on the first event that earns; locked in one order so two shards' batches never deadlock.
+        await conn.execute(
+            """INSERT INTO loyalty_members (merchant_id, customer_ref, enrolled_at, first_partner_id)
+               SELECT m, c, a, nullif(p, 0) FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::bigint[])
+                    AS u(m, c, a, p) ORDER BY m, c
+               ON CONFLICT DO NOTHING""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [members[k]["at"] for k in keys],
+            [int(members[k]["partner"] or 0) for k in keys],
+        )
+        locked = await conn.fetch(
+            """SELECT * FROM loyalty_members WHERE (merchant_id, customer_ref) IN
+                   (SELECT * FROM unnest($1::bigint[], $2::text[])) ORDER BY merchant_id, customer_ref FOR UPDATE""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+        )
+        columns = list(zip(*lots, strict=True))
+        made = await conn.fetch(
+            f"""INSERT INTO loyalty_lots ({_LOT_COLUMNS})
+                SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                     $6::bigint[], $7::bigint[], $8::text[], $9::timestamptz[],
+                                     $10::timestamptz[], $11::timestamptz[])
+                ON CONFLICT DO NOTHING RETURNING id, merchant_id, customer_ref, points, status, earned_at""",
+            *[list(c) for c in columns],
+        )
+        by_member = {(r["merchant_id"], r["customer_ref"]): r for r in locked}
+        for lot in made:
+            if lot["status"] == "active":  # an action: earned now
+                member = by_member[(lot["merchant_id"], lot["customer_ref"])]
+                await ledger.entry(
+                    conn, f"earn:{lot['id']}", lot["merchant_id"], lot["customer_ref"], "earn", lot["points"],
+                    lot["earned_at"], lot_id=lot["id"],
+                )  # fmt: skip
+                await ledger.credit_lot(conn, member, lot["id"], lot["points"])
+                member = by_member[(lot["merchant_id"], lot["customer_ref"])] = await conn.fetchrow(
+                    "SELECT * FROM loyalty_members WHERE merchant_id = $1 AND customer_ref = $2",
+                    lot["merchant_id"],
+                    lot["customer_ref"],
+                )
+
+    async def _refund(self, conn: asyncpg.Connection, terms: dict[int, Any], refunds: list[dict[str, Any]]) -> None:
+        """A refund of an earning purchase: pending points are cancelled, active ones reversed by the policy,
+        in proportion to the share of the sale refunded (cumulatively, rounded down)."""
+        ids = [
+            e["id"]
+            for e in refunds
+            if (t := terms.get(int(e.get("offer") or 0))) is not None and t.merchant_id in self.programmes
+        ]
+        if not ids:
+            return
+        rows = await conn.fetch(
+            """SELECT r.event_id::text AS refund, r.amount_minor, r.conversion_id::text AS conversion,
+                      c.amount_minor AS sale, c.refunded_minor
+               FROM refunds r JOIN conversions c ON c.event_id = r.conversion_id
+               WHERE r.event_id = ANY($1::uuid[]) AND r.amount_minor > 0 AND r.reason IS NULL""",
+            ids,
+        )
+        per_conversion: dict[str, list[Any]] = defaultdict(list)
+        for row in rows:
+            per_conversion[row["conversion"]].append(row)
+        for conversion in sorted(per_conversion):
+            got = per_conversion[conversion]
+            after = got[0]["refunded_minor"]
+            before = after - sum(r["amount_minor"] for r in got)
+            key_event = max(r["refund"] for r in got)
+            lots = await conn.fetch(
+                "SELECT id, merchant_id, customer_ref, points FROM loyalty_lots WHERE source = $1 ORDER BY id",
+                conversion,
+            )
+            if not lots:
+                continue
+            prog = self.programmes.get(lots[0]["merchant_id"])
+            if prog is None:
+                continue
+            await ledger.lock_member(conn, lots[0]["merchant_id"], lots[0]["customer_ref"])
+            sale = got[0]["sale"]
+            now = dt.datetime.now(dt.UTC)
+            for lot in lots:
+                # Each lot loses its share of the refunded part of the sale; a sku lot counts its items' amount.
+                points = cumulative_share(lot["points"], after, sale) - cumulative_share(lot["points"], before, sale)
+                await ledger.reverse_lot(conn, prog, lot["id"], points, f"reverse:{key_event}:{lot['id']}", now)
