@@ -377,3 +377,27 @@ async def member_summary(conn: asyncpg.Connection, prog: Programme, customer: st
         "next_expiry": {"at": expiring["expires_at"], "points": expiring["points"]} if expiring else None,
         "history": [dict(e) for e in entries],
     }
+
+
+async def daily(conn: asyncpg.Connection, now: dt.datetime) -> dict[str, int]:
+    """The daily run (`clickmint loyalty expire`, and ingest's daily task): purchases past their hold become
+    points, lots past their expiry lose what is left, tiers are recalculated."""
+    activated = await activate_due(conn, now)
+    expired = await expire_due(conn, now)
+    async with conn.transaction():
+        tiers = await recalculate_tiers(conn, now)
+    return {"lots_activated": activated, "points_expired": expired, "tier_changes": tiers}
+
+
+async def liability(conn: asyncpg.Connection, prog: Programme) -> list[dict[str, Any]]:
+    """Outstanding points and their value by month of expiry (None: never expire), and points still pending."""
+    rows = await conn.fetch(
+        """SELECT to_char(date_trunc('month', expires_at AT TIME ZONE 'UTC'), 'YYYY-MM') AS month,
+                  sum(remaining)::bigint AS points
+           FROM loyalty_lots WHERE merchant_id = $1 AND status = 'active' AND remaining > 0
+           GROUP BY 1 ORDER BY 1 NULLS LAST""",
+        prog.merchant_id,
+    )
+    return [
+        {"expires": r["month"], "points": r["points"], "value_minor": prog.discount_minor(r["points"])} for r in rows
+    ]
