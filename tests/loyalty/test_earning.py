@@ -154,3 +154,21 @@ async def test_entries_are_append_only(db: asyncpg.Connection):
         await db.execute("UPDATE loyalty_entries SET points = 1000")
     with pytest.raises(asyncpg.IntegrityConstraintViolationError):
         await db.execute("DELETE FROM loyalty_entries")
+
+
+async def test_ingest_runs_activation_and_expiry_by_itself(db: asyncpg.Connection, servers):
+    import asyncio
+
+    from billing import loyalty_daily
+
+    prog = await shop(db, hold_days=0)
+    await ingest(db, Deriver(), sale(prog, "c", "o1", 1_000, at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)))
+    stop = asyncio.Event()
+    task = asyncio.create_task(loyalty_daily.run_periodically(servers.database_url, stop, first_delay_s=0.01))
+    for _ in range(500):
+        if await balance(db, prog, "c") == 10:
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await task
+    assert await balance(db, prog, "c") == 10
