@@ -401,3 +401,25 @@ async def liability(conn: asyncpg.Connection, prog: Programme) -> list[dict[str,
     return [
         {"expires": r["month"], "points": r["points"], "value_minor": prog.discount_minor(r["points"])} for r in rows
     ]
+
+
+async def purge_member(conn: asyncpg.Connection, merchant_id: int, customer: str, stone: str) -> dict[str, int]:
+    """Privacy purge: the member becomes the tombstone (its lots, redemptions and entries follow by ON UPDATE
+    CASCADE; the entries' guard lets only customer_ref change), so every balance and total stays as it was;
+    stored checkout answers naming it name the tombstone."""
+    if not await conn.fetchval("SELECT to_regclass('loyalty_members') IS NOT NULL"):
+        return {}
+    members = await conn.execute(
+        "UPDATE loyalty_members SET customer_ref = $3 WHERE merchant_id = $1 AND customer_ref = $2",
+        merchant_id,
+        customer,
+        stone,
+    )
+    answers = await conn.execute(
+        """UPDATE loyalty_idempotency SET response = jsonb_set(response, '{customer}', to_jsonb($3::text))
+           WHERE merchant_id = $1 AND response->>'customer' = $2""",
+        merchant_id,
+        customer,
+        stone,
+    )
+    return {"loyalty_members": int(members.split()[-1]), "loyalty_checkout_answers": int(answers.split()[-1])}
