@@ -12,7 +12,8 @@ import asyncpg
 import orjson
 
 from billing import loyalty_ledger as ledger
-from billing.loyalty_rules import REFUND_POLICIES, LoyaltyError, parse_rules, parse_tiers, programme
+from billing.loyalty_config import save_programme
+from billing.loyalty_rules import REFUND_POLICIES, LoyaltyError
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -98,53 +99,20 @@ async def _run(conn: asyncpg.Connection, args: argparse.Namespace) -> str:
 
 
 async def _enable(conn: asyncpg.Connection, merchant: asyncpg.Record, args: argparse.Namespace) -> str:
-    current = await conn.fetchrow("SELECT * FROM loyalty_programmes WHERE merchant_id = $1", merchant["id"])
-    values: dict[str, Any] = (
-        dict(current) if current else {"merchant_id": merchant["id"], "currency": merchant["currency"]}
-    )
+    changes: dict[str, Any] = {"enabled": True}
     for name, column in (("value_points", "value_points"), ("value_minor", "value_minor"),
                          ("min_points", "redeem_min_points"), ("max_percent", "redeem_max_percent"),
-                         ("refund_policy", "refund_policy")):  # fmt: skip
+                         ("refund_policy", "refund_policy"), ("expiry_days", "expiry_days")):  # fmt: skip
         if getattr(args, name) is not None:
-            values[column] = getattr(args, name)
-    if args.expiry_days is not None:
-        values["expiry_days"] = args.expiry_days or None
+            changes[column] = getattr(args, name)
     for name in ("rules", "tiers"):
         raw = getattr(args, name)
         if raw is not None:
             try:
-                values[name] = orjson.loads(raw)
+                changes[name] = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
                 raise LoyaltyError("invalid_json", f"--{name} is not JSON: {exc}") from exc
-    rules = values.get("rules") or {}
-    rules = orjson.loads(rules) if isinstance(rules, str) else rules
-    tiers = values.get("tiers") or {}
-    tiers = orjson.loads(tiers) if isinstance(tiers, str) else tiers
-    parse_rules(rules)
-    parse_tiers(tiers)
-    values["enabled"] = True
-    prog = programme(values | {"rules": rules, "tiers": tiers})
-    try:
-        await conn.execute(
-            """INSERT INTO loyalty_programmes (merchant_id, enabled, currency, value_points, value_minor, expiry_days,
-                                               refund_policy, rules, tiers, redeem_min_points, redeem_max_percent)
-               VALUES ($1, true, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-               ON CONFLICT (merchant_id) DO UPDATE SET enabled = true, value_points = $3, value_minor = $4,
-                   expiry_days = $5, refund_policy = $6, rules = $7, tiers = $8, redeem_min_points = $9,
-                   redeem_max_percent = $10, updated_at = now()""",
-            merchant["id"],
-            prog.currency,
-            prog.value_points,
-            prog.value_minor,
-            prog.expiry_days,
-            prog.refund_policy,
-            orjson.dumps(rules).decode(),
-            orjson.dumps(tiers).decode(),
-            prog.redeem_min_points,
-            prog.redeem_max_percent,
-        )
-    except asyncpg.CheckViolationError as exc:
-        raise LoyaltyError("invalid_field", str(exc).split("\n")[0]) from exc
+    prog = await save_programme(conn, merchant["id"], changes)
     expiry = f"{prog.expiry_days} days" if prog.expiry_days else "never"
     return (
         f"loyalty on for merchant {merchant['id']}: {prog.value_points} points = {prog.value_minor} minor units of "

@@ -243,8 +243,8 @@ async def adjust(
     actor_user_id: int | None = None,
     at: dt.datetime | None = None,
 ) -> int:
-    """A manual adjustment with its reason, audited: positive points are a new lot (expiring as earnings do),
-    negative ones are taken from the oldest lots. Returns the new balance."""
+    """A manual adjustment with its reason, audited: positive points are a new lot (expiring as earnings do; a
+    customer not yet a member is enrolled), negative ones are taken from the oldest lots. Returns the balance."""
     if not reason.strip() or len(reason) > 500:
         raise LoyaltyError("invalid_field", "an adjustment needs a reason (1 to 500 characters)")
     if points == 0 or abs(points) > 10**9:
@@ -252,6 +252,8 @@ async def adjust(
     at = at or dt.datetime.now(dt.UTC)
     key = f"adjust:{uuid.uuid4()}"
     async with conn.transaction():
+        if points > 0:  # points given to a customer who is not a member yet enrol it
+            await enroll(conn, prog.merchant_id, customer, at)
         member = await lock_member(conn, prog.merchant_id, customer)
         if points > 0:
             expires = at + dt.timedelta(days=prog.expiry_days) if prog.expiry_days else None

@@ -20,26 +20,17 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from clickmint import limits, logs
-from portal import (
-    api_auth,
-    api_operator,
-    api_partner,
-    loyalty_api,
-    loyalty_openapi,
-    openapi,
-    pages,
-    partner_data,
-    passwords,
-    postbacks,
-    site,
-)
+from portal import api_auth, api_operator, api_partner, openapi, pages, partner_data, passwords, postbacks, site
 from portal.api import ROLES, Endpoint, error_response, json_response, route
 from portal.errors import ApiError
+from portal.loyalty_admin import ENDPOINTS as LOYALTY_ENDPOINTS
+from portal.loyalty_api import routes as loyalty_routes
+from portal.loyalty_openapi import extend as loyalty_openapi
 from portal.ratelimit import RateLimiter
 from portal.settings import PortalSettings
 
 log = logging.getLogger("clickmint.portal")
-ENDPOINTS: list[Endpoint] = [*api_auth.ENDPOINTS, *api_partner.ENDPOINTS, *api_operator.ENDPOINTS]
+ENDPOINTS: list[Endpoint] = [*api_auth.ENDPOINTS, *api_partner.ENDPOINTS, *api_operator.ENDPOINTS, *LOYALTY_ENDPOINTS]
 assert all(ep.role in (*ROLES, "public") for ep in ENDPOINTS)
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{8,64}")
 _HEADERS = [
@@ -69,7 +60,7 @@ class Portal:
         self.pool: asyncpg.Pool = None  # type: ignore[assignment]
         self.redis: redis.asyncio.Redis = None  # type: ignore[assignment]
         self.limiter: RateLimiter = None  # type: ignore[assignment]
-        self.openapi = loyalty_openapi.extend(openapi.document(ENDPOINTS, _version()))
+        self.openapi = loyalty_openapi(openapi.document(ENDPOINTS, _version()))
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -154,7 +145,7 @@ def build(settings: PortalSettings) -> Starlette:
         Route("/api/v1/openapi.json", portal.openapi_json, methods=["GET"]),
         Route("/feeds/prices/{token}.json", portal.price_feed, methods=["GET"]),
         *(route(ep, portal) for ep in ENDPOINTS),
-        *loyalty_api.routes(),
+        *loyalty_routes(),
         *site.routes(),
     ]
     app = Starlette(routes=routes, lifespan=portal.lifespan, exception_handlers={HTTPException: _http_error})

@@ -70,17 +70,20 @@ def _error(exc: LoyaltyError | ApiError) -> Response:
 
 
 async def _principal(request: Request, conn: asyncpg.Connection) -> auth.Principal:
+    """The checkout key's operator. No credential: 401; another credential (a session, a key without the
+    loyalty scope, a partner's): 404, as the portal answers another role's route."""
+    elsewhere = ApiError(404, "not_found", "no such route for this credential")
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer":
+        if request.cookies.get(auth.SESSION_COOKIE):
+            raise elsewhere
         raise ApiError(401, "unauthenticated", "send a checkout API key: Authorization: Bearer <api key>")
     principal = await auth.from_api_key(conn, value.strip())
     if principal is None:
         raise ApiError(401, "unauthenticated", "unknown, revoked or malformed API key")
-    if "loyalty" not in principal.scopes:
-        raise ApiError(403, "forbidden", "this API key lacks the loyalty scope")
-    if principal.role != "operator" or principal.merchant_id is None:
-        raise ApiError(403, "forbidden", "a checkout key belongs to one of the merchant's operators")
+    if "loyalty" not in principal.scopes or principal.role != "operator" or principal.merchant_id is None:
+        raise elsewhere
     return principal
 
 

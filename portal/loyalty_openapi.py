@@ -100,8 +100,8 @@ def _op(summary: str, ok: str, schema: dict[str, Any], codes: dict[str, str], po
 
 _AUTH = {
     "401": "No or bad API key",
-    "403": "The key lacks the loyalty scope or is not a merchant operator's",
-    "404": "loyalty_off: the merchant has no programme on; unknown_member; not_found",
+    "404": "not_found (also: a credential other than a merchant operator's key with the loyalty scope); "
+    "loyalty_off: the merchant has no programme on; unknown_member",
     "429": "Rate limited",
 }
 _POST = {"400": "invalid_field, invalid_json, idempotency_key_missing", "409": "idempotency_key_reused"}

@@ -124,7 +124,7 @@ async def test_credentials_and_tenancy(db: asyncpg.Connection, settings: Setting
     async with portal_client(settings) as client:
         assert (await client.get("/api/v1/loyalty/members/alice")).status_code == 401
         bad = await client.get("/api/v1/loyalty/members/alice", headers=_h(read_key))
-        assert (bad.status_code, bad.json()["error"]) == (403, "forbidden")  # not a loyalty key
+        assert (bad.status_code, bad.json()["error"]) == (404, "not_found")  # not a loyalty key: no such route
         theirs = await client.get("/api/v1/loyalty/members/alice", headers=_h(other_key))
         assert (theirs.status_code, theirs.json()["error"]) == (404, "unknown_member")  # not their customer
         mine = await client.post("/api/v1/loyalty/redemptions", json=body, headers=_h(key, "same"))

@@ -31,6 +31,7 @@ PUBLIC = {
     "/api/v1/invitations/accept": "accepts an invitation with the token mailed to the invited address",
     "/invitation": "the page of an invitation mail's link (the same token)",
     "/feeds/prices/{token}.json": "public price feed, found only by an unguessable HMAC id (tested apart)",
+    "/api/v1/loyalty/member": "a loyalty member's own view, found only by a signed token (tests/loyalty)",
 }
 
 
@@ -45,6 +46,8 @@ def partner_targets(w: World) -> dict[str, int]:
         "partner_id": w.b_partner,
         "merchant_id": w.other_merchant_id,
         "invitation_id": w.ids["m_invitation"],
+        "customer": w.b_partner,  # loyalty checkout routes: a checkout key of the merchant only
+        "redemption_id": 1,
     }
 
 
@@ -59,6 +62,8 @@ def partner_bodies(w: World) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/links"): {"offer_id": str(w.ids["private_offer"])},
         ("POST", "/prices"): {"merchant_id": str(w.other_merchant_id), "sku": "BBB-SKU", "retail": "9.99"},
         ("POST", "/postbacks"): {"delete": str(w.ids["b_postback"])},
+        ("POST", "/api/v1/loyalty/members"): {"customer": "BBB_SECRET_customer"},
+        ("POST", "/api/v1/loyalty/redemptions"): {"customer": "BBB_SECRET_customer", "order_id": "o", "points": 1},
     }
 
 
@@ -69,6 +74,8 @@ AIMED_AT_B = {
     ("POST", "/links"),
     ("POST", "/prices"),
     ("POST", "/postbacks"),
+    ("POST", "/api/v1/loyalty/members"),
+    ("POST", "/api/v1/loyalty/redemptions"),
 }
 
 
@@ -182,6 +189,8 @@ def operator_targets(w: World) -> dict[str, int]:
         "partner_id": w.a_partner,
         "merchant_id": w.merchant_id,
         "invitation_id": w.ids["m_invitation"],
+        "customer": w.a_partner,
+        "redemption_id": 1,
     }
 
 
@@ -248,6 +257,13 @@ async def test_operator_of_another_merchant_never_reaches_merchant_m(db, setting
             "currency": "USD",
         },
         ("POST", "/admin/rates"): {"merchant_id": str(w.merchant_id), "base": "USD", "quote": "EUR", "rate": "0.9"},
+        ("PUT", "/api/v1/admin/loyalty/programme"): {"merchant_id": w.merchant_id, "enabled": True},
+        ("POST", "/api/v1/admin/loyalty/adjustments"): {
+            "merchant_id": w.merchant_id,
+            "customer": "BBB_SECRET_customer",
+            "points": 5,
+            "reason": "x",
+        },
     }
     before = await _unchanged(db, w)
     offers_before = await db.fetchval("SELECT count(*) FROM offers")
@@ -315,6 +331,13 @@ def valid_bodies(own: dict[str, int]) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/api/v1/admin/users"): {"email": "u@x.example", "role": "operator", "merchant_id": own["merchant"]},
         ("POST", "/api/v1/partner/links"): {"offer_id": own["offer"], "creative_id": own["creative"]},
         ("POST", "/api/v1/partner/prices"): {"merchant_id": own["merchant"], "sku": "M-SKU", "retail": "9.99"},
+        ("PUT", "/api/v1/admin/loyalty/programme"): {"merchant_id": own["merchant"], "enabled": True},
+        ("POST", "/api/v1/admin/loyalty/adjustments"): {
+            "merchant_id": own["merchant"],
+            "customer": "c-1",
+            "points": 5,
+            "reason": "x",
+        },
     }
 
 
