@@ -254,7 +254,10 @@ async def _member_view(request: Request) -> Response:
 
 
 def routes() -> list[Route]:
+    from portal.loyalty_pages import routes as pages
+
     return [
+        *pages(),
         Route(f"{PREFIX}/member", _member_view, methods=["GET"]),
         Route(f"{PREFIX}/members/{{customer}}", _checkout(_member, "GET"), methods=["GET"]),
         Route(f"{PREFIX}/members", _checkout(_enroll, "POST"), methods=["POST"]),

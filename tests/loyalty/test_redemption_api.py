@@ -82,6 +82,10 @@ async def test_reserve_confirm_release_and_replays(db: asyncpg.Connection, setti
         # The member's signed view, public, for the shop's widget.
         public = await client.get(view["member_json"])
         assert public.status_code == 200 and public.json()["balance"] == 750
+        page = await client.get(view["member_link"])
+        assert page.status_code == 200 and "Your points" in page.text and "750 points" in page.text
+        assert "7.50" in page.text  # 750 points at 100 points = 1.00 USD
+        assert (await client.get(view["member_link"][:-4] + "0000")).status_code == 404
         forged = view["member_json"][:-4] + "0000"
         assert (await client.get(forged)).json()["error"] == "invalid_token"
     assert await balance(db, prog, "alice") == 750

@@ -32,6 +32,7 @@ PUBLIC = {
     "/invitation": "the page of an invitation mail's link (the same token)",
     "/feeds/prices/{token}.json": "public price feed, found only by an unguessable HMAC id (tested apart)",
     "/api/v1/loyalty/member": "a loyalty member's own view, found only by a signed token (tests/loyalty)",
+    "/loyalty/m/{token}": "a loyalty member's own page, found only by a signed token (tests/loyalty)",
 }
 
 
