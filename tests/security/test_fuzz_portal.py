@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from clickmint.embedded import pick_port
 from clickmint.settings import Settings
@@ -50,6 +51,7 @@ async def _schemathesis(url: str, key: str, report: Path) -> tuple[int, str]:
     return process.returncode or 0, out.decode(errors="replace")
 
 
+@pytest.mark.timeout(300)  # ~75 operations x 25 examples x 2 credentials; 157 s alone on a busy 2-core machine
 async def test_schemathesis_finds_no_server_error(settings: Settings, db: asyncpg.Connection, tmp_path: Path) -> None:
     w = await world(db)
     partner_key = await api_key(db, w.a_user)
