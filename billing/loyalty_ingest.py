@@ -84,12 +84,14 @@ class LoyaltyHook:
         if not members:
             return
         keys = sorted(members)
-        known = await conn.fetch(
-            """SELECT merchant_id, customer_ref, tier FROM loyalty_members
-               WHERE (merchant_id, customer_ref) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))""",
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-        )
+        known = []
+        if any(self.programmes[k[0]].tiers.levels for k in keys):  # a tier multiplies: the members' tiers
+            known = await conn.fetch(
+                """SELECT merchant_id, customer_ref, tier FROM loyalty_members
+                   WHERE (merchant_id, customer_ref) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))""",
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+            )
         tiers = {(r["merchant_id"], r["customer_ref"]): r["tier"] for r in known}
         lots: list[tuple[Any, ...]] = []
         for key in keys:
@@ -124,29 +126,54 @@ class LoyaltyHook:
             [k[0] for k in keys],
             [k[1] for k in keys],
         )
-        columns = list(zip(*lots, strict=True))
+        by_member = {(r["merchant_id"], r["customer_ref"]): r for r in locked}
+        # An action's lot is active at once: its points enter the lot's remainder in the INSERT, unless the member
+        # is in debt (then the debt is paid off first, lot by lot, below).
+        rows = [(*lot, lot[6] if lot[7] == "active" and not by_member[(lot[0], lot[1])]["debt"] else 0) for lot in lots]
+        columns = list(zip(*rows, strict=True))
         made = await conn.fetch(
-            f"""INSERT INTO loyalty_lots ({_LOT_COLUMNS})
+            f"""INSERT INTO loyalty_lots ({_LOT_COLUMNS}, remaining)
                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
                                      $6::bigint[], $7::bigint[], $8::text[], $9::timestamptz[],
-                                     $10::timestamptz[], $11::timestamptz[])
-                ON CONFLICT DO NOTHING RETURNING id, merchant_id, customer_ref, points, status, earned_at""",
+                                     $10::timestamptz[], $11::timestamptz[], $12::bigint[])
+                ON CONFLICT DO NOTHING RETURNING id, merchant_id, customer_ref, points, status, earned_at, remaining""",
             *[list(c) for c in columns],
         )
-        by_member = {(r["merchant_id"], r["customer_ref"]): r for r in locked}
-        for lot in made:
-            if lot["status"] == "active":  # an action: earned now
-                member = by_member[(lot["merchant_id"], lot["customer_ref"])]
-                await ledger.entry(
-                    conn, f"earn:{lot['id']}", lot["merchant_id"], lot["customer_ref"], "earn", lot["points"],
-                    lot["earned_at"], lot_id=lot["id"],
-                )  # fmt: skip
-                await ledger.credit_lot(conn, member, lot["id"], lot["points"])
-                member = by_member[(lot["merchant_id"], lot["customer_ref"])] = await conn.fetchrow(
+        earned = [lot for lot in made if lot["status"] == "active"]
+        if not earned:
+            return
+        # One entry per lot and one balance change per member, each in one statement.
+        await conn.execute(
+            """INSERT INTO loyalty_entries (key, merchant_id, customer_ref, kind, points, lot_id, occurred_at)
+               SELECT 'earn:' || l, m, c, 'earn', p, l, t
+               FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::timestamptz[])
+                    AS u(l, m, c, p, t)""",
+            [lot["id"] for lot in earned],
+            [lot["merchant_id"] for lot in earned],
+            [lot["customer_ref"] for lot in earned],
+            [lot["points"] for lot in earned],
+            [lot["earned_at"] for lot in earned],
+        )
+        gained: dict[tuple[int, str], int] = defaultdict(int)
+        for lot in earned:
+            gained[(lot["merchant_id"], lot["customer_ref"])] += lot["points"]
+        keys = sorted(gained)
+        await conn.execute(
+            """UPDATE loyalty_members m SET balance = m.balance + u.p
+               FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS u(mid, c, p)
+               WHERE m.merchant_id = u.mid AND m.customer_ref = u.c""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [gained[k] for k in keys],
+        )
+        for lot in earned:
+            if lot["remaining"] == 0 and lot["points"] > 0:  # a member in debt: it pays it off from these points
+                member = await conn.fetchrow(
                     "SELECT * FROM loyalty_members WHERE merchant_id = $1 AND customer_ref = $2",
                     lot["merchant_id"],
                     lot["customer_ref"],
                 )
+                await ledger.credit_lot(conn, member, lot["id"], lot["points"])
 
     async def _refund(self, conn: asyncpg.Connection, terms: dict[int, Any], refunds: list[dict[str, Any]]) -> None:
         """A refund of an earning purchase: pending points are cancelled, active ones reversed by the policy,

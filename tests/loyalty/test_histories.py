@@ -20,11 +20,12 @@ from billing import loyalty_ledger as ledger
 from billing import loyalty_redeem as redeem
 from billing.derive import Deriver
 from billing.loyalty_rules import LoyaltyError, summarise
-from tests.loyalty_kit import START, check_invariants, ingest, refund, sale, shop
+from tests.loyalty_kit import START, action, check_invariants, ingest, refund, sale, shop
 
 HOLD, EXPIRY = 5, 20  # days
 TIERS = {"basis": "points", "window_days": 365, "levels": [{"name": "Silver", "min": 300, "multiplier": "2"}]}
 CUSTOMERS = ("ann", "ben")
+RULES = {"points_per_unit": 1, "actions": {"signup": 50}}
 
 
 @dataclass
@@ -46,7 +47,7 @@ class Member:
     balance: int = 0
     debt: int = 0
     tier: str | None = None
-    earned_window: int = 0
+    earns: list[tuple[dt.datetime, int]] = field(default_factory=list)  # what tiers count, by time
     lots: list[Lot] = field(default_factory=list)
 
 
@@ -76,6 +77,16 @@ class Model:
         m.lots.append(lot)
         self.orders[order] = (customer, lot)
 
+    def act(self, customer: str, now: dt.datetime) -> None:
+        """A signup: 50 points (doubled for Silver), available at once."""
+        m = self.members.get(customer)
+        points = 50 * (2 if m is not None and m.tier == "Silver" else 1)
+        m = self.members.setdefault(customer, Member())
+        lot = Lot(points, now, 0, status="active", expires=now + dt.timedelta(days=EXPIRY))
+        m.lots.append(lot)
+        self.credit(m, lot, points)
+        m.earns.append((now, points))
+
     def refund(self, order: str, amount: int) -> None:
         if order not in self.orders:
             return
@@ -104,7 +115,7 @@ class Model:
                     lot.expires = lot.available + dt.timedelta(days=EXPIRY)
                     if net > 0:
                         self.credit(m, lot, net)
-                        m.earned_window += net
+                        m.earns.append((now, net))
             for lot in m.lots:
                 if lot.status == "active" and lot.remaining > 0 and lot.expires is not None and lot.expires <= now:
                     m.balance -= lot.remaining
@@ -130,6 +141,8 @@ class Model:
         return taken
 
     def adjust(self, customer: str, points: int, now: dt.datetime) -> bool:
+        if points > 0:  # points given to a customer enrol it
+            self.members.setdefault(customer, Member())
         m = self.members.get(customer)
         if m is None:
             return False
@@ -149,9 +162,10 @@ class Model:
             self.credit(m, lot, take)
         self.redemptions[index] = (customer, taken, "released")
 
-    def tiers(self) -> None:
+    def tiers(self, now: dt.datetime) -> None:
+        since = now - dt.timedelta(days=365)
         for m in self.members.values():
-            m.tier = "Silver" if m.earned_window >= 300 else None
+            m.tier = "Silver" if sum(p for at, p in m.earns if at >= since) >= 300 else None
 
 
 def draw(rng: random.Random) -> list[tuple[Any, ...]]:
@@ -159,7 +173,8 @@ def draw(rng: random.Random) -> list[tuple[Any, ...]]:
     orders = 0
     for _ in range(rng.randint(10, 40)):
         kind = rng.choices(
-            ["buy", "refund", "wait", "redeem", "release", "confirm", "adjust", "tiers"], [6, 4, 4, 5, 2, 1, 1, 1]
+            ["buy", "refund", "wait", "redeem", "release", "confirm", "adjust", "tiers", "act"],
+            [6, 4, 4, 5, 2, 1, 1, 1, 2],
         )[0]
         if kind == "buy":
             ops.append(("buy", rng.choice(CUSTOMERS), f"o{orders}", rng.randint(50, 40_000)))
@@ -176,13 +191,13 @@ def draw(rng: random.Random) -> list[tuple[Any, ...]]:
             ops.append(("adjust", rng.choice(CUSTOMERS), rng.choice([-1, 1]) * rng.randint(1, 120)))
         elif kind == "tiers":
             ops.append(("tiers",))
+        elif kind == "act":
+            ops.append(("act", rng.choice(CUSTOMERS)))
     return ops
 
 
 async def play(conn: asyncpg.Connection, policy: str, ops: list[tuple[Any, ...]]) -> tuple[Model, int]:
-    prog = await shop(
-        conn, policy=policy, hold_days=HOLD, expiry_days=EXPIRY, tiers=TIERS, rules={"points_per_unit": 1}
-    )
+    prog = await shop(conn, policy=policy, hold_days=HOLD, expiry_days=EXPIRY, tiers=TIERS, rules=RULES)
     loyalty = await ledger.programme_of(conn, prog.merchant_id)
     model, deriver, now = Model(policy), Deriver(), START
     rids: list[int] = []
@@ -190,6 +205,9 @@ async def play(conn: asyncpg.Connection, policy: str, ops: list[tuple[Any, ...]]
         if op[0] == "buy":
             await ingest(conn, deriver, sale(prog, op[1], op[2], op[3], at=now))
             model.buy(op[1], op[2], op[3], now)
+        elif op[0] == "act":
+            await ingest(conn, deriver, action(prog, op[1], "signup", at=now))
+            model.act(op[1], now)
         elif op[0] == "refund":
             await ingest(conn, deriver, refund(prog, op[1], op[2], at=now))
             model.refund(op[1], op[2])
@@ -229,7 +247,7 @@ async def play(conn: asyncpg.Connection, policy: str, ops: list[tuple[Any, ...]]
                 assert not ok and exc.code in ("insufficient_points", "unknown_member"), exc.code
         elif op[0] == "tiers":
             await ledger.recalculate_tiers(conn, now)
-            model.tiers()
+            model.tiers(now)
     return model, prog.merchant_id
 
 
