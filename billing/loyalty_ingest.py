@@ -120,12 +120,18 @@ class LoyaltyHook:
             [members[k]["at"] for k in keys],
             [int(members[k]["partner"] or 0) for k in keys],
         )
-        locked = await conn.fetch(
-            """SELECT * FROM loyalty_members WHERE (merchant_id, customer_ref) IN
-                   (SELECT * FROM unnest($1::bigint[], $2::text[])) ORDER BY merchant_id, customer_ref FOR UPDATE""",
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-        )
+        # Only members whose balance moves now (an action's points) are locked, in one order so that two shards'
+        # batches never deadlock; a purchase's pending lot changes no balance and locks nothing.
+        moving = sorted({(lot[0], lot[1]) for lot in lots if lot[7] == "active"})
+        locked = []
+        if moving:
+            locked = await conn.fetch(
+                """SELECT merchant_id, customer_ref, debt FROM loyalty_members WHERE (merchant_id, customer_ref) IN
+                       (SELECT * FROM unnest($1::bigint[], $2::text[]))
+                   ORDER BY merchant_id, customer_ref FOR NO KEY UPDATE""",
+                [k[0] for k in moving],
+                [k[1] for k in moving],
+            )
         by_member = {(r["merchant_id"], r["customer_ref"]): r for r in locked}
         # An action's lot is active at once: its points enter the lot's remainder in the INSERT, unless the member
         # is in debt (then the debt is paid off first, lot by lot, below).

@@ -36,7 +36,11 @@ async def programme_of(conn: asyncpg.Connection, merchant_id: int) -> Programme:
 
 async def lock_member(conn: asyncpg.Connection, merchant_id: int, customer: str) -> asyncpg.Record:
     row = await conn.fetchrow(
-        "SELECT * FROM loyalty_members WHERE merchant_id = $1 AND customer_ref = $2 FOR UPDATE", merchant_id, customer
+        # NO KEY UPDATE: balance changes wait for each other, while ingest's inserts of lots and entries (whose
+        # foreign key takes KEY SHARE on the member) go on.
+        "SELECT * FROM loyalty_members WHERE merchant_id = $1 AND customer_ref = $2 FOR NO KEY UPDATE",
+        merchant_id,
+        customer,
     )
     if row is None:
         raise LoyaltyError("unknown_member", "no such member of this programme", 404)

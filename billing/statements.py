@@ -152,8 +152,10 @@ async def _convert_splits(conn: asyncpg.Connection, converted: dict[int, int]) -
     amounts: list[int] = []
     for line_id, splits in by_line.items():
         weights = [abs(split["amount_minor"]) for split in splits]
-        shares = money.allocate(converted[line_id], weights) if sum(weights) else [converted[line_id]] + [0] * (
-            len(splits) - 1
+        shares = (
+            money.allocate(converted[line_id], weights)
+            if sum(weights)
+            else [converted[line_id]] + [0] * (len(splits) - 1)
         )
         keys += [(line_id, split["country"], split["sub1"]) for split in splits]
         amounts += shares
