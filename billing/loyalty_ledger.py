@@ -410,12 +410,22 @@ async def liability(conn: asyncpg.Connection, prog: Programme) -> list[dict[str,
 
 
 async def purge_member(conn: asyncpg.Connection, merchant_id: int, customer: str, stone: str) -> dict[str, int]:
-    """Privacy purge: the member becomes the tombstone (its lots, redemptions and entries follow by ON UPDATE
-    CASCADE; the entries' guard lets only customer_ref change), so every balance and total stays as it was;
-    stored checkout answers naming it name the tombstone."""
+    """Privacy purge: the member becomes the tombstone, and its lots, redemptions and entries with it (the
+    entries' guard lets only customer_ref change), so every balance and total stays as it was; stored checkout
+    answers naming it name the tombstone."""
     if not await conn.fetchval("SELECT to_regclass('loyalty_members') IS NOT NULL"):
         return {}
-    members = await conn.execute(
+    await conn.execute(  # its balance must not move meanwhile
+        "SELECT 1 FROM loyalty_members WHERE merchant_id = $1 AND customer_ref = $2 FOR UPDATE", merchant_id, customer
+    )
+    for table in ("loyalty_lots", "loyalty_entries"):
+        await conn.execute(
+            f"UPDATE {table} SET customer_ref = $3 WHERE merchant_id = $1 AND customer_ref = $2",
+            merchant_id,
+            customer,
+            stone,
+        )
+    members = await conn.execute(  # the redemptions follow by ON UPDATE CASCADE
         "UPDATE loyalty_members SET customer_ref = $3 WHERE merchant_id = $1 AND customer_ref = $2",
         merchant_id,
         customer,

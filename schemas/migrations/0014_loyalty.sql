@@ -51,9 +51,10 @@ CREATE TABLE loyalty_lots (
     earned_at       timestamptz NOT NULL,
     available_at    timestamptz NOT NULL,  -- a purchase's: the end of its conversion's hold
     expires_at      timestamptz,
-    UNIQUE (source, rule),  -- earning exactly once per event and rule
-    FOREIGN KEY (merchant_id, customer_ref) REFERENCES loyalty_members ON UPDATE CASCADE
+    UNIQUE (source, rule)  -- earning exactly once per event and rule
 );
+-- No foreign keys on lots and entries: ingest writes them by the thousand, and a foreign key check is a
+-- query per row. Their member always exists first (billing/loyalty_ingest.py enrols before it earns).
 CREATE UNIQUE INDEX loyalty_lots_one_per_order ON loyalty_lots (merchant_id, order_key, rule) WHERE order_key IS NOT NULL;
 CREATE INDEX loyalty_lots_member ON loyalty_lots (merchant_id, customer_ref, status);
 CREATE INDEX loyalty_lots_pending ON loyalty_lots (available_at) WHERE status = 'pending';
@@ -83,12 +84,11 @@ CREATE TABLE loyalty_entries (
     customer_ref    text NOT NULL,
     kind            text NOT NULL CHECK (kind IN ('earn', 'spend', 'expire', 'reverse', 'adjust')),
     points          bigint NOT NULL,
-    lot_id          bigint REFERENCES loyalty_lots,
-    redemption_id   bigint REFERENCES loyalty_redemptions,
+    lot_id          bigint,
+    redemption_id   bigint,
     reason          text,
     occurred_at     timestamptz NOT NULL,
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    FOREIGN KEY (merchant_id, customer_ref) REFERENCES loyalty_members ON UPDATE CASCADE
+    created_at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX loyalty_entries_member ON loyalty_entries (merchant_id, customer_ref, id DESC);
 
