@@ -30,6 +30,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     enable.add_argument("--rules", help='earning rules as JSON, e.g. \'{"points_per_unit": 1, "unit_minor": 100}\'')
     enable.add_argument("--tiers", help='tiers as JSON, e.g. \'{"levels": [{"name": "Gold", "min": 1000, '
                         '"multiplier": "1.5"}]}\'')  # fmt: skip
+    enable.add_argument("--referral", help='refer a friend as JSON: {"offer_id": 3, "referrer_points": 500, '
+                        '"friend_points": 250} (the offer\'s fee plan should pay nothing)')  # fmt: skip
     enable.add_argument("--min-points", type=int, help="fewest points redeemed at once")
     enable.add_argument("--max-percent", type=int, help="most of an order points may pay, in percent")
     disable = sub.add_parser("disable", help="turn a merchant's programme off (balances are kept)")
@@ -105,7 +107,7 @@ async def _enable(conn: asyncpg.Connection, merchant: asyncpg.Record, args: argp
                          ("refund_policy", "refund_policy"), ("expiry_days", "expiry_days")):  # fmt: skip
         if getattr(args, name) is not None:
             changes[column] = getattr(args, name)
-    for name in ("rules", "tiers"):
+    for name in ("rules", "tiers", "referral"):
         raw = getattr(args, name)
         if raw is not None:
             try:

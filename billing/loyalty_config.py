@@ -8,10 +8,11 @@ from typing import Any
 import asyncpg
 import orjson
 
+from billing import loyalty_referral
 from billing.loyalty_rules import LoyaltyError, Programme, programme
 
 FIELDS = ("enabled", "value_points", "value_minor", "expiry_days", "refund_policy", "rules", "tiers",
-          "redeem_min_points", "redeem_max_percent")  # fmt: skip
+          "redeem_min_points", "redeem_max_percent", "referral")  # fmt: skip
 
 
 def _json(raw: Any) -> dict[str, Any]:
@@ -33,6 +34,12 @@ async def save_programme(conn: asyncpg.Connection, merchant_id: int, changes: di
     if values.get("expiry_days") == 0:
         values["expiry_days"] = None
     values["rules"], values["tiers"] = _json(values.get("rules")), _json(values.get("tiers"))
+    values["referral"] = _json(values.get("referral"))
+    loyalty_referral.settings(values)  # raises LoyaltyError naming the field
+    if values["referral"] and not await conn.fetchval(
+        "SELECT 1 FROM offers WHERE id = $1 AND merchant_id = $2", values["referral"]["offer_id"], merchant_id
+    ):
+        raise LoyaltyError("invalid_field", "referral.offer_id must be one of this merchant's offers")
     prog = programme(values)  # raises LoyaltyError naming the field
     if not 1 <= prog.value_points <= 10**9 or not 0 <= prog.value_minor <= 10**9:
         raise LoyaltyError("invalid_field", "value_points must be 1 to 10^9, value_minor 0 to 10^9")
@@ -42,11 +49,12 @@ async def save_programme(conn: asyncpg.Connection, merchant_id: int, changes: di
         raise LoyaltyError("invalid_field", "redeem_max_percent must be 1 to 100, redeem_min_points 0 or more")
     await conn.execute(
         """INSERT INTO loyalty_programmes (merchant_id, enabled, currency, value_points, value_minor, expiry_days,
-                                           refund_policy, rules, tiers, redeem_min_points, redeem_max_percent)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                           refund_policy, rules, tiers, redeem_min_points, redeem_max_percent,
+                                           referral)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
            ON CONFLICT (merchant_id) DO UPDATE SET enabled = $2, value_points = $4, value_minor = $5,
                expiry_days = $6, refund_policy = $7, rules = $8, tiers = $9, redeem_min_points = $10,
-               redeem_max_percent = $11, updated_at = now()""",
+               redeem_max_percent = $11, referral = $12, updated_at = now()""",
         merchant_id,
         prog.enabled,
         prog.currency,
@@ -58,6 +66,7 @@ async def save_programme(conn: asyncpg.Connection, merchant_id: int, changes: di
         orjson.dumps(values["tiers"]).decode(),
         prog.redeem_min_points,
         prog.redeem_max_percent,
+        orjson.dumps(values["referral"]).decode(),
     )
     return prog
 
@@ -77,3 +86,9 @@ def describe(prog: Programme) -> dict[str, Any]:
         "tiers": [{"name": t.name, "min": t.min, "multiplier": str(t.multiplier)} for t in prog.tiers.levels],
         "tier_basis": prog.tiers.basis,
     }
+
+
+async def describe_row(conn: asyncpg.Connection, prog: Programme) -> dict[str, Any]:
+    """describe(), with the referral settings from the row."""
+    raw = await conn.fetchval("SELECT referral FROM loyalty_programmes WHERE merchant_id = $1", prog.merchant_id)
+    return describe(prog) | {"referral": orjson.loads(raw) if raw else {}}

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from billing import loyalty_ledger as ledger
+from billing import loyalty_referral
 from billing.attribution import authenticated, occurred_at
 from billing.loyalty_rules import Programme, cumulative_share, earnings
 
@@ -35,10 +36,12 @@ class LoyaltyHook:
 
     def __init__(self) -> None:
         self.programmes: dict[int, Programme] = {}
+        self.referrals: dict[int, tuple[int, str, dict[str, int]]] = {}  # referral partner -> referrer
 
     async def load(self, conn: asyncpg.Connection) -> None:
         exists = await conn.fetchval("SELECT to_regclass('loyalty_programmes') IS NOT NULL")
         self.programmes = await ledger.load_programmes(conn) if exists else {}
+        self.referrals = await loyalty_referral.load(conn) if self.programmes else {}
 
     @property
     def active(self) -> bool:
@@ -106,6 +109,8 @@ class LoyaltyHook:
                         (key[0], key[1], event["id"], earned.rule, order_key, earned.amount_minor, earned.points,
                          "pending" if purchase else "active", at, available, expires)
                     )  # fmt: skip
+                if purchase and self.referrals:  # a friend's first purchase through a member's referral link
+                    lots += await loyalty_referral.lots(conn, self.referrals, prog, event, key[1], hold_until, at)
         if not lots:
             return
         keys = sorted({(lot[0], lot[1]) for lot in lots})
@@ -117,8 +122,8 @@ class LoyaltyHook:
                ON CONFLICT DO NOTHING""",
             [k[0] for k in keys],
             [k[1] for k in keys],
-            [members[k]["at"] for k in keys],
-            [int(members[k]["partner"] or 0) for k in keys],
+            [members[k]["at"] if k in members else dt.datetime.now(dt.UTC) for k in keys],
+            [int(members[k]["partner"] or 0) if k in members else 0 for k in keys],
         )
         # Only members whose balance moves now (an action's points) are locked, in one order so that two shards'
         # batches never deadlock; a purchase's pending lot changes no balance and locks nothing.
@@ -215,7 +220,8 @@ class LoyaltyHook:
             prog = self.programmes.get(lots[0]["merchant_id"])
             if prog is None:
                 continue
-            await ledger.lock_member(conn, lots[0]["merchant_id"], lots[0]["customer_ref"])
+            for owner in sorted({(lot["merchant_id"], lot["customer_ref"]) for lot in lots}):  # a referral's two
+                await ledger.lock_member(conn, *owner)
             sale = got[0]["sale"]
             now = dt.datetime.now(dt.UTC)
             for lot in lots:

@@ -31,6 +31,7 @@ PROGRAMME = {
     "tiers": (validate.json_object, False),
     "redeem_min_points": (validate.integer(0, 10**12), False),
     "redeem_max_percent": (validate.integer(1, 100), False),
+    "referral": (validate.json_object, False),
 }
 ADJUSTMENT = {
     "merchant_id": _MERCHANT,
@@ -53,7 +54,7 @@ async def programme(ctx: Ctx) -> Any:
     found = await loyalty_ledger.load_programmes(ctx.conn, enabled_only=False)
     if merchant_id not in found:
         return {"merchant_id": merchant_id, "enabled": False, "configured": False}
-    return loyalty_config.describe(found[merchant_id]) | {"configured": True}
+    return await loyalty_config.describe_row(ctx.conn, found[merchant_id]) | {"configured": True}
 
 
 async def save(ctx: Ctx) -> Any:
@@ -73,7 +74,7 @@ async def save(ctx: Ctx) -> Any:
             )
     except LoyaltyError as exc:
         raise _refused(exc) from exc
-    return loyalty_config.describe(prog) | {"configured": True}
+    return await loyalty_config.describe_row(ctx.conn, prog) | {"configured": True}
 
 
 async def members(ctx: Ctx) -> Any:

@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from billing import loyalty_ledger as ledger
 from billing import loyalty_redeem as redeem
+from billing import loyalty_referral
 from billing.loyalty_rules import LoyaltyError, Programme
 from portal import auth
 from portal.api import client_key, error_response, json_response
@@ -209,6 +210,15 @@ async def _enroll(conn: asyncpg.Connection, prog: Programme, request: Request, b
     return 201, await ledger.member_summary(conn, prog, customer)
 
 
+async def _referral(
+    conn: asyncpg.Connection, prog: Programme, request: Request, body: dict[str, Any]
+) -> tuple[int, Any]:
+    _only(body, {"customer"})
+    made = await loyalty_referral.link(conn, prog, _customer(body.get("customer")))
+    tracker = request.app.state.portal.settings.tracker_url
+    return 201, made | {"url": f"{tracker}/c/{made['code']}"}
+
+
 async def _reserve(
     conn: asyncpg.Connection, prog: Programme, request: Request, body: dict[str, Any]
 ) -> tuple[int, Any]:
@@ -262,6 +272,7 @@ def routes() -> list[Route]:
         Route(f"{PREFIX}/members/{{customer}}", _checkout(_member, "GET"), methods=["GET"]),
         Route(f"{PREFIX}/members", _checkout(_enroll, "POST"), methods=["POST"]),
         Route(f"{PREFIX}/redemptions", _checkout(_reserve, "POST"), methods=["POST"]),
+        Route(f"{PREFIX}/referrals", _checkout(_referral, "POST"), methods=["POST"]),
         Route(f"{PREFIX}/redemptions/{{redemption_id}}/confirm", _checkout(_confirm, "POST"), methods=["POST"]),
         Route(f"{PREFIX}/redemptions/{{redemption_id}}/release", _checkout(_release, "POST"), methods=["POST"]),
     ]

@@ -153,6 +153,18 @@ def paths() -> dict[str, Any]:
     )
     confirm["parameters"] = [*confirm["parameters"], by_id]
     release["parameters"] = [*release["parameters"], by_id]
+    referral = _op(
+        "A member's refer-a-friend link (made once): its code and the tracking URL to share; the friend's first "
+        "purchase through it rewards both (not the member itself, nor the member's own browser)",
+        "201",
+        {
+            "type": "object",
+            "properties": {"customer": _CUSTOMER, "code": {"type": "string"}, "url": {"type": "string"}},
+        },
+        _AUTH | _POST | {"404": "referral_off, unknown_member, not_found"},
+        True,
+    )
+    referral["requestBody"] = enroll["requestBody"]
     member = _op("A member: balance, value, tier, progress, expiry, history, signed links", "200", MEMBER, _AUTH, False)
     member["parameters"] = [customer]
     public = {
@@ -170,6 +182,7 @@ def paths() -> dict[str, Any]:
         "/api/v1/loyalty/members": {"post": enroll},
         "/api/v1/loyalty/members/{customer}": {"get": member},
         "/api/v1/loyalty/redemptions": {"post": reserve},
+        "/api/v1/loyalty/referrals": {"post": referral},
         "/api/v1/loyalty/redemptions/{redemption_id}/confirm": {"post": confirm},
         "/api/v1/loyalty/redemptions/{redemption_id}/release": {"post": release},
         "/api/v1/loyalty/member": {"get": public},

@@ -15,6 +15,7 @@ CREATE TABLE loyalty_programmes (
     tiers               jsonb NOT NULL DEFAULT '{}',  -- tier levels, basis, window, downgrade grace
     redeem_min_points   bigint NOT NULL DEFAULT 0 CHECK (redeem_min_points >= 0),
     redeem_max_percent  integer NOT NULL DEFAULT 100 CHECK (redeem_max_percent BETWEEN 1 AND 100),
+    referral            jsonb NOT NULL DEFAULT '{}',  -- {"offer_id", "referrer_points", "friend_points"}
     link_secret         text NOT NULL DEFAULT replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''),
     updated_at          timestamptz NOT NULL DEFAULT now()
 );
@@ -101,6 +102,21 @@ BEGIN
 END $$;
 CREATE TRIGGER loyalty_entries_append_only BEFORE UPDATE OR DELETE ON loyalty_entries
     FOR EACH ROW EXECUTE FUNCTION cm_loyalty_entries_guard();
+
+-- Refer a friend: a member's referral link is a partner of its own (one per member) with a link on the
+-- programme's referral offer; the friend's first purchase through it rewards both (billing/loyalty_referral.py).
+CREATE TABLE loyalty_referrals (
+    merchant_id     bigint NOT NULL,
+    customer_ref    text NOT NULL,
+    partner_id      bigint NOT NULL UNIQUE REFERENCES partners,
+    link_id         bigint NOT NULL REFERENCES links,
+    code            text NOT NULL UNIQUE,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (merchant_id, customer_ref),
+    FOREIGN KEY (merchant_id, customer_ref) REFERENCES loyalty_members ON UPDATE CASCADE
+);
+CREATE TRIGGER loyalty_referrals_config AFTER INSERT OR UPDATE OR DELETE ON loyalty_referrals
+    FOR EACH STATEMENT EXECUTE FUNCTION cm_config_changed();
 
 -- The checkout's Idempotency-Key: the first answer, replayed for the same key and body.
 CREATE TABLE loyalty_idempotency (

@@ -64,6 +64,7 @@ def partner_bodies(w: World) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/prices"): {"merchant_id": str(w.other_merchant_id), "sku": "BBB-SKU", "retail": "9.99"},
         ("POST", "/postbacks"): {"delete": str(w.ids["b_postback"])},
         ("POST", "/api/v1/loyalty/members"): {"customer": "BBB_SECRET_customer"},
+        ("POST", "/api/v1/loyalty/referrals"): {"customer": "BBB_SECRET_customer"},
         ("POST", "/api/v1/loyalty/redemptions"): {"customer": "BBB_SECRET_customer", "order_id": "o", "points": 1},
     }
 
@@ -76,6 +77,7 @@ AIMED_AT_B = {
     ("POST", "/prices"),
     ("POST", "/postbacks"),
     ("POST", "/api/v1/loyalty/members"),
+    ("POST", "/api/v1/loyalty/referrals"),
     ("POST", "/api/v1/loyalty/redemptions"),
 }
 
