@@ -33,9 +33,22 @@ async def member_page(request: Request) -> Response:
         return pages.error_page(ApiError(exc.status, exc.code, exc.detail))
     except ApiError as exc:
         return pages.error_page(exc)
-    response = pages.render("loyalty/member.html", m=summary, kinds=KINDS, brand=brand)
+    response = pages.render(
+        "loyalty/member.html",
+        m=summary,
+        kinds=KINDS,
+        brand=brand,
+        value=_grouped(summary["value_minor"], prog.currency),
+    )
     response.headers["Cache-Control"] = "private, no-store"
     return response
+
+
+def _grouped(minor: int, currency: str) -> str:
+    """Money as people read it, with its currency: 124956 USD minor units -> "1,249.56 USD"."""
+    whole, _, fraction = pages.format_amount(minor, currency).partition(".")
+    sign = "-" if whole.startswith("-") else ""
+    return f"{sign}{int(whole.lstrip('-')):,}" + (f".{fraction}" if fraction else "") + f" {currency}"
 
 
 def routes() -> list[Route]:
