@@ -18,6 +18,7 @@ import orjson
 from billing.loyalty_rules import LoyaltyError, Programme, fifo, programme, reverse, tier_for
 
 _LOT_ORDER = "expires_at NULLS LAST, available_at, id"  # spending order: the oldest expiry first
+IDEMPOTENCY_DAYS = 30  # a checkout's Idempotency-Key is remembered this long
 
 
 async def load_programmes(conn: asyncpg.Connection, enabled_only: bool = True) -> dict[int, Programme]:
@@ -392,7 +393,15 @@ async def daily(conn: asyncpg.Connection, now: dt.datetime) -> dict[str, int]:
     expired = await expire_due(conn, now)
     async with conn.transaction():
         tiers = await recalculate_tiers(conn, now)
-    return {"lots_activated": activated, "points_expired": expired, "tier_changes": tiers}
+    forgotten = await conn.execute(
+        "DELETE FROM loyalty_idempotency WHERE created_at < $1", now - dt.timedelta(days=IDEMPOTENCY_DAYS)
+    )
+    return {
+        "lots_activated": activated,
+        "points_expired": expired,
+        "tier_changes": tiers,
+        "idempotency_keys_forgotten": int(forgotten.split()[-1]),
+    }
 
 
 async def liability(conn: asyncpg.Connection, prog: Programme) -> list[dict[str, Any]]:

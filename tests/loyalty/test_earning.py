@@ -172,3 +172,19 @@ async def test_ingest_runs_activation_and_expiry_by_itself(db: asyncpg.Connectio
     stop.set()
     await task
     assert await balance(db, prog, "c") == 10
+
+
+async def test_the_daily_run_forgets_idempotency_keys_after_30_days(db: asyncpg.Connection):
+    prog = await shop(db)
+    now = dt.datetime.now(dt.UTC)
+    for key, age in (("old", 31), ("young", 29)):
+        await db.execute(
+            """INSERT INTO loyalty_idempotency (merchant_id, key, request_sha256, status, response, created_at)
+               VALUES ($1, $2, 'x', 201, '{}', $3)""",
+            prog.merchant_id,
+            key,
+            now - dt.timedelta(days=age),
+        )
+    done = await ledger.daily(db, now)
+    assert done["idempotency_keys_forgotten"] == 1
+    assert [r["key"] for r in await db.fetch("SELECT key FROM loyalty_idempotency")] == ["young"]
