@@ -19,6 +19,7 @@ import orjson
 from billing import fraud_facts, supersede
 from billing.attribution import Verdict, authenticated, judge, occurred_at, supersedes
 from billing.events import copy
+from billing.loyalty_ingest import LoyaltyHook
 from billing.plans import load_terms
 from kernel import fraud
 from kernel.plans import OfferTerms
@@ -93,6 +94,7 @@ class Deriver:
         self.fraud: dict[int, fraud.Rules] = {}  # offer -> its fraud rules (billing/fraud.py)
         self.asn = fraud_facts.AsnLookup(asn_db)
         self._version: int | None = None
+        self.loyalty = LoyaltyHook()  # points earned on the same events (billing/loyalty_ingest.py)
 
     async def _refresh(self, conn: asyncpg.Connection) -> None:
         version, staged = await conn.fetchrow(_REFRESH_SQL)
@@ -104,6 +106,7 @@ class Deriver:
                 r["id"]: fraud.Rules.load(r["id"], _json(r["fraud_rules"]))
                 for r in await conn.fetch("SELECT id, fraud_rules FROM offers")
             }
+            await self.loyalty.load(conn)
             self._version = version
 
     async def __call__(self, conn: asyncpg.Connection, events: list[dict[str, Any]]) -> None:
@@ -146,6 +149,8 @@ class Deriver:
             await self._conversions(conn, sorted(conversions, key=lambda e: e["ts"]), rollups, actions)
         if refunds:
             await self._refunds(conn, sorted(refunds, key=lambda e: e["ts"]))
+        if self.loyalty.active and (conversions or refunds):
+            await self.loyalty(conn, self.terms, conversions, refunds)
         await _write_rollups(conn, rollups, bots, actions)
         if variants:
             await _write_variants(conn, variants)

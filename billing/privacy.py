@@ -12,7 +12,9 @@ its own id or a hash of it):
 - the raw events of its conversions, of refunds of its orders and of the clicks that brought them
   lose the anonymised address (`ip_prefix`), user agent, sub ids and source, in their columns and
   in the stored payload, whose `customer` becomes the tombstone;
-- outbound postback deliveries of those events lose their filled-in URL (pending ones are failed).
+- outbound postback deliveries of those events lose their filled-in URL (pending ones are failed);
+- its loyalty membership (balance, lots, redemptions, entries) goes on under the tombstone, totals unchanged,
+  and stored checkout answers that named it name the tombstone.
 
 Partner (`purge partner ID`): e-mail and name become tombstones, as do its portal users'
 e-mails and names (disabled, password, sessions and API keys gone); its postback URLs and their
@@ -44,6 +46,8 @@ from typing import Any
 
 import asyncpg
 import orjson
+
+from billing import loyalty_ledger
 
 TOMBSTONE_PREFIX = "purged-"
 TOMBSTONE_DOMAIN = "purged.invalid"  # RFC 2606: never delivers
@@ -208,6 +212,7 @@ async def purge_customer(
                     PURGED_URL,
                 )
             )
+        counts.update(await loyalty_ledger.purge_member(conn, merchant_id, identifier, stone))
         request_id = await _record(
             conn,
             "customer",

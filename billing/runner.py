@@ -12,7 +12,7 @@ import ctypes
 import logging
 import signal
 
-from billing import retention
+from billing import loyalty_daily, retention
 from billing.consumer import Ingest
 from billing.derive import Deriver
 from billing.metrics import BillingMetrics
@@ -43,11 +43,17 @@ def run_ingest() -> int:
             retention.run_daily(settings, stop_daily) if settings.part == 1 else stop_daily.wait(), name="retention"
         )
         trimmer = asyncio.create_task(release_freed_memory(stop_daily), name="malloc-trim")
+        loyalty = asyncio.create_task(  # points past their hold, expiry, tiers (billing/loyalty_daily.py)
+            loyalty_daily.run_periodically(settings.core.database_url or "", stop_daily)
+            if settings.part == 1
+            else stop_daily.wait(),
+            name="loyalty",
+        )
         try:
             await ingest.run()
         finally:
             stop_daily.set()
-            await asyncio.gather(daily, trimmer, return_exceptions=True)
+            await asyncio.gather(daily, trimmer, loyalty, return_exceptions=True)
             await metrics.close()
 
     asyncio.run(main())

@@ -338,6 +338,19 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return _with_database(action)
 
 
+def cmd_loyalty(args: argparse.Namespace) -> int:
+    """Loyalty programmes: enable, balance, adjust, expire, key, liability (clickmint/loyalty_cli.py)."""
+    from clickmint import loyalty_cli
+
+    return _with_database(lambda conn: loyalty_cli.run(conn, args))
+
+
+def _loyalty_args(parser: argparse.ArgumentParser) -> None:
+    from clickmint import loyalty_cli
+
+    loyalty_cli.add_args(parser)
+
+
 def _retention_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print what would be dropped and kept, drop nothing")
 
@@ -403,6 +416,7 @@ COMMANDS: dict[
     "payouts": (cmd_payouts, "payout batches: SEPA or PayPal files of a month's payable statements", _payouts_args),
     "retention": (cmd_retention, "drop raw event days past CLICKMINT_RETENTION_DAYS once final", _retention_args),
     "admin": (cmd_admin, "merchants, offers, partners, links, products, rates, users, API keys, audit", _admin_args),
+    "loyalty": (cmd_loyalty, "loyalty programmes: enable, balance, adjust, expire, key, liability", _loyalty_args),
     "purge": (cmd_purge, "erase a customer's or a partner's personal data (privacy request)", _purge_args),
 }
 

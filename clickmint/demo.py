@@ -76,6 +76,7 @@ async def seed(dsn: str, tracker_url: str, portal_url: str | None = None) -> str
                             offer,
                         )
             logins = await _users(conn, merchant)
+            loyalty = await _loyalty(conn, merchant, portal_url)
             rows = await conn.fetch(
                 """SELECT l.code, p.name AS partner, o.name AS offer FROM links l
                    JOIN partners p ON p.id = l.partner_id JOIN offers o ON o.id = l.offer_id
@@ -94,7 +95,39 @@ async def seed(dsn: str, tracker_url: str, portal_url: str | None = None) -> str
         lines.append(f"  sign in as {email:<32} password {password}")
     if not logins:
         lines.append("  demo users exist; `clickmint admin user reset EMAIL` prints a link to set a new password")
-    return "\n".join(lines)
+    return "\n".join(lines + loyalty)
+
+
+async def _loyalty(conn: asyncpg.Connection, merchant: int, portal_url: str | None) -> list[str]:
+    """A loyalty programme on the demo shop (once), a demo member with a welcome gift, and how to try it."""
+    import datetime as dt
+
+    from billing import loyalty_ledger
+    from portal.loyalty_api import member_token
+
+    made = await conn.fetchval(
+        """INSERT INTO loyalty_programmes (merchant_id, enabled, currency, value_points, value_minor, expiry_days,
+                                           rules, tiers)
+           VALUES ($1, true, 'USD', 100, 100, 365, $2, $3) ON CONFLICT DO NOTHING RETURNING true""",
+        merchant,
+        '{"points_per_unit": 1, "unit_minor": 100, "actions": {"signup": 50}}',
+        '{"basis": "points", "window_days": 365, "levels": [{"name": "Gold", "min": 1000, "multiplier": "1.5"}]}',
+    )
+    prog = await loyalty_ledger.programme_of(conn, merchant)
+    if made:
+        await loyalty_ledger.adjust(conn, prog, "demo-customer", 500, "welcome gift (demo)", "clickmint demo")
+    secret = await conn.fetchval("SELECT link_secret FROM loyalty_programmes WHERE merchant_id = $1", merchant)
+    token = member_token(secret, merchant, "demo-customer", dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
+    lines = [
+        "Loyalty: on for Demo Shop (1 point per 1.00 spent, 50 per signup, 100 points = 1.00 USD, Gold at 1,000).",
+        "  Sales and signups sent by signed postback with customer_id earn points (pending for the 14-day hold).",
+        "  clickmint loyalty balance --merchant demo-shop demo-customer",
+        "  clickmint loyalty adjust --merchant demo-shop demo-customer 250 --reason 'try it'",
+        "  clickmint loyalty key --merchant demo-shop --email operator@demo-shop.example   (checkout API key)",
+    ]
+    if portal_url:
+        lines.append(f"  the member's page: {portal_url}/loyalty/m/{token}")
+    return lines
 
 
 async def _users(conn: asyncpg.Connection, merchant: int) -> list[tuple[str, str]]:

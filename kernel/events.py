@@ -19,12 +19,16 @@ MAX_AHEAD_MS = 5 * 60 * 1000  # an event dated later than this past ingest's clo
 _STEP_TOLERANCE_MS = 1000  # an id later than its ts by less than this is ordinary (a slow request body)
 
 
-class Item(TypedDict):
-    """One line of a purchase: `qty` units of `sku` at `price` minor units each."""
-
+class _ItemBase(TypedDict):
     sku: str
     qty: int
     price: int
+
+
+class Item(_ItemBase, total=False):
+    """One line of a purchase: `qty` units of `sku` at `price` minor units each, maybe with its `category`."""
+
+    category: str  # the shop's category of the SKU, which loyalty's category rules match
 
 
 class Event(TypedDict, total=False):

@@ -45,9 +45,11 @@ COUNTRIES = ("US", "DE", "FR", "GB", "JP", "BR", "IN", "ES", "IT", "NL")
 
 
 def make_events(
-    n: int, links: list[tuple[int, int]], offer: int, now_ms: int, seed: int = 1
+    n: int, links: list[tuple[int, int]], offer: int, now_ms: int, seed: int = 1, tag: str = "", customers: int = 0
 ) -> list[dict[str, object]]:
-    """Realistic events spread over the links, each a (link id, partner id)."""
+    """Realistic events spread over the links, each a (link id, partner id). `tag` makes click and order ids of
+    their own; with `customers`, actions and purchases name one of that many customers and come by a signed
+    postback (what loyalty earns on)."""
     rng = random.Random(seed)
     out: list[dict[str, object]] = []
     for i in range(n):
@@ -68,22 +70,34 @@ def make_events(
         if roll < 0.70:
             out.append({**base, "type": "view", "bot": bot})
         elif roll < 0.95:
-            out.append({**base, "type": "click", "bot": bot, "click_id": f"c{i}", "unique": rng.random() < 0.8})
+            out.append({**base, "type": "click", "bot": bot, "click_id": f"c{tag}{i}", "unique": rng.random() < 0.8})
         elif roll < 0.99:
-            out.append({**base, "type": "action", "action": "signup", "click_id": f"c{i - 1}", "order_id": f"a{i}"})
+            action = {
+                **base,
+                "type": "action",
+                "action": "signup",
+                "click_id": f"c{tag}{i - 1}",
+                "order_id": f"a{tag}{i}",
+            }
+            out.append(action | _customer(rng, customers))
         else:
-            out.append(
-                {
-                    **base,
-                    "type": "purchase",
-                    "click_id": f"c{i - 1}",
-                    "order_id": f"o{i}",
-                    "amount": rng.randint(500, 50_000),
-                    "currency": "USD",
-                    "items": [{"sku": "sku-1", "qty": 1, "price": 1000}],
-                }
-            )
+            purchase = {
+                **base,
+                "type": "purchase",
+                "click_id": f"c{tag}{i - 1}",
+                "order_id": f"o{tag}{i}",
+                "amount": rng.randint(500, 50_000),
+                "currency": "USD",
+                "items": [{"sku": "sku-1", "qty": 1, "price": 1000}],
+            }
+            out.append(purchase | _customer(rng, customers))
     return out
+
+
+def _customer(rng: random.Random, customers: int) -> dict[str, object]:
+    if not customers:
+        return {}
+    return {"customer": f"cust-{rng.randrange(customers)}", "via": "postback", "auth": "signature"}
 
 
 def _uuid7(unix_ms: int, rng: random.Random) -> str:
@@ -183,8 +197,50 @@ async def _ingest(redis_url: str, billing: BillingSettings, processes: int, deri
     return elapsed
 
 
+async def _loyalty_phases(
+    servers: Servers, db: asyncpg.Connection, billing: BillingSettings, processes: int, links: list[tuple[int, int]],
+    offer: int, merchant: int, n: int,
+) -> dict[str, float | int | str]:  # fmt: skip
+    """The same mix of events naming customers (10,000 of them), ingested without a loyalty programme and with
+    one (points per 1.00 spent and per signup, expiry): four runs of n/2 events in the order off, on, on, off,
+    so that whatever drifts during the run (tables growing, a busy machine) weighs on both alike. Each run has
+    events and orders of its own."""
+    shards, now_ms, timings = billing.core.shards, int(time.time() * 1000), {"off": 0.0, "on": 0.0}
+    await db.execute(
+        """INSERT INTO loyalty_programmes (merchant_id, enabled, currency, expiry_days, rules)
+           VALUES ($1, false, 'USD', 365, '{"points_per_unit": 1, "unit_minor": 100, "actions": {"signup": 5}}')
+           ON CONFLICT (merchant_id) DO UPDATE SET enabled = false""",
+        merchant,
+    )
+    for run, phase in enumerate(("off", "on", "on", "off")):
+        await db.execute("UPDATE loyalty_programmes SET enabled = $2 WHERE merchant_id = $1", merchant, phase == "on")
+        evs = make_events(n // 2, links, offer, now_ms, seed=2 + run, tag=f"l{run}", customers=10_000)
+        prefix = f"{PREFIX}loy{run}"
+        await fill(
+            servers.redis_url, prefix, shards, [(shard_of(int(e["link"]), shards), orjson.dumps(e)) for e in evs]
+        )
+        timings[phase] += await _ingest(
+            servers.redis_url, replace(billing, core=replace(billing.core, key_prefix=prefix)), processes, derive=True
+        )
+    await db.execute("UPDATE loyalty_programmes SET enabled = false WHERE merchant_id = $1", merchant)
+    return {
+        "loyalty_off_s": round(timings["off"], 2),
+        "loyalty_on_s": round(timings["on"], 2),
+        "loyalty_off_events_per_s": round(n / timings["off"]),
+        "loyalty_on_events_per_s": round(n / timings["on"]),
+        "loyalty_ratio": round(timings["off"] / timings["on"], 3),
+        "loyalty_lots": await db.fetchval("SELECT count(*) FROM loyalty_lots"),
+    }
+
+
 async def bench(
-    servers: Servers, n: int, shards: int, batch: int | None = None, processes: int = 1, floor: bool = True
+    servers: Servers,
+    n: int,
+    shards: int,
+    batch: int | None = None,
+    processes: int = 1,
+    floor: bool = True,
+    loyalty: bool = True,
 ) -> dict[str, float | int | str]:
     seeded = await seed_link(servers.database_url)
     db = await asyncpg.connect(servers.database_url)
@@ -232,6 +288,8 @@ async def bench(
             "floor_stored": floor_stored,
             "derive_share": round(1 - floor_s / ingest_s, 3),
         }
+    if loyalty:
+        figures |= await _loyalty_phases(servers, db, billing, processes, links, seeded.offer_id, seeded.merchant_id, n)
     await db.close()
     return {
         "events": n,
@@ -259,12 +317,20 @@ def run(argv: list[str]) -> int:
     parser.add_argument(
         "--no-floor", dest="floor", action="store_false", help="skip the floor run (the events stored, nothing derived)"
     )
+    parser.add_argument(
+        "--no-loyalty",
+        dest="loyalty",
+        action="store_false",
+        help="skip the loyalty phases (the same mix naming customers, without and then with a loyalty programme)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.processes <= args.shards:
         parser.error("--processes must be between 1 and --shards")
     servers = Servers.open()
     try:
-        figures = asyncio.run(bench(servers, args.events, args.shards, args.batch, args.processes, args.floor))
+        figures = asyncio.run(
+            bench(servers, args.events, args.shards, args.batch, args.processes, args.floor, args.loyalty)
+        )
     finally:
         servers.close()
     rows = [
@@ -285,6 +351,20 @@ def run(argv: list[str]) -> int:
             ),
             ("ratio floor / raw COPY", f"{figures['floor_copy_ratio']}", ""),
             ("share of ingest's time spent deriving", f"{figures['derive_share']:.0%}", ""),
+        ]
+    if "loyalty_ratio" in figures:
+        rows += [
+            (
+                "loyalty phase, baseline: events naming customers, no programme",
+                f"{figures['loyalty_off_events_per_s']:,} events/s",
+                f"{figures['loyalty_off_s']} s",
+            ),
+            (
+                "loyalty phase: the same mix with a loyalty programme on",
+                f"{figures['loyalty_on_events_per_s']:,} events/s",
+                f"{figures['loyalty_on_s']} s",
+            ),
+            ("ratio ingest with loyalty / without (target >= 0.9)", f"{figures['loyalty_ratio']}", ""),
         ]
     return finish(
         f"ingest of {args.events:,} events over {args.shards} shards, {args.processes} process(es)"

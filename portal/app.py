@@ -37,6 +37,9 @@ from portal import (
 from portal.api import ROLES, Endpoint, error_response, json_response, route
 from portal.api_payouts import ENDPOINTS as PAYOUT_ENDPOINTS
 from portal.errors import ApiError
+from portal.loyalty_admin import ENDPOINTS as LOYALTY_ENDPOINTS
+from portal.loyalty_api import routes as loyalty_routes
+from portal.loyalty_openapi import extend as loyalty_openapi
 from portal.ratelimit import RateLimiter
 from portal.settings import PortalSettings
 
@@ -47,6 +50,7 @@ ENDPOINTS: list[Endpoint] = [
     *api_operator.ENDPOINTS,
     *PAYOUT_ENDPOINTS,
     *api_attribution.ENDPOINTS,
+    *LOYALTY_ENDPOINTS,
 ]
 assert all(ep.role in (*ROLES, "public") for ep in ENDPOINTS)
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{8,64}")
@@ -77,7 +81,7 @@ class Portal:
         self.pool: asyncpg.Pool = None
         self.redis: redis.asyncio.Redis = None  # type: ignore[assignment]
         self.limiter: RateLimiter = None  # type: ignore[assignment]
-        self.openapi = openapi.document(ENDPOINTS, _version())
+        self.openapi = loyalty_openapi(openapi.document(ENDPOINTS, _version()))
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -163,6 +167,7 @@ def build(settings: PortalSettings) -> Starlette:
         Route("/api/v1/openapi.json", portal.openapi_json, methods=["GET"]),
         Route("/feeds/prices/{token}.json", portal.price_feed, methods=["GET"]),
         *(route(ep, portal) for ep in ENDPOINTS),
+        *loyalty_routes(),
         *site.routes(),
     ]
     app = Starlette(routes=routes, lifespan=portal.lifespan, exception_handlers={HTTPException: _http_error})

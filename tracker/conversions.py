@@ -176,8 +176,8 @@ def check_signature(offer: Offer, timestamp: str, signature: str, body: bytes, n
 
 
 def _items(raw: Any, currency: str) -> list[dict[str, Any]]:
-    """The basket, one format everywhere: a JSON array of {"sku", "qty" (default 1), "price"}; in a pixel's
-    query or a form, that array as JSON text."""
+    """The basket, one format everywhere: a JSON array of {"sku", "qty" (default 1), "price", "category"
+    (optional)}; in a pixel's query or a form, that array as JSON text."""
     if raw is None or raw == "":
         return []
     if isinstance(raw, str):
@@ -198,7 +198,10 @@ def _items(raw: Any, currency: str) -> list[dict[str, Any]]:
         price = item.get("price")
         if not isinstance(price, str):
             raise Refusal("invalid_amount", 'item prices are decimal strings, e.g. "19.99"')
-        items.append({"sku": sku, "qty": qty, "price": _amount(price, currency)})
+        item_row = {"sku": sku, "qty": qty, "price": _amount(price, currency)}
+        if category := _text(item, "category"):  # optional: what loyalty rules by category match
+            item_row["category"] = category
+        items.append(item_row)
     return items
 
 

@@ -33,12 +33,16 @@ def test_ingest_bench_measures_ingest_the_raw_copy_and_the_floor() -> None:
         assert figures[name] > 0, name
     assert figures["floor_copy_ratio"] > 0 and 0 <= figures["derive_share"] < 1
     assert "floor: the same ingest storing only (no derive)" in out
+    # The loyalty phases: the same mix naming customers, without and with a programme; points were earned.
+    assert figures["loyalty_lots"] > 0 and figures["loyalty_ratio"] > 0
+    assert "ratio ingest with loyalty / without" in out
 
 
 def test_ingest_bench_without_the_floor() -> None:
-    figures, out = _bench("ingest", "--events", "500", "--no-floor")
+    figures, out = _bench("ingest", "--events", "500", "--no-floor", "--no-loyalty")
     assert figures["stored"] == 500
     assert "floor_events_per_s" not in figures and "floor:" not in out
+    assert "loyalty_ratio" not in figures
 
 
 def test_tracker_bench_measures_the_bare_app_the_floor_and_the_tracker() -> None:

@@ -31,6 +31,8 @@ PUBLIC = {
     "/api/v1/invitations/accept": "accepts an invitation with the token mailed to the invited address",
     "/invitation": "the page of an invitation mail's link (the same token)",
     "/feeds/prices/{token}.json": "public price feed, found only by an unguessable HMAC id (tested apart)",
+    "/api/v1/loyalty/member": "a loyalty member's own view, found only by a signed token (tests/loyalty)",
+    "/loyalty/m/{token}": "a loyalty member's own page, found only by a signed token (tests/loyalty)",
 }
 
 
@@ -49,6 +51,8 @@ def partner_targets(w: World) -> dict[str, Any]:
         "batch_id": "PB-BBB_SECRET",  # payout batches: operators only
         "coupon_id": w.ids["m_coupon"],
         "event_id": w.ids["m_held"],  # type: ignore[dict-item]
+        "customer": w.b_partner,  # loyalty checkout routes: a checkout key of the merchant only
+        "redemption_id": 1,
     }
 
 
@@ -84,6 +88,9 @@ def partner_bodies(w: World) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/offers"): {"merchant": "bbb-only"},  # applying is acting on its own account
         ("POST", "/profile"): {"name": "Alice"},
         ("POST", "/notifications"): {},
+        ("POST", "/api/v1/loyalty/members"): {"customer": "BBB_SECRET_customer"},
+        ("POST", "/api/v1/loyalty/referrals"): {"customer": "BBB_SECRET_customer"},
+        ("POST", "/api/v1/loyalty/redemptions"): {"customer": "BBB_SECRET_customer", "order_id": "o", "points": 1},
     }
 
 
@@ -95,6 +102,9 @@ AIMED_AT_B = {
     ("POST", "/links"),
     ("POST", "/prices"),
     ("POST", "/postbacks"),
+    ("POST", "/api/v1/loyalty/members"),
+    ("POST", "/api/v1/loyalty/referrals"),
+    ("POST", "/api/v1/loyalty/redemptions"),
 }
 
 
@@ -213,6 +223,8 @@ def operator_targets(w: World) -> dict[str, Any]:
         "batch_id": "PB-M",
         "coupon_id": w.ids["m_coupon"],
         "event_id": w.ids["m_held"],  # type: ignore[dict-item]
+        "customer": w.a_partner,
+        "redemption_id": 1,
     }
 
 
@@ -290,6 +302,14 @@ async def test_operator_of_another_merchant_never_reaches_merchant_m(db, setting
             "currency": "USD",
         },
         ("POST", "/admin/rates"): {"merchant_id": str(w.merchant_id), "base": "USD", "quote": "EUR", "rate": "0.9"},
+        ("PUT", "/api/v1/admin/loyalty/programme"): {"merchant_id": w.merchant_id, "enabled": True},
+        ("POST", "/admin/loyalty"): {"merchant_id": str(w.merchant_id), "customer": "x", "points": "5", "reason": "x"},
+        ("POST", "/api/v1/admin/loyalty/adjustments"): {
+            "merchant_id": w.merchant_id,
+            "customer": "BBB_SECRET_customer",
+            "points": 5,
+            "reason": "x",
+        },
     }
     before = await _unchanged(db, w)
     offers_before = await db.fetchval("SELECT count(*) FROM offers")
@@ -368,6 +388,13 @@ def valid_bodies(own: dict[str, int]) -> dict[tuple[str, str], dict[str, Any]]:
             "customer_ref": "c",
         },
         ("POST", "/api/v1/partner/coupons"): {"offer_id": own["offer"], "code": "MINE1"},
+        ("PUT", "/api/v1/admin/loyalty/programme"): {"merchant_id": own["merchant"], "enabled": True},
+        ("POST", "/api/v1/admin/loyalty/adjustments"): {
+            "merchant_id": own["merchant"],
+            "customer": "c-1",
+            "points": 5,
+            "reason": "x",
+        },
     }
 
 

@@ -54,7 +54,9 @@ async def _schemathesis(url: str, key: str, report: Path) -> tuple[int, str]:
     return process.returncode or 0, out.decode(errors="replace")
 
 
-@pytest.mark.timeout(300)  # two full runs over every operation: ~100 s on an idle 2-core machine, more when shared
+@pytest.mark.timeout(
+    600
+)  # ~85 operations x 25 examples x 2 credentials: ~100 s idle, 150-200 s on a busy 2-core machine
 async def test_schemathesis_finds_no_server_error(settings: Settings, db: asyncpg.Connection, tmp_path: Path) -> None:
     w = await world(db)
     partner_key = await api_key(db, w.a_user)
