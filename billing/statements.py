@@ -42,7 +42,10 @@ def month_bounds(period: str) -> tuple[dt.date, dt.date]:
         start = dt.datetime.strptime(period, "%Y-%m").date()
     except ValueError:
         raise ValueError(f"a period is written YYYY-MM, not {period!r}") from None
-    end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    try:
+        end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    except OverflowError:  # 9999-12 has no month after it
+        raise ValueError(f"the last period there can be is 9999-11, not {period!r}") from None
     return start, end
 
 

@@ -443,3 +443,14 @@ async def test_operators_see_refused_conversions_with_their_reason(db, settings)
     async with portal_client(settings) as other:
         await login(other, "ops@bbb.example")
         assert (await other.get("/api/v1/admin/conversions")).json()["conversions"] == []
+
+
+@pytest.mark.parametrize("period", ["9999-12", "2026-13", "soon"])
+async def test_a_period_that_is_no_month_is_a_400(db, settings, period):
+    """9999-12 has no following month: it used to be an OverflowError and a 500."""
+    await world(db)
+    async with portal_client(settings) as client:
+        await login(client, "ops@shop-m.example")
+        response = await client.get("/api/v1/admin/statements", params={"period": period})
+        assert response.status_code == 400, response.text
+        assert response.json() == {"error": "invalid_field", "detail": "period: must be a month like 2026-11"}
