@@ -18,27 +18,25 @@ from portal.pages import back, show
 PROFILE = {
     "name": (validate.text(1, 200), True),
     "website": (validate.url, False),
-    "payout_details": (validate.text(1, 500), False),
 }
 
 
 async def profile_page(ctx: Ctx, form: Any) -> Response:
-    """Name, website and payout details; a password change (the current password first) on the same page."""
+    """Name and website (payout details have their own, encrypted page); a password change on the same page."""
     if form is not None and form.get("form") == "password":
         return await _change_password(ctx, form)
     if form is not None:
         form = {k: v.strip() for k, v in form.items() if k != "form" and isinstance(v, str)}
         values = await ctx.fields({k: v for k, v in form.items() if v != "" or k == "name"}, PROFILE)
         await ctx.conn.execute(
-            "UPDATE partners SET name = $2, website = $3, payout_details = $4 WHERE id = $1",
+            "UPDATE partners SET name = $2, website = $3 WHERE id = $1",
             ctx.partner_id,
             values["name"],
             values.get("website"),
-            values.get("payout_details"),
         )
         return back("/profile", "Profile saved.")
     row = await ctx.conn.fetchrow(
-        "SELECT name, email, website, payout_details, currency, min_payout_minor FROM partners WHERE id = $1",
+        "SELECT name, email, website, currency, min_payout_minor FROM partners WHERE id = $1",
         ctx.partner_id,
     )
     return await show(ctx, "profile.html", partner=dict(row))

@@ -164,6 +164,9 @@ async def test_the_partner_journey(db, portal_url, browser) -> None:
 
     # Profile and password: a wrong current password is refused beside its field, then the change works.
     await page.goto(portal_url + "/profile")
+    # Bank details never go in a free-text field: the profile sends the partner to the encrypted page.
+    assert await page.locator("#f-payout_details").count() == 0
+    assert await page.locator('#profile a[href="/payout-details"]').count() == 1
     await page.fill("#f-website", "https://coupons.example")
     await page.click("#profile button[type=submit]")
     assert "Profile saved." in await page.inner_text(".notice")
