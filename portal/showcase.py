@@ -59,9 +59,16 @@ OPERATOR_PAGES = [
     "/admin/holds",
     "/admin/loyalty",
 ]
-PUBLIC_PAGES = ["/m/sunny-shop", "/login", "/forgot", "/reset", "/invitation?token={invitation_token}", "/loyalty/m/{member_token}"]
+PUBLIC_PAGES = [
+    "/m/sunny-shop",
+    "/login",
+    "/forgot",
+    "/reset",
+    "/invitation?token={invitation_token}",
+    "/loyalty/m/{member_token}",
+]
 # Routes that are not pages to walk: form targets, files, redirects. Every other GET route must be in a list above
-# (tests/browser/test_portal_pages.py checks it against the route table, so a new page cannot be forgotten).
+# (tests/portal/test_pages.py checks the lists against the route table, so a new page cannot be forgotten).
 NOT_PAGES = {"/", "/logout", "/creatives/{creative_id}/image"}
 
 
