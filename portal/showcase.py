@@ -15,6 +15,7 @@ import asyncpg
 
 from billing import loyalty_ledger, statements
 from kernel.money import format_amount
+from kernel.sealed import Sealer
 from portal import passwords
 from portal.loyalty_api import member_token
 
@@ -101,8 +102,9 @@ async def _user(db: asyncpg.Connection, email: str, role: str, partner_id: int |
     )
 
 
-async def seed(db: asyncpg.Connection, today: dt.date | None = None) -> dict[str, Any]:
-    """The showcase programme; returns the ids the pages name."""
+async def seed(db: asyncpg.Connection, today: dt.date | None = None, secret_key: str | None = None) -> dict[str, Any]:
+    """The showcase programme; returns the ids the pages name. With the portal's `secret_key`, also a payout batch
+    (its file is sealed with that key, so the portal can open it)."""
     today = today or dt.datetime.now(dt.UTC).date()
     sunny = await db.fetchval(
         """INSERT INTO merchants (slug, name, branding, listed)
@@ -253,18 +255,21 @@ async def seed(db: asyncpg.Connection, today: dt.date | None = None) -> dict[str
         offer,
         partner,
     )
-    # A payout batch already made for an earlier month (its file is not needed to list it).
-    await db.execute(
-        """INSERT INTO payout_batches (id, merchant_id, period_start, format, schema_version, currency, count,
-                                       total_minor, file_sealed, file_sha256, status, created_by, closed_at)
-           VALUES ('sunny-2026-batch-1', $1, $2, 'sepa', 'pain.001.001.09', 'USD', 1, 98250, $3, $4, 'paid',
-                   $5, now())""",
-        sunny,
-        (start - dt.timedelta(days=1)).replace(day=1),
-        b"showcase",
-        hashlib.sha256(b"showcase").hexdigest(),
-        OPERATOR_EMAIL,
-    )
+    if secret_key is not None:  # a paid PayPal batch of an earlier month, its file sealed as the portal seals it
+        batch = "SUN-PAYPAL-1"
+        earlier = (start - dt.timedelta(days=1)).replace(day=1)
+        file = f"{PARTNER_EMAIL},982.50,USD,SUN-2026-0000,Sunny Shop {earlier:%B %Y},PAYPAL\r\n".encode()
+        await db.execute(
+            """INSERT INTO payout_batches (id, merchant_id, period_start, format, schema_version, currency, count,
+                                           total_minor, file_sealed, file_sha256, status, created_by, closed_at)
+               VALUES ($1, $2, $3, 'paypal', 'paypal-payouts-csv', 'USD', 1, 98250, $4, $5, 'paid', $6, now())""",
+            batch,
+            sunny,
+            earlier,
+            Sealer(secret_key).seal(file, f"payout_batch:{batch}"),
+            hashlib.sha256(file).hexdigest(),
+            OPERATOR_EMAIL,
+        )
     # The loyalty programme (100 points = 1.00 USD) with a member and a manual adjustment; the member's own page.
     await db.execute(
         """INSERT INTO loyalty_programmes (merchant_id, enabled, currency, value_points, value_minor, expiry_days,
@@ -306,3 +311,10 @@ async def seed(db: asyncpg.Connection, today: dt.date | None = None) -> dict[str
 def pages(role: str, ids: dict[str, Any]) -> list[str]:
     listing = {"partner": PARTNER_PAGES, "operator": OPERATOR_PAGES, "public": PUBLIC_PAGES}[role]
     return [p.format(**ids) for p in listing]
+
+
+def named_pages(role: str, ids: dict[str, Any]) -> list[tuple[str, str]]:
+    """(a name for the page, its path): the name has the ids but not the secret tokens of signed links."""
+    named = {k: ("token" if k.endswith("_token") else v) for k, v in ids.items()}
+    listing = {"partner": PARTNER_PAGES, "operator": OPERATOR_PAGES, "public": PUBLIC_PAGES}[role]
+    return [(p.format(**named), p.format(**ids)) for p in listing]
