@@ -28,9 +28,9 @@ DEFAULT_OUT = Path("screenshots")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m clickmint.screenshots",
-        description="Write a PNG of every portal page (partner, programme manager, sign-in) at desktop width and "
-        "at 390 px, from a throwaway showcase programme. Needs Chromium (apt-get install chromium; or "
-        "CLICKMINT_CHROMIUM=/path/to/chrome) and Playwright (pip install -e '.[test]').",
+        description="Write a PNG of every portal page (partner, programme manager, sign-in, invitation, loyalty "
+        "member) at desktop width and at 390 px, from a throwaway showcase programme. Needs Chromium "
+        "(apt-get install chromium; or CLICKMINT_CHROMIUM=/path/to/chrome) and Playwright (pip install -e '.[test]').",
     )
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="directory for the PNG files (default: %(default)s)"
@@ -87,8 +87,9 @@ async def run(out: Path, only: list[str] | None) -> list[Path]:
     try:
         async with _servers(base) as (redis_url, database_url):
             conn = await asyncpg.connect(database_url)
+            secret_key = secrets.token_urlsafe(48)
             try:
-                ids = await showcase.seed(conn)
+                ids = await showcase.seed(conn, secret_key=secret_key)
             finally:
                 await conn.close()
             port = pick_port(0)
@@ -97,7 +98,7 @@ async def run(out: Path, only: list[str] | None) -> list[Path]:
                 redis_url=redis_url,
                 database_url=database_url,
                 data_dir=base,
-                secret_key=secrets.token_urlsafe(48),
+                secret_key=secret_key,
                 host="127.0.0.1",
                 tracker_port=0,
                 portal_port=port,
@@ -136,11 +137,11 @@ async def _photograph(browser: Any, base: str, role: str, ids: dict[str, Any], o
         await page.click("main button[type=submit]")
         await page.wait_for_load_state()
     written = []
-    for path in showcase.pages(role, ids):
+    for name, path in showcase.named_pages(role, ids):
         for size, width in WIDTHS.items():
             await page.set_viewport_size({"width": width, "height": 900})
             await page.goto(base + path)
-            target = out / file_name(role, path, size)
+            target = out / file_name(role, name, size)
             await page.screenshot(path=str(target), full_page=True)
             written.append(target)
     return written

@@ -13,13 +13,16 @@ from typing import Any
 
 import asyncpg
 
-from billing import statements
+from billing import loyalty_ledger, statements
 from kernel.money import format_amount
+from kernel.sealed import Sealer
 from portal import passwords
+from portal.loyalty_api import member_token
 
 PASSWORD = "showcase password 1"  # the throwaway database's users only
 PARTNER_EMAIL = "pat@coupons.example"
 OPERATOR_EMAIL = "ops@sunny.example"
+MEMBER = "ann@example.com"  # a loyalty member (a shop's customer)
 
 PARTNER_PAGES = [
     "/dashboard",
@@ -34,6 +37,9 @@ PARTNER_PAGES = [
     "/statements/{statement}",
     "/notifications",
     "/profile",
+    "/payout-details",
+    "/payout-details/{merchant}",
+    "/coupons",
 ]
 OPERATOR_PAGES = [
     "/admin",
@@ -49,8 +55,22 @@ OPERATOR_PAGES = [
     "/admin/rates",
     "/admin/statements",
     "/admin/audit",
+    "/admin/payouts",
+    "/admin/partners/{partner}/payout-details",
+    "/admin/holds",
+    "/admin/loyalty",
 ]
-PUBLIC_PAGES = ["/m/sunny-shop", "/login", "/forgot"]
+PUBLIC_PAGES = [
+    "/m/sunny-shop",
+    "/login",
+    "/forgot",
+    "/reset",
+    "/invitation?token={invitation_token}",
+    "/loyalty/m/{member_token}",
+]
+# Routes that are not pages to walk: form targets, files, redirects. Every other GET route must be in a list above
+# (tests/portal/test_pages.py checks the lists against the route table, so a new page cannot be forgotten).
+NOT_PAGES = {"/", "/logout", "/creatives/{creative_id}/image"}
 
 
 def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
@@ -82,8 +102,9 @@ async def _user(db: asyncpg.Connection, email: str, role: str, partner_id: int |
     )
 
 
-async def seed(db: asyncpg.Connection, today: dt.date | None = None) -> dict[str, Any]:
-    """The showcase programme; returns the ids the pages name."""
+async def seed(db: asyncpg.Connection, today: dt.date | None = None, secret_key: str | None = None) -> dict[str, Any]:
+    """The showcase programme; returns the ids the pages name. With the portal's `secret_key`, also a payout batch
+    (its file is sealed with that key, so the portal can open it)."""
     today = today or dt.datetime.now(dt.UTC).date()
     sunny = await db.fetchval(
         """INSERT INTO merchants (slug, name, branding, listed)
@@ -217,6 +238,60 @@ async def seed(db: asyncpg.Connection, today: dt.date | None = None) -> dict[str
         partner,
         f"/statements/{statement}",
     )
+    # A coupon code in use, another one waiting for the operator, and a sale held for review on the code.
+    await db.execute("INSERT INTO coupons (offer_id, partner_id, code) VALUES ($1, $2, 'CORNER10')", offer, partner)
+    await db.execute(
+        "INSERT INTO coupons (offer_id, partner_id, code, status) VALUES ($1, $2, 'CORNER20', 'requested')",
+        offer,
+        partner,
+    )
+    await db.execute(
+        """INSERT INTO conversions (event_id, ts, kind, merchant_id, offer_id, partner_id, order_id, amount_minor,
+                                    currency, status, hold_until, held_reason, held_until, coupon, credited_by)
+           VALUES ($1, now() - interval '2 hours', 'purchase', $2, $3, $4, 'SO-2001', 4550, 'USD', 'held',
+                   now() + interval '14 days', 'self_referral', now() + interval '30 days', 'CORNER10', 'coupon')""",
+        uuid.uuid4(),
+        sunny,
+        offer,
+        partner,
+    )
+    if secret_key is not None:  # a paid PayPal batch of an earlier month, its file sealed as the portal seals it
+        batch = "SUN-PAYPAL-1"
+        earlier = (start - dt.timedelta(days=1)).replace(day=1)
+        file = f"{PARTNER_EMAIL},982.50,USD,SUN-2026-0000,Sunny Shop {earlier:%B %Y},PAYPAL\r\n".encode()
+        await db.execute(
+            """INSERT INTO payout_batches (id, merchant_id, period_start, format, schema_version, currency, count,
+                                           total_minor, file_sealed, file_sha256, status, created_by, closed_at)
+               VALUES ($1, $2, $3, 'paypal', 'paypal-payouts-csv', 'USD', 1, 98250, $4, $5, 'paid', $6, now())""",
+            batch,
+            sunny,
+            earlier,
+            Sealer(secret_key).seal(file, f"payout_batch:{batch}"),
+            hashlib.sha256(file).hexdigest(),
+            OPERATOR_EMAIL,
+        )
+    # The loyalty programme (100 points = 1.00 USD) with a member and a manual adjustment; the member's own page.
+    await db.execute(
+        """INSERT INTO loyalty_programmes (merchant_id, enabled, currency, value_points, value_minor, expiry_days,
+                                           refund_policy, rules, tiers)
+           VALUES ($1, true, 'USD', 100, 100, 365, 'clamp',
+                   '{"unit_minor": 100, "points_per_unit": 1, "actions": {"signup": 50}}', '{}')""",
+        sunny,
+    )
+    loyalty = await loyalty_ledger.programme_of(db, sunny)
+    await loyalty_ledger.adjust(db, loyalty, MEMBER, 1250, "Welcome bonus", OPERATOR_EMAIL)
+    secret = await db.fetchval("SELECT link_secret FROM loyalty_programmes WHERE merchant_id = $1", sunny)
+    token = member_token(secret, sunny, MEMBER, dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
+    # An invitation to the programme, pending (its link is the invitation page a newcomer sees).
+    invitation = passwords.new_token()
+    await db.execute(
+        """INSERT INTO partner_invitations (merchant_id, email, name, currency, min_payout_minor, token_sha256,
+                                            invited_by, expires_at)
+           VALUES ($1, 'new@blog.example', 'Blog Newcomer', 'USD', 5000, $2, $3, now() + interval '14 days')""",
+        sunny,
+        passwords.sha256(invitation),
+        OPERATOR_EMAIL,
+    )
     await _user(db, PARTNER_EMAIL, "partner", partner, sunny)
     await _user(db, OPERATOR_EMAIL, "operator", None, sunny)
     return {
@@ -228,9 +303,18 @@ async def seed(db: asyncpg.Connection, today: dt.date | None = None) -> dict[str
         "statement": statement,
         "applicant": applicant,
         "creative": creative,
+        "member_token": token,
+        "invitation_token": invitation,
     }
 
 
 def pages(role: str, ids: dict[str, Any]) -> list[str]:
     listing = {"partner": PARTNER_PAGES, "operator": OPERATOR_PAGES, "public": PUBLIC_PAGES}[role]
     return [p.format(**ids) for p in listing]
+
+
+def named_pages(role: str, ids: dict[str, Any]) -> list[tuple[str, str]]:
+    """(a name for the page, its path): the name has the ids but not the secret tokens of signed links."""
+    named = {k: ("token" if k.endswith("_token") else v) for k, v in ids.items()}
+    listing = {"partner": PARTNER_PAGES, "operator": OPERATOR_PAGES, "public": PUBLIC_PAGES}[role]
+    return [(p.format(**named), p.format(**ids)) for p in listing]

@@ -49,8 +49,8 @@ async def browser():
             await chromium.close()
 
 
-async def test_every_page_fits_a_phone_and_passes_axe(db, portal_url, browser) -> None:
-    ids = await showcase.seed(db)
+async def test_every_page_fits_a_phone_and_passes_axe(db, settings, portal_url, browser) -> None:
+    ids = await showcase.seed(db, secret_key=settings.secret_key)
     visitor = await (await browser.new_context(user_agent=DESKTOP_UA, bypass_csp=True)).new_page()
     for path in showcase.pages("public", ids):
         await check_page(visitor, portal_url + path)
@@ -59,11 +59,16 @@ async def test_every_page_fits_a_phone_and_passes_axe(db, portal_url, browser) -
     await sign_in(partner, portal_url, showcase.PARTNER_EMAIL, "/m/sunny-shop")
     for path in showcase.pages("partner", ids):
         await check_page(partner, portal_url + path)
+    assert await partner.locator('#site-nav a[href="/coupons"]').inner_text() == "Coupons"
 
     operator = await (await browser.new_context(user_agent=DESKTOP_UA, bypass_csp=True)).new_page()
     await sign_in(operator, portal_url, showcase.OPERATOR_EMAIL)
     for path in showcase.pages("operator", ids):
         await check_page(operator, portal_url + path)
+    assert await operator.locator('#site-nav a[href="/admin/holds"]').inner_text() == "Holds"
+    # The seeded payout batch is a real one: its file opens with the portal's key.
+    batch = await operator.request.get(portal_url + "/api/v1/admin/payout-batches/SUN-PAYPAL-1/file")
+    assert batch.status == 200 and (await batch.body()).startswith(showcase.PARTNER_EMAIL.encode() + b",982.50,USD")
 
 
 async def test_the_partner_journey(db, portal_url, browser) -> None:

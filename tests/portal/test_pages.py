@@ -255,3 +255,24 @@ async def test_report_csv_is_the_table_and_safe_in_a_spreadsheet(db, settings):
         assert row.startswith('"\'=HYPERLINK(""https://evil.example"")') and ",7,0,0,0," in row
         bad = await ops.get("/admin?range=custom&from=2026-05-02&to=2026-05-01")
         assert bad.status_code == 200 and 'id="f-from-error"' in bad.text  # the range's refusal beside its field
+
+
+def test_the_browser_walk_covers_every_page_in_the_route_table():
+    """Every GET page of the portal is in the showcase walk (tests/browser/test_portal_pages.py and
+    `python -m clickmint.screenshots` both take their pages from portal/showcase.py), so a new page is not forgotten."""
+    from starlette.routing import Route
+
+    from portal import loyalty_pages, showcase, site
+
+    routes = [r for r in [*site.routes(), *loyalty_pages.routes()] if isinstance(r, Route) and "GET" in r.methods]
+    assert len(routes) > 30
+    listed = showcase.PUBLIC_PAGES + showcase.PARTNER_PAGES + showcase.OPERATOR_PAGES
+    walked = [re.sub(r"\{[a-z_]+\}", "1", p.split("?")[0]) for p in listed]
+    missing = sorted(
+        r.path
+        for r in routes
+        if r.path not in showcase.NOT_PAGES and not any(r.path_regex.match(path) for path in walked)
+    )
+    assert not missing, f"pages not in the browser walk (add them to portal/showcase.py): {missing}"
+    stale = sorted(p for p in walked if not any(r.path_regex.match(p) for r in routes))
+    assert not stale, f"walked pages that are not routes any more: {stale}"
