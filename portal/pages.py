@@ -125,7 +125,8 @@ async def use_locale(conn: asyncpg.Connection, who: Any, accept_language: str | 
     """The page's language: the user's setting, else the browser's, else its merchant's default (i18n.choose)."""
     merchant_id = who.home_merchant_id if who.is_partner else who.merchant_id
     row = await conn.fetchrow(
-        """SELECT u.locale, (SELECT default_locale FROM merchants WHERE id = $2) AS merchant_locale
+        """SELECT u.locale,
+                  (SELECT default_locale FROM merchants WHERE id = COALESCE($2, u.merchant_id)) AS merchant_locale
            FROM users u WHERE u.id = $1""",
         who.user_id,
         merchant_id,

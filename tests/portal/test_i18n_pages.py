@@ -1,0 +1,76 @@
+"""Issue 19 "Languages" without a browser: the page's language from the user's setting, the browser's
+Accept-Language and the merchant's default; the setting on the profile page and its refusal."""
+
+from __future__ import annotations
+
+import re
+
+from tests.portal.kit import PASSWORD, portal_client, world
+
+# English words the translated pages must not show once another language is chosen.
+ENGLISH = ("Statements", "Sign out", "Dashboard", "Download", "Period", "Number", "No lines", "subtotal", "Offers")
+
+
+def token(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+async def sign_in(client, email: str, **headers: str) -> None:
+    csrf = token((await client.get("/login", headers=headers)).text)
+    signed = await client.post("/login", data={"email": email, "password": PASSWORD, "csrf_token": csrf})
+    assert signed.status_code == 303
+
+
+async def test_sign_in_page_speaks_the_browsers_language(db, settings):
+    await world(db)
+    async with portal_client(settings) as client:
+        german = await client.get("/login", headers={"accept-language": "de-DE,de;q=0.9,en;q=0.5"})
+        assert '<html lang="de">' in german.text and "Passwort vergessen?" in german.text
+        assert "Forgot your password?" not in german.text
+        polish = await client.get("/m/shop-m", headers={"accept-language": "pl"})
+        assert "Program partnerski Shop M" in polish.text
+        english = await client.get("/login", headers={"accept-language": "it"})
+        assert '<html lang="en">' in english.text and "Forgot your password?" in english.text
+
+
+async def test_the_users_setting_beats_the_browser_and_the_merchants_default(db, settings):
+    w = await world(db)
+    b_statement = w.ids["b_statement"]
+    await db.execute("UPDATE merchants SET default_locale = 'fr' WHERE id = $1", w.merchant_id)
+    async with portal_client(settings) as client:
+        await sign_in(client, "bbb_secret@p.example")
+        french = await client.get("/statements")  # no Accept-Language: the merchant's default
+        assert '<html lang="fr">' in french.text and "Relevés" in french.text
+        spanish = await client.get("/statements", headers={"accept-language": "es"})
+        assert '<html lang="es">' in spanish.text and "Extractos" in spanish.text
+        profile = await client.get("/profile")
+        saved = await client.post(
+            "/profile", data={"csrf_token": token(profile.text), "form": "language", "locale": "pl"}
+        )
+        assert saved.status_code == 303 and "J%C4%99zyk%20zapisany." in saved.headers["location"]
+        assert await db.fetchval("SELECT locale FROM users WHERE id = $1", w.b_user) == "pl"
+        polish = await client.get(f"/statements/{b_statement}", headers={"accept-language": "de"})
+        assert '<html lang="pl">' in polish.text and "Zestawienie BBB_SECRET-1" in polish.text
+        assert "1,00 USD" in polish.text  # the line of 100 minor units, written the Polish way
+        for word in ENGLISH:
+            assert word not in polish.text, word
+        listing = await client.get("/statements")
+        for word in ENGLISH:
+            assert word not in listing.text, word
+        back = await client.post("/profile", data={"csrf_token": token(profile.text), "form": "language", "locale": ""})
+        assert back.status_code == 303
+        assert await db.fetchval("SELECT locale FROM users WHERE id = $1", w.b_user) is None
+
+
+async def test_an_unknown_language_is_refused_and_nothing_is_written(db, settings):
+    w = await world(db)
+    async with portal_client(settings) as client:
+        await sign_in(client, "alice@p.example")
+        csrf = token((await client.get("/profile")).text)
+        for bad in ("it", "EN", "de-DE", "x" * 300):
+            refused = await client.post("/profile", data={"csrf_token": csrf, "form": "language", "locale": bad})
+            assert refused.status_code == 400 and "must be one of en, es, fr, de, pl" in refused.text
+        assert await db.fetchval("SELECT locale FROM users WHERE id = $1", w.a_user) is None
+        no_csrf = await client.post("/profile", data={"form": "language", "locale": "de"})
+        assert no_csrf.status_code == 403
+        assert await db.fetchval("SELECT locale FROM users WHERE id = $1", w.a_user) is None
