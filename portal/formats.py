@@ -59,7 +59,7 @@ def change(current: int, previous: int) -> str:
     if current == previous:
         return "="
     if previous == 0:
-        return "new"
+        return i18n.gettext_("new")
     share = (Decimal(current - previous) * 100 / Decimal(abs(previous))).quantize(Decimal(1))
     return f"{'▲' if share > 0 else '▼'} {abs(share)} %"
 

@@ -74,6 +74,11 @@ def translations(lang: str | None = None) -> gettext.NullTranslations:
     return TRANSLATIONS.get(lang or CURRENT.get(), TRANSLATIONS[DEFAULT])
 
 
+def N_(message: str) -> str:
+    """gettext's marker: extracted into the catalogues, translated later on display (gettext_)."""
+    return message
+
+
 def gettext_(message: str) -> str:
     return translations().gettext(message)
 

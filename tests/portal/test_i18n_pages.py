@@ -74,3 +74,36 @@ async def test_an_unknown_language_is_refused_and_nothing_is_written(db, setting
         no_csrf = await client.post("/profile", data={"form": "language", "locale": "de"})
         assert no_csrf.status_code == 403
         assert await db.fetchval("SELECT locale FROM users WHERE id = $1", w.a_user) is None
+
+
+DASHBOARD_ENGLISH = (
+    "Dashboard",
+    "Your balance",
+    "Key figures",
+    "Unique clicks",
+    "vs previous",
+    "Trend",
+    "By offer",
+    "By country",
+    "Showing",
+    "Bots by reason",
+    "Actions by name",
+    "Sign out",
+    "per day",
+    "7 days",
+    "This month",
+)
+HEADINGS = {"es": "Cifras clave", "fr": "Chiffres clés", "de": "Kennzahlen", "pl": "Kluczowe dane"}
+
+
+async def test_the_dashboard_in_each_language_has_no_english_left(db, settings):
+    await world(db)
+    async with portal_client(settings) as client:
+        await sign_in(client, "bbb_secret@p.example")
+        english = await client.get("/dashboard")
+        assert all(word in english.text for word in ("Key figures", "Your balance", "vs previous"))
+        for lang, heading in HEADINGS.items():
+            page = await client.get("/dashboard", headers={"accept-language": lang})
+            assert page.status_code == 200 and f'<html lang="{lang}">' in page.text and heading in page.text
+            for word in DASHBOARD_ENGLISH:
+                assert word not in page.text, (lang, word)
