@@ -37,6 +37,11 @@ def money(value: int | str | None, currency: str | None, locale: str | None = No
     return f"{_number(text.lstrip('+'), _locale(locale))} {currency}"
 
 
+def number(value: int, locale: str | None = None) -> str:
+    """A count grouped for the locale: 12345 -> "12,345" (en), "12.345" (de), "12 345" (fr)."""
+    return format_decimal(value, locale=_locale(locale))
+
+
 def percent(numerator: int, denominator: int, places: int = 1, locale: str | None = None) -> str:
     """A share as a percentage with its sign of meaning: 31 of 1000 -> "3.1 %"; nothing to divide -> "—"."""
     if denominator <= 0:

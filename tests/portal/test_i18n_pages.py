@@ -107,3 +107,33 @@ async def test_the_dashboard_in_each_language_has_no_english_left(db, settings):
             assert page.status_code == 200 and f'<html lang="{lang}">' in page.text and heading in page.text
             for word in DASHBOARD_ENGLISH:
                 assert word not in page.text, (lang, word)
+
+
+OFFERS_ENGLISH = (
+    "Offers open to you",
+    "Programmes you can join",
+    "Get a link",
+    "See your link",
+    "Paid in",
+    "per click",
+)
+OFFERS_ENGLISH += ("of each sale", "hold", "days after the click", "Apply to", "optional")
+
+
+async def test_the_offers_page_in_each_language_has_no_english_left(db, settings):
+    w = await world(db)
+    await db.execute(
+        """UPDATE offers SET fee_plan = '{"cps_percent": "7.5", "cpc": 5}', hold_days = 14 WHERE id = $1""",
+        w.ids["public_offer"],
+    )
+    async with portal_client(settings) as client:
+        await sign_in(client, "alice@p.example")
+        english = await client.get("/offers")
+        assert "7.5 % of each sale + 0.05 USD per click, paid after a 14-day hold" in english.text
+        german = await client.get("/offers", headers={"accept-language": "de"})
+        assert "7,5 % jedes Verkaufs + 0,05 USD pro Klick, ausgezahlt nach 14 Tagen Sperrfrist" in german.text
+        for lang in ("es", "fr", "de", "pl"):
+            page = await client.get("/offers", headers={"accept-language": lang})
+            assert page.status_code == 200 and f'<html lang="{lang}">' in page.text
+            for word in OFFERS_ENGLISH:
+                assert word not in page.text, (lang, word)

@@ -18,7 +18,15 @@ from portal import formats, i18n, pages
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "portal" / "templates"
 # The templates whose every visible word is translatable (grow this list page by page; see docs/i18n.md).
-TRANSLATED = ("base.html", "login.html", "statements.html", "statement.html", "profile.html", "dashboard.html")
+TRANSLATED = (
+    "base.html",
+    "login.html",
+    "statements.html",
+    "statement.html",
+    "profile.html",
+    "dashboard.html",
+    "offers.html",
+)
 # Words that are the same in every language: names, formats, symbols.
 ALLOWED = {"Clickmint", "CSV", "PDF", "UTC"}
 
