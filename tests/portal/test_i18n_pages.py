@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from portal import i18n
 from tests.portal.kit import PASSWORD, portal_client, world
 
 # English words the translated pages must not show once another language is chosen.
@@ -25,12 +26,12 @@ async def test_sign_in_page_speaks_the_browsers_language(db, settings):
     await world(db)
     async with portal_client(settings) as client:
         german = await client.get("/login", headers={"accept-language": "de-DE,de;q=0.9,en;q=0.5"})
-        assert '<html lang="de">' in german.text and "Passwort vergessen?" in german.text
+        assert '<html lang="de"' in german.text and "Passwort vergessen?" in german.text
         assert "Forgot your password?" not in german.text
         polish = await client.get("/m/shop-m", headers={"accept-language": "pl"})
         assert "Program partnerski Shop M" in polish.text
         english = await client.get("/login", headers={"accept-language": "it"})
-        assert '<html lang="en">' in english.text and "Forgot your password?" in english.text
+        assert '<html lang="en"' in english.text and "Forgot your password?" in english.text
 
 
 async def test_the_users_setting_beats_the_browser_and_the_merchants_default(db, settings):
@@ -40,9 +41,9 @@ async def test_the_users_setting_beats_the_browser_and_the_merchants_default(db,
     async with portal_client(settings) as client:
         await sign_in(client, "bbb_secret@p.example")
         french = await client.get("/statements")  # no Accept-Language: the merchant's default
-        assert '<html lang="fr">' in french.text and "Relevés" in french.text
+        assert '<html lang="fr"' in french.text and "Relevés" in french.text
         spanish = await client.get("/statements", headers={"accept-language": "es"})
-        assert '<html lang="es">' in spanish.text and "Extractos" in spanish.text
+        assert '<html lang="es"' in spanish.text and "Extractos" in spanish.text
         profile = await client.get("/profile")
         saved = await client.post(
             "/profile", data={"csrf_token": token(profile.text), "form": "language", "locale": "pl"}
@@ -50,7 +51,7 @@ async def test_the_users_setting_beats_the_browser_and_the_merchants_default(db,
         assert saved.status_code == 303 and "J%C4%99zyk%20zapisany." in saved.headers["location"]
         assert await db.fetchval("SELECT locale FROM users WHERE id = $1", w.b_user) == "pl"
         polish = await client.get(f"/statements/{b_statement}", headers={"accept-language": "de"})
-        assert '<html lang="pl">' in polish.text and "Zestawienie BBB_SECRET-1" in polish.text
+        assert '<html lang="pl"' in polish.text and "Zestawienie BBB_SECRET-1" in polish.text
         assert "1,00 USD" in polish.text  # the line of 100 minor units, written the Polish way
         for word in ENGLISH:
             assert word not in polish.text, word
@@ -104,7 +105,7 @@ async def test_the_dashboard_in_each_language_has_no_english_left(db, settings):
         assert all(word in english.text for word in ("Key figures", "Your balance", "vs previous"))
         for lang, heading in HEADINGS.items():
             page = await client.get("/dashboard", headers={"accept-language": lang})
-            assert page.status_code == 200 and f'<html lang="{lang}">' in page.text and heading in page.text
+            assert page.status_code == 200 and f'<html lang="{lang}"' in page.text and heading in page.text
             for word in DASHBOARD_ENGLISH:
                 assert word not in page.text, (lang, word)
 
@@ -134,6 +135,25 @@ async def test_the_offers_page_in_each_language_has_no_english_left(db, settings
         assert "7,5 % jedes Verkaufs + 0,05 USD pro Klick, ausgezahlt nach 14 Tagen Sperrfrist" in german.text
         for lang in ("es", "fr", "de", "pl"):
             page = await client.get("/offers", headers={"accept-language": lang})
-            assert page.status_code == 200 and f'<html lang="{lang}">' in page.text
+            assert page.status_code == 200 and f'<html lang="{lang}"' in page.text
             for word in OFFERS_ENGLISH:
                 assert word not in page.text, (lang, word)
+
+
+async def test_the_reset_mail_speaks_the_recipients_language_not_the_requesters(db, settings):
+    from portal import users
+    from tests.portal.kit import portal_settings
+
+    w = await world(db)
+    await db.execute("UPDATE users SET locale = 'de' WHERE id = $1", w.a_user)
+    await db.execute("UPDATE merchants SET default_locale = 'es' WHERE id = $1", w.merchant_id)
+    token = i18n.CURRENT.set("fr")  # whoever asked reads French; the mail follows the recipient
+    try:
+        await users.send_reset(db, portal_settings(settings), "alice@p.example")
+        await users.send_reset(db, portal_settings(settings), "bbb_secret@p.example")  # no setting: merchant's
+    finally:
+        i18n.CURRENT.reset(token)
+    mails = {r["to_email"]: r for r in await db.fetch("SELECT to_email, subject, body FROM outbox")}
+    alice, bob = mails["alice@p.example"], mails["bbb_secret@p.example"]
+    assert alice["subject"] == "Setzen Sie Ihr Clickmint-Passwort zurück" and "/reset?token=" in alice["body"]
+    assert bob["subject"] == "Restablezca su contraseña de Clickmint" and "/reset?token=" in bob["body"]
