@@ -157,3 +157,28 @@ async def test_the_reset_mail_speaks_the_recipients_language_not_the_requesters(
     alice, bob = mails["alice@p.example"], mails["bbb_secret@p.example"]
     assert alice["subject"] == "Setzen Sie Ihr Clickmint-Passwort zurück" and "/reset?token=" in alice["body"]
     assert bob["subject"] == "Restablezca su contraseña de Clickmint" and "/reset?token=" in bob["body"]
+
+
+async def test_an_operator_sets_its_merchants_default_language_and_nothing_else(db, settings):
+    from tests.portal.kit import csrf_headers, login
+
+    w = await world(db)
+    async with portal_client(settings) as client:
+        csrf = await login(client, "ops@shop-m.example")
+        bad = await client.patch(
+            f"/api/v1/admin/merchants/{w.merchant_id}", json={"default_locale": "it"}, headers=csrf_headers(csrf)
+        )
+        assert bad.status_code == 400 and bad.json()["error"] == "invalid_field"
+        assert await db.fetchval("SELECT default_locale FROM merchants WHERE id = $1", w.merchant_id) == "en"
+        other = await client.patch(
+            f"/api/v1/admin/merchants/{w.other_merchant_id}", json={"default_locale": "de"}, headers=csrf_headers(csrf)
+        )
+        assert other.status_code in (403, 404)
+        assert await db.fetchval("SELECT default_locale FROM merchants WHERE id = $1", w.other_merchant_id) == "en"
+        ok = await client.patch(
+            f"/api/v1/admin/merchants/{w.merchant_id}", json={"default_locale": "pl"}, headers=csrf_headers(csrf)
+        )
+        assert ok.status_code == 200 and ok.json()["default_locale"] == "pl"
+    async with portal_client(settings) as client:
+        await sign_in(client, "alice@p.example")
+        assert '<html lang="pl"' in (await client.get("/statements")).text  # no setting, no browser language
