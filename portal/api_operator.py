@@ -44,6 +44,9 @@ NEW_MERCHANT = {
 }
 EDIT_MERCHANT = {
     "name": (validate.text(1, 200), False),
+    # The portal's language for its partners and operators without a setting of their own nor a browser's
+    # language among these (docs/i18n.md).
+    "default_locale": (validate.choice("en", "es", "fr", "de", "pl"), False),
     "statement_currency": (validate.choice("own", "partner"), False),
     "branding": (_branding, False),
     "address": (validate.text(0, 500, lines=True), False),
@@ -443,7 +446,7 @@ ENDPOINTS = [
         "PATCH",
         "/merchants/{merchant_id}",
         update_merchant,
-        "Rename a merchant or change its branding",
+        "Rename a merchant or change its branding or default language (default_locale: en, es, fr, de, pl)",
         body=EDIT_MERCHANT,
     ),
     _o("GET", "/offers", offers, "Offers, with fee plans, caps, windows and postback security"),

@@ -27,6 +27,7 @@ from portal import (
     api_auth,
     api_operator,
     api_partner,
+    i18n,
     openapi,
     pages,
     partner_data,
@@ -147,6 +148,12 @@ class Edge:
         sent = dict(scope.get("headers", [])).get(b"x-request-id", b"")
         request_id = sent.decode() if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
         token = logs.REQUEST_ID.set(request_id)
+        # Pages speak the browser's language until a signed-in page knows the user's (portal/pages.py page());
+        # the JSON API, feeds and exports always speak English, whatever the caller's Accept-Language.
+        browser = ""
+        if not scope.get("path", "").startswith(("/api/", "/feeds/")):
+            browser = dict(scope.get("headers", [])).get(b"accept-language", b"").decode("latin-1")[:200]
+        i18n.CURRENT.set(i18n.choose(None, browser, None))
         extra = [*_HEADERS, (b"x-request-id", request_id.encode())]
 
         async def send_with_headers(message: dict[str, Any]) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from html import escape
 
+from portal.i18n import gettext_
+
 
 def bars(
     series: Sequence[tuple[str, int]],
@@ -18,9 +20,10 @@ def bars(
     """A bar chart of (day, value) with a labelled y axis (0, half, top, in `unit`) and day labels; values are
     shown through `label` (e.g. minor units as money). An empty series says so."""
     if not series or not any(value for _, value in series):
+        empty, nothing = escape(gettext_("no data yet")), escape(gettext_("No data in this period yet"))
         return (
-            f'<svg role="img" aria-label="{escape(title)}: no data yet" viewBox="0 0 {width} 40" width="100%" '
-            f'class="chart"><text x="8" y="24">No data in this period yet</text></svg>'
+            f'<svg role="img" aria-label="{escape(title)}: {empty}" viewBox="0 0 {width} 40" width="100%" '
+            f'class="chart"><text x="8" y="24">{nothing}</text></svg>'
         )
     top = max(max(value for _, value in series), 1)
     left, pad, label_h = 64, 10, 30

@@ -14,16 +14,17 @@ from billing import figures as billing_figures
 from portal import formats
 from portal import partner_data as pdata
 from portal.errors import invalid
+from portal.i18n import N_
 
-PRESETS = {
-    "today": "Today",
-    "7d": "7 days",
-    "30d": "30 days",
-    "this_month": "This month",
-    "last_month": "Last month",
-    "custom": "Custom",
+PRESETS = {  # labels in English; translated on display (i18n.gettext_)
+    "today": N_("Today"),
+    "7d": N_("7 days"),
+    "30d": N_("30 days"),
+    "this_month": N_("This month"),
+    "last_month": N_("Last month"),
+    "custom": N_("Custom"),
 }
-METRICS = {"clicks": "Clicks", "conversions": "Conversions", "commission": "Commission"}
+METRICS = {"clicks": N_("Clicks"), "conversions": N_("Conversions"), "commission": N_("Commission")}
 MAX_DAYS = 366
 EPOCH = dt.date(2000, 1, 1)
 

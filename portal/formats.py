@@ -1,22 +1,32 @@
-"""How the pages write money, rates and periods for people: "1,965.00 USD", "3.1 %", "1-31 Dec 2026"."""
+"""How the pages write money, rates and periods for people: "1,965.00 USD", "3.1 %", "1-31 Dec 2026".
+
+Written for the page's locale (portal.i18n.CURRENT, English unless set) with Babel's CLDR data:
+German "1.965,00 USD", French "1 965,00 USD". Money stays integer minor units; this is display only."""
 
 from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
 
+from babel.dates import format_date, format_interval, format_skeleton
+from babel.numbers import format_decimal
+
 from kernel.money import format_amount
+from portal import i18n
 
 
-def _group(whole: str) -> str:
-    out = []
-    while len(whole) > 3:
-        out.append(whole[-3:])
-        whole = whole[:-3]
-    return ",".join([whole, *reversed(out)])
+def _locale(locale: str | None) -> str:
+    return locale or i18n.CURRENT.get()
 
 
-def money(value: int | str | None, currency: str | None) -> str:
+def _number(text: str, locale: str) -> str:
+    """An exact decimal string ("-1965.00") grouped and pointed for the locale, every written digit kept."""
+    _, _, frac = text.partition(".")
+    pattern = "#,##0" + ("." + "0" * len(frac) if frac else "")
+    return format_decimal(Decimal(text), format=pattern, locale=locale, decimal_quantization=True)
+
+
+def money(value: int | str | None, currency: str | None, locale: str | None = None) -> str:
     """Minor units (int) or a decimal string as the amount with thousands separators and its currency:
     196500 USD -> "1,965.00 USD", "-0.05" USD -> "-0.05 USD", 1470 JPY -> "1,470 JPY"; None -> "—"."""
     if value is None or currency is None:
@@ -24,17 +34,20 @@ def money(value: int | str | None, currency: str | None) -> str:
     if isinstance(value, bool):
         raise TypeError("money is never a bool")
     text = format_amount(value, currency) if isinstance(value, int) else str(value)
-    sign = "-" if text.startswith("-") else ""
-    whole, _, frac = text.lstrip("-+").partition(".")
-    return f"{sign}{_group(whole)}{'.' + frac if frac else ''} {currency}"
+    return f"{_number(text.lstrip('+'), _locale(locale))} {currency}"
 
 
-def percent(numerator: int, denominator: int, places: int = 1) -> str:
+def number(value: int, locale: str | None = None) -> str:
+    """A count grouped for the locale: 12345 -> "12,345" (en), "12.345" (de), "12 345" (fr)."""
+    return format_decimal(value, locale=_locale(locale))
+
+
+def percent(numerator: int, denominator: int, places: int = 1, locale: str | None = None) -> str:
     """A share as a percentage with its sign of meaning: 31 of 1000 -> "3.1 %"; nothing to divide -> "—"."""
     if denominator <= 0:
         return "—"
     share = (Decimal(numerator) * 100 / Decimal(denominator)).quantize(Decimal(1).scaleb(-places))
-    return f"{share} %"
+    return f"{_number(str(share), _locale(locale))} %"
 
 
 def ratio_money(minor: int, count: int, currency: str) -> str:
@@ -51,32 +64,38 @@ def change(current: int, previous: int) -> str:
     if current == previous:
         return "="
     if previous == 0:
-        return "new"
+        return i18n.gettext_("new")
     share = (Decimal(current - previous) * 100 / Decimal(abs(previous))).quantize(Decimal(1))
     return f"{'▲' if share > 0 else '▼'} {abs(share)} %"
 
 
 DASH = "\u2013"  # an en dash, as ranges are written
-_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 
-def period(start: dt.date | str, end: dt.date | str, inclusive: bool = False) -> str:
+def _day(day: dt.date, locale: str) -> str:
+    return (
+        format_date(day, "d MMM y", locale=locale) if locale == "en" else format_skeleton("yMMMd", day, locale=locale)
+    )
+
+
+def period(start: dt.date | str, end: dt.date | str, inclusive: bool = False, locale: str | None = None) -> str:
     """A period as people say it. `end` is exclusive unless `inclusive`: 2026-12-01..2027-01-01 -> "December 2026";
-    2026-12-01..2026-12-08 -> "1-7 Dec 2026"; across months "28 Nov - 4 Dec 2026" (en dashes)."""
+    2026-12-01..2026-12-08 -> "1-7 Dec 2026"; across months "28 Nov - 4 Dec 2026" (en dashes). Month names
+    are the locale's (CLDR, via Babel)."""
+    lang = _locale(locale)
     first = dt.date.fromisoformat(str(start)[:10])
     last = dt.date.fromisoformat(str(end)[:10])
     if not inclusive:
         last -= dt.timedelta(days=1)
-    if last < first:
-        return f"{first.day} {_MONTHS[first.month - 1]} {first.year}"
+    if last < first or first == last:
+        return _day(first, lang)
     next_day = last + dt.timedelta(days=1)
     if first.day == 1 and next_day.day == 1 and (last.year, last.month) == (first.year, first.month):
-        return first.strftime("%B %Y")
-    if first == last:
-        return f"{first.day} {_MONTHS[first.month - 1]} {first.year}"
+        return format_skeleton("yMMMM", first, locale=lang)
+    if lang != "en":  # CLDR's interval patterns say a range the way each language does
+        return format_interval(first, last, "yMMMd", locale=lang)
     if (first.year, first.month) == (last.year, last.month):
-        return f"{first.day}{DASH}{last.day} {_MONTHS[first.month - 1]} {first.year}"
+        return f"{first.day}{DASH}{_day(last, lang)}"
     if first.year == last.year:
-        return f"{first.day} {_MONTHS[first.month - 1]} {DASH} {last.day} {_MONTHS[last.month - 1]} {last.year}"
-    head = f"{first.day} {_MONTHS[first.month - 1]} {first.year}"
-    return f"{head} {DASH} {last.day} {_MONTHS[last.month - 1]} {last.year}"
+        return f"{format_date(first, 'd MMM', locale=lang)} {DASH} {_day(last, lang)}"
+    return f"{_day(first, lang)} {DASH} {_day(last, lang)}"

@@ -94,7 +94,8 @@ def _in_scope(who: Principal, alias: str = "merchant_id") -> tuple[str, list[Any
 
 
 _MERCHANT_COLUMNS = (
-    "id, slug, name, currency, rounding, statement_currency, branding, address, payment_terms, created_at"
+    "id, slug, name, currency, rounding, statement_currency, branding, address, payment_terms, default_locale,"
+    " created_at"
 )
 
 # -- merchants ------------------------------------------------------------------------------------
@@ -148,14 +149,16 @@ async def update_merchant(conn: asyncpg.Connection, who: Principal, merchant_id:
     scope_merchant(who, merchant_id)
     async with conn.transaction():
         row = await conn.fetchrow(
-            "SELECT name, branding, statement_currency, address, payment_terms FROM merchants WHERE id = $1 FOR UPDATE",
+            """SELECT name, branding, statement_currency, address, payment_terms, default_locale FROM merchants
+               WHERE id = $1 FOR UPDATE""",
             merchant_id,
         )
         if row is None:
             raise not_found("merchant")
         branding = {**orjson.loads(row["branding"]), **values.get("branding", {})}
         await conn.execute(
-            """UPDATE merchants SET name = $2, branding = $3, statement_currency = $4, address = $5, payment_terms = $6
+            """UPDATE merchants SET name = $2, branding = $3, statement_currency = $4, address = $5, payment_terms = $6,
+                                    default_locale = $7
                WHERE id = $1""",
             merchant_id,
             values.get("name", row["name"]),
@@ -163,6 +166,7 @@ async def update_merchant(conn: asyncpg.Connection, who: Principal, merchant_id:
             values.get("statement_currency", row["statement_currency"]),
             values.get("address", row["address"]),
             values.get("payment_terms", row["payment_terms"]),
+            values.get("default_locale", row["default_locale"]),
         )
         await audit(conn, who, merchant_id, "update", "merchant", merchant_id, values)
     return await merchant(conn, who, merchant_id)

@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from kernel.money import format_amount
-from portal import auth, formats, notifications, qr, tenancy, terms, validate
+from portal import auth, formats, i18n, notifications, qr, tenancy, terms, validate
 from portal.api import Ctx
 from portal.errors import ApiError
 
@@ -26,7 +26,14 @@ TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
+    extensions=["jinja2.ext.i18n"],
 )
+# The i18n extension adds install_gettext_callables to the environment at run time; jinja2's types omit it.
+TEMPLATES.install_gettext_callables(  # type: ignore[attr-defined]  # {% trans %} and _() in the page's locale
+    i18n.gettext_, i18n.ngettext_, newstyle=True, pgettext=i18n.pgettext_, npgettext=i18n.npgettext_
+)
+TEMPLATES.globals["locale"] = lambda: i18n.CURRENT.get()
+TEMPLATES.filters["number"] = formats.number  # 12345 -> "12,345" (en), "12.345" (de)
 TEMPLATES.filters["money"] = format_amount  # minor units -> "12.34" by the currency's exponent
 TEMPLATES.filters["amount"] = formats.money  # minor units or "12.34" -> "1,234.00 USD"
 TEMPLATES.filters["period"] = formats.period  # [start, end) -> "December 2026", "1-7 Dec 2026"
@@ -116,6 +123,21 @@ async def brand_of(conn: asyncpg.Connection, merchant_id: int | None) -> dict[st
     return {**DEFAULT_BRAND, **orjson.loads(row["branding"]), "name": row["name"], "slug": row["slug"]}
 
 
+async def use_locale(conn: asyncpg.Connection, who: Any, accept_language: str | None) -> str:
+    """The page's language: the user's setting, else the browser's, else its merchant's default (i18n.choose)."""
+    merchant_id = who.home_merchant_id if who.is_partner else who.merchant_id
+    row = await conn.fetchrow(
+        """SELECT u.locale,
+                  (SELECT default_locale FROM merchants WHERE id = COALESCE($2, u.merchant_id)) AS merchant_locale
+           FROM users u WHERE u.id = $1""",
+        who.user_id,
+        merchant_id,
+    )
+    lang = i18n.choose(row["locale"] if row else None, accept_language, row["merchant_locale"] if row else None)
+    i18n.CURRENT.set(lang)
+    return lang
+
+
 PageHandler = Callable[[Ctx, dict[str, Any] | None], Awaitable[Response]]
 
 
@@ -130,6 +152,7 @@ def page(path: str, handler: PageHandler, role: str, methods: tuple[str, ...] = 
             if who is None:
                 return RedirectResponse("/login?next=" + quote(request.url.path), 303)
             ctx = Ctx(request, conn, who, portal)
+            await use_locale(conn, who, request.headers.get("accept-language"))
             form: dict[str, Any] | None = None
             try:
                 if who.role not in {"partner": ("partner",), "operator": ("operator", "network")}[role]:

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from starlette.responses import RedirectResponse, Response
 
-from portal import api_partner, auth, notifications, users, validate
+from portal import api_partner, auth, i18n, notifications, users, validate
 from portal import partner_data as pdata
 from portal.api import Ctx
 from portal.api_auth import is_https, session_cookie
@@ -25,6 +25,8 @@ async def profile_page(ctx: Ctx, form: Any) -> Response:
     """Name and website (payout details have their own, encrypted page); a password change on the same page."""
     if form is not None and form.get("form") == "password":
         return await _change_password(ctx, form)
+    if form is not None and form.get("form") == "language":
+        return await set_language(ctx, form, "/profile")
     if form is not None:
         form = {k: v.strip() for k, v in form.items() if k != "form" and isinstance(v, str)}
         values = await ctx.fields({k: v for k, v in form.items() if v != "" or k == "name"}, PROFILE)
@@ -39,7 +41,18 @@ async def profile_page(ctx: Ctx, form: Any) -> Response:
         "SELECT name, email, website, currency, min_payout_minor FROM partners WHERE id = $1",
         ctx.partner_id,
     )
-    return await show(ctx, "profile.html", partner=dict(row))
+    chosen = await ctx.conn.fetchval("SELECT locale FROM users WHERE id = $1", ctx.who.user_id)
+    return await show(ctx, "profile.html", partner=dict(row), chosen_locale=chosen or "")
+
+
+async def set_language(ctx: Ctx, form: dict[str, Any], path: str) -> Response:
+    """The user's language (one of i18n.SUPPORTED), or "" to follow the browser and then the merchant's default."""
+    chosen = str(form.get("locale", "")).strip()
+    if chosen and chosen not in i18n.SUPPORTED:
+        raise invalid("locale", "must be one of " + ", ".join(i18n.SUPPORTED) + ", or empty for the browser's")
+    await ctx.conn.execute("UPDATE users SET locale = $2 WHERE id = $1", ctx.who.user_id, chosen or None)
+    i18n.CURRENT.set(i18n.choose(chosen or None, ctx.request.headers.get("accept-language"), None))
+    return back(path, i18n.gettext_("Language saved."))
 
 
 async def _change_password(ctx: Ctx, form: dict[str, Any]) -> Response:

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from starlette.responses import RedirectResponse, Response
 
-from portal import api_partner, charts, formats, passwords, programmes, validate
+from portal import api_partner, charts, formats, i18n, passwords, programmes, validate
 from portal import dashboard as board
 from portal import partner_data as pdata
 from portal import postbacks as pb
@@ -39,9 +39,11 @@ async def dashboard(ctx: Ctx, form: Any) -> Response:
     ccy = shown["trend_currency"]
     chart = charts.bars(
         shown["trend"],
-        f"{board.METRICS[metric]} per day, {win.label}" + (f", {ccy}" if metric == "commission" else ""),
+        i18n.gettext_("%(metric)s per day, %(period)s")
+        % {"metric": i18n.gettext_(board.METRICS[metric]), "period": win.label}
+        + (f", {ccy}" if metric == "commission" else ""),
         label=(lambda v: formats.money(v, ccy).removesuffix(f" {ccy}")) if metric == "commission" and ccy else str,
-        unit=ccy or "" if metric == "commission" else board.METRICS[metric].lower(),
+        unit=ccy or "" if metric == "commission" else i18n.gettext_(board.METRICS[metric]).lower(),
     )
     by = {
         g: (await pdata.stats(ctx.conn, ctx.partner_id, "7d", g, win.since, win.until))["rows"]
@@ -52,8 +54,8 @@ async def dashboard(ctx: Ctx, form: Any) -> Response:
         "dashboard.html",
         failed=failed,
         win=win,
-        presets=board.PRESETS,
-        metrics=board.METRICS,
+        presets={k: i18n.gettext_(v) for k, v in board.PRESETS.items()},
+        metrics={k: i18n.gettext_(v) for k, v in board.METRICS.items()},
         metric=metric,
         chart=chart,
         by=by,

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from portal import passwords
+from portal import i18n, passwords
 from portal.auth import Principal
 from portal.errors import ApiError, invalid
 from portal.settings import PortalSettings
@@ -49,13 +49,21 @@ async def set_password(conn: asyncpg.Connection, user_id: int, password: str) ->
 
 async def send_reset(conn: asyncpg.Connection, settings: PortalSettings, email: str, invitation: bool = False) -> None:
     """Mail a reset link when the address belongs to a user; say nothing either way (no account probing)."""
-    row = await conn.fetchrow("SELECT id, password_hash FROM users WHERE email = $1 AND status = 'active'", email)
+    row = await conn.fetchrow(
+        """SELECT u.id, u.password_hash, u.locale, m.default_locale FROM users u
+           LEFT JOIN merchants m ON m.id = u.merchant_id WHERE u.email = $1 AND u.status = 'active'""",
+        email,
+    )
     if row is None:
         return
     token = passwords.reset_token(settings.core.secret_key, row["id"], row["password_hash"])
     link = f"{settings.portal_url}/reset?token={token}"
-    subject = "Your Clickmint partner account" if invitation else "Reset your Clickmint password"
-    body = f"Set your password here within the hour:\n\n{link}\n\nIf you did not ask for this, ignore this mail.\n"
+    # The recipient's language (its setting, else its merchant's default), not the requester's browser's.
+    t = i18n.translations(i18n.choose(row["locale"], None, row["default_locale"]))
+    subject = t.gettext("Your Clickmint partner account") if invitation else t.gettext("Reset your Clickmint password")
+    body = t.gettext(
+        "Set your password here within the hour:\n\n%(link)s\n\nIf you did not ask for this, ignore this mail.\n"
+    ) % {"link": link}
     await conn.execute("INSERT INTO outbox (to_email, subject, body) VALUES ($1, $2, $3)", email, subject, body)
 
 

@@ -28,7 +28,7 @@
         var text = target.value !== undefined && target.tagName !== "CODE" ? target.value : target.textContent;
         var done = function () {
           var label = button.textContent;
-          button.textContent = "Copied";
+          button.textContent = document.documentElement.getAttribute("data-copied") || "Copied";
           setTimeout(function () { button.textContent = label; }, 1500);
         };
         if (navigator.clipboard && window.isSecureContext) {
@@ -113,8 +113,13 @@
       tools.className = "table-tools";
       var id = table.id || ("t" + Math.random().toString(36).slice(2));
       table.id = id;
-      tools.innerHTML = '<label for="' + id + '-filter">Filter</label><input id="' + id + '-filter" type="search" data-filter>' +
-        ' <button type="button" class="secondary" data-csv>Download CSV of these rows</button>';
+      // The labels come translated from the page (portal/templates/_form.html table_open), English otherwise.
+      var filterLabel = table.getAttribute("data-filter-label") || "Filter";
+      var csvLabel = table.getAttribute("data-csv-label") || "Download CSV of these rows";
+      tools.innerHTML = '<label for="' + id + '-filter"></label><input id="' + id + '-filter" type="search" data-filter>' +
+        ' <button type="button" class="secondary" data-csv></button>';
+      tools.querySelector("label").textContent = filterLabel;
+      tools.querySelector("[data-csv]").textContent = csvLabel;
       var wrap = table.closest(".table-wrap") || table;
       wrap.parentNode.insertBefore(tools, wrap);
       tools.querySelector("[data-filter]").addEventListener("input", function (event) {

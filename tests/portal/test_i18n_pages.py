@@ -1,0 +1,184 @@
+"""Issue 19 "Languages" without a browser: the page's language from the user's setting, the browser's
+Accept-Language and the merchant's default; the setting on the profile page and its refusal."""
+
+from __future__ import annotations
+
+import re
+
+from portal import i18n
+from tests.portal.kit import PASSWORD, portal_client, world
+
+# English words the translated pages must not show once another language is chosen.
+ENGLISH = ("Statements", "Sign out", "Dashboard", "Download", "Period", "Number", "No lines", "subtotal", "Offers")
+
+
+def token(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+async def sign_in(client, email: str, **headers: str) -> None:
+    csrf = token((await client.get("/login", headers=headers)).text)
+    signed = await client.post("/login", data={"email": email, "password": PASSWORD, "csrf_token": csrf})
+    assert signed.status_code == 303
+
+
+async def test_sign_in_page_speaks_the_browsers_language(db, settings):
+    await world(db)
+    async with portal_client(settings) as client:
+        german = await client.get("/login", headers={"accept-language": "de-DE,de;q=0.9,en;q=0.5"})
+        assert '<html lang="de"' in german.text and "Passwort vergessen?" in german.text
+        assert "Forgot your password?" not in german.text
+        polish = await client.get("/m/shop-m", headers={"accept-language": "pl"})
+        assert "Program partnerski Shop M" in polish.text
+        english = await client.get("/login", headers={"accept-language": "it"})
+        assert '<html lang="en"' in english.text and "Forgot your password?" in english.text
+
+
+async def test_the_users_setting_beats_the_browser_and_the_merchants_default(db, settings):
+    w = await world(db)
+    b_statement = w.ids["b_statement"]
+    await db.execute("UPDATE merchants SET default_locale = 'fr' WHERE id = $1", w.merchant_id)
+    async with portal_client(settings) as client:
+        await sign_in(client, "bbb_secret@p.example")
+        french = await client.get("/statements")  # no Accept-Language: the merchant's default
+        assert '<html lang="fr"' in french.text and "Relevés" in french.text
+        spanish = await client.get("/statements", headers={"accept-language": "es"})
+        assert '<html lang="es"' in spanish.text and "Extractos" in spanish.text
+        profile = await client.get("/profile")
+        saved = await client.post(
+            "/profile", data={"csrf_token": token(profile.text), "form": "language", "locale": "pl"}
+        )
+        assert saved.status_code == 303 and "J%C4%99zyk%20zapisany." in saved.headers["location"]
+        assert await db.fetchval("SELECT locale FROM users WHERE id = $1", w.b_user) == "pl"
+        polish = await client.get(f"/statements/{b_statement}", headers={"accept-language": "de"})
+        assert '<html lang="pl"' in polish.text and "Zestawienie BBB_SECRET-1" in polish.text
+        assert "1,00 USD" in polish.text  # the line of 100 minor units, written the Polish way
+        for word in ENGLISH:
+            assert word not in polish.text, word
+        listing = await client.get("/statements")
+        for word in ENGLISH:
+            assert word not in listing.text, word
+        back = await client.post("/profile", data={"csrf_token": token(profile.text), "form": "language", "locale": ""})
+        assert back.status_code == 303
+        assert await db.fetchval("SELECT locale FROM users WHERE id = $1", w.b_user) is None
+
+
+async def test_an_unknown_language_is_refused_and_nothing_is_written(db, settings):
+    w = await world(db)
+    async with portal_client(settings) as client:
+        await sign_in(client, "alice@p.example")
+        csrf = token((await client.get("/profile")).text)
+        for bad in ("it", "EN", "de-DE", "x" * 300):
+            refused = await client.post("/profile", data={"csrf_token": csrf, "form": "language", "locale": bad})
+            assert refused.status_code == 400 and "must be one of en, es, fr, de, pl" in refused.text
+        assert await db.fetchval("SELECT locale FROM users WHERE id = $1", w.a_user) is None
+        no_csrf = await client.post("/profile", data={"form": "language", "locale": "de"})
+        assert no_csrf.status_code == 403
+        assert await db.fetchval("SELECT locale FROM users WHERE id = $1", w.a_user) is None
+
+
+DASHBOARD_ENGLISH = (
+    "Dashboard",
+    "Your balance",
+    "Key figures",
+    "Unique clicks",
+    "vs previous",
+    "Trend",
+    "By offer",
+    "By country",
+    "Showing",
+    "Bots by reason",
+    "Actions by name",
+    "Sign out",
+    "per day",
+    "7 days",
+    "This month",
+)
+HEADINGS = {"es": "Cifras clave", "fr": "Chiffres clés", "de": "Kennzahlen", "pl": "Kluczowe dane"}
+
+
+async def test_the_dashboard_in_each_language_has_no_english_left(db, settings):
+    await world(db)
+    async with portal_client(settings) as client:
+        await sign_in(client, "bbb_secret@p.example")
+        english = await client.get("/dashboard")
+        assert all(word in english.text for word in ("Key figures", "Your balance", "vs previous"))
+        for lang, heading in HEADINGS.items():
+            page = await client.get("/dashboard", headers={"accept-language": lang})
+            assert page.status_code == 200 and f'<html lang="{lang}"' in page.text and heading in page.text
+            for word in DASHBOARD_ENGLISH:
+                assert word not in page.text, (lang, word)
+
+
+OFFERS_ENGLISH = (
+    "Offers open to you",
+    "Programmes you can join",
+    "Get a link",
+    "See your link",
+    "Paid in",
+    "per click",
+)
+OFFERS_ENGLISH += ("of each sale", "hold", "days after the click", "Apply to", "optional")
+
+
+async def test_the_offers_page_in_each_language_has_no_english_left(db, settings):
+    w = await world(db)
+    await db.execute(
+        """UPDATE offers SET fee_plan = '{"cps_percent": "7.5", "cpc": 5}', hold_days = 14 WHERE id = $1""",
+        w.ids["public_offer"],
+    )
+    async with portal_client(settings) as client:
+        await sign_in(client, "alice@p.example")
+        english = await client.get("/offers")
+        assert "7.5 % of each sale + 0.05 USD per click, paid after a 14-day hold" in english.text
+        german = await client.get("/offers", headers={"accept-language": "de"})
+        assert "7,5 % jedes Verkaufs + 0,05 USD pro Klick, ausgezahlt nach 14 Tagen Sperrfrist" in german.text
+        for lang in ("es", "fr", "de", "pl"):
+            page = await client.get("/offers", headers={"accept-language": lang})
+            assert page.status_code == 200 and f'<html lang="{lang}"' in page.text
+            for word in OFFERS_ENGLISH:
+                assert word not in page.text, (lang, word)
+
+
+async def test_the_reset_mail_speaks_the_recipients_language_not_the_requesters(db, settings):
+    from portal import users
+    from tests.portal.kit import portal_settings
+
+    w = await world(db)
+    await db.execute("UPDATE users SET locale = 'de' WHERE id = $1", w.a_user)
+    await db.execute("UPDATE merchants SET default_locale = 'es' WHERE id = $1", w.merchant_id)
+    token = i18n.CURRENT.set("fr")  # whoever asked reads French; the mail follows the recipient
+    try:
+        await users.send_reset(db, portal_settings(settings), "alice@p.example")
+        await users.send_reset(db, portal_settings(settings), "bbb_secret@p.example")  # no setting: merchant's
+    finally:
+        i18n.CURRENT.reset(token)
+    mails = {r["to_email"]: r for r in await db.fetch("SELECT to_email, subject, body FROM outbox")}
+    alice, bob = mails["alice@p.example"], mails["bbb_secret@p.example"]
+    assert alice["subject"] == "Setzen Sie Ihr Clickmint-Passwort zurück" and "/reset?token=" in alice["body"]
+    assert bob["subject"] == "Restablezca su contraseña de Clickmint" and "/reset?token=" in bob["body"]
+
+
+async def test_an_operator_sets_its_merchants_default_language_and_nothing_else(db, settings):
+    from tests.portal.kit import csrf_headers, login
+
+    w = await world(db)
+    async with portal_client(settings) as client:
+        csrf = await login(client, "ops@shop-m.example")
+        bad = await client.patch(
+            f"/api/v1/admin/merchants/{w.merchant_id}", json={"default_locale": "it"}, headers=csrf_headers(csrf)
+        )
+        assert bad.status_code == 400 and bad.json()["error"] == "invalid_field"
+        assert await db.fetchval("SELECT default_locale FROM merchants WHERE id = $1", w.merchant_id) == "en"
+        other = await client.patch(
+            f"/api/v1/admin/merchants/{w.other_merchant_id}", json={"default_locale": "de"}, headers=csrf_headers(csrf)
+        )
+        assert other.status_code in (403, 404)
+        assert await db.fetchval("SELECT default_locale FROM merchants WHERE id = $1", w.other_merchant_id) == "en"
+        ok = await client.patch(
+            f"/api/v1/admin/merchants/{w.merchant_id}", json={"default_locale": "pl"}, headers=csrf_headers(csrf)
+        )
+        assert ok.status_code == 200 and ok.json()["default_locale"] == "pl"
+    async with portal_client(settings) as client:
+        await sign_in(client, "alice@p.example")
+        assert '<html lang="pl"' in (await client.get("/statements")).text  # no setting, no browser language
