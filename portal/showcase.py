@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from billing import statements
+from billing.public import statements
 from kernel.money import format_amount
 from portal import passwords
 
