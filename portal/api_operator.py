@@ -8,7 +8,7 @@ import datetime as dt
 import re
 from typing import Any
 
-from billing import statements as billing_statements
+from billing.public import statements as billing_statements
 from kernel import sources as tracker_sources
 from kernel.sealed import Sealer
 from portal import invitations, users, validate

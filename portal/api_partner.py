@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from billing import statements as billing_statements
+from billing.public import statements as billing_statements
 from portal import invitations, passwords, postbacks, validate
 from portal import partner_data as data
 from portal.api import Ctx, Endpoint

@@ -9,8 +9,8 @@ from typing import Any
 
 from starlette.responses import Response
 
-from billing import payout_files, payouts
-from billing.statements import month_bounds
+from billing.public import payout_files, payouts
+from billing.public.statements import month_bounds
 from kernel.sealed import Sealer
 from portal import payout_data, validate
 from portal.api import Ctx, Endpoint, json_response

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from billing import review
+from billing.public import review
 from kernel import fraud
 from kernel.macros import normalize_hosts, safe_deep_link
 from portal.auth import Principal

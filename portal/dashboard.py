@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from billing import figures as billing_figures
+from billing.public import figures as billing_figures
 from portal import formats
 from portal import partner_data as pdata
 from portal.errors import invalid

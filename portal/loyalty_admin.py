@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from billing import loyalty_config, loyalty_ledger
+from billing.public import loyalty_config, loyalty_ledger
 from kernel.loyalty_rules import REFUND_POLICIES, LoyaltyError
 from portal import validate
 from portal.api import Ctx, Endpoint

@@ -22,9 +22,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from billing import loyalty_ledger as ledger
-from billing import loyalty_redeem as redeem
-from billing import loyalty_referral
+from billing.public import loyalty_ledger as ledger
+from billing.public import loyalty_redeem as redeem
+from billing.public import loyalty_referral
 from kernel.loyalty_rules import LoyaltyError, Programme
 from portal import auth
 from portal.api import client_key, error_response, json_response

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from billing import loyalty_ledger as ledger
+from billing.public import loyalty_ledger as ledger
 from kernel.loyalty_rules import LoyaltyError
 from portal import pages, validate
 from portal.api import Ctx, client_key

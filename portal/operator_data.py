@@ -14,8 +14,8 @@ import orjson
 import redis.asyncio
 import redis.exceptions
 
-from billing import figures
-from billing import statements as billing_statements
+from billing.public import figures
+from billing.public import statements as billing_statements
 from kernel import caps as tracker_caps
 from kernel import sources as tracker_sources
 from kernel.macros import Template

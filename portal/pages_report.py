@@ -70,7 +70,7 @@ def report_csv(rows: list[dict[str, Any]], win: Any) -> Response:
     import csv
     import io
 
-    from billing.statement_doc import safe_cell
+    from billing.public.statement_doc import safe_cell
     from kernel.money import format_amount
 
     out = io.StringIO()

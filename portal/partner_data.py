@@ -12,8 +12,8 @@ import asyncpg
 import redis.asyncio
 import redis.exceptions
 
-from billing import figures as billing_figures
-from billing import statements as billing_statements
+from billing.public import figures as billing_figures
+from billing.public import statements as billing_statements
 from kernel.macros import normalize_hosts, safe_deep_link
 from kernel.money import format_amount
 from portal import cap_usage

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from billing.payouts import sealed_where
+from billing.public.payouts import sealed_where
 from kernel import payout_details
 from kernel.payout_details import DetailError
 from kernel.sealed import Sealer, mask

@@ -9,7 +9,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from billing import payouts
+from billing.public import payouts
 from kernel.sealed import Sealer
 from portal import api_payouts, payout_data, validate
 from portal.api import Ctx

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from billing import loyalty_ledger, statements
+from billing.public import loyalty_ledger, statements
 from kernel.money import format_amount
 from kernel.sealed import Sealer
 from portal import passwords
