@@ -19,6 +19,7 @@ import httpx
 import psutil
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
 
 from billing.consumer import Ingest
 from billing.derive import Deriver
@@ -123,7 +124,12 @@ async def drain_all(settings: Settings, timeout: float = 30.0) -> Ingest:
         async with asyncio.timeout(timeout):
             while True:
                 await asyncio.sleep(0.1)
-                groups = [await redis.xinfo_groups(stream_key(settings.key_prefix, s)) for s in range(settings.shards)]
+                try:
+                    groups = [
+                        await redis.xinfo_groups(stream_key(settings.key_prefix, s)) for s in range(settings.shards)
+                    ]
+                except redis_errors.ResponseError:  # a shard whose stream ingest has not created yet: not ready
+                    continue
                 if all(g and not g[0]["pending"] and not g[0]["lag"] for g in groups):
                     return ingest
     finally:
