@@ -287,6 +287,7 @@ async def bench(
             "floor_copy_ratio": round((n / floor_s) / (n / copy_s), 3),
             "floor_stored": floor_stored,
             "derive_share": round(1 - floor_s / ingest_s, 3),
+            "ingest_floor_ratio": round(floor_s / ingest_s, 3),  # ingest's events/s over the floor's
         }
     if loyalty:
         figures |= await _loyalty_phases(servers, db, billing, processes, links, seeded.offer_id, seeded.merchant_id, n)
@@ -350,6 +351,7 @@ def run(argv: list[str]) -> int:
                 f"{figures['floor_s']} s",
             ),
             ("ratio floor / raw COPY", f"{figures['floor_copy_ratio']}", ""),
+            ("ratio ingest / floor (target >= 0.75)", f"{figures['ingest_floor_ratio']}", ""),
             ("share of ingest's time spent deriving", f"{figures['derive_share']:.0%}", ""),
         ]
     if "loyalty_ratio" in figures:

@@ -446,6 +446,7 @@ def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any
         "ratio": round(ratio, 3),
         "floor_rps": round(floor_rps, 1),
         "floor_ratio": round(floor_ratio, 3),
+        "tracker_floor_ratio": round(rps / floor_rps, 3) if floor_rps else 0.0,
         "floor_cpu_us_per_request": round(floor_cpu_us, 1),
         "floor_p99_ms": round(_median(rounds, "floor", "p99_ms"), 3),
         "floor_events": counters["floor_stream_added"],
