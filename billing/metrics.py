@@ -1,12 +1,13 @@
 """Prometheus text metrics of billing ingest: the backlog of each shard (undelivered, pending, the age of the
 oldest entry not yet stored, stalled or not), dead letters, events, last runs.
 
-Served by the ingest process on 127.0.0.1 (`CLICKMINT_BILLING_METRICS_PORT`, default 8002) by a
-minimal HTTP/1.1 responder: one GET per connection, rendered when scraped. Stream figures come
-from Redis at scrape time (XINFO GROUPS, XPENDING, XRANGE, XLEN) through the cluster-aware client
-ingest uses itself, so they are right whichever ingest process consumed the entries and wherever a
-shard lives; a shard whose node cannot be read is left out and `clickmint_ingest_redis_up` is 0. The
-event counters are this process's own.
+Served by the ingest process on 127.0.0.1 (`CLICKMINT_BILLING_METRICS_PORT`, default 8002) through
+kernel/scrape.py, rendered when scraped: a private prometheus_client registry whose one collector yields the
+figures read for that scrape (never the multiprocess files of PROMETHEUS_MULTIPROC_DIR, which are the
+tracker's). Stream figures come from Redis at scrape time (XINFO GROUPS, XPENDING, XRANGE, XLEN) through
+the cluster-aware client ingest uses itself, so they are right whichever ingest process consumed the entries
+and wherever a shard lives; a shard whose node cannot be read is left out and `clickmint_ingest_redis_up` is
+0. The event counters are this process's own.
 """
 
 from __future__ import annotations
@@ -16,21 +17,23 @@ import contextlib
 import datetime as dt
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
+from prometheus_client import CollectorRegistry, Metric
+from prometheus_client.registry import Collector
 
 from billing.consumer import Stats, billing_group
 from billing.settings import GROUP, METRICS_HOST, BillingSettings
+from kernel import scrape
 from kernel.keys import dead_key, stream_key
 from kernel.redis.client import Redis, ReplyError
 from kernel.redis.resp import RedisUnavailable
 
 log = logging.getLogger("clickmint.billing.metrics")
-CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
-READ_TIMEOUT_S = 5.0
 REDIS_TIMEOUT_S = 2.0  # per command of a scrape: a paused node must not hold the scrape
 
 
@@ -87,6 +90,12 @@ class BillingMetrics:
         self._db: asyncpg.Connection | None = None
         self._db_lock = asyncio.Lock()
         self._server: asyncio.Server | None = None
+        # A private registry of a custom collector: nothing here goes through prometheus_client's value classes,
+        # so a PROMETHEUS_MULTIPROC_DIR in the environment (the tracker's) is neither written nor read.
+        self._collector = _Scrape()
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(self._collector)
+        self._render_lock = asyncio.Lock()
 
     def _stalled(self, shard: int, state: ShardState, now: float) -> int:
         """1 when the shard has entries not yet stored and the oldest has not changed for stall_s."""
@@ -99,14 +108,22 @@ class BillingMetrics:
             return 0
         return int(now - seen[1] >= self.settings.stall_s)
 
-    async def _shards(self) -> tuple[list[str], bool]:
-        """The per-shard lines, and whether every shard could be read."""
-        out = [
-            "# HELP clickmint_ingest_stream_lag Entries in the stream not yet delivered to the billing group.",
-            "# TYPE clickmint_ingest_stream_lag gauge",
-        ]
-        lag_lines, read_lines, pending_lines, dead_lines, length_lines = [], [], [], [], []
-        age_lines, stalled_lines = [], []
+    async def _shards(self) -> tuple[list[Metric], bool]:
+        """The per-shard families, and whether every shard could be read."""
+        lag = _family("clickmint_ingest_stream_lag", "Entries in the stream not yet delivered to the billing group.")
+        read = _family("clickmint_ingest_entries_read", "Entries the billing group has read.", "counter")
+        pending = _family("clickmint_ingest_pending_entries", "Entries delivered and not yet acknowledged.")
+        dead = _family("clickmint_ingest_dead_letters", "Entries in the dead-letter stream.")
+        length = _family("clickmint_ingest_stream_length", "Entries in the stream.")
+        age = _family(
+            "clickmint_ingest_oldest_age_seconds",
+            "Age of the oldest entry not yet stored (pending or undelivered); 0 when all are stored.",
+        )
+        stalled = _family(
+            "clickmint_ingest_shard_stalled",
+            "1 when the shard has entries not yet stored and the oldest has not changed for"
+            " CLICKMINT_INGEST_STALL_S seconds.",
+        )
         complete = True
         for shard in range(self.settings.core.shards):
             try:
@@ -115,48 +132,16 @@ class BillingMetrics:
                 log.warning("metrics: cannot read shard %d: %s", shard, exc)
                 complete = False
                 continue
-            label = f'{{shard="{shard}"}}'
+            labels = {"shard": str(shard)}
             now_ms = int(time.time() * 1000)
-            age_lines.append(f"clickmint_ingest_oldest_age_seconds{label} {state.oldest_age_s(now_ms):.3f}")
-            stalled_lines.append(
-                f"clickmint_ingest_shard_stalled{label} {self._stalled(shard, state, time.monotonic())}"
-            )
-            lag_lines.append(f"clickmint_ingest_stream_lag{label} {state.lag}")
-            read_lines.append(f"clickmint_ingest_entries_read{label} {state.read}")
-            pending_lines.append(f"clickmint_ingest_pending_entries{label} {state.pending}")
-            dead_lines.append(f"clickmint_ingest_dead_letters{label} {state.dead}")
-            length_lines.append(f"clickmint_ingest_stream_length{label} {state.length}")
-        out += lag_lines
-        out += [
-            "# HELP clickmint_ingest_entries_read Entries the billing group has read.",
-            "# TYPE clickmint_ingest_entries_read counter",
-        ]
-        out += read_lines
-        out += [
-            "# HELP clickmint_ingest_pending_entries Entries delivered and not yet acknowledged.",
-            "# TYPE clickmint_ingest_pending_entries gauge",
-        ]
-        out += pending_lines
-        out += [
-            "# HELP clickmint_ingest_dead_letters Entries in the dead-letter stream.",
-            "# TYPE clickmint_ingest_dead_letters gauge",
-        ]
-        out += dead_lines
-        out += ["# TYPE clickmint_ingest_stream_length gauge"]
-        out += length_lines
-        out += [
-            "# HELP clickmint_ingest_oldest_age_seconds Age of the oldest entry not yet stored (pending or"
-            " undelivered); 0 when all are stored.",
-            "# TYPE clickmint_ingest_oldest_age_seconds gauge",
-        ]
-        out += age_lines
-        out += [
-            "# HELP clickmint_ingest_shard_stalled 1 when the shard has entries not yet stored and the oldest has"
-            " not changed for CLICKMINT_INGEST_STALL_S seconds.",
-            "# TYPE clickmint_ingest_shard_stalled gauge",
-        ]
-        out += stalled_lines
-        return out, complete
+            age.add_sample(age.name, labels, round(state.oldest_age_s(now_ms), 3))
+            stalled.add_sample(stalled.name, labels, self._stalled(shard, state, time.monotonic()))
+            lag.add_sample(lag.name, labels, state.lag)
+            read.add_sample(read.name, labels, state.read)
+            pending.add_sample(pending.name, labels, state.pending)
+            dead.add_sample(dead.name, labels, state.dead)
+            length.add_sample(length.name, labels, state.length)
+        return [lag, read, pending, dead, length, age, stalled], complete
 
     async def _job_runs(self) -> list[dict[str, Any]]:
         """The last run of each billing job; a lost database connection is made again at the next scrape."""
@@ -174,41 +159,48 @@ class BillingMetrics:
                 return []
         return [dict(r) for r in rows]
 
-    async def render(self) -> str:
+    def _counters(self) -> list[Metric]:
+        """This process's own event counters."""
         stats = self.stats
-        out = [
-            "# HELP clickmint_ingest_events_total Events this process stored (new or already there).",
-            "# TYPE clickmint_ingest_events_total counter",
-            f"clickmint_ingest_events_total {stats.events}",
-            "# HELP clickmint_ingest_new_events_total Events this process stored for the first time.",
-            "# TYPE clickmint_ingest_new_events_total counter",
-            f"clickmint_ingest_new_events_total {stats.new_events}",
-            "# TYPE clickmint_ingest_batches_total counter",
-            f"clickmint_ingest_batches_total {stats.batches}",
-            "# TYPE clickmint_ingest_dead_lettered_total counter",
-            f"clickmint_ingest_dead_lettered_total {stats.dead}",
+        return [
+            _counter(
+                "clickmint_ingest_events_total", "Events this process stored (new or already there).", stats.events
+            ),
+            _counter(
+                "clickmint_ingest_new_events_total", "Events this process stored for the first time.", stats.new_events
+            ),
+            _counter("clickmint_ingest_batches_total", "Batches this process stored.", stats.batches),
+            _counter("clickmint_ingest_dead_lettered_total", "Entries this process dead-lettered.", stats.dead),
         ]
-        lines, complete = await self._shards()
-        out += lines
-        redis_up = int(complete)
-        out += ["# TYPE clickmint_ingest_redis_up gauge", f"clickmint_ingest_redis_up {redis_up}"]
+
+    async def render(self) -> str:
+        """Read the scrape-time figures (Redis, PostgreSQL), then render the registry in the Prometheus text format."""
+        families = self._counters()
+        shards, complete = await self._shards()
+        families += shards
+        up = _family("clickmint_ingest_redis_up", "1 when every stream shard could be read at this scrape.")
+        up.add_sample(up.name, {}, int(complete))
+        families.append(up)
         runs = {r["job"]: r for r in await self._job_runs()}
         for job in ("settle", "retention"):
             run = runs.get(job)
             if run is None:
                 continue
-            out += [
-                f"# HELP clickmint_{job}_last_duration_seconds How long the last {job} took.",
-                f"# TYPE clickmint_{job}_last_duration_seconds gauge",
-                f"clickmint_{job}_last_duration_seconds {float(run['seconds']):.6f}",
-                f"# TYPE clickmint_{job}_last_run_timestamp_seconds gauge",
-                f"clickmint_{job}_last_run_timestamp_seconds {float(run['at']):.3f}",
-            ]
-        return "\n".join(out) + "\n"
+            duration = _family(f"clickmint_{job}_last_duration_seconds", f"How long the last {job} took.")
+            duration.add_sample(duration.name, {}, round(float(run["seconds"]), 6))
+            at = _family(f"clickmint_{job}_last_run_timestamp_seconds", f"When the last {job} started (Unix time).")
+            at.add_sample(at.name, {}, round(float(run["at"]), 3))
+            families += [duration, at]
+        async with self._render_lock:  # the collector holds one scrape's figures at a time
+            self._collector.families = families
+            try:
+                return _text(self._registry.collect())
+            finally:
+                self._collector.families = []
 
     async def start(self, port: int, host: str = METRICS_HOST) -> int:
         """Listen on host:port (0: any free port); returns the port."""
-        self._server = await asyncio.start_server(self._handle, host, port)
+        self._server = await scrape.serve(self.render, host, port, paths=(b"/metrics", b"/"), reuse_port=False)
         return int(self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
@@ -221,33 +213,47 @@ class BillingMetrics:
             await self._db.close()
             self._db = None
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(READ_TIMEOUT_S):
-                request = await reader.readuntil(b"\r\n\r\n")
-            method, _, rest = request.partition(b" ")
-            path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
-            if method not in (b"GET", b"HEAD"):
-                status, body, kind = b"405 Method Not Allowed", b"method not allowed\n", b"text/plain"
-            elif path not in (b"/metrics", b"/"):
-                status, body, kind = b"404 Not Found", b"not found\n", b"text/plain"
-            else:
-                status, body, kind = b"200 OK", (await self.render()).encode(), CONTENT_TYPE
-            head = b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % (
-                status,
-                kind,
-                len(body),
+
+class _Scrape(Collector):
+    """Yields the figures one scrape read (prometheus_client collectors are synchronous; the reads are not)."""
+
+    def __init__(self) -> None:
+        self.families: list[Metric] = []
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self.families)
+
+
+def _family(name: str, documentation: str, kind: str = "gauge") -> Metric:
+    return Metric(name, documentation, kind)
+
+
+def _counter(name: str, documentation: str, value: int) -> Metric:
+    family = Metric(name, documentation, "counter")  # the family keeps its name: the TYPE line as before
+    family.add_sample(name, {}, value)
+    return family
+
+
+def _value(value: float) -> str:
+    return str(value) if isinstance(value, int) or not float(value).is_integer() else str(int(value))
+
+
+def _text(families: Iterable[Metric]) -> str:
+    """The Prometheus text format (0.0.4) in ingest's own layout: integers stay integers ("... 1", not "1.0")."""
+    out: list[str] = []
+    for family in families:
+        name = family.name
+        if family.type == "counter" and family.samples and family.samples[0].name == name + "_total":
+            name += "_total"
+        out += [f"# HELP {name} {family.documentation}", f"# TYPE {name} {family.type}"]
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sample.labels.items())
+            out.append(
+                f"{sample.name}{{{labels}}} {_value(sample.value)}"
+                if labels
+                else f"{sample.name} {_value(sample.value)}"
             )
-            writer.write(head if method == b"HEAD" else head + body)
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
-        except Exception:  # a scrape must never take ingest down
-            log.exception("metrics: failed to answer a scrape")
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+    return "\n".join(out) + "\n"
 
 
 async def record_run(

@@ -2,7 +2,9 @@
 
 Used by the tracker for CLICKMINT_METRICS_HOST:CLICKMINT_METRICS_PORT (loopback by default), never on the
 click port. Every worker process of one tracker listens on the same port (SO_REUSEPORT), so a scrape is
-answered by one of them, with its own counters.
+answered by one of them, with its own counters. Billing ingest serves its metrics through it too (one
+process per port, so without SO_REUSEPORT: a second ingest on a taken port fails instead of sharing it),
+with a render that awaits Redis and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("clickmint.scrape")
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -18,8 +20,15 @@ READ_TIMEOUT_S = 5.0
 MAX_REQUEST = 16 * 1024
 
 
-async def serve(render: Callable[[], str], host: str, port: int) -> asyncio.Server:
-    """Listen on host:port (0: a free port) and answer GET /metrics with `render()`."""
+async def serve(
+    render: Callable[[], str | Awaitable[str]],
+    host: str,
+    port: int,
+    *,
+    paths: tuple[bytes, ...] = (b"/metrics",),
+    reuse_port: bool = True,
+) -> asyncio.Server:
+    """Listen on host:port (0: a free port) and answer GET on `paths` with `render()` (awaited if a coroutine)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -29,10 +38,13 @@ async def serve(render: Callable[[], str], host: str, port: int) -> asyncio.Serv
             path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
             if method not in (b"GET", b"HEAD"):
                 status, body, kind = b"405 Method Not Allowed", b"method not allowed\n", b"text/plain"
-            elif path != b"/metrics":
+            elif path not in paths:
                 status, body, kind = b"404 Not Found", b"not found\n", b"text/plain"
             else:
-                status, body, kind = b"200 OK", render().encode(), CONTENT_TYPE
+                text = render()
+                if not isinstance(text, str):
+                    text = await text
+                status, body, kind = b"200 OK", text.encode(), CONTENT_TYPE
             head = b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % (
                 status,
                 kind,
@@ -49,4 +61,4 @@ async def serve(render: Callable[[], str], host: str, port: int) -> asyncio.Serv
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    return await asyncio.start_server(handle, host, port, reuse_port=True, limit=MAX_REQUEST)
+    return await asyncio.start_server(handle, host, port, reuse_port=reuse_port, limit=MAX_REQUEST)

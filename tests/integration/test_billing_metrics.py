@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
 import redis.asyncio as aioredis
 
 from billing.consumer import Ingest, Stats
@@ -163,3 +168,42 @@ async def test_streams_out_of_reach_say_redis_is_down(settings: Settings, db: as
     assert "clickmint_ingest_redis_up 0" in text
     assert not _gauge(text, "clickmint_ingest_stream_lag")  # nothing made up for the shards it could not read
     assert "clickmint_ingest_events_total 0" in text
+
+
+async def test_the_tracker_multiprocess_directory_is_neither_written_nor_read(
+    settings: Settings, db: asyncpg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`clickmint up` sets PROMETHEUS_MULTIPROC_DIR for the tracker: ingest, one process, keeps to its own values."""
+    _tracker_worker_counts(tmp_path)
+    files = _files(tmp_path)
+    assert files  # the worker wrote its counter there
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    stats = Stats()
+    stats.events, stats.new_events = 7, 4
+    billing = BillingSettings.from_env(Env({}), core=settings)
+    metrics = BillingMetrics(billing, Redis(settings.redis_url or ""), stats)
+    port = await metrics.start(0)
+    try:
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+            assert (await http.get(f"http://127.0.0.1:{port}/")).text.startswith("# HELP")
+    finally:
+        await metrics.close()
+        await metrics.redis.close()
+    assert "clickmint_tracker_only" not in text
+    assert "clickmint_ingest_events_total 7\n" in text and "clickmint_ingest_new_events_total 4\n" in text
+    assert "# TYPE clickmint_ingest_events_total counter\n" in text
+    assert "clickmint_ingest_redis_up 1\n" in text
+    assert _files(tmp_path) == files  # nothing written by ingest
+
+
+def _tracker_worker_counts(directory: Path) -> None:
+    """A tracker worker's file in the directory, written by prometheus_client itself in a process of its own."""
+    worker = "from prometheus_client import Counter; Counter('clickmint_tracker_only', 'x').inc(3)"
+    subprocess.run(
+        [sys.executable, "-c", worker], env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}, check=True
+    )
+
+
+def _files(directory: Path) -> list[str]:
+    return sorted(os.listdir(directory))
