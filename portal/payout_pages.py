@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from billing.public import payouts
 from kernel.sealed import Sealer
-from portal import api_payouts, payout_data, validate
+from portal import api_payouts, i18n, payout_data, validate
 from portal.api import Ctx
 from portal.errors import ApiError
 from portal.operator_data import scope_merchant
@@ -47,7 +47,7 @@ async def _details_form(ctx: Ctx, form: Any, merchant_id: int, partner_id: int, 
         try:
             checked = validate.fields(submitted, api_payouts.DETAILS)
             await payout_data.save(ctx.conn, _sealer(ctx), ctx.who, merchant_id, partner_id, checked)
-            return back(done, "Payout details saved. The partner has been e-mailed about the change.")
+            return back(done, i18n.gettext_("Payout details saved. The partner has been e-mailed about the change."))
         except ApiError as exc:
             errors = _field_error(exc)
             page = await _show_details(ctx, current, values, errors, action, names)
