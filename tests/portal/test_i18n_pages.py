@@ -182,3 +182,87 @@ async def test_an_operator_sets_its_merchants_default_language_and_nothing_else(
     async with portal_client(settings) as client:
         await sign_in(client, "alice@p.example")
         assert '<html lang="pl"' in (await client.get("/statements")).text  # no setting, no browser language
+
+
+# The rest of what a partner reads: each page with words that are there in English, and gone in every language.
+PARTNER_PAGES = {
+    "/links": (
+        "Your tracking links",
+        "Link builder",
+        "Links by offer",
+        "Click URL:",
+        "Text link to paste",
+        "View pixel",
+    ),
+    "/orders": ("Orders and actions", "Your commission", "Customers you referred", "First seen", ">pending<"),
+    "/postbacks": (
+        "Your postbacks",
+        "Signing secret",
+        "Delete this postback",
+        "Add a postback",
+        "actions and purchases",
+    ),
+    "/prices": ("Your store prices", "Wholesale", "Your price", "Set a new price", "Price feeds"),
+    "/notifications": ("Mark all as read", "New:", "is ready", "approved you", "New offer from"),
+    "/coupons": ("Coupon codes", "Held conversions", "Nothing held", "No codes yet", "Uses credited"),
+    "/creatives": ("Banners the merchants uploaded", "each view is counted", ">Get a banner link<"),
+    "/payout-details": ("Each programme pays you", "Paid by", "SEPA transfer", ">Change<"),
+    "/payout-details/{merchant}": ("Payout and tax details", "Legal name", "You are", "a business", "leave empty"),
+}
+PARTNER_PAGES_SAID = {
+    "es": ("Sus enlaces de seguimiento", "El extracto BBB_SECRET-1 está listo.", "Transferencia SEPA al IBAN"),
+    "fr": ("Vos liens de suivi", "Le relevé BBB_SECRET-1 est prêt.", "Virement SEPA sur l'IBAN"),
+    "de": ("Ihre Tracking-Links", "Die Abrechnung BBB_SECRET-1 ist fertig.", "SEPA-Überweisung auf IBAN"),
+    "pl": ("Twoje odnośniki śledzące", "Zestawienie BBB_SECRET-1 jest gotowe.", "Przelew SEPA na IBAN"),
+}
+
+
+async def test_the_rest_of_the_partners_pages_have_no_english_left_in_each_language(db, settings):
+    from portal import notifications
+    from tests.portal.kit import csrf_headers, login
+    from tests.portal.test_payout_details import details
+
+    w = await world(db)
+    await notifications.notify(db, w.b_partner, "statement_ready", {"number": "BBB_SECRET-1"}, "/statements/1")
+    await notifications.notify(db, w.b_partner, "approved", {"merchant": "Shop M"}, "/offers")
+    await notifications.notify(db, w.b_partner, "new_offer", {"merchant": "Shop M", "offer": "Lamps"}, "/offers")
+    async with portal_client(settings) as client:
+        csrf = await login(client, "bbb_secret@p.example")
+        path = f"/api/v1/payout-details/{w.merchant_id}"
+        assert (await client.put(path, json=details(), headers=csrf_headers(csrf))).status_code == 200
+    pages = {path.format(merchant=w.merchant_id): words for path, words in PARTNER_PAGES.items()}
+    async with portal_client(settings) as client:
+        await sign_in(client, "bbb_secret@p.example")
+        for path, words in pages.items():
+            english = await client.get(path)
+            assert english.status_code == 200, path
+            for word in words:
+                assert word in english.text, (path, word)  # so that its absence below means something
+        for lang, said in PARTNER_PAGES_SAID.items():
+            seen = ""
+            for path, words in pages.items():
+                page = await client.get(path, headers={"accept-language": lang})
+                assert page.status_code == 200 and f'<html lang="{lang}"' in page.text, (lang, path)
+                for word in (*words, *ENGLISH):
+                    assert word not in page.text, (lang, path, word)
+                seen += page.text
+            assert all(words in seen for words in said), lang
+    assert await db.fetchval("SELECT count(*) FROM notifications WHERE text LIKE 'Statement % is ready.'") == 1
+
+
+async def test_the_signed_out_pages_speak_the_browsers_language(db, settings):
+    await world(db)
+    english_words = ("Reset your password", "Send me a link", "Set a password", "New password", "Join a partner")
+    async with portal_client(settings) as client:
+        english = "".join(
+            [(await client.get(p)).text for p in ("/forgot", "/reset?token=x", "/invitation?token=nothing")]
+        )
+        assert all(word in english for word in english_words[:4])
+        for lang, heading in {"es": "Restablezca", "fr": "Réinitialisez", "de": "Passwort", "pl": "Zresetuj"}.items():
+            headers = {"accept-language": lang}
+            forgot = await client.get("/forgot", headers=headers)
+            reset = await client.get("/reset?token=x", headers=headers)
+            invitation = await client.get("/invitation?token=nothing", headers=headers)
+            assert heading in forgot.text and f'<html lang="{lang}"' in reset.text
+            for word in english_words:
+                assert word not in forgot.text + reset.text + invitation.text, (lang, word)
