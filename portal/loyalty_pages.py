@@ -12,19 +12,20 @@ from starlette.routing import Route
 
 from billing.public import loyalty_ledger as ledger
 from kernel.loyalty_rules import LoyaltyError
-from portal import formats, i18n, pages, validate
+from portal import formats, pages, validate
 from portal.api import Ctx, client_key
 from portal.errors import ApiError
+from portal.i18n import N_, gettext_
 from portal.loyalty_api import read_token
 from portal.operator_data import scope_merchant
 
 # The member's history in its page's language (marked here, translated on display).
 KINDS = {
-    "earn": i18n.N_("Earned"),
-    "spend": i18n.N_("Spent"),
-    "expire": i18n.N_("Expired"),
-    "reverse": i18n.N_("Refund"),
-    "adjust": i18n.N_("Adjustment"),
+    "earn": N_("Earned"),
+    "spend": N_("Spent"),
+    "expire": N_("Expired"),
+    "reverse": N_("Refund"),
+    "adjust": N_("Adjustment"),
 }
 
 
@@ -43,7 +44,7 @@ async def member_page(request: Request) -> Response:
     response = pages.render(
         "loyalty/member.html",
         m=summary,
-        kinds={kind: i18n.gettext_(label) for kind, label in KINDS.items()},
+        kinds={kind: gettext_(label) for kind, label in KINDS.items()},
         brand=brand,
         value=formats.money(summary["value_minor"], prog.currency),
     )
