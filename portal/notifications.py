@@ -3,7 +3,6 @@ portal and the same words mailed through the outbox, each in its reader's langua
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import asyncpg
@@ -20,16 +19,7 @@ MESSAGES = {
 }
 
 
-def _pattern(message: str) -> re.Pattern[str]:
-    """The English message as a pattern that gives its values back: "Statement (?P<number>.+) is ready\\."."""
-    parts = re.split(r"%\((\w+)\)s", message)
-    return re.compile(
-        "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>.+?)" for i, part in enumerate(parts)) + r"\Z",
-        re.S,
-    )
-
-
-PATTERNS = {kind: _pattern(message) for kind, message in MESSAGES.items()}
+PATTERNS = {kind: i18n.reading(message) for kind, message in MESSAGES.items()}
 
 
 async def notify(

@@ -9,7 +9,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from portal import auth, i18n, invitations, passwords, users, validate
+from portal import auth, i18n, invitations, passwords, refusals, users, validate
 from portal.api import Ctx, client_key
 from portal.api_auth import is_https, login_user, session_cookie
 from portal.errors import ApiError
@@ -73,7 +73,7 @@ async def login_submit(request: Request) -> Response:
                 "login.html",
                 exc.status,
                 brand=brand,
-                error=exc.detail,
+                error=refusals.shown(exc.detail),
                 csrf=request.cookies.get(auth.LOGIN_CSRF_COOKIE, ""),
                 next="",
                 email=str(form.get("email", ""))[:254],
@@ -125,7 +125,7 @@ async def forgot(request: Request) -> Response:
             await portal.limiter.hit("reset-net", client_key(request, portal.settings.proxies), 20, 3600)
             await users.send_reset(conn, portal.settings, email)
         except ApiError as exc:
-            return render("forgot.html", exc.status, csrf=csrf, error=exc.detail)
+            return render("forgot.html", exc.status, csrf=csrf, error=refusals.shown(exc.detail))
     notice = i18n.gettext_("If the address has an account, a reset link is on its way.")
     return RedirectResponse("/login?notice=" + quote(notice), 303)
 
@@ -153,7 +153,7 @@ async def reset_page(request: Request) -> Response:
                 exc.status,
                 csrf=csrf,
                 token=str(form.get("token", "")),
-                error=exc.detail,
+                error=refusals.shown(exc.detail),
             )
     return RedirectResponse("/login?notice=" + quote(i18n.gettext_("Password set; sign in.")), 303)
 
@@ -168,7 +168,14 @@ async def invitation_page(request: Request) -> Response:
             try:
                 found = await invitations.preview(conn, token)
             except ApiError as exc:
-                return render("invitation.html", exc.status, csrf=csrf, token="", invitation=None, error=exc.detail)
+                return render(
+                    "invitation.html",
+                    exc.status,
+                    csrf=csrf,
+                    token="",
+                    invitation=None,
+                    error=refusals.shown(exc.detail),
+                )
             response = render("invitation.html", csrf=csrf, token=token, invitation=found)
             response.set_cookie(auth.LOGIN_CSRF_COOKIE, csrf, max_age=3600, httponly=True, samesite="strict")
             return response
@@ -180,7 +187,9 @@ async def invitation_page(request: Request) -> Response:
             await portal.limiter.hit("invitation", client_key(request, portal.settings.proxies), 30, 3600)
             joined = await invitations.accept(conn, portal.settings, str(form.get("token", "")))
         except ApiError as exc:
-            return render("invitation.html", exc.status, csrf=csrf, token="", invitation=None, error=exc.detail)
+            return render(
+                "invitation.html", exc.status, csrf=csrf, token="", invitation=None, error=refusals.shown(exc.detail)
+            )
     notice = (
         i18n.gettext_("You joined the programme. We mailed you a link to set your password.")
         if joined["set_password"]

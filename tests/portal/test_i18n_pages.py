@@ -266,3 +266,42 @@ async def test_the_signed_out_pages_speak_the_browsers_language(db, settings):
             assert heading in forgot.text and f'<html lang="{lang}"' in reset.text
             for word in english_words:
                 assert word not in forgot.text + reset.text + invitation.text, (lang, word)
+
+
+async def test_refusals_on_the_partners_pages_are_in_the_pages_language(db, settings):
+    from tests.portal.test_payout_pages import FORM
+
+    w = await world(db)
+    async with portal_client(settings) as client:
+        await sign_in(client, "bbb_secret@p.example")
+        csrf = token((await client.get("/prices")).text)
+        price = {"merchant_id": str(w.other_merchant_id), "sku": "BBB-SKU", "retail": "1.00", "csrf_token": csrf}
+        english = await client.post("/prices", data=price)
+        assert (
+            english.status_code == 400 and "the retail price must be at least the wholesale price 5.00" in english.text
+        )
+        german = await client.post("/prices", data=price, headers={"accept-language": "de"})
+        assert german.status_code == 400
+        assert "der Verkaufspreis muss mindestens dem Großhandelspreis 5.00 USD entsprechen" in german.text
+        assert "the retail price" not in german.text and "Es gibt ein Problem" in german.text
+        path = f"/payout-details/{w.merchant_id}"
+        spanish = await client.post(path, data={**FORM, "csrf_token": csrf}, headers={"accept-language": "es"})
+        assert spanish.status_code == 400 and "IBAN: no es un IBAN válido (" in spanish.text
+        assert "is not a valid" not in spanish.text
+        missing = await client.post(
+            path, data={**FORM, "iban": "", "csrf_token": csrf}, headers={"accept-language": "pl"}
+        )
+        assert missing.status_code == 400 and "IBAN: jest wymagany do przelewu bankowego SEPA" in missing.text
+    assert await db.fetchval("SELECT count(*) FROM partner_payout_details") == 0
+    async with portal_client(settings) as client:  # signed out: the browser's language
+        csrf = token((await client.get("/forgot")).text)
+        french = await client.post(
+            "/forgot", data={"email": "not an address", "csrf_token": csrf}, headers={"accept-language": "fr"}
+        )
+        assert french.status_code == 400 and "email: n&#39;est pas une adresse e-mail" in french.text
+        expired = await client.post(
+            "/reset", data={"token": "x", "password": "y" * 12}, headers={"accept-language": "de"}
+        )
+        assert "das Formular ist abgelaufen; laden Sie die Seite neu" in expired.text
+        stale = await client.get("/invitation?token=nothing", headers={"accept-language": "pl"})
+        assert "odnośnik zaproszenia jest nieprawidłowy, wykorzystany, wycofany lub wygasł" in stale.text
