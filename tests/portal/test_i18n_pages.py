@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from portal import i18n
+from portal import formats, i18n
 from tests.portal.kit import PASSWORD, portal_client, world
 
 # English words the translated pages must not show once another language is chosen.
@@ -209,6 +209,7 @@ PARTNER_PAGES = {
     "/payout-details": ("Each programme pays you", "Paid by", "SEPA transfer", ">Change<"),
     "/payout-details/{merchant}": ("Payout and tax details", "Legal name", "You are", "a business", "leave empty"),
 }
+UNTIL = {"es": "hasta el", "fr": "jusqu'au", "de": "bis", "pl": "do"}
 PARTNER_PAGES_SAID = {
     "es": ("Sus enlaces de seguimiento", "El extracto BBB_SECRET-1 está listo.", "Transferencia SEPA al IBAN"),
     "fr": ("Vos liens de suivi", "Le relevé BBB_SECRET-1 est prêt.", "Virement SEPA sur l'IBAN"),
@@ -231,6 +232,7 @@ async def test_the_rest_of_the_partners_pages_have_no_english_left_in_each_langu
         path = f"/api/v1/payout-details/{w.merchant_id}"
         assert (await client.put(path, json=details(), headers=csrf_headers(csrf))).status_code == 200
     pages = {path.format(merchant=w.merchant_id): words for path, words in PARTNER_PAGES.items()}
+    hold = (await db.fetchval("SELECT hold_until FROM conversions WHERE partner_id = $1", w.b_partner)).date()
     async with portal_client(settings) as client:
         await sign_in(client, "bbb_secret@p.example")
         for path, words in pages.items():
@@ -247,6 +249,8 @@ async def test_the_rest_of_the_partners_pages_have_no_english_left_in_each_langu
                     assert word not in page.text, (lang, path, word)
                 seen += page.text
             assert all(words in seen for words in said), lang
+            held = formats.period(hold, hold, inclusive=True, locale=lang)  # the pending order's hold, its way
+            assert f">{UNTIL[lang]} {held}<" in seen, lang
     assert await db.fetchval("SELECT count(*) FROM notifications WHERE text LIKE 'Statement % is ready.'") == 1
 
 
