@@ -211,10 +211,10 @@ PARTNER_PAGES = {
 }
 UNTIL = {"es": "hasta el", "fr": "jusqu'au", "de": "bis", "pl": "do"}
 PARTNER_PAGES_SAID = {
-    "es": ("Sus enlaces de seguimiento", "El extracto BBB_SECRET-1 está listo.", "Transferencia SEPA al IBAN"),
-    "fr": ("Vos liens de suivi", "Le relevé BBB_SECRET-1 est prêt.", "Virement SEPA sur l'IBAN"),
+    "es": ("Sus enlaces de seguimiento", "El extracto BBB_SECRET-1 está listo.", "transferencia SEPA al IBAN"),
+    "fr": ("Vos liens de suivi", "Le relevé BBB_SECRET-1 est prêt.", "virement SEPA sur l'IBAN"),
     "de": ("Ihre Tracking-Links", "Die Abrechnung BBB_SECRET-1 ist fertig.", "SEPA-Überweisung auf IBAN"),
-    "pl": ("Twoje odnośniki śledzące", "Zestawienie BBB_SECRET-1 jest gotowe.", "Przelew SEPA na IBAN"),
+    "pl": ("Twoje odnośniki śledzące", "Zestawienie BBB_SECRET-1 jest gotowe.", "przelew SEPA na IBAN"),
 }
 
 
