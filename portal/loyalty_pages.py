@@ -35,6 +35,11 @@ async def member_page(request: Request) -> Response:
         await portal.limiter.hit("public", client_key(request, portal.settings.proxies), portal.settings.api_per_minute)
         async with portal.pool.acquire() as conn:
             prog, customer = await read_token(conn, request.path_params["token"], dt.datetime.now(dt.UTC))
+            # The browser's language, else the shop's default (nobody is signed in to have a setting).
+            from portal import i18n
+
+            default = await conn.fetchval("SELECT default_locale FROM merchants WHERE id = $1", prog.merchant_id)
+            i18n.CURRENT.set(i18n.choose(None, request.headers.get("accept-language"), default))
             summary = await ledger.member_summary(conn, prog, customer)
             brand = await pages.brand_of(conn, prog.merchant_id)
     except LoyaltyError as exc:

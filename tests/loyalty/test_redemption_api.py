@@ -85,6 +85,11 @@ async def test_reserve_confirm_release_and_replays(db: asyncpg.Connection, setti
         page = await client.get(view["member_link"])
         assert page.status_code == 200 and "Your points" in page.text and "750 points" in page.text
         assert "7.50" in page.text  # 750 points at 100 points = 1.00 USD
+        polish = await client.get(view["member_link"], headers={"accept-language": "pl"})
+        assert "Twoje punkty" in polish.text and "750 punktów" in polish.text and "7,50 USD" in polish.text
+        await db.execute("UPDATE merchants SET default_locale = 'de' WHERE id = $1", prog.merchant_id)
+        german = await client.get(view["member_link"])  # no browser language: the shop's default
+        assert "Ihre Punkte" in german.text and "750 Punkte" in german.text and "Your points" not in german.text
         assert (await client.get(view["member_link"][:-4] + "0000")).status_code == 404
         forged = view["member_json"][:-4] + "0000"
         assert (await client.get(forged)).json()["error"] == "invalid_token"
