@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import re
@@ -290,3 +291,76 @@ def test_current_layout_is_deterministic_in_another_process() -> None:
     env = {"PYTHONHASHSEED": "7", "PATH": ""}
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert other.stdout.strip() == sha256_hex(first)
+
+
+# --- layout 2 (English, closed before statements had a language): pinned bytes, never changed ------------------
+
+
+def _invoiced(rule: str) -> StatementDoc:
+    from billing.invoices import InvoiceDoc, InvoiceLine
+
+    rate = Decimal("23") if rule == "domestic" else Decimal(0)
+    vat = 2300 if rule == "domestic" else 0
+    parties = {
+        "partner": {
+            "legal_name": "Dana Deals sp. z o.o.",
+            "address": "ul. Długa 5\n00-001 Warszawa",
+            "country": "PL",
+            "vat_number": "PL5260250995" if rule != "none" else "",
+            "entity": "business",
+        },
+        "merchant": {
+            "legal_name": "Acme Shop GmbH",
+            "address": "Hauptstraße 1\n10115 Berlin",
+            "country": "DE",
+            "vat_number": "DE136695976",
+        },
+    }
+    lines = (InvoiceLine("Winter sale: cps commission", 10000, vat), InvoiceLine("Balance carried in", 0, 0))
+    invoice = InvoiceDoc("SB-ACME-000007", rule, rate, lines, parties)
+    return dataclasses.replace(_readable(lines=3), invoice=invoice, layout=2)
+
+
+@pytest.mark.parametrize(
+    ("which", "csv_sha", "pdf_sha"),
+    [  # the SHA-256 layout 2 gave before statements had a language (issue 19, exports in five languages)
+        (
+            "readable",
+            "d4142d2064be9e9bc447a963b1384449bc86476f1fde934b6df2146bf5d6f0a6",
+            "77e61e7ef08f519cf777577e548860b05bdea6fc4dddf8a26e9c71a40585d587",
+        ),
+        (
+            "open",
+            "f05245d65526ea865cdf3a596ecbfd4ce1feeb62246448a21b7371f5cac46829",
+            "6274f6d450d1f07bd105df70fecaa962185f82fd943c5797ce027941fa43cfa0",
+        ),
+        (
+            "cafe",
+            "cbd0bc9e924ce21d576e53e52eac32b6e43fb2f4d4cdbbb08b2ca3500e41d04f",
+            "893bbacec682ff37914bbd7f6dd586003e2a3c1557cda4418b3acdedc3d3e06c",
+        ),
+        (
+            "domestic",
+            "1f65bf8eb358c8677f48f7d9ee35e18ef0f786aa24b390be94c6608904953995",
+            "6a7445bf0bf7aca3ffba1292c3250af5d49d3a9fcfdf15eff71683122f6d7cba",
+        ),
+        (
+            "reverse_charge",
+            "32049de5d159390d11205b28dd400eed116692ed62b83de910c5464f39f78354",
+            "1e8c9b346bae21a2512de791bc490d78696e08fabefa59ca48c1eda365467aa4",
+        ),
+        (
+            "none",
+            "e0887c99cb56de8522f9236933976ab00392544f66a955a5f21066b665716fbe",
+            "b64abf27ecf03ba41961c05d606b2557218aaee1c11c716fc4a241e4495955ec",
+        ),
+    ],
+)
+def test_layout_2_keeps_its_bytes(which: str, csv_sha: str, pdf_sha: str) -> None:
+    doc = {
+        "readable": lambda: _readable(),
+        "open": lambda: _readable(lines=2, closed=None),
+        "cafe": lambda: _doc("Café 東京 🚀", lines=40),
+    }.get(which, lambda: _invoiced(which))()
+    doc = dataclasses.replace(doc, layout=2)
+    assert (sha256_hex(statement_csv(doc)), sha256_hex(statement_pdf(doc))) == (csv_sha, pdf_sha)
