@@ -119,8 +119,8 @@ def test_pdf_is_deterministic_here_and_in_another_process() -> None:
 
 
 def test_pdf_shows_the_statement() -> None:
-    raw = statement_pdf(_doc("Acme"), compress=False)
-    assert b"CM-2026-11-000001" in raw and b"Acme" in raw and b"12.34" in raw
+    text = _pdf_text(statement_pdf(_doc("Acme"), compress=False))
+    assert "CM-2026-11-000001" in text and "Acme" in text and "12.34" in text
 
 
 def test_csv_is_deterministic() -> None:
@@ -229,16 +229,45 @@ def _readable(lines: int = 60, closed: dt.datetime | None = CLOSED) -> Statement
 
 
 def _pdf_text(raw: bytes) -> str:
-    """The text an uncompressed PDF shows, its lines joined without separators (a wrapped word reads whole)."""
-    return b"".join(re.findall(rb"\((.*?)\) Tj", raw)).decode("latin-1").replace("\\(", "(").replace("\\)", ")")
+    """The text an uncompressed PDF shows, its lines joined without separators (a wrapped word reads whole).
+
+    Core fonts (layouts 1, 2) write Latin-1 strings; the embedded DejaVu (layout 3) writes glyph ids, read back
+    through each font's /ToUnicode map, as a PDF reader does."""
+    objects = {int(n): body for n, body in re.findall(rb"(?:^|\n)(\d+) 0 obj\n(.*?)endobj", raw, re.S)}
+    maps: dict[bytes, dict[int, str] | None] = {}
+    for name, ref in re.findall(rb"/(F\d+) (\d+) 0 R", raw):
+        unicode = re.search(rb"/ToUnicode (\d+) 0 R", objects[int(ref)])
+        maps[name] = (
+            None
+            if unicode is None
+            else {
+                int(glyph, 16): chr(int(char, 16))
+                for glyph, char in re.findall(rb"<([0-9A-F]{4})> <([0-9A-F]{4,8})>", objects[int(unicode[1])])
+            }
+        )
+    escapes = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f"}
+    out, font = [], None
+    for match in re.finditer(rb"/(F\d+) [\d.]+ Tf|\(((?:\\.|[^\\)])*)\) Tj", raw, re.S):
+        if match[1] is not None:
+            font = maps.get(match[1])
+            continue
+        data = re.sub(rb"\\(.)", lambda m: escapes.get(m[1], m[1]), match[2], flags=re.S)
+        if font is None:
+            out.append(data.decode("latin-1"))
+        else:
+            out.append(
+                "".join(font.get(int.from_bytes(data[i : i + 2], "big"), "\ufffd") for i in range(0, len(data), 2))
+            )
+    return "".join(out)
 
 
-def test_pdf_shows_issue_date_parties_addresses_terms_and_page_numbers() -> None:
-    raw = statement_pdf(_readable(), compress=False)
+@pytest.mark.parametrize(("layout", "day"), [(2, "2026-12-01"), (3, "Dec 1, 2026")])
+def test_pdf_shows_issue_date_parties_addresses_terms_and_page_numbers(layout: int, day: str) -> None:
+    raw = statement_pdf(dataclasses.replace(_readable(), layout=layout), compress=False)
     text = _pdf_text(raw)
     for expected in (
         "Statement CM-2026-11-000042",
-        "2026-12-01",  # issued: the day it closed
+        day,  # issued: the day it closed
         "Acme Shop",
         "1 Market Street",
         "Springfield 12345",
