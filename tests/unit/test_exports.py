@@ -246,18 +246,19 @@ def _pdf_text(raw: bytes) -> str:
             }
         )
     escapes = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f"}
+    string = rb"\(((?:\\.|[^\\)])*)\)"
     out, font = [], None
-    for match in re.finditer(rb"/(F\d+) [\d.]+ Tf|\(((?:\\.|[^\\)])*)\) Tj", raw, re.S):
+    for match in re.finditer(rb"/(F\d+) [\d.]+ Tf|" + string + rb" Tj|\[((?:" + string + rb"|[^\]])*)\] TJ", raw, re.S):
         if match[1] is not None:
             font = maps.get(match[1])
             continue
-        data = re.sub(rb"\\(.)", lambda m: escapes.get(m[1], m[1]), match[2], flags=re.S)
-        if font is None:
-            out.append(data.decode("latin-1"))
-        else:
-            out.append(
-                "".join(font.get(int.from_bytes(data[i : i + 2], "big"), "\ufffd") for i in range(0, len(data), 2))
-            )
+        pieces = [match[2]] if match[2] is not None else [m[1] for m in re.finditer(string, match[3], re.S)]
+        for piece in pieces:
+            data = re.sub(rb"\\(.)", lambda m: escapes.get(m[1], m[1]), piece, flags=re.S)
+            if font is None:
+                out.append(data.decode("latin-1"))
+            else:
+                out.append("".join(font.get(int.from_bytes(data[i : i + 2]), "\ufffd") for i in range(0, len(data), 2)))
     return "".join(out)
 
 
