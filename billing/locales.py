@@ -22,7 +22,7 @@ from babel.numbers import format_decimal
 from kernel.catalogues import SUPPORTED, compile_po
 from kernel.money import format_amount
 
-__all__ = ["ENGLISH", "SUPPORTED", "N_", "Words", "choose", "words"]
+__all__ = ["ENGLISH", "N_", "SUPPORTED", "Words", "choose", "words"]
 
 LOCALE_DIR = Path(__file__).parent / "locale"
 TRANSLATIONS: dict[str, gettext.NullTranslations] = {
