@@ -22,7 +22,7 @@ from babel.numbers import format_decimal
 from kernel.catalogues import SUPPORTED, compile_po
 from kernel.money import format_amount
 
-__all__ = ["ENGLISH", "N_", "SUPPORTED", "Words", "choose", "words"]
+__all__ = ["ENGLISH", "N_", "SUPPORTED", "Words"]
 
 LOCALE_DIR = Path(__file__).parent / "locale"
 TRANSLATIONS: dict[str, gettext.NullTranslations] = {
@@ -33,14 +33,6 @@ TRANSLATIONS: dict[str, gettext.NullTranslations] = {
 def N_(message: str) -> str:
     """gettext's marker: extracted into billing's catalogues, translated when an export is written."""
     return message
-
-
-def choose(user_locale: str | None, merchant_default: str | None) -> str:
-    """A statement's language: its partner's setting, else the merchant's default, else English."""
-    for lang in (user_locale, merchant_default):
-        if lang in SUPPORTED:
-            return str(lang)
-    return "en"
 
 
 @dataclass(frozen=True)
@@ -78,9 +70,3 @@ class Words:
 
 ENGLISH = Words()  # layouts 1 and 2, and every CSV's machine columns
 
-
-def words(layout: int, lang: str | None, human: bool) -> Words:
-    """The words of an export of this layout: layout 3 on in the statement's language, before it English."""
-    if layout < 3:
-        return ENGLISH
-    return Words(lang if lang in SUPPORTED else "en", human)
