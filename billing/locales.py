@@ -69,4 +69,3 @@ class Words:
 
 
 ENGLISH = Words()  # layouts 1 and 2, and every CSV's machine columns
-

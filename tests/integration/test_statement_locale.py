@@ -40,7 +40,8 @@ async def closed(db: asyncpg.Connection) -> dict[str, int]:
     await _user(db, ids["pl"], "third@pawel.example", "fr")
     await _user(db, ids["en"], "emma@emma.example", "en")
     await _details(db, m, ids["pl"], method="sepa", iban="PL61109010140000071219812874", country="PL",
-                   vat_number="PL5260250995", legal_name="Paweł Nowak sp. z o.o.", address="ul. Długa 5, Łódź")  # fmt: skip
+                   vat_number="PL5260250995", legal_name="Paweł Nowak sp. z o.o.",
+                   address="ul. Długa 5, Łódź")  # fmt: skip
     await _details(db, m, ids["de"], method="sepa", iban="DE89370400440532013000", vat_number="DE136695976",
                    legal_name="Dieter GmbH")  # fmt: skip
     report = await settle(db, NOV, now=dt.datetime(2026, 12, 2, tzinfo=dt.UTC), close=True, sealer=SEALER)
