@@ -82,17 +82,20 @@ def render(doc: StatementDoc, compress: bool = True) -> bytes:
     pdf.multi_cell(0, 9, t(w._("Statement %(number)s") % {"number": doc.number}), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font(face, "", 10)
     _parties(pdf, doc, w, t)
-    for label, value in (
+    heading = (
         (w._("Issued"), issued(doc, w)),
         (w._("Period"), period(doc, w)),
         (w._("Currency"), doc.currency),
         (w._("Status"), status(doc, w)),
         (w._("Payment terms"), terms(doc, w)),
-    ):
+    )
+    pdf.set_font(face, "B", 10)
+    width = _label_width(pdf, [label for label, _ in heading], 32)
+    for label, value in heading:
         pdf.set_font(face, "B", 10)
-        pdf.cell(32, 6, t(label))
+        pdf.cell(width, 6, t(label))
         pdf.set_font(face, "", 10)
-        pdf.multi_cell(158, 6, t(value), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(190 - width, 6, t(value), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
     pdf.set_font(face, "", 8)
     with pdf.table(
@@ -137,11 +140,14 @@ def _invoice(pdf: _Page, doc: StatementDoc, w: Words, t: Callable[[str], str]) -
     pdf.set_font(face, "B", 13)
     title = w._("Self-billed invoice %(number)s") % {"number": doc.invoice.number}
     pdf.multi_cell(0, 8, t(title), new_x="LMARGIN", new_y="NEXT")
-    for label, value in invoice_parties(doc, w)[1:]:
+    parties = invoice_parties(doc, w)[1:]
+    pdf.set_font(face, "B", 9)
+    width = _label_width(pdf, [label for label, _ in parties], 45)
+    for label, value in parties:
         pdf.set_font(face, "B", 9)
-        pdf.cell(45, 5, t(label))
+        pdf.cell(width, 5, t(label))
         pdf.set_font(face, "", 9)
-        pdf.multi_cell(145, 5, t(value or "-"), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(190 - width, 5, t(value or "-"), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(2)
     pdf.set_font(face, "", 8)
     rate = vat_rate(doc, w)
@@ -174,6 +180,14 @@ def _invoice(pdf: _Page, doc: StatementDoc, w: Words, t: Callable[[str], str]) -
     pdf.set_font(face, "", 9)
     for note in invoice_notes(doc, w):
         pdf.multi_cell(0, 5, t(note), new_x="LMARGIN", new_y="NEXT")
+
+
+def _label_width(pdf: _Page, labels: list[str], width: int) -> float:
+    """Layout 3: a labels column as wide as its longest label in this language (never narrower than layout 2's
+    fixed width, never over half the page); layout 2 keeps its fixed width, so its bytes."""
+    if pdf.face == "Helvetica":
+        return width
+    return min(95.0, max([float(width)] + [pdf.get_string_width(pdf.shown(label)) + 3 for label in labels]))
 
 
 def _parties(pdf: _Page, doc: StatementDoc, w: Words, t: Callable[[str], str]) -> None:

@@ -394,3 +394,72 @@ def test_layout_2_keeps_its_bytes(which: str, csv_sha: str, pdf_sha: str) -> Non
     }.get(which, lambda: _invoiced(which))()
     doc = dataclasses.replace(doc, layout=2)
     assert (sha256_hex(statement_csv(doc)), sha256_hex(statement_pdf(doc))) == (csv_sha, pdf_sha)
+
+
+# --- layout 3 (in the statement's language): pinned bytes, so a changed word, format or font is seen --------------
+
+
+def _layout_3_exports(lang: str) -> bytes:
+    """Every export of layout 3 in one language: a long statement, an open one, and invoices of each VAT rule."""
+    docs = [_readable(lines=8), _readable(lines=2, closed=None)]
+    docs += [dataclasses.replace(_invoiced(rule), layout=3) for rule in ("domestic", "reverse_charge", "none")]
+    out = b""
+    for doc in docs:
+        doc = dataclasses.replace(doc, locale=lang)
+        out += statement_csv(doc) + statement_pdf(doc)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("lang", "sha"),
+    [  # layout 3 as first released (issue 19): changing them breaks the re-export of closed statements
+        ("en", "bdda95b776a46105aa5cc125330742bd189b1df4ae9f5dc13af1f1170b85cd6a"),
+        ("es", "3711bf68e6190555f5a507209b1652f6deb66036837f3509b59301c6c8e55c73"),
+        ("fr", "3c9b0f6147f215cb95a6888917602e1d039d145763588f14b744e95b563a9160"),
+        ("de", "e1dab80fa65b792ec789ab334a590a1ab1d4e0ee67d0a959a0ea02ebc5b4ea5b"),
+        ("pl", "f8906a073c012e30b3db91e0877e48e18d15042585c7f0325c75735251ddb7ce"),
+    ],
+)
+def test_layout_3_keeps_its_bytes(lang: str, sha: str) -> None:
+    assert sha256_hex(_layout_3_exports(lang)) == sha
+
+
+@pytest.mark.parametrize(
+    ("lang", "words"),
+    [
+        ("pl", ("Zestawienie CM-2026-11-000042", "Wystawiono1 gru 2026", "Okres1 lis 2026 do 30 lis 2026", "167,56",
+                "Faktura (samofakturowanie) SB-ACME-000007", "Dostawca (partner)Dana Deals sp. z o.o.", "ul. Długa 5",
+                "Odwrotne obciążenie: VAT rozlicza nabywca", "strona 1 z")),
+        ("de", ("Abrechnung CM-2026-11-000042", "Ausgestellt01.12.2026", "Zeitraum01.11.2026 bis 30.11.2026",
+                "167,56", "Gutschrift SB-ACME-000007", "Leistender (Partner)", "Hauptstraße 1",
+                "Steuerschuldnerschaft des Leistungsempfängers", "Seite 1 von")),
+    ],
+)  # fmt: skip
+def test_layout_3_pdf_in_the_statements_language(lang: str, words: tuple[str, ...]) -> None:
+    doc = dataclasses.replace(_invoiced("reverse_charge"), layout=3, locale=lang)
+    text = _pdf_text(statement_pdf(dataclasses.replace(doc, lines=_readable(lines=8).lines), compress=False))
+    for expected in words:
+        assert expected in text, expected
+    for english in ("Statement", "Issued", "Period", "Payment terms", "Self-billed", "Reverse charge", "page "):
+        assert english not in text, english
+
+
+@pytest.mark.parametrize(
+    ("lang", "header"),
+    [
+        ("pl", ["Data (UTC)", "Odniesienie", "Rodzaj", "Oferta", "Opis", "Ilość", "Stawka", "Kwota", "Korekta"]),
+        ("de", ["Datum (UTC)", "Referenz", "Art", "Angebot", "Beschreibung", "Menge", "Satz", "Betrag", "Korrektur"]),
+        ("en", list(HEADER)),
+    ],
+)
+def test_layout_3_csv_translates_titles_never_machine_values(lang: str, header: list[str]) -> None:
+    english = dataclasses.replace(_invoiced("domestic"), layout=3)
+    rows = list(csv.reader(io.StringIO(statement_csv(dataclasses.replace(english, locale=lang)).decode())))
+    plain = list(csv.reader(io.StringIO(statement_csv(english).decode())))
+    assert header in rows and len(rows) == len(plain)
+    start = rows.index(header)
+    for mine, theirs in zip(rows[start + 1 :], plain[start + 1 :], strict=True):
+        if len(mine) == len(HEADER):  # a line: every column a machine value
+            assert mine == theirs
+    amounts = [row[1:] for row in rows if len(row) == 5]  # invoice lines: net, rate, VAT, gross
+    assert amounts[1:] == [["100.00", "23%", "23.00", "123.00"], ["0.00", "23%", "0.00", "0.00"]]
