@@ -82,7 +82,7 @@ def render(doc: StatementDoc, compress: bool = True) -> bytes:
     pdf.multi_cell(0, 9, t(w._("Statement %(number)s") % {"number": doc.number}), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font(face, "", 10)
     _parties(pdf, doc, w, t)
-    heading = (
+    fields = (
         (w._("Issued"), issued(doc, w)),
         (w._("Period"), period(doc, w)),
         (w._("Currency"), doc.currency),
@@ -90,8 +90,8 @@ def render(doc: StatementDoc, compress: bool = True) -> bytes:
         (w._("Payment terms"), terms(doc, w)),
     )
     pdf.set_font(face, "B", 10)
-    width = _label_width(pdf, [label for label, _ in heading], 32)
-    for label, value in heading:
+    width = _label_width(pdf, [label for label, _ in fields], 32)
+    for label, value in fields:
         pdf.set_font(face, "B", 10)
         pdf.cell(width, 6, t(label))
         pdf.set_font(face, "", 10)
