@@ -463,3 +463,9 @@ def test_layout_3_csv_translates_titles_never_machine_values(lang: str, header: 
             assert mine == theirs
     amounts = [row[1:] for row in rows if len(row) == 5]  # invoice lines: net, rate, VAT, gross
     assert amounts[1:] == [["100.00", "23%", "23.00", "123.00"], ["0.00", "23%", "0.00", "0.00"]]
+
+
+def test_layout_3_prints_what_its_font_has_and_a_question_mark_for_the_rest() -> None:
+    doc = dataclasses.replace(_doc("Łódź Café 東京 🚀", lines=1), locale="pl")
+    text = _pdf_text(statement_pdf(doc, compress=False))
+    assert "Łódź Café ?? ?" in text and "\ufffd" not in text
