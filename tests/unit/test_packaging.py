@@ -198,6 +198,29 @@ def test_dockerfile_copies_every_package() -> None:
     assert "pyproject.toml" in copied
 
 
+# Files a package reads at run time: every one must be in the wheel's package data (a page, catalogue or font
+# left out works from a checkout and breaks once installed).
+RUNTIME_FILES = {
+    "portal": ("templates", "static", "locale"),
+    "billing": ("locale", "fonts"),
+    "schemas": ("migrations", "events", "offers"),
+}
+
+
+def test_package_data_ships_every_runtime_file() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]
+    missing = []
+    for package, folders in RUNTIME_FILES.items():
+        base = ROOT / package
+        shipped = {path for pattern in globs.get(package, ()) for path in base.glob(pattern)}
+        for folder in folders:
+            for path in (base / folder).rglob("*"):
+                if path.is_file() and path.suffix not in (".pot", ".py", ".pyc") and path not in shipped:
+                    missing.append(str(path.relative_to(ROOT)))
+    assert not missing, f"not in [tool.setuptools.package-data]: {missing}"
+
+
 def test_dockerignore_keeps_secrets_and_state_out() -> None:
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if not line.startswith("#")}
     assert {".git", ".env", ".venv", ".clickmint"} <= ignored
