@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from billing.public import payouts
 from kernel.sealed import Sealer
-from portal import api_payouts, payout_data, validate
+from portal import api_payouts, i18n, payout_data, validate
 from portal.api import Ctx
 from portal.errors import ApiError
 from portal.operator_data import scope_merchant
@@ -138,12 +138,15 @@ async def admin_payouts(ctx: Ctx, form: Any) -> Response:
                         await payouts.cancel(ctx.conn, batch_id, actor, merchant_id)
                 except payouts.PayoutError as exc:
                     raise ApiError(404 if exc.code == "not_found" else 409, exc.code, exc.detail) from exc
-                return back(action, f"Batch {batch_id} {'paid' if todo == 'paid' else 'cancelled'}.")
+                said = (
+                    i18n.gettext_("Batch %(id)s paid.") if todo == "paid" else i18n.gettext_("Batch %(id)s cancelled.")
+                )
+                return back(action, said % {"id": batch_id})
             elif todo == "settings":
                 raw = {k: v for k, v in form.items() if k in api_payouts.MERCHANT_SETTINGS and v != ""}
                 raw["self_billing"] = form.get("self_billing") == "true"
                 await payout_data.save_merchant(ctx.conn, ctx.who, merchant_id, raw)
-                return back(action, "Payout settings saved.")
+                return back(action, i18n.gettext_("Payout settings saved."))
             else:
                 raise ApiError(400, "invalid_field", "do: unknown action")
         except ApiError as exc:
