@@ -18,6 +18,7 @@ from babel.messages.pofile import read_po
 
 SUPPORTED = ("en", "es", "fr", "de", "pl")
 DEFAULT = "en"
+NAMES = {"en": "English", "es": "Español", "fr": "Français", "de": "Deutsch", "pl": "Polski"}  # each in itself
 LOCALE_DIR = Path(__file__).parent / "locale"
 CURRENT: ContextVar[str] = ContextVar("locale", default=DEFAULT)
 

@@ -33,6 +33,7 @@ TEMPLATES.install_gettext_callables(  # type: ignore[attr-defined]  # {% trans %
     i18n.gettext_, i18n.ngettext_, newstyle=True, pgettext=i18n.pgettext_, npgettext=i18n.npgettext_
 )
 TEMPLATES.globals["locale"] = lambda: i18n.CURRENT.get()
+TEMPLATES.globals["languages"] = lambda: list(i18n.NAMES.items())  # [(code, name in that language)]
 TEMPLATES.filters["number"] = formats.number  # 12345 -> "12,345" (en), "12.345" (de)
 TEMPLATES.filters["money"] = format_amount  # minor units -> "12.34" by the currency's exponent
 TEMPLATES.filters["amount"] = formats.money  # minor units or "12.34" -> "1,234.00 USD"
