@@ -62,19 +62,19 @@ async def admin_partners(ctx: Ctx, form: Any) -> Response:
             partner_id = await ctx.ref("partner_id", "partner", form.pop("partner_id"))
             values = await ctx.fields(form, api_operator.PARTNER_STATUS)
             await odata.set_partner_status(ctx.conn, ctx.who, partner_id, values.get("merchant_id"), values["status"])
-            said = {"id": partner_id, "status": words.word(values["status"])}
-            return back("/admin/partners", i18n.gettext_("Partner %(id)s is %(status)s.") % said)
+            status = {"id": partner_id, "status": words.word(values["status"])}
+            return back("/admin/partners", i18n.gettext_("Partner %(id)s is %(status)s.") % status)
         if form.get("action") == "listing":
             merchant_id = odata.scope_merchant(ctx.who, validate.integer(1)("merchant_id", form.get("merchant_id")))
             listed = form.get("listed") == "true"
             await ctx.conn.execute("UPDATE merchants SET listed = $2 WHERE id = $1", merchant_id, listed)
             await odata.audit(ctx.conn, ctx.who, merchant_id, "set_listed", "merchant", merchant_id, {"listed": listed})
-            said = (
+            listing = (
                 i18n.gettext_("Listed in the marketplace.")
                 if listed
                 else i18n.gettext_("No longer in the marketplace.")
             )
-            return back("/admin/partners", said)
+            return back("/admin/partners", listing)
         if "withdraw" in form:
             invitation_id = await ctx.ref("withdraw", "invitation", form["withdraw"])
             await invitations.withdraw(ctx.conn, ctx.who, invitation_id)
@@ -82,10 +82,8 @@ async def admin_partners(ctx: Ctx, form: Any) -> Response:
         values = await ctx.fields(form, api_operator.NEW_PARTNER)
         merchant_id = odata.scope_merchant(ctx.who, values.pop("merchant_id", None))
         made = await invitations.invite(ctx.conn, ctx.portal.settings, ctx.who, merchant_id, values)
-        said = i18n.gettext_("Invitation sent to %(email)s; the partner joins when it accepts.") % {
-            "email": made["email"]
-        }
-        return back("/admin/partners", said)
+        sent = i18n.gettext_("Invitation sent to %(email)s; the partner joins when it accepts.")
+        return back("/admin/partners", sent % {"email": made["email"]})
     return await show(
         ctx,
         "admin_partners.html",
