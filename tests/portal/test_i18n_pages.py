@@ -385,3 +385,42 @@ async def test_an_operator_sets_its_merchants_default_language_on_its_account_pa
     async with portal_client(settings) as client:
         await sign_in(client, "alice@p.example")  # no setting of its own, no browser language: the merchant's
         assert '<html lang="de"' in (await client.get("/statements")).text
+
+
+async def test_a_network_operator_picks_the_merchant_whose_default_language_it_sets(db, settings):
+    from tests.portal.kit import add_user
+
+    w = await world(db)
+    await add_user(db, "net@network.example", "network")
+    async with portal_client(settings) as client:
+        await sign_in(client, "net@network.example")
+        page = await client.get("/admin/account", headers={"accept-language": "es"})
+        assert page.status_code == 200 and 'id="f-merchant_id"' in page.text
+        assert f'<span data-default-locale="{w.other_merchant_id}">English</span>' in page.text
+        data = {"csrf_token": token(page.text), "form": "merchant_language", "default_locale": "es"}
+        missing = await client.post("/admin/account", data=data)  # which merchant: a network operator must say
+        assert missing.status_code == 400
+        saved = await client.post("/admin/account", data={**data, "merchant_id": str(w.other_merchant_id)})
+        assert saved.status_code == 303
+        assert await db.fetch("SELECT id, default_locale FROM merchants ORDER BY id") == [
+            (w.merchant_id, "en"),
+            (w.other_merchant_id, "es"),
+        ]
+        page = await client.get("/admin/account")
+        assert f'<span data-default-locale="{w.other_merchant_id}">Español</span>' in page.text
+
+
+async def test_the_fee_plan_editor_refuses_in_the_operators_language(db, settings):
+    w = await world(db)
+    await db.execute("UPDATE users SET locale = 'de' WHERE id = $1", w.operator_user)
+    async with portal_client(settings) as client:
+        await sign_in(client, "ops@shop-m.example")
+        page = await client.get("/admin/offers")
+        form = {"csrf_token": token(page.text), "name": "Winter", "destination_url": "https://shop.example/"}
+        refused = await client.post("/admin/offers", data={**form, "m_cps": "true", "cps_percent": "viel"})
+        assert refused.status_code == 400 and 'aria-invalid="true"' in refused.text
+        assert "Es gibt ein Problem" in refused.text and "geben Sie einen Prozentsatz ein, z. B. 7.5" in refused.text
+        assert 'value="viel"' in refused.text  # what was typed is kept
+        made = await client.post("/admin/offers", data={**form, "m_cps": "true", "cps_percent": "7.5"})
+        assert made.status_code == 303 and "Angebot%20Winter%20erstellt." in made.headers["location"]
+    assert await db.fetchval("SELECT count(*) FROM offers WHERE name = 'Winter'") == 1
