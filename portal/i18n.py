@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gettext
 import io
+import re
 from contextvars import ContextVar
 from pathlib import Path
 
@@ -94,3 +95,12 @@ def pgettext_(context: str, message: str) -> str:
 
 def npgettext_(context: str, singular: str, plural: str, n: int) -> str:
     return translations().npgettext(context, singular, plural, n)
+
+
+def reading(message: str) -> re.Pattern[str]:
+    """An English message with %(name)s placeholders as a pattern that reads its values back out of the text it
+    made: "Statement %(number)s is ready." matches "Statement S-1 is ready." with number="S-1". For the words
+    written in English once (a stored notification, an API refusal) and said again in the reader's language."""
+    parts = re.split(r"%\((\w+)\)[sd]", message)
+    body = "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>.+?)" for i, part in enumerate(parts))
+    return re.compile(body + r"\Z", re.S)

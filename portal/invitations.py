@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from portal import passwords, users
+from portal import mails, passwords, users
 from portal.auth import Principal
 from portal.errors import ApiError, not_found
 from portal.settings import PortalSettings
@@ -54,18 +54,17 @@ async def invite(
             VALID_FOR,
         )
         link = f"{settings.portal_url}/invitation?token={token}"
-        body = (
-            f"{merchant['name']} invites you to its partner programme.\n\n"
-            f"Join it here within {VALID_FOR.days} days:\n\n{link}\n\n"
+        # In the invited address's language: its user's setting if it has one, else this merchant's default.
+        t = await mails.translations(conn, email, merchant_id)
+        words = {"merchant": merchant["name"], "days": VALID_FOR.days, "link": link}
+        body = t.gettext(
+            "%(merchant)s invites you to its partner programme.\n\n"
+            "Join it here within %(days)s days:\n\n%(link)s\n\n"
             "If you already are a partner elsewhere on this Clickmint, the programme joins your existing account.\n"
             "If you do not know this merchant, ignore this mail: nothing happens without you.\n"
         )
-        await conn.execute(
-            "INSERT INTO outbox (to_email, subject, body) VALUES ($1, $2, $3)",
-            email,
-            f"{merchant['name']} invites you to its partner programme",
-            body,
-        )
+        subject = t.gettext("%(merchant)s invites you to its partner programme") % words
+        await mails.queue(conn, email, subject, body % words)
         await audit(conn, who, merchant_id, "invite", "partner_invitation", invitation_id, {"email": email})
     return {"invitation_id": invitation_id, "merchant_id": merchant_id, "email": email, "status": "pending"}
 

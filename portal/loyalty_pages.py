@@ -19,7 +19,14 @@ from portal.i18n import N_, gettext_
 from portal.loyalty_api import read_token
 from portal.operator_data import scope_merchant
 
-KINDS = {"earn": "Earned", "spend": "Spent", "expire": "Expired", "reverse": "Refund", "adjust": "Adjustment"}
+# The member's history in its page's language (marked here, translated on display).
+KINDS = {
+    "earn": N_("Earned"),
+    "spend": N_("Spent"),
+    "expire": N_("Expired"),
+    "reverse": N_("Refund"),
+    "adjust": N_("Adjustment"),
+}
 
 
 async def member_page(request: Request) -> Response:
@@ -37,9 +44,9 @@ async def member_page(request: Request) -> Response:
     response = pages.render(
         "loyalty/member.html",
         m=summary,
-        kinds=KINDS,
+        kinds={kind: gettext_(label) for kind, label in KINDS.items()},
         brand=brand,
-        value=_grouped(summary["value_minor"], prog.currency),
+        value=formats.money(summary["value_minor"], prog.currency),
     )
     response.headers["Cache-Control"] = "private, no-store"
     return response

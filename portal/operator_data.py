@@ -363,8 +363,8 @@ async def _tell_partners(conn: asyncpg.Connection, merchant_id: int, offer_id: i
         "SELECT partner_id FROM partner_programmes WHERE merchant_id = $1 AND status = 'approved'", merchant_id
     )
     for p in partners:
-        text = f"New offer from {row['merchant']}: {row['name']}."
-        await notifications.notify(conn, p["partner_id"], "new_offer", text, "/offers")
+        params = {"merchant": row["merchant"], "offer": row["name"]}
+        await notifications.notify(conn, p["partner_id"], "new_offer", params, "/offers", merchant_id)
 
 
 async def update_offer(conn: asyncpg.Connection, who: Principal, offer_id: int, values: dict[str, Any]) -> dict:
@@ -484,9 +484,7 @@ async def set_partner_status(
         await audit(conn, who, merchant_id, "set_status", "partner", partner_id, {"from": old, "to": status})
         if status == "approved" and old != "approved":
             name = await conn.fetchval("SELECT name FROM merchants WHERE id = $1", merchant_id)
-            await notifications.notify(
-                conn, partner_id, "approved", f"{name} approved you: its offers are open to you.", "/offers"
-            )
+            await notifications.notify(conn, partner_id, "approved", {"merchant": name}, "/offers", merchant_id)
     return {"id": partner_id, "merchant_id": merchant_id, "status": status}
 
 
@@ -801,8 +799,9 @@ async def finish_statement(
                 conn,
                 row["partner_id"],
                 "statement_ready",
-                f"Statement {row['number']} is ready.",
+                {"number": row["number"]},
                 f"/statements/{statement_id}",
+                merchant_id,
             )
     return {"id": statement_id, "status": "closed" if action == "close" else "paid"}
 

@@ -72,7 +72,10 @@ FAILED: ContextVar[Failed | None] = ContextVar("failed_form", default=None)
 
 
 def failed_form(exc: ApiError, form: dict[str, Any]) -> Failed:
-    """Which field a refusal is about: its JSON pointer's first step, or the field an invalid_field names."""
+    """Which field a refusal is about: its JSON pointer's first step, or the field an invalid_field names. The
+    message is in the page's language where portal/refusals.py knows it."""
+    from portal.refusals import shown
+
     values = {k: v for k, v in form.items() if isinstance(v, str)}
     name, message = None, exc.detail
     if exc.pointer:
@@ -82,8 +85,8 @@ def failed_form(exc: ApiError, form: dict[str, Any]) -> Failed:
     elif exc.code in CODE_FIELDS:
         name = CODE_FIELDS[exc.code]
     if name and name in form:
-        return Failed(values, {name: message})
-    return Failed(values, {}, exc.detail)
+        return Failed(values, {name: shown(message)})
+    return Failed(values, {}, shown(exc.detail))
 
 
 def render(name: str, status: int = 200, **values: Any) -> HTMLResponse:
@@ -99,10 +102,12 @@ def render(name: str, status: int = 200, **values: Any) -> HTMLResponse:
 
 
 def error_page(exc: ApiError, who: Any = None, brand: dict[str, Any] | None = None) -> HTMLResponse:
+    from portal.refusals import shown
+
     return render(
         "error.html",
         exc.status,
-        error=exc.detail,
+        error=shown(exc.detail),
         code=exc.code,
         who=who,
         brand=brand or DEFAULT_BRAND,

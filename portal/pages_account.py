@@ -38,7 +38,7 @@ async def profile_page(ctx: Ctx, form: Any) -> Response:
             values["name"],
             values.get("website"),
         )
-        return back("/profile", "Profile saved.")
+        return back("/profile", i18n.gettext_("Profile saved."))
     row = await ctx.conn.fetchrow(
         "SELECT name, email, website, currency, min_payout_minor FROM partners WHERE id = $1",
         ctx.partner_id,
@@ -91,7 +91,8 @@ async def _change_password(ctx: Ctx, form: dict[str, Any]) -> Response:
         raise invalid("new_password", exc.detail.removeprefix("password: ")) from exc
     # Every session ends with a new password; this browser gets a fresh one.
     token, _ = await auth.start_session(ctx.conn, ctx.who.user_id, settings.session_hours, None)
-    response = RedirectResponse("/profile?notice=" + quote("Password changed; other sessions were signed out."), 303)
+    notice = i18n.gettext_("Password changed; other sessions were signed out.")
+    response = RedirectResponse("/profile?notice=" + quote(notice), 303)
     session_cookie(response, settings, is_https(ctx.request, settings), token)
     return response
 
@@ -138,5 +139,5 @@ async def creative_image(ctx: Ctx, form: Any) -> Response:
 async def notifications_page(ctx: Ctx, form: Any) -> Response:
     if form is not None:
         await notifications.mark_read(ctx.conn, ctx.partner_id)
-        return back("/notifications", "All marked as read.")
+        return back("/notifications", i18n.gettext_("All marked as read."))
     return await show(ctx, "notifications.html", items=await notifications.latest(ctx.conn, ctx.partner_id, 100))

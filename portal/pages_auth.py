@@ -9,7 +9,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from portal import auth, invitations, passwords, users, validate
+from portal import auth, i18n, invitations, passwords, refusals, users, validate
 from portal.api import Ctx, client_key
 from portal.api_auth import is_https, login_user, session_cookie
 from portal.errors import ApiError
@@ -73,7 +73,7 @@ async def login_submit(request: Request) -> Response:
                 "login.html",
                 exc.status,
                 brand=brand,
-                error=exc.detail,
+                error=refusals.shown(exc.detail),
                 csrf=request.cookies.get(auth.LOGIN_CSRF_COOKIE, ""),
                 next="",
                 email=str(form.get("email", ""))[:254],
@@ -103,7 +103,7 @@ async def logout_submit(request: Request) -> Response:
             except ApiError as exc:
                 return error_page(exc, who)
             await auth.end_session(conn, token)
-    response = RedirectResponse("/login?notice=" + quote("Signed out."), 303)
+    response = RedirectResponse("/login?notice=" + quote(i18n.gettext_("Signed out.")), 303)
     session_cookie(response, portal.settings, is_https(request, portal.settings), None)
     return response
 
@@ -125,8 +125,9 @@ async def forgot(request: Request) -> Response:
             await portal.limiter.hit("reset-net", client_key(request, portal.settings.proxies), 20, 3600)
             await users.send_reset(conn, portal.settings, email)
         except ApiError as exc:
-            return render("forgot.html", exc.status, csrf=csrf, error=exc.detail)
-    return RedirectResponse("/login?notice=" + quote("If the address has an account, a reset link is on its way."), 303)
+            return render("forgot.html", exc.status, csrf=csrf, error=refusals.shown(exc.detail))
+    notice = i18n.gettext_("If the address has an account, a reset link is on its way.")
+    return RedirectResponse("/login?notice=" + quote(notice), 303)
 
 
 async def reset_page(request: Request) -> Response:
@@ -152,9 +153,9 @@ async def reset_page(request: Request) -> Response:
                 exc.status,
                 csrf=csrf,
                 token=str(form.get("token", "")),
-                error=exc.detail,
+                error=refusals.shown(exc.detail),
             )
-    return RedirectResponse("/login?notice=" + quote("Password set; sign in."), 303)
+    return RedirectResponse("/login?notice=" + quote(i18n.gettext_("Password set; sign in.")), 303)
 
 
 async def invitation_page(request: Request) -> Response:
@@ -167,7 +168,14 @@ async def invitation_page(request: Request) -> Response:
             try:
                 found = await invitations.preview(conn, token)
             except ApiError as exc:
-                return render("invitation.html", exc.status, csrf=csrf, token="", invitation=None, error=exc.detail)
+                return render(
+                    "invitation.html",
+                    exc.status,
+                    csrf=csrf,
+                    token="",
+                    invitation=None,
+                    error=refusals.shown(exc.detail),
+                )
             response = render("invitation.html", csrf=csrf, token=token, invitation=found)
             response.set_cookie(auth.LOGIN_CSRF_COOKIE, csrf, max_age=3600, httponly=True, samesite="strict")
             return response
@@ -179,9 +187,13 @@ async def invitation_page(request: Request) -> Response:
             await portal.limiter.hit("invitation", client_key(request, portal.settings.proxies), 30, 3600)
             joined = await invitations.accept(conn, portal.settings, str(form.get("token", "")))
         except ApiError as exc:
-            return render("invitation.html", exc.status, csrf=csrf, token="", invitation=None, error=exc.detail)
-    notice = "You joined the programme." + (
-        " We mailed you a link to set your password." if joined["set_password"] else " Sign in to see its offers."
+            return render(
+                "invitation.html", exc.status, csrf=csrf, token="", invitation=None, error=refusals.shown(exc.detail)
+            )
+    notice = (
+        i18n.gettext_("You joined the programme. We mailed you a link to set your password.")
+        if joined["set_password"]
+        else i18n.gettext_("You joined the programme. Sign in to see its offers.")
     )
     return RedirectResponse(f"/m/{joined['merchant']}?notice={quote(notice)}", 303)
 

@@ -80,8 +80,13 @@ async def offers_page(ctx: Ctx, form: Any) -> Response:
         joined = await api_partner.join(
             ctx.conn, ctx.partner_id, values["merchant"], values.get("site_url"), values.get("promotion")
         )
-        words = {"approved": "You are in: its offers are below.", "applied": "Applied: the merchant reviews it."}
-        return back("/offers", words.get(joined["status"], f"Your application is {joined['status']}."))
+        words = {
+            "approved": i18n.gettext_("You are in: its offers are below."),
+            "applied": i18n.gettext_("Applied: the merchant reviews it."),
+            "rejected": i18n.gettext_("The merchant did not accept your application."),
+            "suspended": i18n.gettext_("The merchant suspended you from this programme."),
+        }
+        return back("/offers", words.get(joined["status"], joined["status"]))
     return await show(
         ctx,
         "offers.html",
@@ -105,9 +110,10 @@ async def links_page(ctx: Ctx, form: Any) -> Response:
             values.get("creative_id"),
         )
         if existing is not None:
-            return RedirectResponse(f"/links?notice={quote('You already have this link.')}#link-{existing}", 303)
+            notice = quote(i18n.gettext_("You already have this link."))
+            return RedirectResponse(f"/links?notice={notice}#link-{existing}", 303)
         made = await pdata.create_link(ctx.conn, ctx.partner_id, values["offer_id"], values.get("creative_id"), tracker)
-        return RedirectResponse(f"/links?notice={quote('Link created.')}#link-{made['id']}", 303)
+        return RedirectResponse(f"/links?notice={quote(i18n.gettext_('Link created.'))}#link-{made['id']}", 303)
     built, kept = None, {k: ctx.request.query_params.get(k, "") for k in ("link", "url", *SUBS)}
     link_id = None
     failed = None
@@ -143,7 +149,7 @@ async def prices_page(ctx: Ctx, form: Any) -> Response:
             raise ApiError(404, "not_found", "no such product")
         retail = validate.money("retail", values["retail"], product["currency"])
         await pdata.set_price(ctx.conn, ctx.partner_id, values["merchant_id"], values["sku"], retail)
-        return back("/prices", f"Price of {values['sku']} set.")
+        return back("/prices", i18n.gettext_("Price of %(sku)s set.") % {"sku": values["sku"]})
     secret = ctx.portal.settings.core.secret_key
     products = await pdata.prices(ctx.conn, ctx.partner_id)
     feeds = sorted({(p["merchant"], passwords.feed_token(secret, p["merchant_id"], ctx.partner_id)) for p in products})
@@ -154,11 +160,11 @@ async def postbacks_page(ctx: Ctx, form: Any) -> Response:
     if form is not None:
         if form.get("delete"):
             await pb.delete(ctx.conn, ctx.partner_id, await ctx.ref("delete", "postback", form["delete"]))
-            return back("/postbacks", "Postback deleted.")
+            return back("/postbacks", i18n.gettext_("Postback deleted."))
         values = await ctx.fields(form, api_partner.NEW_POSTBACK)
         events = ["action", "purchase"] if values.get("events", "all") == "all" else [values["events"]]
         await pb.create(ctx.conn, ctx.partner_id, values["url"], events, ctx.portal.settings.egress)
-        return back("/postbacks", "Postback added.")
+        return back("/postbacks", i18n.gettext_("Postback added."))
     listing = await pb.listing(ctx.conn, ctx.partner_id)
     log = {p["id"]: await pb.deliveries(ctx.conn, ctx.partner_id, p["id"]) for p in listing}
     return await show(ctx, "postbacks.html", postbacks=listing, log=log, macros=pb.MACROS)

@@ -15,10 +15,24 @@ from billing.public.payouts import sealed_where
 from kernel import payout_details
 from kernel.payout_details import DetailError
 from kernel.sealed import Sealer, mask
+from portal import mails
 from portal.auth import Principal
 from portal.errors import invalid, not_found
+from portal.i18n import N_
 from portal.operator_data import audit
 
+# What the mail about a change calls each field (translated into the partner's language when sent).
+MAIL_LABELS = {
+    "legal_name": N_("Legal name"),
+    "address": N_("Address"),
+    "country": N_("Country"),
+    "entity": N_("Business or individual"),
+    "method": N_("Payout method"),
+    "iban": "IBAN",
+    "bic": "BIC",
+    "paypal_email": N_("PayPal account"),
+    "vat_number": N_("VAT number"),
+}
 FIELDS = ("legal_name", "address", "country", "entity", "method", "iban", "bic", "paypal_email", "vat_number")
 _SEALED = ("iban", "vat_number")
 
@@ -171,35 +185,43 @@ async def save(
 async def _mail(
     conn: asyncpg.Connection, merchant_id: int, partner_id: int, who: Principal, changed: list[str], shown: dict
 ) -> None:
-    """Tell the partner, at the address it signed up with, what changed and by whom (masked values)."""
+    """Tell the partner, at the address it signed up with, what changed and by whom (masked values), in its
+    language (its user's setting, else this merchant's default): a changed IBAN is the classic payout fraud."""
     found = await conn.fetchrow(
         "SELECT p.email, m.name FROM partners p, merchants m WHERE p.id = $1 AND m.id = $2", partner_id, merchant_id
     )
-    labels = {
-        "legal_name": "Legal name",
-        "address": "Address",
-        "country": "Country",
-        "entity": "Business or individual",
-        "method": "Payout method",
-        "iban": "IBAN",
-        "bic": "BIC",
-        "paypal_email": "PayPal account",
-        "vat_number": "VAT number",
+    t = await mails.translations(conn, found["email"], merchant_id)
+    values = {
+        "entity": {"business": N_("a business"), "individual": N_("an individual")},
+        "method": {"sepa": N_("SEPA bank transfer (EUR)"), "paypal": "PayPal"},
     }
-    lines = [f"- {labels[name]}: {shown.get(name) or '(none)'}" for name in changed]
-    by = "you" if who.is_partner else f"an operator of {found['name']} ({who.email})"
+
+    def value(name: str) -> str:
+        shown_value = shown.get(name)
+        if not shown_value:
+            return t.gettext("(none)")
+        word = values.get(name, {}).get(str(shown_value))
+        return t.gettext(word) if word else str(shown_value)
+
+    lines = [f"- {t.gettext(MAIL_LABELS[name])}: {value(name)}" for name in changed]
+    if who.is_partner:
+        by = t.gettext("you")
+    else:
+        by = t.gettext("an operator of %(merchant)s (%(email)s)") % {"merchant": found["name"], "email": who.email}
+    words = {"merchant": found["name"], "by": by, "when": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}"}
     body = (
-        f"Your payout and tax details for {found['name']} were changed by {by} on "
-        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC:\n\n" + "\n".join(lines) + "\n\n"
-        "Bank details are shown masked. If you did not make or expect this change, contact the merchant "
-        "at once: payouts go to the account given here.\n"
+        t.gettext("Your payout and tax details for %(merchant)s were changed by %(by)s on %(when)s UTC:") % words
+        + "\n\n"
+        + "\n".join(lines)
+        + "\n\n"
+        + t.gettext(
+            "Bank details are shown masked. If you did not make or expect this change, contact the merchant "
+            "at once: payouts go to the account given here."
+        )
+        + "\n"
     )
-    await conn.execute(
-        "INSERT INTO outbox (to_email, subject, body) VALUES ($1, $2, $3)",
-        found["email"],
-        f"Your payout details for {found['name']} changed",
-        body,
-    )
+    subject = t.gettext("Your payout details for %(merchant)s changed") % words
+    await mails.queue(conn, found["email"], subject, body)
 
 
 # -- the merchant's own ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from billing.public import payouts
 from kernel.sealed import Sealer
-from portal import api_payouts, i18n, payout_data, validate
+from portal import api_payouts, i18n, payout_data, refusals, validate
 from portal.api import Ctx
 from portal.errors import ApiError
 from portal.operator_data import scope_merchant
@@ -22,8 +22,10 @@ def _field_error(exc: ApiError) -> dict[str, str]:
     """An invalid_field refusal as {field: message}, for the form; anything else is raised on."""
     if exc.code != "invalid_field" or ":" not in exc.detail:
         raise exc
-    name, message = exc.detail.split(":", 1)
-    return {name.strip(): f"{name.strip().replace('_', ' ').capitalize()}: {message.strip()}"}
+    name, message = (part.strip() for part in exc.detail.split(":", 1))
+    label = payout_data.MAIL_LABELS.get(name)
+    said = i18n.gettext_(label) if label else name.replace("_", " ").capitalize()
+    return {name: f"{said}: {refusals.shown(message)}"}
 
 
 def _sealer(ctx: Ctx) -> Sealer:
@@ -47,7 +49,7 @@ async def _details_form(ctx: Ctx, form: Any, merchant_id: int, partner_id: int, 
         try:
             checked = validate.fields(submitted, api_payouts.DETAILS)
             await payout_data.save(ctx.conn, _sealer(ctx), ctx.who, merchant_id, partner_id, checked)
-            return back(done, "Payout details saved. The partner has been e-mailed about the change.")
+            return back(done, i18n.gettext_("Payout details saved. The partner has been e-mailed about the change."))
         except ApiError as exc:
             errors = _field_error(exc)
             page = await _show_details(ctx, current, values, errors, action, names)

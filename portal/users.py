@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from portal import i18n, passwords
+from portal import i18n, mails, passwords
 from portal.auth import Principal
 from portal.errors import ApiError, invalid
 from portal.settings import PortalSettings
@@ -64,7 +64,7 @@ async def send_reset(conn: asyncpg.Connection, settings: PortalSettings, email: 
     body = t.gettext(
         "Set your password here within the hour:\n\n%(link)s\n\nIf you did not ask for this, ignore this mail.\n"
     ) % {"link": link}
-    await conn.execute("INSERT INTO outbox (to_email, subject, body) VALUES ($1, $2, $3)", email, subject, body)
+    await mails.queue(conn, email, subject, body)
 
 
 async def reset(conn: asyncpg.Connection, secret_key: str, token: str, password: str) -> int:
@@ -134,13 +134,12 @@ async def create_by_operator(
         if user_id is not None:
             await send_reset(conn, settings, email, invitation=True)
         else:
-            await conn.execute(
-                "INSERT INTO outbox (to_email, subject, body) VALUES ($1, $2, $3)",
-                email,
-                "Someone tried to add you to Clickmint",
+            t = await mails.translations(conn, email)  # the existing account's language
+            body = t.gettext(
                 "An operator tried to give this address an operator account, but it already has one, which stays as"
-                " it is. If you expected this, ask them to use another address.\n",
+                " it is. If you expected this, ask them to use another address.\n"
             )
+            await mails.queue(conn, email, t.gettext("Someone tried to add you to Clickmint"), body)
         await audit(conn, who, merchant_id, "invite", "user", email, {"email": email, "role": role})
     return {"email": email, "role": role, "merchant_id": merchant_id, "status": "invited"}
 

@@ -40,9 +40,24 @@ TRANSLATED = (
     "_plan.html",
     "loyalty/admin.html",
     "payouts/admin.html",
+    "_labels.html",
+    "links.html",
+    "creatives.html",
+    "orders.html",
+    "postbacks.html",
+    "prices.html",
+    "notifications.html",
+    "coupons.html",
+    "error.html",
+    "forgot.html",
+    "reset.html",
+    "invitation.html",
+    "loyalty/member.html",
+    "payouts/details.html",
+    "payouts/programmes.html",
 )
 # Words that are the same in every language: names, formats, symbols.
-ALLOWED = {"Clickmint", "CSV", "PDF", "UTC"}
+ALLOWED = {"Clickmint", "CSV", "PDF", "UTC", "PayPal", "px"}
 
 
 @pytest.mark.parametrize(
@@ -196,3 +211,24 @@ def test_pages_render_in_the_chosen_language():
     assert 'lang="en"' in seen["en"] and "Forgot your password?" in seen["en"]
     assert 'lang="de"' in seen["de"] and "Passwort vergessen?" in seen["de"]
     assert "Zaloguj się do Clickmint" in seen["pl"] and "Mot de passe" in seen["fr"] and "Contraseña" in seen["es"]
+
+
+@pytest.mark.parametrize(
+    ("balance", "said"),
+    [(1, "1 punkt"), (2, "2 punkty"), (5, "5 punktów"), (12, "12 punktów"), (22, "22 punkty"), (1234, "1234 punkty")],
+)
+def test_polish_points_take_each_plural_form(balance, said):
+    import datetime as dt
+
+    summary = {"balance": balance, "pending": 0, "tier": None, "tier_progress": None, "next_expiry": None}
+    summary["history"] = [{"occurred_at": dt.datetime(2026, 12, 7, 10, tzinfo=dt.UTC), "kind": "earn", "reason": None}]
+    summary["history"][0]["points"] = balance
+    values = {"brand": pages.DEFAULT_BRAND, "csrf": None, "who": None, "error": None, "notice": None, "failed": None}
+    values.update(request_path="", unread=0, m=summary, kinds={"earn": "Zdobyte"}, value="1,00 USD")
+    token = i18n.CURRENT.set("pl")
+    try:
+        html = pages.TEMPLATES.get_template("loyalty/member.html").render(**values)
+    finally:
+        i18n.CURRENT.reset(token)
+    assert f"<b>{said}</b>" in html.replace("\u00a0", "")  # 1 234: Polish groups thousands with a space
+    assert "Twoje punkty" in html and "7 gru 2026" in html and "Your points" not in html
