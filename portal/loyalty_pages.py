@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from billing.public import loyalty_ledger as ledger
 from kernel.loyalty_rules import LoyaltyError
-from portal import formats, pages, validate
+from portal import formats, pages, refusals, validate
 from portal.api import Ctx, client_key
 from portal.errors import ApiError
 from portal.i18n import N_, gettext_
@@ -104,7 +104,7 @@ async def admin_page(ctx: Ctx, form: dict[str, Any] | None) -> Response:
                 }
                 return pages.back("/admin/loyalty", said)
             except LoyaltyError as exc:
-                errors["customer" if exc.code == "unknown_member" else "points"] = exc.detail
+                errors["customer" if exc.code == "unknown_member" else "points"] = refusals.shown(exc.detail)
     q = ctx.query("q", validate.text(0, 255), "")
     data: dict[str, Any] = {"programme": None, "slug": await _slug(ctx, merchant_id), "q": q, "merchant_param": named}
     if prog is not None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from portal import api_attribution, i18n, words
+from portal import api_attribution, i18n, refusals, words
 from portal import attribution_data as data
 from portal.api import Ctx
 from portal.errors import ApiError
@@ -40,7 +40,7 @@ async def admin_holds(ctx: Ctx, form: dict[str, Any] | None) -> Response:
             if exc.status != 400:  # not found (another merchant's), already decided: the error page
                 raise
             field = "reason" if "reason" in exc.detail else "decision"
-            errors[field] = exc.detail
+            errors[field] = refusals.shown(exc.detail)
     holds = await data.holds(ctx.conn, ctx.who, False, 200)
     requests = [c for c in await data.coupons(ctx.conn, ctx.who) if c["status"] == "requested"]
     return await show(

@@ -154,7 +154,7 @@ async def admin_payouts(ctx: Ctx, form: Any) -> Response:
         except ApiError as exc:
             if exc.status == 404:
                 raise  # another merchant's batch looks like none at all
-            errors = _field_error(exc) if exc.code == "invalid_field" else {"new-batch": exc.detail}
+            errors = _field_error(exc) if exc.code == "invalid_field" else {"new-batch": refusals.shown(exc.detail)}
             page = await _admin(ctx, merchant_id, action, errors, values, result)
             page.status_code = exc.status
             return page

@@ -327,6 +327,15 @@ async def test_the_loyalty_page_in_each_language(db, settings):
             text = visible(page.text)
             assert points in text and heading in text, lang
             assert [words for words in english if words in text] == [], lang
+        csrf = token(page.text)
+        refused = await client.post(  # more points taken than the member has: billing's refusal, said in German
+            "/admin/loyalty",
+            data={"csrf_token": csrf, "customer": "alice@x", "points": "-200000", "reason": "x"},
+            headers={"accept-language": "de"},
+        )
+        assert refused.status_code == 400
+        assert "das Mitglied hat 123456 Punkte, 200000 wurden verlangt" in refused.text
+        assert "Es gibt ein Problem" in refused.text
 
 
 async def test_an_operator_chooses_its_language_on_its_account_page(db, settings):
