@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from billing.public import payouts
 from kernel.sealed import Sealer
-from portal import api_payouts, i18n, payout_data, refusals, validate
+from portal import api_payouts, i18n, payout_data, validate
 from portal.api import Ctx
 from portal.errors import ApiError
 from portal.operator_data import scope_merchant
@@ -22,10 +22,12 @@ def _field_error(exc: ApiError) -> dict[str, str]:
     """An invalid_field refusal as {field: message}, for the form; anything else is raised on."""
     if exc.code != "invalid_field" or ":" not in exc.detail:
         raise exc
+    from portal.refusals import shown
+
     name, message = (part.strip() for part in exc.detail.split(":", 1))
     label = payout_data.MAIL_LABELS.get(name)
     said = i18n.gettext_(label) if label else name.replace("_", " ").capitalize()
-    return {name: f"{said}: {refusals.shown(message)}"}
+    return {name: f"{said}: {shown(message)}"}
 
 
 def _sealer(ctx: Ctx) -> Sealer:
@@ -154,7 +156,9 @@ async def admin_payouts(ctx: Ctx, form: Any) -> Response:
         except ApiError as exc:
             if exc.status == 404:
                 raise  # another merchant's batch looks like none at all
-            errors = _field_error(exc) if exc.code == "invalid_field" else {"new-batch": refusals.shown(exc.detail)}
+            from portal.refusals import shown
+
+            errors = _field_error(exc) if exc.code == "invalid_field" else {"new-batch": shown(exc.detail)}
             page = await _admin(ctx, merchant_id, action, errors, values, result)
             page.status_code = exc.status
             return page
