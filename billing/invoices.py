@@ -19,14 +19,16 @@ from typing import Any
 import asyncpg
 import orjson
 
+from billing.locales import N_, Words
 from kernel.money import round_minor
 from kernel.payout_details import EU_COUNTRIES, vat_country
 from kernel.sealed import Sealer
 
-REVERSE_CHARGE = (
+# The mentions are English here; an export prints them in its statement's language (billing/locales.py).
+REVERSE_CHARGE = N_(
     "Reverse charge: VAT to be accounted for by the recipient (Article 196, Council Directive 2006/112/EC)."
 )
-NO_VAT = "No VAT charged: the supplier is not a taxable person for VAT."
+NO_VAT = N_("No VAT charged: the supplier is not a taxable person for VAT.")
 
 
 class InvoiceError(ValueError):
@@ -91,7 +93,8 @@ def lines_with_vat(
 
 
 _TO_ISSUE = """
-SELECT s.id, s.number, s.merchant_id, s.partner_id, s.currency, s.total_minor, s.carried_in_minor, s.period_start,
+SELECT s.id, s.number, s.locale, s.merchant_id, s.partner_id, s.currency, s.total_minor, s.carried_in_minor,
+       s.period_start,
        m.slug, m.name AS merchant_name, m.legal_name AS merchant_legal, m.address AS merchant_address,
        m.country AS merchant_country, m.vat_number AS merchant_vat, m.vat_rate, m.rounding,
        p.name AS partner_name, d.legal_name AS partner_legal, d.address AS partner_address,
@@ -151,9 +154,12 @@ async def _issue_one(conn: asyncpg.Connection, row: asyncpg.Record, seq: int, se
            GROUP BY o.name, l.kind ORDER BY o.name, l.kind""",
         row["id"],
     )
-    nets = [(f"{g['offer']}: {g['kind']} commission", g["net"]) for g in groups]
+    w = Words(row["locale"] or "en")  # its lines are written in the statement's language, once, when issued
+    nets = [
+        (w._("%(offer)s: %(kind)s commission") % {"offer": g["offer"], "kind": g["kind"]}, g["net"]) for g in groups
+    ]
     if row["carried_in_minor"]:
-        nets.append(("Balance carried in from earlier statements", row["carried_in_minor"]))
+        nets.append((w._("Balance carried in from earlier statements"), row["carried_in_minor"]))
     lines = lines_with_vat(nets, rule, rate, row["rounding"])
     net = sum(line.net_minor for line in lines)
     assert net == row["total_minor"], "an invoice's net is its statement's total"

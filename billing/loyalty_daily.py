@@ -14,6 +14,7 @@ import logging
 import asyncpg
 
 from billing import loyalty_ledger as ledger
+from billing import periodic
 
 log = logging.getLogger("clickmint.billing.loyalty")
 FIRST_RUN_DELAY_S = 60.0
@@ -21,22 +22,10 @@ INTERVAL_S = 3600.0
 
 
 async def run_periodically(database_url: str, stop: asyncio.Event, first_delay_s: float = FIRST_RUN_DELAY_S) -> None:
-    delay = first_delay_s
-    while True:
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=delay)
-            return
-        except TimeoutError:
-            pass
-        delay = INTERVAL_S
-        try:
-            conn = await asyncpg.connect(database_url)
-            try:
-                if await conn.fetchval("SELECT to_regclass('loyalty_programmes') IS NOT NULL"):
-                    done = await ledger.daily(conn, dt.datetime.now(dt.UTC))
-                    if any(done.values()):
-                        log.info("loyalty: %s", done)
-            finally:
-                await conn.close()
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("loyalty run failed, next in an hour: %s", exc)
+    async def run(conn: asyncpg.Connection) -> None:
+        if await conn.fetchval("SELECT to_regclass('loyalty_programmes') IS NOT NULL"):
+            done = await ledger.daily(conn, dt.datetime.now(dt.UTC))
+            if any(done.values()):
+                log.info("loyalty: %s", done)
+
+    await periodic.every(database_url, stop, first_delay_s, INTERVAL_S, run, log, "loyalty run")

@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from billing import periodic
 from billing.ledger import CLICK_LOOKBACK
 from billing.metrics import record_run
 from billing.settings import GROUP, BillingSettings
@@ -255,20 +256,9 @@ def _kept(report: RetentionReport) -> int:
 async def run_daily(settings: BillingSettings, stop: asyncio.Event) -> None:
     """Run retention a minute after start, then once a day, until `stop`; a failed run is retried next day."""
     assert settings.core.database_url is not None
-    delay = FIRST_RUN_DELAY_S
-    while True:
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=delay)
-            return
-        except TimeoutError:
-            pass
-        delay = INTERVAL_S
-        try:
-            conn = await asyncpg.connect(settings.core.database_url)
-            try:
-                report = await apply_retention(conn, settings)
-            finally:
-                await conn.close()
-            log.info("%s", report.lines()[-1])
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("retention failed, next run in a day: %s", exc)
+
+    async def run(conn: asyncpg.Connection) -> None:
+        report = await apply_retention(conn, settings)
+        log.info("%s", report.lines()[-1])
+
+    await periodic.every(settings.core.database_url, stop, FIRST_RUN_DELAY_S, INTERVAL_S, run, log, "retention")

@@ -284,8 +284,11 @@ async def close(conn: asyncpg.Connection, statement_id: int, now: dt.datetime, s
 async def _close(conn: asyncpg.Connection, ids: list[int], now: dt.datetime, sealer: Sealer | None = None) -> int:
     """Close these open (and locked) statements in one UPDATE: carried in from the partner's last closed
     statement before it, total = carried in + lines, payable against the minimum payout (else all of it
-    carries out), and what it prints of the parties (names, addresses, payment terms) and its layout fixed, so
-    a later rename or a new version of Clickmint never changes its bytes."""
+    carries out), and what it prints of the parties (names, addresses, payment terms), its layout and its
+    language fixed, so a later rename, a changed language setting or a new version of Clickmint never changes
+    its bytes. Its language (billing/locales.py): the partner's user's setting (users.locale; with several
+    users, the earliest created active one that has chosen a language), else the merchant's default_locale,
+    else English."""
     result = await conn.execute(
         """WITH target AS (SELECT * FROM statements WHERE id = ANY($1::bigint[]) AND status = 'open'),
            figures AS (
@@ -296,6 +299,9 @@ async def _close(conn: asyncpg.Connection, ids: list[int], now: dt.datetime, sea
                                   AND b.period_start < t.period_start
                                 ORDER BY b.period_start DESC LIMIT 1), 0)::bigint AS carried_in,
                       coalesce(sums.total, 0)::bigint AS lines_total,
+                      coalesce((SELECT u.locale FROM users u WHERE u.partner_id = t.partner_id AND u.locale IS NOT NULL
+                                  AND u.status = 'active' ORDER BY u.created_at, u.id LIMIT 1),
+                               m.default_locale, 'en') AS locale,
                       jsonb_build_object('merchant', m.name, 'partner', p.name,
                                          'offers', coalesce(named.offers, '{}'::jsonb), 'layout', $3::int,
                                          'merchant_address', coalesce(m.address, ''),
@@ -318,7 +324,7 @@ async def _close(conn: asyncpg.Connection, ids: list[int], now: dt.datetime, sea
                total_minor = x.total,
                payable = x.total > 0 AND x.total >= s.min_payout_minor,
                carried_out_minor = CASE WHEN x.total > 0 AND x.total >= s.min_payout_minor THEN 0 ELSE x.total END,
-               closed_at = $2, status = 'closed', names = x.names
+               closed_at = $2, status = 'closed', names = x.names, locale = x.locale
            FROM totals x WHERE s.id = x.id""",
         ids,
         now,
@@ -363,7 +369,10 @@ async def document(conn: asyncpg.Connection, statement_id: int) -> exports.State
     an ordinary line. Statements closed before lines were grouped keep their layout and rule (layout 1)."""
     row = await conn.fetchrow(
         """SELECT s.*, m.name AS merchant, p.name AS partner, m.address AS merchant_address,
-                  p.address AS partner_address, m.payment_terms
+                  p.address AS partner_address, m.payment_terms,
+                  coalesce(s.locale, (SELECT u.locale FROM users u WHERE u.partner_id = s.partner_id
+                                        AND u.locale IS NOT NULL AND u.status = 'active'
+                                      ORDER BY u.created_at, u.id LIMIT 1), m.default_locale) AS chosen_locale
            FROM statements s JOIN merchants m ON m.id = s.merchant_id JOIN partners p ON p.id = s.partner_id
            WHERE s.id = $1""",
         statement_id,
@@ -381,7 +390,9 @@ async def document(conn: asyncpg.Connection, statement_id: int) -> exports.State
         statement_id,
     )
     names = orjson.loads(row["names"]) if row["names"] else None  # fixed at close; live while open
-    layout = 1 if row["status"] != "open" and "layout" not in (names or {}) else exports.LAYOUT
+    # An open statement is drawn in the current layout and language; a closed one in those fixed when it closed.
+    layout = exports.LAYOUT if row["status"] == "open" else int((names or {}).get("layout", 1))
+    locale = row["chosen_locale"] if row["status"] == "open" else row["locale"]
     start = dt.datetime.combine(row["period_start"], dt.time(), dt.UTC)
 
     def earlier(line: asyncpg.Record) -> bool:
@@ -408,6 +419,7 @@ async def document(conn: asyncpg.Connection, statement_id: int) -> exports.State
         partner_address=fixed("partner_address"),
         payment_terms=fixed("payment_terms"),
         invoice=await invoices.document(conn, statement_id),
+        locale=locale or "en",
         lines=tuple(
             exports.StatementLine(
                 occurred_at=line["occurred_at"],

@@ -379,7 +379,8 @@ def _statement_args(parser: argparse.ArgumentParser) -> None:
         "--format",
         choices=("csv", "pdf", "detail"),
         default="csv",
-        help="csv or pdf: the statement; detail: the event ids of each of its lines, as CSV",
+        help="csv or pdf: the statement, in the language fixed on it when it closed (the CSV's machine columns "
+        "never translated); detail: the event ids of each of its lines, as CSV",
     )
     parser.add_argument("-o", "--output", default="-", help="file to write the export to (default: stdout)")
 

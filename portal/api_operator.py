@@ -41,11 +41,15 @@ NEW_MERCHANT = {
     "branding": (_branding, False),
     "address": (validate.text(0, 500, lines=True), False),
     "payment_terms": (validate.text(0, 500, lines=True), False),
+    # Its partners' and operators' language when they chose none (docs/i18n.md), and its statements' when their
+    # partner's users chose none (fixed on each statement when it closes).
+    "default_locale": (validate.choice("en", "es", "fr", "de", "pl"), False),
 }
 EDIT_MERCHANT = {
     "name": (validate.text(1, 200), False),
     # The portal's language for its partners and operators without a setting of their own nor a browser's
-    # language among these (docs/i18n.md).
+    # language among these, and the language of statements closed from then on whose partner chose none
+    # (docs/i18n.md).
     "default_locale": (validate.choice("en", "es", "fr", "de", "pl"), False),
     "statement_currency": (validate.choice("own", "partner"), False),
     "branding": (_branding, False),

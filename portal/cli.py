@@ -36,6 +36,12 @@ def _who() -> Principal:
     )
 
 
+_DEFAULT_LOCALE = (
+    "the merchant's default language, one of en, es, fr, de, pl (default en): the portal's for its users who chose "
+    "none (nor their browser), and the language of its statements closed from then on whose partner chose none"
+)
+
+
 def add_args(parser: argparse.ArgumentParser) -> None:
     objects = parser.add_subparsers(dest="object", required=True)
 
@@ -47,6 +53,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     m_add.add_argument("--currency")
     m_add.add_argument("--address", help="postal address printed on statements (newlines as \\n)")
     m_add.add_argument("--payment-terms", help="printed on statements, e.g. 'Net 30, by bank transfer'")
+    m_add.add_argument("--default-locale", metavar="LANG", help=_DEFAULT_LOCALE)
+    m_edit = merchant.add_parser("edit", help="change a merchant's name, address, payment terms or default language")
+    m_edit.add_argument("slug", help="merchant slug")
+    m_edit.add_argument("--name")
+    m_edit.add_argument("--address", help="postal address printed on statements (newlines as \\n)")
+    m_edit.add_argument("--payment-terms", help="printed on statements closed from then on")
+    m_edit.add_argument("--default-locale", metavar="LANG", help=_DEFAULT_LOCALE)
 
     offer = objects.add_parser("offer", help="offers").add_subparsers(dest="action", required=True)
     offer.add_parser("list")
@@ -169,12 +182,18 @@ async def run(args: argparse.Namespace, settings: PortalSettings, conn: asyncpg.
     if obj == "merchant" and action == "list":
         _print(await data.merchants(conn, who))
     elif obj == "merchant":
-        given = _given(args, {"slug": "slug", "name": "name", "currency": "currency", "address": "address"})
-        given |= _given(args, {"payment_terms": "payment_terms"})
+        given = _given(args, {"name": "name", "address": "address", "payment_terms": "payment_terms"})
+        given |= _given(args, {"default_locale": "default_locale"})
         if "address" in given:
             given["address"] = given["address"].replace("\\n", "\n")
-        values: dict[str, Any] = validate.fields(given, api_operator.NEW_MERCHANT)
-        _print(await data.create_merchant(conn, who, values))
+        if action == "edit":
+            merchant_id = await _merchant_id(conn, args.slug)
+            values: dict[str, Any] = validate.fields(given, api_operator.EDIT_MERCHANT)
+            _print(await data.update_merchant(conn, who, merchant_id, values))
+        else:
+            given |= _given(args, {"slug": "slug", "currency": "currency"})
+            values = validate.fields(given, api_operator.NEW_MERCHANT)
+            _print(await data.create_merchant(conn, who, values))
     elif obj == "offer" and action == "list":
         _print(await data.offers(conn, who))
     elif obj == "offer" and action == "status":

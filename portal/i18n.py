@@ -8,16 +8,14 @@ to build or ship, so `pip install -e .` from a clean clone is enough). See docs/
 from __future__ import annotations
 
 import gettext
-import io
 import re
 from contextvars import ContextVar
 from pathlib import Path
 
 from babel import Locale
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
 
-SUPPORTED = ("en", "es", "fr", "de", "pl")
+from kernel.catalogues import SUPPORTED, compile_po
+
 DEFAULT = "en"
 NAMES = {"en": "English", "es": "Español", "fr": "Français", "de": "Deutsch", "pl": "Polski"}  # each in itself
 LOCALE_DIR = Path(__file__).parent / "locale"
@@ -58,15 +56,7 @@ def choose(user_locale: str | None, accept_language: str | None, merchant_defaul
 
 
 def _load(lang: str) -> gettext.NullTranslations:
-    path = LOCALE_DIR / lang / "LC_MESSAGES" / "messages.po"
-    if not path.exists():
-        return gettext.NullTranslations()
-    with path.open("rb") as handle:
-        catalog = read_po(handle, locale=lang)
-    buffer = io.BytesIO()
-    write_mo(buffer, catalog)
-    buffer.seek(0)
-    return gettext.GNUTranslations(buffer)
+    return compile_po(LOCALE_DIR / lang / "LC_MESSAGES" / "messages.po", lang)
 
 
 TRANSLATIONS: dict[str, gettext.NullTranslations] = {lang: _load(lang) for lang in SUPPORTED}

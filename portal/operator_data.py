@@ -128,8 +128,8 @@ async def create_merchant(conn: asyncpg.Connection, who: Principal, values: dict
         try:
             merchant_id = await conn.fetchval(
                 """INSERT INTO merchants (slug, name, currency, rounding, branding, statement_currency, address,
-                                         payment_terms)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id""",
+                                         payment_terms, default_locale)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id""",
                 values["slug"],
                 values["name"],
                 values.get("currency", "USD"),
@@ -138,6 +138,7 @@ async def create_merchant(conn: asyncpg.Connection, who: Principal, values: dict
                 values.get("statement_currency", "own"),
                 values.get("address"),
                 values.get("payment_terms"),
+                values.get("default_locale", "en"),
             )
         except asyncpg.UniqueViolationError as exc:
             raise ApiError(409, "conflict", f"a merchant with slug {values['slug']!r} exists") from exc

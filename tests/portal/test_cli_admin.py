@@ -90,3 +90,24 @@ async def test_a_programme_set_up_from_the_command_line(servers, settings, db):
         me = (await client.get("/api/v1/me", headers={"authorization": f"Bearer {key}"})).json()
         assert me["email"] == "dana@p.example" and me["scopes"] == ["read"]
     assert await db.fetchval("SELECT count(*) FROM offers") == 1
+
+
+async def test_a_merchants_default_language_from_the_command_line(servers, settings, db):
+    """`merchant add/edit --default-locale`: one of the five codes, else refused with nothing written."""
+    env = cli_env(settings)
+    code, out, err = await _cli(env, "merchant", "add", "--slug", "sklep", "--name", "Sklep", "--default-locale", "it")
+    assert code == 1 and "invalid_field" in err and "default_locale" in err
+    assert await db.fetchval("SELECT count(*) FROM merchants WHERE slug = 'sklep'") == 0
+    code, out, err = await _cli(env, "merchant", "add", "--slug", "sklep", "--name", "Sklep", "--default-locale", "pl")
+    assert code == 0, err
+    assert orjson.loads(out)["default_locale"] == "pl"
+    code, out, err = await _cli(env, "merchant", "edit", "sklep", "--default-locale", "PL")
+    assert code == 1 and "invalid_field" in err
+    assert await db.fetchval("SELECT default_locale FROM merchants WHERE slug = 'sklep'") == "pl"
+    code, out, err = await _cli(env, "merchant", "edit", "sklep", "--default-locale", "de", "--payment-terms", "Net 14")
+    assert code == 0, err
+    assert (orjson.loads(out)["default_locale"], orjson.loads(out)["payment_terms"]) == ("de", "Net 14")
+    code, out, err = await _cli(env, "merchant", "edit", "nowhere", "--default-locale", "de")
+    assert code == 1 and "not_found" in err
+    code, out, err = await _cli(env, "merchant", "add", "--slug", "plain", "--name", "Plain")
+    assert code == 0 and orjson.loads(out)["default_locale"] == "en"
