@@ -78,6 +78,11 @@ def _day(day: dt.date, locale: str) -> str:
     )
 
 
+def day(value: dt.date | dt.datetime | str, locale: str | None = None) -> str:
+    """One day as people write it: "7 Dec 2026" (en), "7. Dez. 2026" (de), "7 gru 2026" (pl)."""
+    return _day(dt.date.fromisoformat(str(value)[:10]), _locale(locale))
+
+
 def period(start: dt.date | str, end: dt.date | str, inclusive: bool = False, locale: str | None = None) -> str:
     """A period as people say it. `end` is exclusive unless `inclusive`: 2026-12-01..2027-01-01 -> "December 2026";
     2026-12-01..2026-12-08 -> "1-7 Dec 2026"; across months "28 Nov - 4 Dec 2026" (en dashes). Month names

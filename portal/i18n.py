@@ -17,6 +17,7 @@ from babel import Locale
 from kernel.catalogues import SUPPORTED, compile_po
 
 DEFAULT = "en"
+NAMES = {"en": "English", "es": "Español", "fr": "Français", "de": "Deutsch", "pl": "Polski"}  # each in itself
 LOCALE_DIR = Path(__file__).parent / "locale"
 CURRENT: ContextVar[str] = ContextVar("locale", default=DEFAULT)
 

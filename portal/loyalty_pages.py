@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from billing.public import loyalty_ledger as ledger
 from kernel.loyalty_rules import LoyaltyError
-from portal import formats, pages, validate
+from portal import formats, pages, refusals, validate
 from portal.api import Ctx, client_key
 from portal.errors import ApiError
 from portal.i18n import N_, gettext_
@@ -65,11 +65,15 @@ def _grouped(minor: int, currency: str, exponent_of: str | None = None) -> str:
     return f"{text} {currency}" if currency else text
 
 
-_FIELDS = (
-    ("customer", "Customer id", "as the shop sends it"),
-    ("points", "Points", "whole points; negative to take some away, e.g. -50"),
-    ("reason", "Reason", "kept with the entry and in the audit log"),
+_FIELDS = (  # name, label, hint: in English, translated on display (_fields)
+    ("customer", N_("Customer id"), N_("as the shop sends it")),
+    ("points", N_("Points"), N_("whole points; negative to take some away, e.g. -50")),
+    ("reason", N_("Reason"), N_("kept with the entry and in the audit log")),
 )
+
+
+def _fields() -> list[tuple[str, str, str]]:
+    return [(name, gettext_(label), gettext_(hint)) for name, label, hint in _FIELDS]
 
 
 async def admin_page(ctx: Ctx, form: dict[str, Any] | None) -> Response:
@@ -86,21 +90,26 @@ async def admin_page(ctx: Ctx, form: dict[str, Any] | None) -> Response:
         values = {name: str(form.get(name, "")).strip() for name, _, _ in _FIELDS}
         points = 0
         if not values["customer"] or len(values["customer"]) > 255:
-            errors["customer"] = "Enter the customer id (at most 255 characters)"
+            errors["customer"] = gettext_("Enter the customer id (at most 255 characters)")
         try:
             points = int(values["points"].replace(",", "").replace(" ", ""))
         except ValueError:
-            errors["points"] = "Enter whole points, e.g. 50 or -20"
+            errors["points"] = gettext_("Enter whole points, e.g. 50 or -20")
         if not values["reason"]:
-            errors["reason"] = "Enter the reason for the adjustment"
+            errors["reason"] = gettext_("Enter the reason for the adjustment")
         if not errors:
             try:
                 balance = await ledger.adjust(
                     ctx.conn, prog, values["customer"], points, values["reason"], ctx.who.email, ctx.who.user_id or None
                 )
-                return pages.back("/admin/loyalty", f"{values['customer']}: {points:+,} points; balance {balance:,}")
+                said = gettext_("%(customer)s: %(points)s points; balance %(balance)s") % {
+                    "customer": values["customer"],
+                    "points": ("+" if points > 0 else "") + formats.number(points),
+                    "balance": formats.number(balance),
+                }
+                return pages.back("/admin/loyalty", said)
             except LoyaltyError as exc:
-                errors["customer" if exc.code == "unknown_member" else "points"] = exc.detail
+                errors["customer" if exc.code == "unknown_member" else "points"] = refusals.shown(exc.detail)
     q = ctx.query("q", validate.text(0, 255), "")
     data: dict[str, Any] = {"programme": None, "slug": await _slug(ctx, merchant_id), "q": q, "merchant_param": named}
     if prog is not None:
@@ -108,8 +117,8 @@ async def admin_page(ctx: Ctx, form: dict[str, Any] | None) -> Response:
         total = sum(r["points"] for r in rows)
         data |= {
             "programme": {
-                "value_points": f"{prog.value_points:,}",
-                "value_text": _grouped(prog.value_minor, prog.currency),
+                "value_points": formats.number(prog.value_points),
+                "value_text": formats.money(prog.value_minor, prog.currency),
                 "expiry_days": prog.expiry_days,
                 "refund_policy": prog.refund_policy,
                 "currency": prog.currency,
@@ -118,11 +127,11 @@ async def admin_page(ctx: Ctx, form: dict[str, Any] | None) -> Response:
                 {
                     "label": _month(r["expires"]),
                     "points": r["points"],
-                    "value_text": _grouped(r["value_minor"], "", prog.currency),
+                    "value_text": _amount(r["value_minor"], prog.currency),
                 }
                 for r in rows
             ],
-            "total": {"points": total, "value_text": _grouped(prog.discount_minor(total), "", prog.currency)},
+            "total": {"points": total, "value_text": _amount(prog.discount_minor(total), prog.currency)},
             "pending": await ctx.conn.fetchval(
                 """SELECT coalesce(sum(points - cancelled), 0)::bigint FROM loyalty_lots
                    WHERE merchant_id = $1 AND status = 'pending'""",
@@ -131,7 +140,7 @@ async def admin_page(ctx: Ctx, form: dict[str, Any] | None) -> Response:
             "members": (await _search(ctx, merchant_id, q)),
         }
     status = 400 if errors else 200
-    response = await pages.show(ctx, "loyalty/admin.html", errors=errors, values=values, fields=_FIELDS, **data)
+    response = await pages.show(ctx, "loyalty/admin.html", errors=errors, values=values, fields=_fields(), **data)
     response.status_code = status
     return response
 
@@ -154,11 +163,17 @@ async def _search(ctx: Ctx, merchant_id: int, q: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+def _amount(minor: int, currency: str) -> str:
+    """An amount in the page's language without its currency (the column's header names it)."""
+    return formats.money(minor, currency).removesuffix(f" {currency}")
+
+
 def _month(raw: str | None) -> str:
-    """ "2027-01" -> "January 2027"; None: points that never expire."""
+    """ "2027-01" -> "January 2027" in the page's language; None: points that never expire."""
     if raw is None:
-        return "Never"
-    return dt.date(int(raw[:4]), int(raw[5:7]), 1).strftime("%B %Y")
+        return gettext_("Never")
+    first = dt.date(int(raw[:4]), int(raw[5:7]), 1)
+    return formats.period(first, (first + dt.timedelta(days=32)).replace(day=1))
 
 
 def routes() -> list[Route]:

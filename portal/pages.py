@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from kernel.money import format_amount
-from portal import auth, formats, i18n, notifications, qr, tenancy, terms, validate
+from portal import auth, formats, i18n, notifications, qr, tenancy, terms, validate, words
 from portal.api import Ctx
 from portal.errors import ApiError
 
@@ -33,10 +33,13 @@ TEMPLATES.install_gettext_callables(  # type: ignore[attr-defined]  # {% trans %
     i18n.gettext_, i18n.ngettext_, newstyle=True, pgettext=i18n.pgettext_, npgettext=i18n.npgettext_
 )
 TEMPLATES.globals["locale"] = lambda: i18n.CURRENT.get()
+TEMPLATES.globals["languages"] = lambda: list(i18n.NAMES.items())  # [(code, name in that language)]
 TEMPLATES.filters["number"] = formats.number  # 12345 -> "12,345" (en), "12.345" (de)
 TEMPLATES.filters["money"] = format_amount  # minor units -> "12.34" by the currency's exponent
 TEMPLATES.filters["amount"] = formats.money  # minor units or "12.34" -> "1,234.00 USD"
 TEMPLATES.filters["period"] = formats.period  # [start, end) -> "December 2026", "1-7 Dec 2026"
+TEMPLATES.filters["day"] = formats.day  # a date -> "7 Dec 2026", "7. Dez. 2026"
+TEMPLATES.globals["word"] = words.word  # a stored status or kind in the page's language
 TEMPLATES.filters["first_upper"] = lambda text: text[:1].upper() + text[1:]
 TEMPLATES.globals["describe_terms"] = terms.describe
 TEMPLATES.filters["combine_plan"] = lambda plan, over: {k: v for k, v in {**plan, **over}.items() if v is not None}

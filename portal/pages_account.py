@@ -1,4 +1,5 @@
-"""The partner's own account pages: profile and payout details, password change, the banners gallery (with each
+"""The users' own account pages: the operator's account (its language, its merchant's default language); the
+partner's profile and payout details, password change, the banners gallery (with each
 banner's image served to the partners it is open to), and notifications."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from urllib.parse import quote
 from starlette.responses import RedirectResponse, Response
 
 from portal import api_partner, auth, i18n, notifications, users, validate
+from portal import operator_data as odata
 from portal import partner_data as pdata
 from portal.api import Ctx
 from portal.api_auth import is_https, session_cookie
@@ -49,10 +51,30 @@ async def set_language(ctx: Ctx, form: dict[str, Any], path: str) -> Response:
     """The user's language (one of i18n.SUPPORTED), or "" to follow the browser and then the merchant's default."""
     chosen = str(form.get("locale", "")).strip()
     if chosen and chosen not in i18n.SUPPORTED:
-        raise invalid("locale", "must be one of " + ", ".join(i18n.SUPPORTED) + ", or empty for the browser's")
+        said = i18n.gettext_("must be one of %(codes)s, or empty for the browser's")
+        raise invalid("locale", said % {"codes": ", ".join(i18n.SUPPORTED)})
     await ctx.conn.execute("UPDATE users SET locale = $2 WHERE id = $1", ctx.who.user_id, chosen or None)
     i18n.CURRENT.set(i18n.choose(chosen or None, ctx.request.headers.get("accept-language"), None))
     return back(path, i18n.gettext_("Language saved."))
+
+
+async def admin_account(ctx: Ctx, form: Any) -> Response:
+    """The operator's own account: its language, and the default language of its merchant (a network operator:
+    of the merchant it picks), which partners and operators follow when they chose none and their browser asks
+    for none of the five. The same checks and audit as PATCH /api/v1/admin/merchants/{id}."""
+    if form is not None and form.get("form") == "language":
+        return await set_language(ctx, form, "/admin/account")
+    if form is not None:
+        merchant_id = odata.scope_merchant(ctx.who, validate.integer(1)("merchant_id", form.get("merchant_id")))
+        wanted = {"default_locale": str(form.get("default_locale", "")).strip()}
+        if wanted["default_locale"] not in i18n.SUPPORTED:
+            said = i18n.gettext_("must be one of %(codes)s")
+            raise invalid("default_locale", said % {"codes": ", ".join(i18n.SUPPORTED)})
+        await odata.update_merchant(ctx.conn, ctx.who, merchant_id, wanted)
+        return back("/admin/account", i18n.gettext_("Default language saved."))
+    chosen = await ctx.conn.fetchval("SELECT locale FROM users WHERE id = $1", ctx.who.user_id)
+    merchants = await odata.merchants(ctx.conn, ctx.who)
+    return await show(ctx, "admin_account.html", chosen_locale=chosen or "", merchants=merchants)
 
 
 async def _change_password(ctx: Ctx, form: dict[str, Any]) -> Response:

@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from portal import api_attribution
+from portal import api_attribution, i18n, refusals, words
 from portal import attribution_data as data
 from portal.api import Ctx
 from portal.errors import ApiError
@@ -27,18 +27,20 @@ async def admin_holds(ctx: Ctx, form: dict[str, Any] | None) -> Response:
                     {k: v for k, v in form.items() if k != "coupon_id"}, api_attribution.COUPON_DECISION
                 )
                 done = await data.decide_coupon(ctx.conn, ctx.who, coupon_id, values["decision"], values.get("note"))
-                return back("/admin/holds", f"Coupon {done['code']}: {done['status']}.")
+                said = {"code": done["code"], "status": words.word(done["status"])}
+                return back("/admin/holds", i18n.gettext_("Coupon %(code)s: %(status)s.") % said)
             event_id = str(form.get("event_id", ""))
             values = await ctx.fields({k: v for k, v in form.items() if k != "event_id"}, api_attribution.HOLD_DECISION)
             if not api_attribution._UUID.match(event_id):
                 raise ApiError(404, "not_found", "no such conversion")
             done = await data.decide_hold(ctx.conn, ctx.who, event_id, values["decision"], values["reason"])
-            return back("/admin/holds", f"Conversion {done['event_id']}: {done['status']}.")
+            said = {"id": done["event_id"], "status": words.word(done["status"])}
+            return back("/admin/holds", i18n.gettext_("Conversion %(id)s: %(status)s.") % said)
         except ApiError as exc:
             if exc.status != 400:  # not found (another merchant's), already decided: the error page
                 raise
             field = "reason" if "reason" in exc.detail else "decision"
-            errors[field] = exc.detail
+            errors[field] = refusals.shown(exc.detail)
     holds = await data.holds(ctx.conn, ctx.who, False, 200)
     requests = [c for c in await data.coupons(ctx.conn, ctx.who) if c["status"] == "requested"]
     return await show(

@@ -7,10 +7,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 from starlette.responses import RedirectResponse, Response
 
-from portal import api_operator, plan_form, validate
+from portal import api_operator, i18n, plan_form, validate, words
 from portal import operator_data as odata
 from portal.api import Ctx
 from portal.errors import ApiError, invalid
@@ -62,7 +63,7 @@ async def admin_offers(ctx: Ctx, form: Any) -> Response:
         values = await ctx.fields(offer_values(form, await _currency(ctx, form)), api_operator.OFFER)
         with _beside_the_editor(form):
             created = await odata.create_offer(ctx.conn, ctx.who, values)
-        return back("/admin/offers", f"Offer {created['name']} created.")
+        return back("/admin/offers", i18n.gettext_("Offer %(name)s created.") % {"name": created["name"]})
     offers = await odata.offers(ctx.conn, ctx.who)
     core = ctx.portal.settings.core
     failed = FAILED.get()
@@ -72,7 +73,7 @@ async def admin_offers(ctx: Ctx, form: Any) -> Response:
         offers=offers,
         caps_used=await odata.caps_used_today(ctx.conn, ctx.portal.redis, core.key_prefix, offers),
         merchants=await odata.merchants(ctx.conn, ctx.who),
-        models=plan_form.MODELS,
+        models=plan_form.models(),
         tiers=plan_form.rows(failed.values if failed else {}, "tier_percent_", plan_form.TIERS),
         actions=plan_form.rows(failed.values if failed else {}, "cpa_action_", plan_form.ACTIONS),
         currency=await _currency(ctx, {}),
@@ -89,7 +90,11 @@ async def admin_offer(ctx: Ctx, form: Any) -> Response:
         if action in ("pause", "resume", "archive"):
             status = {"pause": "paused", "resume": "active", "archive": "archived"}[action]
             await odata.update_offer(ctx.conn, ctx.who, offer_id, {"status": status})
-            return back(here, f"Offer {current['name']} is {status}.")
+            return back(
+                here,
+                i18n.gettext_("Offer %(name)s is %(status)s.")
+                % {"name": current["name"], "status": words.word(status)},
+            )
         if action == "clone":
             return await _clone(ctx, current)
         if action == "override":
@@ -98,7 +103,7 @@ async def admin_offer(ctx: Ctx, form: Any) -> Response:
         values.pop("merchant_id", None)
         with _beside_the_editor(form):
             await odata.update_offer(ctx.conn, ctx.who, offer_id, values)
-        return back(here, "Offer saved.")
+        return back(here, i18n.gettext_("Offer saved."))
     failed = FAILED.get()
     filled = failed.values if failed else plan_form.to_form(current["fee_plan"], current["caps"], current["currency"])
     overrides = await ctx.conn.fetch(
@@ -111,7 +116,7 @@ async def admin_offer(ctx: Ctx, form: Any) -> Response:
         "admin_offer.html",
         o=current,
         failed=failed or Failed({**_basics_of(current), **filled}),
-        models=plan_form.MODELS,
+        models=plan_form.models(),
         tiers=plan_form.rows(filled, "tier_percent_", 1),
         actions=plan_form.rows(filled, "cpa_action_", 2),
         currency=current["currency"],
@@ -161,7 +166,7 @@ async def _clone(ctx: Ctx, current: dict[str, Any]) -> Response:
     """A paused copy to edit before it goes live (its own TUNE token, none of the original's secrets)."""
     values = {k: current[k] for k in ("name", "destination_url", "visibility", "hold_days", "fee_plan", "caps")}
     values |= {
-        "name": f"Copy of {current['name']}"[:200],
+        "name": (i18n.gettext_("Copy of %(name)s") % {"name": current["name"]})[:200],
         "status": "paused",
         "merchant_id": current["merchant_id"],
         "attribution_window_s": current["attribution_window_s"],
@@ -172,7 +177,7 @@ async def _clone(ctx: Ctx, current: dict[str, Any]) -> Response:
     if current.get("allowed_hosts"):
         values["allowed_hosts"] = list(current["allowed_hosts"])
     made = await odata.create_offer(ctx.conn, ctx.who, await ctx.fields(values, api_operator.OFFER))
-    return RedirectResponse(f"/admin/offers/{made['id']}?notice=Copy+made%2C+paused%3A+edit+it+then+resume+it.", 303)
+    return back(f"/admin/offers/{made['id']}", i18n.gettext_("Copy made, paused: edit it then resume it."))
 
 
 async def _override(ctx: Ctx, current: dict[str, Any], form: dict[str, Any]) -> Response:
@@ -185,9 +190,9 @@ async def _override(ctx: Ctx, current: dict[str, Any], form: dict[str, Any]) -> 
         name, _, words = exc.detail.partition(": ")
         raise invalid(f"ov_{name}", words) from exc
     if not plan:
-        raise invalid("ov_m_cps", "pick at least one model for this partner")
+        raise invalid("ov_m_cps", i18n.gettext_("pick at least one model for this partner"))
     await odata.set_partner_plan(ctx.conn, ctx.who, current["id"], partner_id, plan)
-    return back(f"/admin/offers/{current['id']}", "Partner's own terms saved.")
+    return back(f"/admin/offers/{current['id']}", i18n.gettext_("Partner's own terms saved."))
 
 
 async def admin_integration(ctx: Ctx, form: Any) -> Response:
@@ -200,9 +205,10 @@ async def admin_integration(ctx: Ctx, form: Any) -> Response:
         if form.get("action") == "test":
             return back(here, await send_test(ctx.portal.settings.tracker_url, current))
         if form.get("action") != "rotate":
-            raise invalid("action", "must be rotate or test")
+            raise invalid("action", i18n.gettext_("must be rotate or test"))
         await rotate_secret(ctx, current)
-        return RedirectResponse(here + "?reveal=1&notice=" + "New+secret+made%3A+the+old+one+no+longer+works.", 303)
+        said = quote(i18n.gettext_("New secret made: the old one no longer works."))
+        return RedirectResponse(f"{here}?reveal=1&notice={said}", 303)
     tracker = ctx.portal.settings.tracker_url
     return await show(
         ctx,
@@ -284,12 +290,22 @@ async def send_test(tracker: str, o: dict[str, Any]) -> str:
         async with httpx.AsyncClient(timeout=5.0, follow_redirects=False) as client:
             answer = await client.post(url, content=body, headers=headers)
     except httpx.HTTPError as exc:
-        return f"Test: the tracker at {url} could not be reached ({type(exc).__name__})."
+        return i18n.gettext_("Test: the tracker at %(url)s could not be reached (%(error)s).") % {
+            "url": url,
+            "error": type(exc).__name__,
+        }
     try:
         code = str(orjson.loads(answer.content).get("error", ""))
     except (orjson.JSONDecodeError, AttributeError):
         code = ""
     if code.startswith("click_id_"):
-        how = "signature" if o["postback_security"] == "hmac" else "token"
-        return f"Test passed: the tracker accepted the {how} and refused the test click id ({code}); nothing recorded."
-    return f"Test failed: the tracker answered {answer.status_code} {code or answer.text[:80]}."
+        said = (
+            i18n.gettext_("Test passed: the tracker accepted the signature and refused the test click id (%(code)s).")
+            if o["postback_security"] == "hmac"
+            else i18n.gettext_("Test passed: the tracker accepted the token and refused the test click id (%(code)s).")
+        )
+        return said % {"code": code} + " " + i18n.gettext_("Nothing was recorded.")
+    return i18n.gettext_("Test failed: the tracker answered %(status)s %(detail)s.") % {
+        "status": answer.status_code,
+        "detail": code or answer.text[:80],
+    }

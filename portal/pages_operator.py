@@ -9,7 +9,7 @@ from typing import Any
 from starlette.responses import Response
 
 from kernel.sealed import Sealer
-from portal import api_operator, formats, invitations, partner_admin, validate
+from portal import api_operator, formats, i18n, invitations, partner_admin, validate, words
 from portal import operator_data as odata
 from portal.api import Ctx
 from portal.errors import invalid
@@ -48,32 +48,42 @@ async def admin_partners(ctx: Ctx, form: Any) -> Response:
         picked = [k for k in form if k.startswith("pick_")]
         if form.get("bulk") == "approved":
             if not picked:
-                raise invalid("bulk", "tick at least one application to approve")
+                raise invalid("bulk", i18n.gettext_("tick at least one application to approve"))
             for key in picked[:200]:
                 partner_raw, _, merchant_raw = key.removeprefix("pick_").partition("_")
                 partner_id = await ctx.ref(key, "partner", partner_raw)
                 merchant_id = validate.integer(1)(key, merchant_raw)
                 await odata.set_partner_status(ctx.conn, ctx.who, partner_id, merchant_id, "approved")
-            return back("/admin/partners", f"{len(picked[:200])} approved.")
+            count = len(picked[:200])
+            return back(
+                "/admin/partners", i18n.ngettext_("%(num)d approved.", "%(num)d approved.", count) % {"num": count}
+            )
         if "status" in form and "partner_id" in form:
             partner_id = await ctx.ref("partner_id", "partner", form.pop("partner_id"))
             values = await ctx.fields(form, api_operator.PARTNER_STATUS)
             await odata.set_partner_status(ctx.conn, ctx.who, partner_id, values.get("merchant_id"), values["status"])
-            return back("/admin/partners", f"Partner {partner_id} is {values['status']}.")
+            status = {"id": partner_id, "status": words.word(values["status"])}
+            return back("/admin/partners", i18n.gettext_("Partner %(id)s is %(status)s.") % status)
         if form.get("action") == "listing":
             merchant_id = odata.scope_merchant(ctx.who, validate.integer(1)("merchant_id", form.get("merchant_id")))
             listed = form.get("listed") == "true"
             await ctx.conn.execute("UPDATE merchants SET listed = $2 WHERE id = $1", merchant_id, listed)
             await odata.audit(ctx.conn, ctx.who, merchant_id, "set_listed", "merchant", merchant_id, {"listed": listed})
-            return back("/admin/partners", "Listed in the marketplace." if listed else "No longer in the marketplace.")
+            listing = (
+                i18n.gettext_("Listed in the marketplace.")
+                if listed
+                else i18n.gettext_("No longer in the marketplace.")
+            )
+            return back("/admin/partners", listing)
         if "withdraw" in form:
             invitation_id = await ctx.ref("withdraw", "invitation", form["withdraw"])
             await invitations.withdraw(ctx.conn, ctx.who, invitation_id)
-            return back("/admin/partners", "Invitation withdrawn.")
+            return back("/admin/partners", i18n.gettext_("Invitation withdrawn."))
         values = await ctx.fields(form, api_operator.NEW_PARTNER)
         merchant_id = odata.scope_merchant(ctx.who, values.pop("merchant_id", None))
         made = await invitations.invite(ctx.conn, ctx.portal.settings, ctx.who, merchant_id, values)
-        return back("/admin/partners", f"Invitation sent to {made['email']}; the partner joins when it accepts.")
+        sent = i18n.gettext_("Invitation sent to %(email)s; the partner joins when it accepts.")
+        return back("/admin/partners", sent % {"email": made["email"]})
     return await show(
         ctx,
         "admin_partners.html",
@@ -95,9 +105,9 @@ async def admin_partner(ctx: Ctx, form: Any) -> Response:
             "SELECT 1 FROM partner_programmes WHERE partner_id = $1 AND merchant_id = $2", partner_id, merchant_id
         )
         if not member:
-            raise invalid("merchant_id", "this partner is not in that programme")
+            raise invalid("merchant_id", i18n.gettext_("this partner is not in that programme"))
         await partner_admin.add_note(ctx.conn, ctx.who, partner_id, merchant_id, text)
-        return back(f"/admin/partners/{partner_id}", "Note added.")
+        return back(f"/admin/partners/{partner_id}", i18n.gettext_("Note added."))
     today = dt.datetime.now(dt.UTC).date()
     found = await partner_admin.detail(ctx.conn, ctx.who, partner_id, today)
     names = await _names(ctx)
@@ -111,7 +121,10 @@ async def admin_statements(ctx: Ctx, form: Any) -> Response:
         action = validate.choice("close", "paid")("action", form.get("action"))
         sealer = Sealer(ctx.portal.settings.core.secret_key)  # self-billed invoices print sealed VAT numbers
         await odata.finish_statement(ctx.conn, ctx.who, statement_id, action, sealer)
-        return back("/admin/statements", f"Statement {statement_id}: {action}.")
+        done = i18n.gettext_("closed") if action == "close" else i18n.gettext_("paid")
+        return back(
+            "/admin/statements", i18n.gettext_("Statement %(id)s: %(done)s.") % {"id": statement_id, "done": done}
+        )
     return await show(
         ctx,
         "statements.html",
@@ -127,7 +140,9 @@ async def admin_conversions(ctx: Ctx, form: Any) -> Response:
         {
             **c,
             "when": c["ts"][:16].replace("T", " "),
-            "source": f"{c['via'] or ''}{' (authenticated)' if c['authenticated'] else ''}",
+            "source": f"{c['via'] or ''}{' (' + i18n.gettext_('authenticated') + ')' if c['authenticated'] else ''}",
+            "kind": words.word(c["kind"]),
+            "status": words.word(c["status"]),
             "money": formats.money(c["amount"], c["currency"]) if c["amount"] is not None else None,
         }
         for c in _named(found["conversions"], await _names(ctx))
@@ -135,19 +150,19 @@ async def admin_conversions(ctx: Ctx, form: Any) -> Response:
     return await show(
         ctx,
         "admin_table.html",
-        title="Conversions",
+        title=i18n.gettext_("Conversions"),
         table_id="conversions",
         row_actions=None,
         columns=[
-            ("When (UTC)", "when"),
-            ("Offer", "offer"),
-            ("Partner", "partner"),
-            ("Kind", "kind"),
-            ("Order", "order_id"),
-            ("Amount", "money"),
-            ("Source", "source"),
-            ("Status", "status"),
-            ("Why", "reason"),
+            (i18n.gettext_("When (UTC)"), "when"),
+            (i18n.gettext_("Offer"), "offer"),
+            (i18n.gettext_("Partner"), "partner"),
+            (i18n.gettext_("Kind"), "kind"),
+            (i18n.gettext_("Order"), "order_id"),
+            (i18n.gettext_("Amount"), "money"),
+            (i18n.gettext_("Source"), "source"),
+            (i18n.gettext_("Status"), "status"),
+            (i18n.gettext_("Why"), "reason"),
         ],
         rows=rows,
         form=None,
@@ -161,7 +176,13 @@ async def admin_audit(ctx: Ctx, form: Any) -> Response:
 def _options(merchants: list[dict[str, Any]], who: Any) -> list[dict[str, Any]]:
     if who.role != "network":
         return []
-    return [{"name": "merchant_id", "label": "Merchant", "options": [(m["id"], m["name"]) for m in merchants]}]
+    return [
+        {
+            "name": "merchant_id",
+            "label": i18n.gettext_("Merchant"),
+            "options": [(m["id"], m["name"]) for m in merchants],
+        }
+    ]
 
 
 async def admin_links(ctx: Ctx, form: Any) -> Response:
@@ -170,38 +191,50 @@ async def admin_links(ctx: Ctx, form: Any) -> Response:
             link_id = await ctx.ref("link_id", "link", form.pop("link_id"))
             values = await ctx.fields(form, api_operator.LINK_STATUS)
             await odata.set_link_status(ctx.conn, ctx.who, link_id, values["status"])
-            return back("/admin/links", f"Link {link_id} is {values['status']}.")
+            said = {"id": link_id, "status": words.word(values["status"])}
+            return back("/admin/links", i18n.gettext_("Link %(id)s is %(status)s.") % said)
         made = await odata.create_link(ctx.conn, ctx.who, await ctx.fields(form, api_operator.NEW_LINK))
-        return back("/admin/links", f"Link {made['code']} created.")
+        return back("/admin/links", i18n.gettext_("Link %(code)s created.") % {"code": made["code"]})
     offers = await odata.offers(ctx.conn, ctx.who)
     partners = await odata.partners(ctx.conn, ctx.who)
     return await show(
         ctx,
         "admin_table.html",
-        title="Links",
+        title=i18n.gettext_("Links"),
         table_id="links",
         columns=[
             ("#", "id"),
-            ("Code", "code"),
-            ("Partner", "partner"),
-            ("Offer", "offer"),
-            ("Banner", "creative"),
-            ("Status", "status"),
+            (i18n.gettext_("Code"), "code"),
+            (i18n.gettext_("Partner"), "partner"),
+            (i18n.gettext_("Offer"), "offer"),
+            (i18n.gettext_("Banner"), "creative"),
+            (i18n.gettext_("Status"), "status_word"),
         ],
-        rows=_named(await odata.links(ctx.conn, ctx.who), await _names(ctx)),
+        rows=[
+            {**r, "status_word": words.word(r["status"])}
+            for r in _named(await odata.links(ctx.conn, ctx.who), await _names(ctx))
+        ],
         row_actions=lambda r: [
             {
-                "label": "Pause" if r["status"] == "active" else "Resume",
+                "label": i18n.gettext_("Pause") if r["status"] == "active" else i18n.gettext_("Resume"),
                 "fields": {"link_id": r["id"], "status": "paused" if r["status"] == "active" else "active"},
             }
         ],
         form={
-            "title": "New link",
+            "title": i18n.gettext_("New link"),
             "id": "new-link",
-            "button": "Create link",
+            "button": i18n.gettext_("Create link"),
             "fields": [
-                {"name": "offer_id", "label": "Offer", "options": [(o["id"], o["name"]) for o in offers]},
-                {"name": "partner_id", "label": "Partner", "options": sorted({(p["id"], p["name"]) for p in partners})},
+                {
+                    "name": "offer_id",
+                    "label": i18n.gettext_("Offer"),
+                    "options": [(o["id"], o["name"]) for o in offers],
+                },
+                {
+                    "name": "partner_id",
+                    "label": i18n.gettext_("Partner"),
+                    "options": sorted({(p["id"], p["name"]) for p in partners}),
+                },
             ],
         },
     )
@@ -214,36 +247,40 @@ async def admin_creatives(ctx: Ctx, form: Any) -> Response:
         await odata.create_creative(
             ctx.conn, ctx.who, values["offer_id"], values["name"], values.get("alt_text", ""), image
         )
-        return back("/admin/creatives", f"Banner {values['name']} uploaded.")
+        return back("/admin/creatives", i18n.gettext_("Banner %(name)s uploaded.") % {"name": values["name"]})
     offers = await odata.offers(ctx.conn, ctx.who)
     return await show(
         ctx,
         "admin_table.html",
-        title="Banners",
+        title=i18n.gettext_("Banners"),
         table_id="creatives",
         row_actions=None,
         columns=[
             ("#", "id"),
-            ("Offer", "offer"),
-            ("Name", "name"),
-            ("Type", "content_type"),
-            ("Width", "width"),
-            ("Height", "height"),
-            ("Bytes", "bytes"),
+            (i18n.gettext_("Offer"), "offer"),
+            (i18n.gettext_("Name"), "name"),
+            (i18n.gettext_("Type"), "content_type"),
+            (i18n.gettext_("Width"), "width"),
+            (i18n.gettext_("Height"), "height"),
+            (i18n.gettext_("Bytes"), "bytes"),
         ],
         rows=_named(await odata.creatives(ctx.conn, ctx.who), await _names(ctx)),
         form={
-            "title": "Upload a banner (PNG, GIF, JPEG or WebP, at most 1 MiB)",
+            "title": i18n.gettext_("Upload a banner (PNG, GIF, JPEG or WebP, at most 1 MiB)"),
             "id": "new-creative",
-            "button": "Upload",
+            "button": i18n.gettext_("Upload"),
             "multipart": True,
             "fields": [
-                {"name": "offer_id", "label": "Offer", "options": [(o["id"], o["name"]) for o in offers]},
-                {"name": "name", "label": "Name", "required": True},
-                {"name": "alt_text", "label": "Alt text"},
+                {
+                    "name": "offer_id",
+                    "label": i18n.gettext_("Offer"),
+                    "options": [(o["id"], o["name"]) for o in offers],
+                },
+                {"name": "name", "label": i18n.gettext_("Name"), "required": True},
+                {"name": "alt_text", "label": i18n.gettext_("Alt text")},
                 {
                     "name": "image",
-                    "label": "Image",
+                    "label": i18n.gettext_("Image"),
                     "type": "file",
                     "required": True,
                     "accept": "image/png,image/gif,image/jpeg,image/webp",
@@ -257,40 +294,40 @@ async def admin_products(ctx: Ctx, form: Any) -> Response:
     if form is not None:
         values = await ctx.fields(form, api_operator.PRODUCT)
         await odata.set_product(ctx.conn, ctx.who, values)
-        return back("/admin/products", f"Wholesale price of {values['sku']} set.")
+        return back("/admin/products", i18n.gettext_("Wholesale price of %(sku)s set.") % {"sku": values["sku"]})
     merchants = await odata.merchants(ctx.conn, ctx.who)
     return await show(
         ctx,
         "admin_table.html",
-        title="Products and wholesale prices",
+        title=i18n.gettext_("Products and wholesale prices"),
         table_id="products",
         row_actions=None,
         columns=[
-            ("Merchant", "merchant"),
+            (i18n.gettext_("Merchant"), "merchant"),
             ("SKU", "sku"),
-            ("Name", "name"),
-            ("Wholesale", "price"),
-            ("In force from", "valid_from"),
+            (i18n.gettext_("Name"), "name"),
+            (i18n.gettext_("Wholesale"), "price"),
+            (i18n.gettext_("In force from"), "valid_from"),
         ],
         rows=[
             {**r, "price": formats.money(r["wholesale"], r["currency"]) if r["currency"] else None}
             for r in _named(await odata.products(ctx.conn, ctx.who), await _names(ctx))
         ],
         form={
-            "title": "Set a product's wholesale price (a new version from now)",
+            "title": i18n.gettext_("Set a product's wholesale price (a new version from now)"),
             "id": "new-product",
-            "button": "Save",
+            "button": i18n.gettext_("Save"),
             "fields": [
                 *_options(merchants, ctx.who),
                 {"name": "sku", "label": "SKU", "required": True},
-                {"name": "name", "label": "Name", "required": True},
+                {"name": "name", "label": i18n.gettext_("Name"), "required": True},
                 {
                     "name": "wholesale",
-                    "label": "Wholesale price",
-                    "hint": "as you write it, e.g. 12.50",
+                    "label": i18n.gettext_("Wholesale price"),
+                    "hint": i18n.gettext_("as you write it, e.g. 12.50"),
                     "required": True,
                 },
-                {"name": "currency", "label": "Currency", "required": True},
+                {"name": "currency", "label": i18n.gettext_("Currency"), "required": True},
             ],
         },
     )
@@ -299,31 +336,36 @@ async def admin_products(ctx: Ctx, form: Any) -> Response:
 async def admin_rates(ctx: Ctx, form: Any) -> Response:
     if form is not None:
         await odata.add_rate(ctx.conn, ctx.who, await ctx.fields(form, api_operator.RATE))
-        return back("/admin/rates", "Rate added.")
+        return back("/admin/rates", i18n.gettext_("Rate added."))
     merchants = await odata.merchants(ctx.conn, ctx.who)
     return await show(
         ctx,
         "admin_table.html",
-        title="Currency rates",
+        title=i18n.gettext_("Currency rates"),
         table_id="rates",
         row_actions=None,
         columns=[
-            ("Merchant", "merchant"),
-            ("Base", "base"),
-            ("Quote", "quote"),
-            ("Rate", "rate"),
-            ("From", "valid_from"),
+            (i18n.gettext_("Merchant"), "merchant"),
+            (i18n.gettext_("Base"), "base"),
+            (i18n.gettext_("Quote"), "quote"),
+            (i18n.gettext_("Rate"), "rate"),
+            (i18n.gettext_("From"), "valid_from"),
         ],
         rows=_named(await odata.rates(ctx.conn, ctx.who), await _names(ctx)),
         form={
-            "title": "Add a rate: 1 base = rate quote",
+            "title": i18n.gettext_("Add a rate: 1 base = rate quote"),
             "id": "new-rate",
-            "button": "Add",
+            "button": i18n.gettext_("Add"),
             "fields": [
                 *_options(merchants, ctx.who),
-                {"name": "base", "label": "Base currency", "required": True},
-                {"name": "quote", "label": "Quote currency", "required": True},
-                {"name": "rate", "label": "Rate", "hint": "1 base = this many quote, e.g. 1.0825", "required": True},
+                {"name": "base", "label": i18n.gettext_("Base currency"), "required": True},
+                {"name": "quote", "label": i18n.gettext_("Quote currency"), "required": True},
+                {
+                    "name": "rate",
+                    "label": i18n.gettext_("Rate"),
+                    "hint": i18n.gettext_("1 base = this many quote, e.g. 1.0825"),
+                    "required": True,
+                },
             ],
         },
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from portal import charts, validate
+from portal import charts, i18n, validate
 from portal import dashboard as board
 from portal import operator_data as odata
 from portal.api import Ctx
@@ -34,14 +34,15 @@ async def admin_home(ctx: Ctx, form: Any) -> Response:
         return report_csv(rows, win)
     days = await odata.report(ctx.conn, ctx.who, win.since, "day", win.until)
     clicks = {r["key"]: r["clicks"] for r in days}
-    chart = charts.bars(board.series(win, clicks), f"Clicks per day, {win.label}", unit="clicks")
+    title = i18n.gettext_("%(metric)s per day, %(period)s") % {"metric": i18n.gettext_("Clicks"), "period": win.label}
+    chart = charts.bars(board.series(win, clicks), title, unit=i18n.gettext_("clicks"))
     return await show(
         ctx,
         "admin_report.html",
         rows=rows,
         totals=report_totals(rows),
         win=win,
-        presets=board.PRESETS,
+        presets={k: i18n.gettext_(v) for k, v in board.PRESETS.items()},
         chart=chart,
         trend=board.series(win, clicks),
         failed=failed,

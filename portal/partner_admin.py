@@ -11,6 +11,7 @@ import asyncpg
 from portal import operator_data as odata
 from portal.auth import Principal
 from portal.errors import not_found
+from portal.i18n import gettext_
 
 
 async def listing(conn: asyncpg.Connection, who: Principal) -> list[dict[str, Any]]:
@@ -34,7 +35,10 @@ async def detail(conn: asyncpg.Connection, who: Principal, partner_id: int, toda
     first = today.replace(day=1)
     last_month = (first - dt.timedelta(days=1)).replace(day=1)
     figures = {}
-    for label, since, until in (("This month", first, today), ("Last month", last_month, first - dt.timedelta(1))):
+    for label, since, until in (
+        (gettext_("This month"), first, today),
+        (gettext_("Last month"), last_month, first - dt.timedelta(1)),
+    ):
         rows = [r for r in await odata.report(conn, who, since, "partner", until) if r.get("partner_id") == partner_id]
         figures[label] = rows[0] if rows else None
     links = [lk for lk in await odata.links(conn, who) if lk["partner_id"] == partner_id]

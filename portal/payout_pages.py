@@ -142,18 +142,23 @@ async def admin_payouts(ctx: Ctx, form: Any) -> Response:
                         await payouts.cancel(ctx.conn, batch_id, actor, merchant_id)
                 except payouts.PayoutError as exc:
                     raise ApiError(404 if exc.code == "not_found" else 409, exc.code, exc.detail) from exc
-                return back(action, f"Batch {batch_id} {'paid' if todo == 'paid' else 'cancelled'}.")
+                said = (
+                    i18n.gettext_("Batch %(id)s paid.") if todo == "paid" else i18n.gettext_("Batch %(id)s cancelled.")
+                )
+                return back(action, said % {"id": batch_id})
             elif todo == "settings":
                 raw = {k: v for k, v in form.items() if k in api_payouts.MERCHANT_SETTINGS and v != ""}
                 raw["self_billing"] = form.get("self_billing") == "true"
                 await payout_data.save_merchant(ctx.conn, ctx.who, merchant_id, raw)
-                return back(action, "Payout settings saved.")
+                return back(action, i18n.gettext_("Payout settings saved."))
             else:
                 raise ApiError(400, "invalid_field", "do: unknown action")
         except ApiError as exc:
             if exc.status == 404:
                 raise  # another merchant's batch looks like none at all
-            errors = _field_error(exc) if exc.code == "invalid_field" else {"new-batch": exc.detail}
+            from portal.refusals import shown
+
+            errors = _field_error(exc) if exc.code == "invalid_field" else {"new-batch": shown(exc.detail)}
             page = await _admin(ctx, merchant_id, action, errors, values, result)
             page.status_code = exc.status
             return page

@@ -12,14 +12,15 @@ from typing import Any
 from kernel.money import format_amount
 from portal import terms_schema, validate
 from portal.errors import ApiError, invalid
+from portal.i18n import N_, gettext_
 
-MODELS = {
-    "cps": "Percent of sale: partners earn a share of each order's amount.",
-    "cpa": "Per action: a fixed amount for each signup, lead or other named action.",
-    "cpc": "Per click: a fixed amount for each unique, non-bot click.",
-    "cpm": "Per 1,000 views: for banners, counted on views that are not bots.",
-    "cpv": "Per view: a fixed amount for each non-bot view.",
-    "markup": "Markup: partners set their own retail price and earn the difference to your wholesale price.",
+MODELS = {  # in English; translated on display (models())
+    "cps": N_("Percent of sale: partners earn a share of each order's amount."),
+    "cpa": N_("Per action: a fixed amount for each signup, lead or other named action."),
+    "cpc": N_("Per click: a fixed amount for each unique, non-bot click."),
+    "cpm": N_("Per 1,000 views: for banners, counted on views that are not bots."),
+    "cpv": N_("Per view: a fixed amount for each non-bot view."),
+    "markup": N_("Markup: partners set their own retail price and earn the difference to your wholesale price."),
 }
 METRICS = ("clicks", "conversions", "payout")
 PERIODS = ("daily", "lifetime")
@@ -27,6 +28,11 @@ SCOPES = ("offer", "partner")
 TIERS, ACTIONS = 3, 4  # rows shown beyond the ones a plan has (blank rows are ignored)
 _PERCENT = re.compile(r"^\s*([0-9]{1,3}(?:\.[0-9]{1,10})?)\s*%?\s*$")
 _ACTION = re.compile(r"^[a-z0-9_.-]{1,255}$")
+
+
+def models() -> dict[str, str]:
+    """Each model's one-line explanation in the page's language."""
+    return {key: gettext_(line) for key, line in MODELS.items()}
 
 
 def _text(form: Mapping[str, Any], name: str) -> str:
@@ -38,19 +44,24 @@ def percent(name: str, raw: str) -> str:
     """ "7.5", "7.5 %" or "7.50" -> "7.5" (a decimal string, as the schema wants), 0 to 100."""
     match = _PERCENT.match(raw)
     if not match:
-        raise invalid(name, "enter a percentage, e.g. 7.5")
+        raise invalid(name, gettext_("enter a percentage, e.g. 7.5"))
     try:
         value = Decimal(match.group(1))
     except InvalidOperation as exc:
-        raise invalid(name, "enter a percentage, e.g. 7.5") from exc
+        raise invalid(name, gettext_("enter a percentage, e.g. 7.5")) from exc
     if value > 100:
-        raise invalid(name, "must be 100 % or less")
+        raise invalid(name, gettext_("must be 100 % or less"))
     return match.group(1)
 
 
 def _whole(name: str, raw: str, lo: int = 0) -> int:
     if not raw.isdigit() or len(raw) > 15 or int(raw) < lo:
-        raise invalid(name, f"enter a whole number{' of at least ' + str(lo) if lo else ''}, e.g. 200")
+        said = (
+            gettext_("enter a whole number of at least %(min)s, e.g. 200")
+            if lo
+            else gettext_("enter a whole number, e.g. 200")
+        )
+        raise invalid(name, said % {"min": lo} if lo else said)
     return int(raw)
 
 
@@ -71,11 +82,11 @@ def to_plan(form: Mapping[str, Any], currency: str) -> tuple[dict[str, Any], dic
             if row["min_amount"]:
                 tier["min_amount"] = validate.money(f"tier_min_amount_{i}", row["min_amount"], currency)
             if "min_sales" not in tier and "min_amount" not in tier:
-                raise invalid(f"tier_min_sales_{i}", "a tier needs a number of sales or an amount of sales")
+                raise invalid(f"tier_min_sales_{i}", gettext_("a tier needs a number of sales or an amount of sales"))
             for key in ("min_sales", "min_amount"):
                 before = [t[key] for t in tiers if key in t]
                 if key in tier and before and tier[key] <= before[-1]:
-                    raise invalid(f"tier_{key}_{i}", "must be more than the tier before it (tiers rise)")
+                    raise invalid(f"tier_{key}_{i}", gettext_("must be more than the tier before it (tiers rise)"))
             tiers.append(tier)
         if tiers:
             plan["tiers"] = tiers
@@ -86,10 +97,10 @@ def to_plan(form: Mapping[str, Any], currency: str) -> tuple[dict[str, Any], dic
             if not action and not amount:
                 continue
             if not _ACTION.match(action):
-                raise invalid(f"cpa_action_{i}", "an action name is a-z, 0-9, '_', '-' or '.', e.g. signup")
+                raise invalid(f"cpa_action_{i}", gettext_("an action name is a-z, 0-9, '_', '-' or '.', e.g. signup"))
             actions[action] = validate.money(f"cpa_amount_{i}", amount, currency)
         if not actions:
-            raise invalid("cpa_action_1", "name at least one action and what it pays, e.g. signup and 2.50")
+            raise invalid("cpa_action_1", gettext_("name at least one action and what it pays, e.g. signup and 2.50"))
         plan["cpa"] = actions
     for model in ("cpc", "cpm", "cpv"):
         if model in chosen:

@@ -51,6 +51,23 @@ MESSAGES = (
     N_("is required for a SEPA bank transfer"),
     N_("must be the e-mail address of the PayPal account"),
     N_("set the country first: a VAT number is checked by its country"),
+    # the operator's pages
+    N_("is required for a network operator"),
+    N_("must be after starts_at"),
+    N_('must be above zero ("none" for no maximum)'),
+    N_("choose a file"),
+    N_("must differ from base"),
+    N_("only a pending invitation can be withdrawn"),
+    N_("must be a month written YYYY-MM"),
+    N_("only a SEPA batch has a schema version"),
+    N_("a SEPA credit transfer is in EUR"),
+    N_("a PayPal batch has no schema version to choose"),
+    N_("no such member of this programme"),
+    N_("an adjustment needs a reason (1 to 500 characters)"),
+    N_("points must be a non-zero whole number (at most 1,000,000,000)"),
+    N_("the member has %(balance)s points, %(points)s were asked for"),
+    N_("the partner is not approved in this offer's programme"),
+    N_("must be later than valid_from"),
 )
 _READ = [(message, i18n.reading(message)) for message in MESSAGES]
 _FIELD = re.compile(r"(\w+): (.+)\Z", re.S)

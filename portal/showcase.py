@@ -59,6 +59,7 @@ OPERATOR_PAGES = [
     "/admin/partners/{partner}/payout-details",
     "/admin/holds",
     "/admin/loyalty",
+    "/admin/account",
 ]
 PUBLIC_PAGES = [
     "/m/sunny-shop",

@@ -8,7 +8,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from portal.pages import page
-from portal.pages_account import creative_image, creatives_page, notifications_page, profile_page
+from portal.pages_account import admin_account, creative_image, creatives_page, notifications_page, profile_page
 from portal.pages_attribution import admin_holds, partner_coupons
 from portal.pages_auth import forgot, home, invitation_page, login_page, login_submit, logout_submit, reset_page
 from portal.pages_offers import admin_integration, admin_offer, admin_offers
@@ -65,6 +65,7 @@ def routes() -> list[BaseRoute]:
         page("/payout-details", my_programmes, "partner"),
         page("/payout-details/{merchant_id}", my_details, "partner", ("GET", "POST")),
         page("/admin", admin_home, "operator"),
+        page("/admin/account", admin_account, "operator", ("GET", "POST")),
         page("/admin/payouts", admin_payouts, "operator", ("GET", "POST")),
         page("/admin/partners/{partner_id}/payout-details", partner_details, "operator", ("GET", "POST")),
         page("/admin/offers", admin_offers, "operator", ("GET", "POST")),

@@ -5,6 +5,8 @@ whose browser asks for English."""
 
 from __future__ import annotations
 
+import re
+
 import asyncpg
 
 from clickmint.embedded import pick_port
@@ -118,5 +120,62 @@ async def test_each_language_signs_in_and_reads_its_pages(settings: Settings, db
                     left = [word for word in ENGLISH if word in text]
                     assert not left, f"{lang} {where}: English left: {left}"
                 await context.close()
+        finally:
+            await browser.close()
+
+
+# Words of the English operator pages that must not be left in German.
+OPERATOR_ENGLISH = (
+    "Offers",
+    "Partners",
+    "Sign out",
+    "How partners earn",
+    "Create offer",
+    "every partner",
+    "All partners",
+    "Invite a partner",
+    "The partner marketplace",
+    "Payout details",
+    "Suspend",
+    "approved",
+    "active",
+)
+
+
+async def test_an_operator_reads_the_offers_and_partners_pages_in_german(settings: Settings, db: asyncpg.Connection):
+    """An operator whose browser speaks German signs in and reads its offers and partners in German, the money
+    and the terms written the German way."""
+    from playwright.async_api import async_playwright
+
+    m, _ = await _world(db)
+    await add_user(db, "ops@sol.example", "operator", merchant_id=m)
+    port = pick_port(0)
+    core = Settings(**{**settings.__dict__, "portal_port": port})
+    url = f"http://127.0.0.1:{port}"
+    async with serve(build(portal_settings(core)), port), async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            context = await browser.new_context(user_agent=DESKTOP_UA, locale="de-DE")
+            page = await context.new_page()
+            await page.goto(f"{url}/login")
+            await page.fill("input[name=email]", "ops@sol.example")
+            await page.fill("input[name=password]", PASSWORD)
+            await page.click("button[type=submit]")
+            await page.wait_for_url(f"{url}/admin")
+            await page.click("nav a:text('Angebote')")
+            await page.wait_for_url(f"{url}/admin/offers")
+            assert await page.get_attribute("html", "lang") == "de"
+            offers = await page.inner_text("main")
+            assert "Wie Partner verdienen" in offers and "Angebot erstellen" in offers
+            assert "8 % jedes Verkaufs + 0,05 EUR pro Klick" in offers  # the offer's terms, written in German
+            await page.click("nav a:text('Partner')")
+            await page.wait_for_url(f"{url}/admin/partners")
+            partners = await page.inner_text("main")
+            assert "Alle Partner" in partners and "Partner einladen" in partners and "freigegeben" in partners
+            assert "P de" in partners  # the partners of the programme are listed
+            for where, text in (("offers", offers), ("partners", partners), ("nav", await page.inner_text("nav"))):
+                left = [words for words in OPERATOR_ENGLISH if re.search(rf"(?<!\w){re.escape(words)}(?!\w)", text)]
+                assert not left, f"{where}: English left: {left}"
+            await context.close()
         finally:
             await browser.close()

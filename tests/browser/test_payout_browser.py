@@ -76,7 +76,7 @@ async def test_partner_details_and_operator_batch_in_chromium(settings: Settings
         await ops.fill("#period", "2026-11")
         await ops.click("#new-batch button[type=submit]")
         notice = await ops.inner_text(".notice")
-        assert "1 payments, 123.45 EUR" in notice
+        assert "1 payment, 123.45 EUR" in notice  # ngettext: one payment
         async with ops.expect_download() as info:
             await ops.click(".notice a")
         path = tmp_path / "batch.xml"

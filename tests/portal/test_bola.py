@@ -302,6 +302,11 @@ async def test_operator_of_another_merchant_never_reaches_merchant_m(db, setting
             "currency": "USD",
         },
         ("POST", "/admin/rates"): {"merchant_id": str(w.merchant_id), "base": "USD", "quote": "EUR", "rate": "0.9"},
+        ("POST", "/admin/account"): {
+            "form": "merchant_language",
+            "merchant_id": str(w.merchant_id),
+            "default_locale": "de",
+        },
         ("PUT", "/api/v1/admin/loyalty/programme"): {"merchant_id": w.merchant_id, "enabled": True},
         ("POST", "/admin/loyalty"): {"merchant_id": str(w.merchant_id), "customer": "x", "points": "5", "reason": "x"},
         ("POST", "/api/v1/admin/loyalty/adjustments"): {

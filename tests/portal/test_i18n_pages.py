@@ -182,3 +182,254 @@ async def test_an_operator_sets_its_merchants_default_language_and_nothing_else(
     async with portal_client(settings) as client:
         await sign_in(client, "alice@p.example")
         assert '<html lang="pl"' in (await client.get("/statements")).text  # no setting, no browser language
+
+
+def visible(page: str) -> str:
+    """What a reader sees of a page: its text between tags and the human-read attributes, not class names."""
+    import html
+
+    said = re.findall(r'(?:aria-label|alt|title|placeholder)="([^"]*)"', page)
+    text = re.sub(r"<script.*?</script>|<style.*?</style>|<code>.*?</code>", " ", page, flags=re.S)
+    return html.unescape("\n".join([*said, re.sub(r"<[^>]*>", "\n", text)]))
+
+
+# English of the operator pages that must not be left once another language is chosen (none of them a word
+# the four languages share with English, such as "Partner", "Status" or "Total").
+OPERATOR_ENGLISH = (
+    "Programme report",
+    "By partner and offer",
+    "Pending commission",
+    "Clicks per day",
+    "How partners earn",
+    "Caps (optional)",
+    "Percent of each sale",
+    "Create offer",
+    "Save offer",
+    "every partner",
+    "no caps",
+    "window",
+    "Give a partner its own terms",
+    "Conversion pixel",
+    "Rotate the secret",
+    "All partners",
+    "Invite a partner",
+    "The partner marketplace",
+    "No invitations yet",
+    "Figures",
+    "This month",
+    "No traffic",
+    "Add a note",
+    "New link",
+    "Upload a banner",
+    "Wholesale price",
+    "Currency rates",
+    "Nothing yet",
+    "Audit log",
+    "Make a payout batch",
+    "Your payout settings",
+    "Held conversions",
+    "Coupon code requests",
+    "No loyalty programme yet",
+    "Your account",
+    "Default language",
+    "As my browser asks",
+    "Sign out",
+    "active",
+    "approved",
+    "pending",
+    "Why",
+    "Edit",
+    "Pause",
+    "Suspend",
+    "Reject",
+    "Download",
+    "Save",
+)
+PARTNERS_HEADING = {
+    "es": "Todos los afiliados",
+    "fr": "Tous les partenaires",
+    "de": "Alle Partner",
+    "pl": "Wszyscy partnerzy",
+}
+
+
+def _has(words: str, text: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(words)}(?!\w)", text) is not None
+
+
+def operator_pages(w) -> list[str]:
+    offer, partner = w.ids["public_offer"], w.a_partner
+    return [
+        "/admin",
+        "/admin/offers",
+        f"/admin/offers/{offer}",
+        f"/admin/offers/{offer}/integration",
+        "/admin/conversions",
+        "/admin/partners",
+        f"/admin/partners/{partner}",
+        "/admin/links",
+        "/admin/creatives",
+        "/admin/products",
+        "/admin/rates",
+        "/admin/statements",
+        "/admin/audit",
+        "/admin/payouts",
+        "/admin/holds",
+        "/admin/loyalty",
+        "/admin/account",
+    ]
+
+
+async def test_the_operator_pages_in_each_language_have_no_english_left(db, settings):
+    w = await world(db)
+    async with portal_client(settings) as client:
+        await sign_in(client, "ops@shop-m.example")
+        english = ""
+        for path in operator_pages(w):
+            page = await client.get(path)
+            assert page.status_code == 200 and '<html lang="en"' in page.text, path
+            english += visible(page.text)
+        # Every word the check looks for is on the English pages: the check can fail.
+        assert [word for word in OPERATOR_ENGLISH if not _has(word, english)] == []
+        for lang, heading in PARTNERS_HEADING.items():
+            seen = ""
+            for path in operator_pages(w):
+                page = await client.get(path, headers={"accept-language": lang})
+                assert page.status_code == 200 and f'<html lang="{lang}"' in page.text, (lang, path)
+                text = visible(page.text)
+                left = [word for word in OPERATOR_ENGLISH if _has(word, text)]
+                assert left == [], (lang, path, left)
+                seen += text
+            assert heading in seen, lang
+
+
+async def test_the_loyalty_page_in_each_language(db, settings):
+    from billing import loyalty_ledger as ledger
+    from tests.loyalty_kit import shop
+    from tests.portal.kit import add_user
+
+    prog = await shop(db, expiry_days=30)
+    await add_user(db, "ops@shop.example", "operator", merchant_id=prog.merchant_id)
+    await ledger.adjust(db, await ledger.programme_of(db, prog.merchant_id), "alice@x", 123_456, "gift", "test")
+    english = ("Outstanding points by month of expiry", "points expire after", "Member since", "Adjust a balance")
+    said = {
+        "es": ("123.456", "Puntos pendientes por mes de caducidad"),
+        "fr": ("123\u202f456", "Points en circulation par mois d'expiration"),
+        "de": ("123.456", "Offene Punkte nach Verfallsmonat"),
+        "pl": ("123\u00a0456", "Niewykorzystane punkty według miesiąca wygaśnięcia"),
+    }
+    async with portal_client(settings) as client:
+        await sign_in(client, "ops@shop.example")
+        page = await client.get("/admin/loyalty")
+        assert all(words in page.text for words in english) and "123,456" in page.text
+        for lang, (points, heading) in said.items():
+            page = await client.get("/admin/loyalty", headers={"accept-language": lang})
+            text = visible(page.text)
+            assert points in text and heading in text, lang
+            assert [words for words in english if words in text] == [], lang
+        csrf = token(page.text)
+        refused = await client.post(  # more points taken than the member has: billing's refusal, said in German
+            "/admin/loyalty",
+            data={"csrf_token": csrf, "customer": "alice@x", "points": "-200000", "reason": "x"},
+            headers={"accept-language": "de"},
+        )
+        assert refused.status_code == 400
+        assert "das Mitglied hat 123456 Punkte, 200000 wurden verlangt" in refused.text
+        assert "Es gibt ein Problem" in refused.text
+
+
+async def test_an_operator_chooses_its_language_on_its_account_page(db, settings):
+    w = await world(db)
+    async with portal_client(settings) as client:
+        await sign_in(client, "ops@shop-m.example", **{"accept-language": "pl"})
+        page = await client.get("/admin/account", headers={"accept-language": "pl"})
+        assert page.status_code == 200 and "Twoje konto" in page.text and 'id="f-locale"' in page.text
+        csrf = token(page.text)
+        for bad in ("it", "EN", "de-DE", "x" * 300):
+            refused = await client.post(
+                "/admin/account",
+                data={"csrf_token": csrf, "form": "language", "locale": bad},
+                headers={"accept-language": "pl"},
+            )
+            assert refused.status_code == 400 and 'aria-invalid="true"' in refused.text
+            assert "musi być jednym z: en, es, fr, de, pl" in refused.text  # the refusal in the page's language
+        assert await db.fetchval("SELECT locale FROM users WHERE id = $1", w.operator_user) is None
+        no_csrf = await client.post("/admin/account", data={"form": "language", "locale": "de"})
+        assert no_csrf.status_code == 403
+        assert await db.fetchval("SELECT locale FROM users WHERE id = $1", w.operator_user) is None
+        saved = await client.post("/admin/account", data={"csrf_token": csrf, "form": "language", "locale": "fr"})
+        assert saved.status_code == 303 and "Langue%20enregistr%C3%A9e." in saved.headers["location"]
+        assert await db.fetchval("SELECT locale FROM users WHERE id = $1", w.operator_user) == "fr"
+        offers = await client.get("/admin/offers", headers={"accept-language": "de"})  # its setting beats the browser
+        assert '<html lang="fr"' in offers.text and "Nouvelle offre" in offers.text
+        back = await client.post("/admin/account", data={"csrf_token": csrf, "form": "language", "locale": ""})
+        assert back.status_code == 303
+        assert await db.fetchval("SELECT locale FROM users WHERE id = $1", w.operator_user) is None
+
+
+async def test_an_operator_sets_its_merchants_default_language_on_its_account_page(db, settings):
+    w = await world(db)
+    form = {"form": "merchant_language", "merchant_id": str(w.merchant_id)}
+    async with portal_client(settings) as client:
+        await sign_in(client, "ops@shop-m.example")
+        page = await client.get("/admin/account")
+        assert "default language" in visible(page.text) and 'id="f-default_locale"' in page.text
+        csrf = token(page.text)
+        audited = await db.fetchval("SELECT count(*) FROM audit_log")
+        for bad in ("it", "", "PL", "de-DE"):
+            refused = await client.post("/admin/account", data={**form, "csrf_token": csrf, "default_locale": bad})
+            assert refused.status_code == 400 and "must be one of en, es, fr, de, pl" in refused.text, bad
+        other = await client.post(
+            "/admin/account",
+            data={**form, "csrf_token": csrf, "merchant_id": str(w.other_merchant_id), "default_locale": "de"},
+        )
+        assert other.status_code == 404
+        assert await db.fetchval("SELECT count(*) FROM audit_log") == audited
+        assert await db.fetch("SELECT default_locale FROM merchants ORDER BY id") == [("en",), ("en",)]
+        saved = await client.post("/admin/account", data={**form, "csrf_token": csrf, "default_locale": "de"})
+        assert saved.status_code == 303
+        assert await db.fetchval("SELECT default_locale FROM merchants WHERE id = $1", w.merchant_id) == "de"
+        assert await db.fetchval("SELECT default_locale FROM merchants WHERE id = $1", w.other_merchant_id) == "en"
+        assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'update'") == 1
+    async with portal_client(settings) as client:
+        await sign_in(client, "alice@p.example")  # no setting of its own, no browser language: the merchant's
+        assert '<html lang="de"' in (await client.get("/statements")).text
+
+
+async def test_a_network_operator_picks_the_merchant_whose_default_language_it_sets(db, settings):
+    from tests.portal.kit import add_user
+
+    w = await world(db)
+    await add_user(db, "net@network.example", "network")
+    async with portal_client(settings) as client:
+        await sign_in(client, "net@network.example")
+        page = await client.get("/admin/account", headers={"accept-language": "es"})
+        assert page.status_code == 200 and 'id="f-merchant_id"' in page.text
+        assert f'<span data-default-locale="{w.other_merchant_id}">English</span>' in page.text
+        data = {"csrf_token": token(page.text), "form": "merchant_language", "default_locale": "es"}
+        missing = await client.post("/admin/account", data=data)  # which merchant: a network operator must say
+        assert missing.status_code == 400
+        saved = await client.post("/admin/account", data={**data, "merchant_id": str(w.other_merchant_id)})
+        assert saved.status_code == 303
+        assert await db.fetch("SELECT id, default_locale FROM merchants ORDER BY id") == [
+            (w.merchant_id, "en"),
+            (w.other_merchant_id, "es"),
+        ]
+        page = await client.get("/admin/account")
+        assert f'<span data-default-locale="{w.other_merchant_id}">Español</span>' in page.text
+
+
+async def test_the_fee_plan_editor_refuses_in_the_operators_language(db, settings):
+    w = await world(db)
+    await db.execute("UPDATE users SET locale = 'de' WHERE id = $1", w.operator_user)
+    async with portal_client(settings) as client:
+        await sign_in(client, "ops@shop-m.example")
+        page = await client.get("/admin/offers")
+        form = {"csrf_token": token(page.text), "name": "Winter", "destination_url": "https://shop.example/"}
+        refused = await client.post("/admin/offers", data={**form, "m_cps": "true", "cps_percent": "viel"})
+        assert refused.status_code == 400 and 'aria-invalid="true"' in refused.text
+        assert "Es gibt ein Problem" in refused.text and "geben Sie einen Prozentsatz ein, z. B. 7.5" in refused.text
+        assert 'value="viel"' in refused.text  # what was typed is kept
+        made = await client.post("/admin/offers", data={**form, "m_cps": "true", "cps_percent": "7.5"})
+        assert made.status_code == 303 and "Angebot%20Winter%20erstellt." in made.headers["location"]
+    assert await db.fetchval("SELECT count(*) FROM offers WHERE name = 'Winter'") == 1
