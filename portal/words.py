@@ -28,6 +28,10 @@ WORDS = {
     "requested": N_("requested"),
     "revoked": N_("revoked"),
     "duplicate": N_("duplicate"),
+    "disabled": N_("disabled"),
+    "delivered": N_("delivered"),
+    "failed": N_("failed"),
+    "deleted": N_("deleted"),
     # cap metrics and periods
     "clicks": N_("clicks"),
     "conversions": N_("conversions"),
@@ -38,6 +42,7 @@ WORDS = {
     "purchase": N_("purchase"),
     "action": N_("action"),
     "refund": N_("refund"),
+    "click": N_("click"),
 }
 
 

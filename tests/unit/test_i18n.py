@@ -40,7 +40,6 @@ TRANSLATED = (
     "_plan.html",
     "loyalty/admin.html",
     "payouts/admin.html",
-    "_labels.html",
     "links.html",
     "creatives.html",
     "orders.html",
