@@ -10,7 +10,6 @@ from kernel.redis.scripts import (
     burst_args,
     burst_xadd_command,
     capped_unique_xadd_command,
-    capped_unique_xadd_parts,
     unique_xadd_command,
     xadd_command,
 )
@@ -37,8 +36,7 @@ def test_unique_xadd() -> None:
 
 
 def test_capped_unique_xadd() -> None:
-    keys, args = ["cm:cap:{o1}:clicks:d", "cm:cap:{o1}:clicks:l"], [100, 172800, 1, 5000, 0, 1]
-    parts = capped_unique_xadd_parts(STREAM, 3600, (30, 10), keys, args)
-    command = capped_unique_xadd_command(UNIQ, BURST, parts, PAYLOAD)
-    expected = pack(b"EVALSHA", CAPPED_UNIQUE_XADD_SHA, 5, UNIQ, BURST, STREAM, *keys, 3600, 30, 10_000, *args, PAYLOAD)
-    assert command == expected
+    for within, verdict in ((True, b"1"), (False, b"0")):
+        command = capped_unique_xadd_command(UNIQ, BURST, STREAM, 3600, burst_args(30, 10), within, PAYLOAD)
+        expected = pack(b"EVALSHA", CAPPED_UNIQUE_XADD_SHA, 3, UNIQ, BURST, STREAM, 3600, 30, 10_000, verdict, PAYLOAD)
+        assert command == expected
