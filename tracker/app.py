@@ -214,6 +214,11 @@ class TrackerApp:
             "spool_write_errors_total": float(stats.spool_errors),
             "events_lost_total": float(stats.events_lost),
             "scripts_reloaded_total": float(stats.scripts_reloaded),
+            # click caps by lease (tracker/leases.py): LEASE calls outside the batches, units granted, and calls
+            # whose outcome was unknown (the clicks waiting on them let through, flagged degraded)
+            "cap_lease_calls_total": float(self.hot.leases.calls),
+            "cap_units_granted_total": float(self.hot.leases.granted),
+            "cap_lease_failures_total": float(self.hot.leases.failures),
         }
         self.metrics.publish(gauges, stats.batch_sizes)
         self.loop_lag.publish(self.metrics.store)

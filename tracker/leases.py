@@ -43,13 +43,14 @@ SHARE = 4  # a block is never more than 1/SHARE of what is left of the tightest 
 
 # KEYS: per cap its counter (admitted clicks) and its lease hash; ARGV: the lease id, its life (ms), the units
 # wanted (0: none), the units given back, then per cap its limit, its counter's TTL (s, 0: none) and the units
-# used since the last report (negative: a click found to be a burst gives its unit back).
+# used since the last report (negative: a click found to be a burst gives its unit back). A lease that gives
+# units up (drop > 0) and is left with none is forgotten; otherwise it stays, with 0 units, until it expires.
 # Returns {granted, alive}: alive 0 when Redis held nothing for this lease any more (expired, or new).
 LEASE = b"""
 local lease, life, want, drop = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local time = redis.call('TIME')
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
-local n, room, alive, kept = #KEYS / 2, nil, true, {}
+local n, room, alive, kept, had = #KEYS / 2, nil, true, {}, {}
 for i = 1, n do
   local counter, leases, at = KEYS[2 * i - 1], KEYS[2 * i], 5 + 3 * (i - 1)
   local limit, ttl, used = tonumber(ARGV[at]), tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
@@ -73,7 +74,8 @@ for i = 1, n do
     admitted = tonumber(redis.call('GET', counter) or '0')
   end
   if held == nil then alive = false end
-  kept[i] = math.max((held or 0) - used - drop, 0)
+  had[i] = held ~= nil
+  kept[i] = held and math.max(held - used - drop, 0) or 0  -- a unit given back to an ended lease: the cap's
   local left = limit - admitted - others - kept[i]
   if room == nil or left < room then room = left end
 end
@@ -81,7 +83,8 @@ local grant = 0
 if want > 0 and room > 0 then grant = math.min(want, math.max(1, math.floor(room / 4))) end
 for i = 1, n do
   local leases, units = KEYS[2 * i], kept[i] + grant
-  if units > 0 then
+  if units > 0 or (drop == 0 and (had[i] or want > 0)) then  -- kept at 0 units while it lives: a burst's
+    -- unit may come back to it
     redis.call('HSET', leases, lease, units .. ':' .. (now + life))
     if redis.call('PTTL', leases) < life then redis.call('PEXPIRE', leases, life) end
   else
@@ -152,6 +155,7 @@ class CapLeases:
         self._task: asyncio.Task[None] | None = None
         self.granted = 0  # units Redis granted this process
         self.calls = 0  # LEASE calls outside the batches (takes, idle blocks given back)
+        self.failures = 0  # calls (or batches of reports) whose outcome was unknown: a new lease for their blocks
 
     def _lease_id(self) -> bytes:
         self._serial += 1
@@ -225,14 +229,19 @@ class CapLeases:
                 calls.append((block, lease, used, 0, now, block.command(lease, self.life_ms, 0, used, 0)))
         used, drop = pending.get(block.lease, 0), block.drop
         block.drop = 0
-        if want or used or drop:
-            command = block.command(block.lease, self.life_ms, want, used, drop)
+        if drop:  # units given up end their lease (Redis forgets it): later units come under a new one
+            command = block.command(block.lease, self.life_ms, 0, used, drop)
             calls.append((block, block.lease, used, drop, now, command))
+            block.lease, block.units, block.expires, used = self._lease_id(), 0, 0.0, 0
+        if want or used:
+            command = block.command(block.lease, self.life_ms, want, used, 0)
+            calls.append((block, block.lease, used, 0, now, command))
         return calls
 
     def _failed(self, calls: list[Call]) -> None:
         """Calls whose outcome is unknown: used units are reported again (at worst counted twice: under-delivery,
         never over), and the block starts a new lease, the old one's units coming back when it expires."""
+        self.failures += 1
         for block, lease, used, _drop, _sent, _command in calls:
             if used > 0:
                 block.pending[lease] = block.pending.get(lease, 0) + used
@@ -277,7 +286,10 @@ class CapLeases:
             block.want = max(1, min(self.block_max, int(block.admits / elapsed * FILL_S) + 1))
             block.admits, block.rate_since = 0, now
             self.calls += 1
-            return await self._run(self._calls(block, block.want, now), None)
+            calls = self._calls(block, block.want, now)
+            lease = block.lease  # the last call takes for it
+            granted = await self._run(calls, None)
+            return granted if lease == block.lease else None  # replaced meanwhile (another call failed): cannot say
         finally:
             block.taking = None
 
