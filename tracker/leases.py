@@ -42,12 +42,15 @@ OVER = b""  # admit's answer for a click over cap
 SHARE = 4  # a block is never more than 1/SHARE of what is left of the tightest cap: one unit near the cap
 
 # KEYS: per cap its counter (admitted clicks) and its lease hash; ARGV: the lease id, its life (ms), the units
-# wanted (0: none), the units given back, then per cap its limit, its counter's TTL (s, 0: none) and the units
-# used since the last report (negative: a click found to be a burst gives its unit back). A lease that gives
-# units up (drop > 0) and is left with none is forgotten; otherwise it stays, with 0 units, until it expires.
+# wanted (0: none; -1: the lease ends, the process stops), the units given back, then per cap its limit, its
+# counter's TTL (s, 0: none) and the units used since the last report (negative: a click found to be a burst
+# gives its unit back). A lease that gives units up (drop > 0) and is left with none is forgotten, as is one
+# that ends; otherwise it stays, with 0 units, until it expires.
 # Returns {granted, alive}: alive 0 when Redis held nothing for this lease any more (expired, or new).
 LEASE = b"""
 local lease, life, want, drop = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local ending = want < 0  -- the process stops: the lease ends whatever it holds
+if ending then want = 0 end
 local time = redis.call('TIME')
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
 local n, room, alive, kept, had = #KEYS / 2, nil, true, {}, {}
@@ -83,7 +86,7 @@ local grant = 0
 if want > 0 and room > 0 then grant = math.min(want, math.max(1, math.floor(room / 4))) end
 for i = 1, n do
   local leases, units = KEYS[2 * i], kept[i] + grant
-  if units > 0 or (drop == 0 and (had[i] or want > 0)) then  -- kept at 0 units while it lives: a burst's
+  if units > 0 or (drop == 0 and not ending and (had[i] or want > 0)) then  -- kept at 0 units while it lives: a burst's
     -- unit may come back to it
     redis.call('HSET', leases, lease, units .. ':' .. (now + life))
     if redis.call('PTTL', leases) < life then redis.call('PEXPIRE', leases, life) end
@@ -220,8 +223,9 @@ class CapLeases:
             block.drop += 1
         # else the lease was replaced: its units come back when it expires; the report lowers the count now
 
-    def _calls(self, block: Block, want: int, now: float) -> list[Call]:
-        """The LEASE calls that report a block's used units per lease id, the last one for its current lease."""
+    def _calls(self, block: Block, want: int, now: float, end: bool = False) -> list[Call]:
+        """The LEASE calls that report a block's used units per lease id, the last one for its current lease;
+        `end`: the last one ends that lease (the process stops)."""
         calls: list[Call] = []
         pending, block.pending = block.pending, {}
         for lease, used in pending.items():
@@ -229,6 +233,11 @@ class CapLeases:
                 calls.append((block, lease, used, 0, now, block.command(lease, self.life_ms, 0, used, 0)))
         used, drop = pending.get(block.lease, 0), block.drop
         block.drop = 0
+        if end:
+            calls.append(
+                (block, block.lease, used, drop, now, block.command(block.lease, self.life_ms, -1, used, drop))
+            )
+            return calls
         if drop:  # units given up end their lease (Redis forgets it): later units come under a new one
             command = block.command(block.lease, self.life_ms, 0, used, drop)
             calls.append((block, block.lease, used, drop, now, command))
@@ -343,7 +352,6 @@ class CapLeases:
                     await block.taking
             block.drop += block.units
             block.units = 0
-            if block.pending or block.drop:
-                self.calls += 1
-                if await self._run(self._calls(block, 0, time.monotonic()), 1.0) is None:
-                    log.warning("could not give back a cap lease: its units return to the cap when it expires")
+            self.calls += 1
+            if await self._run(self._calls(block, 0, time.monotonic(), end=True), 1.0) is None:
+                log.warning("could not give back a cap lease: its units return to the cap when it expires")
