@@ -279,7 +279,8 @@ class Hot:
         """The cap lease block a click of this link takes from; found once a UTC day and per loaded link."""
         day = int(now) // 86400
         cached = self._click_caps.get(link.id)
-        if cached is None or cached.day != day or cached.link is not link:  # a new day or a reloaded configuration
+        if cached is None or cached.day != day or cached.link is not link or (cached.block and cached.block.retired):
+            # a new day, a reloaded configuration, or a block given back when it was idle
             block = self.leases.block(link.offer.id, link.partner_id, link.offer.caps, now)
             cached = self._click_caps[link.id] = _ClickCaps(day, link, block)
         return cached.block

@@ -112,6 +112,7 @@ class Block:
         "limits",
         "pending",
         "rate_since",
+        "retired",
         "taking",
         "units",
         "want",
@@ -130,6 +131,7 @@ class Block:
         self.rate_since = time.monotonic()
         self.want = 1
         self.last_use = 0.0
+        self.retired = False  # forgotten by CapLeases (idle, empty): whoever holds it takes a new one
 
     def command(self, lease: bytes, life_ms: int, want: int, used: int, drop: int) -> bytes:
         args: list[int] = []
@@ -334,11 +336,14 @@ class CapLeases:
                 if block.units and (idle or now >= block.expires):
                     block.drop += block.units
                     block.units = 0
-                if block.pending or block.drop:
+                if not block.units and idle:  # forgotten here: its lease ends in Redis too
+                    del self._blocks[name]
+                    block.retired = True
+                    self.calls += 1
+                    await self._run(self._calls(block, 0, now, end=True), 1.0)
+                elif block.pending or block.drop:
                     self.calls += 1
                     await self._run(self._calls(block, 0, now), 1.0)
-                elif not block.units and idle:
-                    del self._blocks[name]
 
     async def stop(self) -> None:
         """Give every unused unit back (the recorder's last batch has landed): a clean stop under-delivers nothing."""

@@ -71,7 +71,7 @@ async def trackers(settings: Settings, tmp_path: Path) -> AsyncIterator[Trackers
         CLICKMINT_CAP_BLOCK_MAX=str(BLOCK_MAX),
     )
     procs = await asyncio.gather(
-        *(asyncio.to_thread(start_tracker, env, 1, tmp_path / f"tracker-{i}.log") for i in range(PROCESSES))
+        *(asyncio.to_thread(start_tracker, env, 1, tmp_path / f"tracker-{i}.log", 60.0) for i in range(PROCESSES))
     )
     try:
         async with httpx.AsyncClient() as client:

@@ -197,3 +197,25 @@ async def test_payout_cap_counts_the_commission(settings: Settings, db: asyncpg.
             payload = {"offer_id": prog.offer_id, "click_id": click_id, "order_id": f"s{i}", "amount": "40.00"}
             statuses.append((await postback(client, secret, payload)).json()["status"])
     assert statuses == ["accepted", "accepted", "over_cap"]
+
+
+async def test_a_block_given_back_when_idle_is_taken_anew_and_every_click_counted(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    """A short lease (400 ms): an idle block is given back and forgotten within 50 ms; the link's next clicks
+    take a new one, and every admitted click is in the counter, while the tracker runs and after it stops."""
+    prog = await programme(db, caps={"clicks": {"daily": 100}}, fallback_url=FALLBACK)
+    client = redis.asyncio.Redis.from_url(settings.redis_url)
+    key = f"{settings.key_prefix}:cap:{{o{prog.offer_id}}}:clicks:d{time.strftime('%Y%m%d', time.gmtime())}"
+    try:
+        async with tracker_client(settings, {**PER_ADDRESS, "CLICKMINT_CAP_LEASE_MS": "400"}) as (app, http):
+            for round_ in range(3):
+                assert [await _location(http, prog.code, 10 * round_ + i) != FALLBACK for i in range(3)] == [True] * 3
+                await asyncio.sleep(0.4)  # idle: given back, forgotten
+            running = int(await client.get(key))
+            granted, calls = app.hot.leases.granted, app.hot.leases.calls
+        stopped = int(await client.get(key))
+    finally:
+        await client.aclose()
+    assert running == stopped == 9
+    assert granted >= 9 and calls >= 6  # a take and an end per round at least
