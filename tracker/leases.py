@@ -110,6 +110,7 @@ class Block:
         "last_use",
         "lease",
         "limits",
+        "packed",
         "pending",
         "rate_since",
         "retired",
@@ -131,13 +132,28 @@ class Block:
         self.rate_since = time.monotonic()
         self.want = 1
         self.last_use = 0.0
+        self.packed: tuple[bytes, list[bytes]] | None = None  # the command's fixed parts, packed once
         self.retired = False  # forgotten by CapLeases (idle, empty): whoever holds it takes a new one
 
     def command(self, lease: bytes, life_ms: int, want: int, used: int, drop: int) -> bytes:
-        args: list[int] = []
-        for limit, ttl in self.limits:
-            args += [limit, ttl, used]
-        return pack(b"EVALSHA", LEASE_SHA, len(self.head), *self.head, lease, life_ms, want, drop, *args)
+        """The LEASE call, packed by hand around the parts that never change (what pack() makes, at less cost)."""
+        packed = self.packed
+        if packed is None:
+            args = len(self.head) + 4 + 3 * len(self.limits)
+            head = (
+                b"*%d\r\n" % (3 + args) + pack(b"EVALSHA", LEASE_SHA, len(self.head), *self.head).split(b"\r\n", 1)[1]
+            )
+            caps = [pack(limit, ttl).split(b"\r\n", 1)[1] for limit, ttl in self.limits]
+            packed = self.packed = (head, caps)
+        head, caps = packed
+        u = b"%d" % used
+        used_arg = b"$%d\r\n%s\r\n" % (len(u), u)
+        return b"".join((head, _arg(lease), _arg(b"%d" % life_ms), _arg(b"%d" % want), _arg(b"%d" % drop),
+                         *(cap + used_arg for cap in caps)))  # fmt: skip
+
+
+def _arg(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
 # One LEASE call of a block: (block, lease id, used, drop, monotonic time sent, the command).
