@@ -367,7 +367,7 @@ class CapLeases:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for block in self._blocks.values():
+        for block in list(self._blocks.values()):
             if block.taking is not None:
                 with contextlib.suppress(Exception):
                     await block.taking
