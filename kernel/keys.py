@@ -9,6 +9,7 @@ the Redis Cluster hash tag: keys that one script touches together share it, so t
     {prefix}:burst:[{N}:]{address}         hits of one address, for bursts (per shard on a Cluster)
     {prefix}:seen:{o<offer>}:{nonce}       a spent postback signature (replay protection)
     {prefix}:cap:{o<offer>}:[p<partner>:]{metric}:{d<YYYYMMDD>|life}   cap counters of an offer
+    {prefix}:lease:{o<offer>}:[p<partner>:]clicks:{d<YYYYMMDD>|life}  trackers' leases on a click cap
     {prefix}:rl:{bucket}:{client}          the portal's rate-limit windows
 
 Pure: builds strings, talks to no server.
@@ -49,6 +50,13 @@ def cap_key(prefix: str, offer_id: int, partner_id: int | None, metric: str, day
     who = "" if partner_id is None else f"p{partner_id}:"
     when = "life" if day is None else f"d{day}"
     return f"{prefix}:cap:{{o{offer_id}}}:{who}{metric}:{when}"
+
+
+def lease_key(prefix: str, offer_id: int, partner_id: int | None, metric: str, day: str | None) -> str:
+    """The trackers' leases on a cap (tracker/leases.py): beside its counter, in the same Cluster slot."""
+    who = "" if partner_id is None else f"p{partner_id}:"
+    when = "life" if day is None else f"d{day}"
+    return f"{prefix}:lease:{{o{offer_id}}}:{who}{metric}:{when}"
 
 
 def rate_key(prefix: str, bucket: str, client: str) -> str:

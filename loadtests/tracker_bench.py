@@ -49,7 +49,7 @@ KEY_PREFIX = "bench"
 FLOOR_PREFIX = floor.key_prefix(KEY_PREFIX)
 EVERYTHING = (
     "everything on: bot and burst checks, unique-click SET NX, click caps (offer and partner, daily and "
-    "lifetime) in Redis, GeoIP country, signed click id, cookie, macros"
+    "lifetime) by lease from Redis, GeoIP country, signed click id, cookie, macros"
 )
 PLAIN = "plain: no caps on the offer, no GeoIP database (--plain)"
 SMART_TARGET = 1.05  # a smart-link click with five rules costs at most 5 % more server CPU than a plain one
@@ -206,8 +206,9 @@ def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, A
     return rounds, counters
 
 
-# Limits no bench reaches: every click runs the cap script (offer-wide and per partner, daily and
-# lifetime) in Redis before its event is appended, as it does on a capped offer in production.
+# Limits no bench reaches: every click takes a unit of its caps (offer-wide and per partner, daily and
+# lifetime) from the worker's lease on them (blocks taken from Redis by the LEASE script, used units
+# reported with each batch) before its event is appended, as it does on a capped offer in production.
 BENCH_CAPS = {
     "clicks": {"daily": 10**12, "lifetime": 10**15},
     "per_partner": {"clicks": {"daily": 10**12, "lifetime": 10**15}},

@@ -1,5 +1,7 @@
-"""How much of an offer's caps is used: read from the counters the tracker checks and counts in Redis.
+"""How much of an offer's caps is used: read from the counters the tracker counts in Redis.
 
+A click cap's counter holds the clicks the trackers *admitted* (reported with each batch, tracker/leases.py),
+never the units they hold on lease and have not used; a conversion or payout cap's, what its script counted.
 Daily caps are read for today (UTC), the day the tracker is counting; per-partner caps for the
 partners asked about. Raises redis.exceptions.RedisError or OSError when the counters cannot be read.
 """

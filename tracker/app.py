@@ -28,6 +28,7 @@ from tracker.clickids import ClickIdSigner, derive_key
 from tracker.config import ConfigCache
 from tracker.endpoints import Hot
 from tracker.geo import GeoLookup
+from tracker.leases import LEASE
 from tracker.metrics import LoopLag, Metrics
 from tracker.postbacks import Conversions
 from tracker.recorder import Recorder
@@ -63,7 +64,7 @@ class TrackerApp:
             core.key_prefix,
             Spool(settings.spool_dir),
             settings.redis_budget_ms / 1000,
-            (caps.SCRIPT, *SCRIPTS),
+            (caps.SCRIPT, LEASE, *SCRIPTS),
             settings.burst_limit,
             settings.burst_window_s,
             core.redis_cluster,
@@ -93,6 +94,7 @@ class TrackerApp:
             log.warning("starting without Redis, events go to the spool until it answers: %s", exc)
         await self.cache.start()
         await self.recorder.start()
+        self.hot.leases.start()
         admin = await self._admin_listener()
         lag = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         publisher = (
@@ -110,6 +112,8 @@ class TrackerApp:
                         await task
             if admin is not None:
                 admin.close()
+            await self.recorder.settle()  # the last clicks' cap units are reported, then the unused given back
+            await self.hot.leases.stop()
             await self.recorder.stop()
             await self.cache.stop()
             self.geo.close()
@@ -210,6 +214,11 @@ class TrackerApp:
             "spool_write_errors_total": float(stats.spool_errors),
             "events_lost_total": float(stats.events_lost),
             "scripts_reloaded_total": float(stats.scripts_reloaded),
+            # click caps by lease (tracker/leases.py): LEASE calls outside the batches, units granted, and calls
+            # whose outcome was unknown (the clicks waiting on them let through, flagged degraded)
+            "cap_lease_calls_total": float(self.hot.leases.calls),
+            "cap_units_granted_total": float(self.hot.leases.granted),
+            "cap_lease_failures_total": float(self.hot.leases.failures),
         }
         self.metrics.publish(gauges, stats.batch_sizes)
         self.loop_lag.publish(self.metrics.store)

@@ -13,15 +13,13 @@ from typing import Any, NamedTuple
 from kernel import keys
 from kernel.addresses import anonymize_ip
 from kernel.macros import Template, is_safe_location, safe_deep_link
-from kernel.redis.resp import pack
-from kernel.redis.scripts import capped_unique_xadd_parts
-from tracker import caps
 from tracker.bots import classify
 from tracker.clickids import ClickIdError, ClickIdSigner
 from tracker.config import ConfigCache
 from tracker.crawlers import LIST_VERSION
 from tracker.geo import GeoLookup
 from tracker.ids import uuid7
+from tracker.leases import OVER, Block, CapLeases
 from tracker.metrics import Metrics
 from tracker.recorder import Recorder
 from tracker.settings import TrackerSettings
@@ -59,12 +57,11 @@ class _Plan(NamedTuple):
 
 
 class _ClickCaps(NamedTuple):
-    """A link's click cap check for one UTC day: its keys name the day."""
+    """A link's click cap block for one UTC day: its keys name the day."""
 
     day: int  # days since the epoch, UTC
-    link: Link  # the link object it was built from: a reload makes a new one
-    check: tuple[bytes, ...]  # the cap script call alone (a Cluster's first round trip)
-    parts: tuple[bytes, bytes] | None  # the one-trip click script around the visitor's key and the payload
+    link: Link  # the link object it was found for: a reload makes a new one
+    block: Block | None  # None: none of the offer's caps counts clicks
 
 
 class Hot:
@@ -91,8 +88,10 @@ class Hot:
         self.cookie_flags = b"; Path=/; HttpOnly; SameSite=Lax"
         self._plans: dict[int, _Plan] = {}  # link id -> what its clicks reuse, for the snapshot below
         self._plans_of: Snapshot | None = None
-        # link id -> the packed cap check of one of its clicks: the same bytes all day
+        # link id -> the cap lease block its clicks take from: the same all day
         self._click_caps: dict[int, _ClickCaps] = {}
+        self.leases = CapLeases(recorder, self.prefix, settings.cap_lease_ms, settings.cap_block_max)
+        recorder.leases = self.leases
 
     def bot_reason(self, visit: Visit) -> str | None:
         """The verdict on the request itself (its method, headers and user agent); bursts are Redis's."""
@@ -204,20 +203,31 @@ class Hot:
             event["variant"] = variant.name if variant is not None else ""
         if offer.record_referrer and visit.referer:
             event["referrer"] = referrer_host(visit.referer)
-        checks: tuple[bytes, ...] = ()
         unique: tuple[bytes, int] | None = None
-        capped: tuple[bytes, bytes] | None = None
+        within: bool | None = None
         burst: bytes | None = None
-        if bot is None:  # Redis decides the rest as it appends the click: burst, uniqueness, caps
+        block: Block | None = None
+        lease: bytes | None = None
+        if bot is None:  # Redis decides the rest as it appends the click: burst, uniqueness
             unique = (plan.unique_prefix + visit.visitor(self.visitor_key).encode(), offer.window_s)
             burst = visit.address(self.visitor_key).encode()
-            if offer.caps:
-                checks, capped = self._click_cap_check(link, now)
+            if offer.caps and (block := self._click_block(link, now)) is not None:
+                lease = await self.leases.admit(block)  # from this process's block of the caps, in memory
+                if lease is None:  # Redis could not say: let it through, flagged
+                    event["degraded"] = True
+                else:
+                    within = lease != OVER
+                    if not within:  # over cap: the fallback offer, no click id, no cookie
+                        event["over_cap"] = True
+                        event["refusal"] = "over_cap"
+                        del event["click_id"]
         else:
             event["unique"] = False
-        await self.recorder.record(link.shard, event, checks, _decide_cap if checks else None, unique, capped, burst)
+        await self.recorder.record(link.shard, event, (), None, unique, within, burst)
         if burst is not None and event["bot"] == "burst":
             self.metrics.bots["burst"] += 1
+            if within:  # bursts never use up a cap: the unit goes back to the block
+                self.leases.give_back(block, lease)  # type: ignore[arg-type]
         if "over_cap" in event:  # the cap was hit: the fallback offer, no click id, no cookie
             await self._redirect(send, offer.fallback_url or offer.destination.render(link.ids), None, visit)
             return "over_cap"
@@ -265,26 +275,15 @@ class Hot:
         first = self.cache.snapshot.links_by_id.get(click.link_id)
         return token if first is not None and first.offer.id == offer.id else None
 
-    def _click_cap_check(self, link: Link, now: float) -> tuple[tuple[bytes, ...], tuple[bytes, bytes] | None]:
-        """The packed cap check of one click of this link, alone and as parts of the one-trip click script.
-
-        Built once a UTC day and per loaded link; (), None when none of the offer's caps counts clicks.
-        """
+    def _click_block(self, link: Link, now: float) -> Block | None:
+        """The cap lease block a click of this link takes from; found once a UTC day and per loaded link."""
         day = int(now) // 86400
         cached = self._click_caps.get(link.id)
-        if cached is None or cached.day != day or cached.link is not link:  # a new day or a reloaded configuration
-            offer = link.offer
-            counter_keys, args = caps.counters(self.prefix, offer.id, link.partner_id, offer.caps, {"clicks": 1}, now)
-            if counter_keys:
-                stream = keys.stream_key(self.prefix, link.shard).encode()
-                check = (pack(b"EVALSHA", caps.SCRIPT_SHA, len(counter_keys), *counter_keys, *args),)
-                burst = (self.settings.burst_limit, self.settings.burst_window_s)
-                parts = capped_unique_xadd_parts(stream, offer.window_s, burst, counter_keys, args)
-                cached = _ClickCaps(day, link, check, parts)
-            else:
-                cached = _ClickCaps(day, link, (), None)
-            self._click_caps[link.id] = cached
-        return cached.check, cached.parts
+        if cached is None or cached.day != day or cached.link is not link or (cached.block and cached.block.retired):
+            # a new day, a reloaded configuration, or a block given back when it was idle
+            block = self.leases.block(link.offer.id, link.partner_id, link.offer.caps, now)
+            cached = self._click_caps[link.id] = _ClickCaps(day, link, block)
+        return cached.block
 
     async def _inactive_click(self, visit: Visit, link: Link, send: Send) -> str:
         """An inactive link still redirects (to the fallback or the offer), recorded as refused, never unique."""
@@ -357,16 +356,6 @@ def _render_deep_link(url: str, values: dict[str, str]) -> str | None:
         return Template(url).render(values)
     except ValueError:
         return None
-
-
-def _decide_cap(event: dict[str, Any], replies: list[Any] | None) -> None:
-    """Over cap when the cap script says 0: the click goes to the fallback and carries no click id."""
-    if replies is None or replies[0] not in (0, 1):  # Redis could not say: let it through, billing re-checks
-        event["degraded"] = True
-    elif replies[0] == 0:
-        event["over_cap"] = True
-        event["refusal"] = "over_cap"
-        del event["click_id"]
 
 
 async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

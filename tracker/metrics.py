@@ -25,6 +25,9 @@ GAUGE_MODES: dict[str, Mode] = {
     "spool_write_errors_total": "sum",
     "events_lost_total": "sum",
     "scripts_reloaded_total": "sum",
+    "cap_lease_calls_total": "sum",
+    "cap_units_granted_total": "sum",
+    "cap_lease_failures_total": "sum",
 }
 _LE = (*(str(bound) for bound in LATENCY_BUCKETS_S), "+Inf")
 

@@ -3,12 +3,14 @@
 A request hands its event to `Recorder.record` and awaits only its own batch. A batch has one round
 trip on a single Redis: one XADD per event, or for a click or view the tracker takes for a person's one
 script that also counts the hit of its address and decides whether it is a burst, for a click decides its
-uniqueness and, when its offer has caps, checks and counts them. On a Redis Cluster, where the cap counters and
-the streams live in different slots, the cap checks go first in a round trip of their own, whose
-replies finish those events, then the appends. If Redis is down, errs, or is slower than the budget,
-the batch is fsynced to the local spool instead and the request still succeeds; a background task
-replays the spool into the streams once Redis answers again. A spooled event's burst verdict then comes
-from this process's own count (`BurstDetector`, the same rule), flagged `degraded`.
+uniqueness and appends the cap verdict the tracker took from its cap lease (tracker/leases.py). Ahead of the
+appends, in the same pipeline, go the reports of the cap units the clicks used, so a click in a stream was
+always counted first; on a Redis Cluster, where the caps and the streams live in different slots, those
+reports and a conversion's cap checks go first in a round trip of their own, then the appends. If Redis is
+down, errs, or is slower than the budget, the batch is fsynced to the local spool instead and the request
+still succeeds; a background task replays the spool into the streams once Redis answers again. A spooled
+event's burst verdict then comes from this process's own count (`BurstDetector`, the same rule), flagged
+`degraded`.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ Decide = Callable[[dict[str, Any], list[Any] | None], None]
 
 
 class Entry:
-    __slots__ = ("burst", "capped", "checks", "decide", "event", "lost", "replies", "shard", "unique")
+    __slots__ = ("burst", "checks", "decide", "event", "lost", "replies", "shard", "unique", "within")
 
     def __init__(
         self,
@@ -59,7 +61,7 @@ class Entry:
         checks: tuple[bytes, ...],
         decide: Decide | None,
         unique: tuple[bytes, int] | None,
-        capped: tuple[bytes, bytes] | None,
+        within: bool | None,
         burst: bytes | None,
     ) -> None:
         self.shard = shard
@@ -67,8 +69,7 @@ class Entry:
         self.checks = checks
         self.decide = decide
         self.unique = unique  # (uniqueness key, window s): appended by the UNIQUE_XADD script
-        # the parts of a CAPPED_UNIQUE_XADD call that does `checks` (its caps) and the append in one go
-        self.capped = capped
+        self.within = within  # a capped click's verdict, appended as "c" by CAPPED_UNIQUE_XADD; None: no cap
         self.burst = burst  # the address whose hit this is (its key in Redis after the burst prefix)
         self.replies: list[Any] | None = None
         self.lost = False  # neither Redis nor the spool could take it (full disk)
@@ -126,7 +127,8 @@ class Recorder:
         self._batch_future: asyncio.Future[None] | None = None
         self._flushing = False
         self._healthy = False
-        self._one_trip = False  # a single Redis: a capped click's checks and append in one script call
+        self._one_trip = False  # a single Redis: cap lease reports in the pipeline of the appends
+        self.leases: Any = None  # the process's CapLeases (tracker/leases.py): their reports go with each batch
         self._wake = asyncio.Event()  # set when a batch failed: the maintainer reconnects without waiting
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -141,15 +143,19 @@ class Recorder:
             await self._connect()
         self._tasks.append(asyncio.create_task(self._maintain(), name="recorder-maintain"))
 
-    async def stop(self) -> None:
-        self._stopping = True
-        while self._batch_future is not None or self._flushing:  # let the last batch land
+    async def settle(self) -> None:
+        """Wait until no batch is pending or being written."""
+        while self._batch_future is not None or self._flushing:
             pending = self._batch_future
             if pending is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(pending)
             else:
                 await asyncio.sleep(0.001)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        await self.settle()  # let the last batch land
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -176,22 +182,27 @@ class Recorder:
             if any(isinstance(reply, hiredis.ReplyError) for reply in replies):
                 raise RedisUnavailable(f"cannot load scripts: {failed_reply(replies)}")
 
-    async def _execute(self, commands: list[bytes]) -> list[Any]:
+    async def run(self, commands: list[bytes], timeout: float | None) -> list[Any]:
+        """A few script calls outside the batch (cap leases); None: the Redis budget. Raises RedisUnavailable."""
+        return await self._execute(commands, self.budget_s if timeout is None else timeout)
+
+    async def _execute(self, commands: list[bytes], timeout: float | None = None) -> list[Any]:
         """One round trip of the batch; a script Redis no longer knows is loaded again and its calls resent.
 
         Redis forgets scripts on SCRIPT FLUSH, and a node that never loaded them can take over a slot;
         the connection then stays up, so without this every click would be spooled as unchecked.
         """
-        replies = await self._conn.execute(commands, timeout=self.budget_s)
+        timeout = self.budget_s if timeout is None else timeout
+        replies = await self._conn.execute(commands, timeout=timeout)
         if self._one_trip and self._conn.is_cluster:  # met MOVED: a cluster after all, keys per slot from now on
             self._one_trip = False
             self._burst_keys = {}
         missing = [i for i, reply in enumerate(replies) if _noscript(reply)]
         if missing and self._scripts:
             log.warning("redis no longer knows the tracker's scripts; loading them again")
-            await self._load_scripts(self.budget_s)
+            await self._load_scripts(timeout)
             self.stats.scripts_reloaded += 1
-            again = await self._conn.execute([commands[i] for i in missing], timeout=self.budget_s)
+            again = await self._conn.execute([commands[i] for i in missing], timeout=timeout)
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
         return replies
@@ -221,7 +232,7 @@ class Recorder:
         checks: tuple[bytes, ...] = (),
         decide: Decide | None = None,
         unique: tuple[bytes, int] | None = None,
-        capped: tuple[bytes, bytes] | None = None,
+        within: bool | None = None,
         burst: bytes | None = None,
     ) -> Entry:
         """Make the event durable (Redis stream or spool) in the next batch; returns it with its check replies.
@@ -229,12 +240,11 @@ class Recorder:
         `burst`: the (hashed) address of a click or view taken for a person's: the script that appends the
         event counts the hit and decides whether it is a burst; a burst's event then has bot "burst" (and a
         click unique False). `unique`: with `burst`, (key, window) to decide click uniqueness in that same
-        script call. `capped`: with `unique`, the parts of the CAPPED_UNIQUE_XADD call that runs `checks`
-        (one cap check) in that same call on a single Redis; its reply is then the check's reply.
+        script call. `within`: with `unique`, a capped click's verdict from its cap lease, appended as "c".
         """
         if unique is not None and burst is None:
             raise ValueError("a click's uniqueness is decided with its burst verdict: give its address")
-        entry = Entry(shard, event, checks, decide, unique, capped, burst)
+        entry = Entry(shard, event, checks, decide, unique, within, burst)
         future = self._batch_future
         if future is None:
             future = self._batch_future = _BatchFuture(loop=asyncio.get_running_loop())
@@ -286,13 +296,25 @@ class Recorder:
         await self._write_spool(batch)
 
     async def _write_redis(self, batch: list[Entry]) -> None:
-        if not self._one_trip:  # a Cluster: the caps cannot share the append's script, so they go ahead of it
-            for entry in batch:
-                entry.capped = None
-        ahead = [entry for entry in batch if entry.checks and entry.capped is None]
-        if ahead:
-            replies = await self._execute([command for entry in ahead for command in entry.checks])
-            at = 0
+        leases = self.leases
+        reports = leases.reports() if leases is not None else []
+        try:
+            await self._write_redis_reported(batch, reports)
+        except BaseException:
+            if reports:  # not answered
+                leases.reported(reports, None)  # outcome unknown: reported again, the leases renewed
+            raise
+
+    async def _write_redis_reported(self, batch: list[Entry], reports: list[Any]) -> None:
+        ahead = [entry for entry in batch if entry.checks]  # a conversion's cap check: it decides the event
+        first = [call[5] for call in reports] if not self._one_trip else []
+        if ahead or first:
+            replies = await self._execute(first + [command for entry in ahead for command in entry.checks])
+            if first:
+                done = reports[:]
+                reports.clear()  # answered: not to be reported again if the appends fail
+                self.leases.reported(done, replies[: len(first)])
+            at = len(first)
             for entry in ahead:
                 n = len(entry.checks)
                 entry.replies = replies[at : at + n]
@@ -300,30 +322,33 @@ class Recorder:
                 if entry.decide is not None:
                     entry.decide(entry.event, entry.replies)
         dumps, key, burst_key, args = orjson.dumps, self._key, self._burst_key, self._burst_args
-        commands = [
+        commands = [call[5] for call in reports]  # a single Redis: the reports go first in the same pipeline
+        commands += [
             xadd_command(key(e.shard), dumps(e.event))
             if e.burst is None
             else burst_xadd_command(burst_key(e.shard) + e.burst, key(e.shard), args, dumps(e.event))
             if e.unique is None
-            else capped_unique_xadd_command(e.unique[0], burst_key(e.shard) + e.burst, e.capped, dumps(e.event))
-            if e.capped is not None
             else unique_xadd_command(
                 e.unique[0], burst_key(e.shard) + e.burst, key(e.shard), e.unique[1], args, dumps(e.event)
+            )
+            if e.within is None
+            else capped_unique_xadd_command(
+                e.unique[0], burst_key(e.shard) + e.burst, key(e.shard), e.unique[1], args, e.within, dumps(e.event)
             )
             for e in batch
         ]
         replies = await self._execute(commands)
+        if reports:
+            done = reports[:]
+            reports.clear()
+            self.leases.reported(done, replies[: len(done)])
+            replies = replies[len(done) :]
         failed: list[Entry] = []
         for entry, reply in zip(batch, replies, strict=True):
             if isinstance(reply, hiredis.ReplyError):
                 failed.append(entry)
-            elif entry.burst is not None:  # 1: a burst; with caps, 2 for a burst plus 1 within, 0 over cap
-                if reply >= 2 or (reply == 1 and entry.capped is None):
-                    _burst(entry.event)
-                if entry.capped is not None:  # the cap check's reply
-                    entry.replies = [reply & 1]
-                    if entry.decide is not None:
-                        entry.decide(entry.event, entry.replies)
+            elif entry.burst is not None and reply == 1:  # 1: a burst
+                _burst(entry.event)
         if failed:  # e.g. OOM under noeviction: those events go to the spool, the rest are in the stream
             log.warning(
                 "redis refused %d of %d events (%s), spooling them", len(failed), len(batch), failed_reply(replies)

@@ -9,6 +9,7 @@ from kernel.addresses import TrustedProxies
 from kernel.env import Env, SettingsError
 from kernel.settings import Settings
 from tracker.bots import DEFAULT_BURST_LIMIT, DEFAULT_BURST_WINDOW_S
+from tracker.leases import DEFAULT_BLOCK_MAX, DEFAULT_LEASE_MS
 
 DEFAULT_BUDGET_MS = 20
 DEFAULT_COOKIE = "cm_click"
@@ -28,6 +29,10 @@ class TrackerSettings:
     # burst_window_s seconds before it; per address, across every worker and tracker (docs/VISITORS.md).
     burst_limit: int
     burst_window_s: int
+    # Click caps by lease (tracker/leases.py): a lease nobody renews goes back to the cap after cap_lease_ms, and
+    # a block holds at most cap_block_max units; under-delivery while leases live <= processes x cap_block_max.
+    cap_lease_ms: int = DEFAULT_LEASE_MS
+    cap_block_max: int = DEFAULT_BLOCK_MAX
     metrics_host: str = DEFAULT_METRICS_HOST  # the admin address /metrics is served on, never the click port
     metrics_port: int = DEFAULT_METRICS_PORT  # 0: no admin listener
     metrics_token: str | None = field(default=None, repr=False)  # set: /metrics also on the click port, with it
@@ -51,6 +56,8 @@ class TrackerSettings:
             proxies=TrustedProxies.from_env(env),
             burst_limit=env.int("BURST_LIMIT", DEFAULT_BURST_LIMIT, lo=1, hi=1_000_000),
             burst_window_s=env.int("BURST_WINDOW_S", DEFAULT_BURST_WINDOW_S, lo=1, hi=3600),
+            cap_lease_ms=env.int("CAP_LEASE_MS", DEFAULT_LEASE_MS, lo=200, hi=3_600_000),
+            cap_block_max=env.int("CAP_BLOCK_MAX", DEFAULT_BLOCK_MAX, lo=1, hi=1_000_000),
             metrics_host=env.str("METRICS_HOST", DEFAULT_METRICS_HOST),
             metrics_port=env.int("METRICS_PORT", DEFAULT_METRICS_PORT, lo=0, hi=65_535),
             metrics_token=token,

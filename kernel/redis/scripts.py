@@ -7,10 +7,11 @@ The names are built in kernel/keys.py only (here the commands get them as bytes)
                                  A click or view the tracker takes for a person's also has field "b" = 1 or
                                  0: a burst or not, decided by Redis as it appends the entry (ingest then
                                  records a burst as bot "burst", never unique). Such a click also has "u" =
-                                 1 or 0: unique or not, decided by the same script; for a capped click on a
-                                 single Redis also "c" = 1 or 0: within its caps or over cap (ingest applies
-                                 "c" = 0 as the tracker does: over_cap, refusal over_cap, no click id). The
-                                 {N} hash tag lets each shard live on its own node.
+                                 1 or 0: unique or not, decided by the same script; for a capped click also
+                                 "c" = 1 or 0: within its caps or over cap, decided by the tracker from its
+                                 cap lease before the append (ingest applies "c" = 0 as the tracker does:
+                                 over_cap, refusal over_cap, no click id). The {N} hash tag lets each shard
+                                 live on its own node.
     {PREFIX}:uniq:{N}:L:visitor  string, set NX with the offer's window as TTL, by the same script that
                                  appends the click to shard N (same hash tag, same Cluster slot): the click
                                  of this visitor on link L is unique when the SET succeeds.
@@ -20,7 +21,11 @@ The names are built in kernel/keys.py only (here the commands get them as bytes)
                                  On a Redis Cluster {PREFIX}:burst:{N}:address instead, in the slot of the
                                  stream it is appended to: there an address's hits are counted per shard.
     {PREFIX}:cap:{o<offer>}:...  integer counters of the caps of one offer (offer-wide and per partner,
-                                 daily and lifetime), checked and incremented atomically by one script.
+                                 daily and lifetime). A conversion's and payout's are checked and
+                                 incremented atomically by one script (tracker/caps.py); a click cap's hold
+                                 the clicks admitted, as the trackers report them (tracker/leases.py).
+    {PREFIX}:lease:{o<offer>}:.. hash beside a click cap's counter: per tracker lease "units:expires_ms", the
+                                 units it holds and has not used; an expired lease's go back to the cap.
     {PREFIX}:seen:{o<offer>}:... postback nonces, SET NX with a TTL, so a signed postback is used once.
 
 "address" is a keyed hash of the visitor's address (IPv6: its /64), never the address itself.
@@ -31,9 +36,6 @@ The commands are sent by the raw RESP client (kernel/redis/resp.py) on the track
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-
-from kernel.redis.resp import pack
 
 # The check of a set of counters, shared by the cap script (tracker/caps.py) and the click script below:
 # KEYS[first..]: the counters; from ARGV[at], per counter its limit, its TTL (0: none) and its increment.
@@ -100,23 +102,16 @@ return b and 1 or 0
 )
 UNIQUE_XADD_SHA = hashlib.sha1(UNIQUE_XADD).hexdigest().encode()
 
-# KEYS: the uniqueness key, the burst list, the stream, the cap counters; ARGV: the uniqueness window (s), the
-# burst limit and window (ms), per counter its limit, TTL and increment, the payload last. One round trip
-# counts the click's hit, checks and counts its caps (not for a burst: bots never use up a cap), decides its
-# uniqueness and appends it with the three verdicts; returns 1 (within its caps) or 0 (over cap), plus 2 for
-# a burst. Its keys live in different Cluster slots: on a Cluster the caps go in a round trip of their own.
+# KEYS: the uniqueness key, the burst list, the stream; ARGV: the uniqueness window (s), the burst limit and
+# window (ms), the click's cap verdict ("1" within its caps, "0" over cap: decided by the tracker from its cap
+# lease, tracker/leases.py), the payload. UNIQUE_XADD with the verdict appended as field "c"; touches no cap.
 CAPPED_UNIQUE_XADD = (
-    CHECK_FUNCTION
-    + BURST_FUNCTION
+    BURST_FUNCTION
     + b"""
 local b = burst(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]))
-local within, unique = '1', false
-if not b then
-  within = capped(4, 4) and '1' or '0'
-  unique = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
-end
-redis.call('XADD', KEYS[3], '*', 'd', ARGV[#ARGV], 'u', unique and '1' or '0', 'c', within, 'b', b and '1' or '0')
-return tonumber(within) + (b and 2 or 0)
+local unique = not b and redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
+redis.call('XADD', KEYS[3], '*', 'd', ARGV[5], 'u', unique and '1' or '0', 'c', ARGV[4], 'b', b and '1' or '0')
+return b and 1 or 0
 """
 )
 CAPPED_UNIQUE_XADD_SHA = hashlib.sha1(CAPPED_UNIQUE_XADD).hexdigest().encode()
@@ -184,48 +179,26 @@ def unique_xadd_command(
 _MIDDLES: dict[tuple[bytes, int, bytes], bytes] = {}
 
 
-def capped_unique_xadd_parts(
-    stream: bytes, window_s: int, burst: tuple[int, int], keys: Sequence[str], args: Sequence[int]
-) -> tuple[bytes, bytes]:
-    """The packed CAPPED_UNIQUE_XADD call of one link's clicks around the visitor's key, the address's burst
-    list and the payload. `burst`: the limit (hits) and window (s).
-
-    Everything but those three is the same for every click of a link all day, so it is packed once.
-    """
-    limit, window = burst
-    blank = b"$0\r\n\r\n"
-    before = pack(
-        b"EVALSHA",
-        CAPPED_UNIQUE_XADD_SHA,
-        3 + len(keys),
-        b"",
-        b"",
-        stream,
-        *keys,
-        window_s,
-        limit,
-        window * 1000,
-        *args,
-        b"",
-    )
-    head, _, rest = before.partition(blank)  # the count of arguments, EVALSHA, its SHA, the number of keys
-    after = rest[
-        len(blank) : -len(blank)
-    ]  # the stream, the counters, the window, the burst's and the counters' arguments
-    return head, after
-
-
 def capped_unique_xadd_command(
-    unique_key: bytes, burst_key: bytes, parts: tuple[bytes, bytes], payload: bytes
+    unique_key: bytes, burst_key: bytes, stream: bytes, window_s: int, args: bytes, within: bool, payload: bytes
 ) -> bytes:
-    """EVALSHA of CAPPED_UNIQUE_XADD for one click, from its link's parts."""
-    return b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n%s$%d\r\n%s\r\n" % (
-        parts[0],
+    """EVALSHA of CAPPED_UNIQUE_XADD: UNIQUE_XADD's call with the click's cap verdict ("c") before the payload."""
+    middle = _MIDDLES.get((stream, window_s, args))
+    if middle is None:
+        unique_xadd_command(unique_key, burst_key, stream, window_s, args, payload)
+        middle = _MIDDLES[stream, window_s, args]
+    return b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n%s%s$%d\r\n%s\r\n" % (
+        _CAPPED_UNIQUE_XADD_HEAD,
         len(unique_key),
         unique_key,
         len(burst_key),
         burst_key,
-        parts[1],
+        middle,
+        _WITHIN if within else _OVER,
         len(payload),
         payload,
     )
+
+
+_CAPPED_UNIQUE_XADD_HEAD = b"*11\r\n$7\r\nEVALSHA\r\n$40\r\n" + CAPPED_UNIQUE_XADD_SHA + b"\r\n$1\r\n3\r\n"
+_WITHIN, _OVER = b"$1\r\n1\r\n", b"$1\r\n0\r\n"

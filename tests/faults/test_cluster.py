@@ -128,11 +128,12 @@ async def test_two_trackers_two_ingests_and_a_master_restart(
     assert consumers == {"ingest-0", "ingest-1"}
 
 
-async def test_click_caps_on_a_cluster_take_their_own_round_trip(
+async def test_click_caps_by_lease_on_a_cluster(
     settings: Settings, db: asyncpg.Connection, cluster: ValkeyCluster
 ) -> None:
-    """The cap counters and the streams live in different slots: the caps are checked first, then the clicks
-    appended, and an over-cap click is stored just as on a single Redis."""
+    """The cap counters and leases live in the offer's slot, the streams in theirs: the leases are taken and the
+    used units reported in a round trip of their own, the clicks appended with the tracker's verdict ("c"), and
+    an over-cap click is stored just as on a single Redis."""
     settings = replace(settings, redis_url=cluster.url, shards=SHARDS)
     prog, locations = await clicks_over_a_cap(settings, db)
     assert [loc == FALLBACK for loc in locations] == [False, False, False, True, True]
@@ -141,9 +142,14 @@ async def test_click_caps_on_a_cluster_take_their_own_round_trip(
         key = f"{settings.key_prefix}:events:{{{n}}}"
         with redis.Redis(port=key_slot_owner(cluster, key)) as client:
             fields += [entry for _, entry in client.xrange(key)]
-    assert len(fields) == 5 and not any(b"c" in entry for entry in fields)  # decided in the first round trip
+    assert len(fields) == 5 and sorted(entry[b"c"] for entry in fields) == [b"0", b"0", b"1", b"1", b"1"]
     for entry in fields:
         check_entry(entry)
+    offer = f"{settings.key_prefix}:cap:{{o{prog.offer_id}}}:"
+    with redis.Redis(port=key_slot_owner(cluster, offer)) as client:
+        counters = [int(client.get(key)) for key in client.keys(offer + "*")]
+        leases = client.keys(f"{settings.key_prefix}:lease:{{o{prog.offer_id}}}:*")
+    assert counters == [3, 3] and leases == []  # admitted clicks counted; the tracker's stop gave its units back
     assert await stored_over_cap(settings, db, prog) == [(False, True)] * 3 + [(True, False)] * 2  # sorted
 
 

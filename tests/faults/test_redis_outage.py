@@ -45,8 +45,9 @@ async def test_redis_down_for_a_while_under_load(
 ) -> None:
     valkey, base = own_valkey
     settings = replace(settings, redis_url=valkey.url, shards=2)
-    # Caps no click reaches: every click takes the one-trip script path (caps, uniqueness, append), also
-    # against the restarted Valkey, which has forgotten the scripts until the tracker reconnects.
+    # Caps no click reaches: every click takes from the tracker's cap lease, its batch reports the used units
+    # ahead of the appends, also against the restarted Valkey, which has forgotten the scripts until the
+    # tracker reconnects.
     prog = await programme(db, caps={"clicks": {"daily": 10**9}, "per_partner": {"clicks": {"lifetime": 10**9}}})
     answered: list[str] = []
     statuses: list[int] = []

@@ -50,8 +50,10 @@ def tracker_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_tracker(env: dict[str, str], workers: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """uvicorn as `clickmint up` runs it, on a free port; returns once /readyz answers 200."""
+def start_tracker(
+    env: dict[str, str], workers: int, log: Path, ready_s: float = 20.0
+) -> tuple[subprocess.Popen[bytes], str]:
+    """uvicorn as `clickmint up` runs it, on a free port; returns once /readyz answers 200 (within ready_s)."""
     port = pick_port(0)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
@@ -76,7 +78,7 @@ def start_tracker(env: dict[str, str], workers: int, log: Path) -> tuple[subproc
             stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + ready_s
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"the tracker exited:\n{log.read_text()}"
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kernel.caps import Limit
 from kernel.redis.resp import pack
 from kernel.redis.scripts import (
     BURST_XADD_SHA,
@@ -10,10 +11,10 @@ from kernel.redis.scripts import (
     burst_args,
     burst_xadd_command,
     capped_unique_xadd_command,
-    capped_unique_xadd_parts,
     unique_xadd_command,
     xadd_command,
 )
+from tracker.leases import LEASE_SHA, CapLeases
 
 STREAM = b"cm:events:{3}"
 PAYLOAD = b'{"type":"click","sub1":"{x}"}'
@@ -37,8 +38,17 @@ def test_unique_xadd() -> None:
 
 
 def test_capped_unique_xadd() -> None:
-    keys, args = ["cm:cap:{o1}:clicks:d", "cm:cap:{o1}:clicks:l"], [100, 172800, 1, 5000, 0, 1]
-    parts = capped_unique_xadd_parts(STREAM, 3600, (30, 10), keys, args)
-    command = capped_unique_xadd_command(UNIQ, BURST, parts, PAYLOAD)
-    expected = pack(b"EVALSHA", CAPPED_UNIQUE_XADD_SHA, 5, UNIQ, BURST, STREAM, *keys, 3600, 30, 10_000, *args, PAYLOAD)
-    assert command == expected
+    for within, verdict in ((True, b"1"), (False, b"0")):
+        command = capped_unique_xadd_command(UNIQ, BURST, STREAM, 3600, burst_args(30, 10), within, PAYLOAD)
+        expected = pack(b"EVALSHA", CAPPED_UNIQUE_XADD_SHA, 3, UNIQ, BURST, STREAM, 3600, 30, 10_000, verdict, PAYLOAD)
+        assert command == expected
+
+
+def test_lease() -> None:
+    limits = (Limit("clicks", "daily", False, 10**12), Limit("clicks", "lifetime", True, 5))
+    block = CapLeases(None, "cm").block(1, 3, limits, 0.0)
+    assert block is not None
+    for lease, life, want, used, drop in ((b"ab.1.2", 10_000, 100, 0, 0), (b"x", 200, -1, -3, 5), (b"y", 1, 0, 7, 0)):
+        args = [value for limit, ttl in block.limits for value in (limit, ttl, used)]
+        expected = pack(b"EVALSHA", LEASE_SHA, 4, *block.head, lease, life, want, drop, *args)
+        assert block.command(lease, life, want, used, drop) == expected
