@@ -15,6 +15,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "tracker": ("loadtests.tracker_bench", "click redirects of one pinned tracker worker vs a bare ASGI 302"),
     "ingest": ("loadtests.ingest_bench", "stream -> PostgreSQL with attribution and rollups vs a raw COPY"),
     "resp": ("loadtests.resp_bench", "the hand-written RESP client vs redis-py on the tracker's and ingest's paths"),
+    "valkey": (
+        "loadtests.valkey_bench",
+        "Valkey's CPU per hot-path command, piece by piece: where a click's cost goes",
+    ),
     "settle": ("loadtests.settle_bench", "1M conversions for 10k partners: approve, ledger, statements, close"),
     "bots": (
         "loadtests.bots_bench",

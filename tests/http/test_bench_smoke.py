@@ -62,3 +62,13 @@ def test_bots_bench_measures_cached_new_and_the_joined_list() -> None:
     for name in ("cached_us", "dict_lookup_us", "new_person_us", "new_bot_us", "joined_list_us"):
         assert figures[name] > 0, name
     assert "baseline, the list joined into one regex" in out
+
+
+def test_valkey_bench_measures_every_piece_with_and_without_the_aof() -> None:
+    figures, out = _bench("valkey", "--calls", "1000", "--repeat", "1", "--block", "50")
+    pieces = ("xadd", "script_empty", "script_xadd", "view", "click", "click_again", "capped_click", "lease")
+    for piece in pieces:  # a script that failed (or a lease not granted its block) would have stopped the run
+        assert figures[f"{piece}_aof_us"] > 0 and figures[f"{piece}_no_aof_us"] > 0, piece
+    assert figures["block"] == 50
+    assert abs(figures["lease_aof_us"] * 50 - figures["lease_call_aof_us"]) < 0.5  # a call's share, both rounded
+    assert "capped_click + lease" in out
