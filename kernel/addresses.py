@@ -101,6 +101,9 @@ class TrustedProxies:
         packed = _packed_v4(address)
         if packed is None:  # IPv6 or not an address: parsed by ipaddress, the verdicts cached
             return self._trusts_other(address)
+        return self._trusts_v4(packed)
+
+    def _trusts_v4(self, packed: bytes) -> bool:
         value = int.from_bytes(packed, "big")  # most addresses: a few integer operations, nothing cached
         for network, mask in self._v4:
             if value & mask == network:
@@ -116,10 +119,47 @@ class TrustedProxies:
         rightmost untrusted address of the forwarding header's `values` (its lines, in order)."""
         if not self.any or not self._trusts(peer):
             return peer
-        chain = forwarded_for(values) if self.header == "forwarded" else x_forwarded_for(values)
+        return self.forwarded_client(peer, values)
+
+    def forwarded_client(self, peer: str, values: Iterable[str]) -> str:
+        """client() for a peer already known to be a trusted proxy (the tracker checks it once per request)."""
+        if self.header == "x-forwarded-for":
+            return self._x_forwarded_client(peer, values)
         client = peer
-        for entry in reversed(chain[-_MAX_ENTRIES:]):
+        for entry in reversed(forwarded_for(values)[-_MAX_ENTRIES:]):
             if _packed_v4(entry) is None and parse_address(entry) is None:
+                return client
+            client = entry
+            if not self._trusts(entry):
+                return entry
+        return client
+
+    def _x_forwarded_client(self, peer: str, values: Iterable[str]) -> str:
+        """The walk of client() over X-Forwarded-For, right to left, parsing only the entries it reaches.
+
+        The same answer as walking x_forwarded_for(values)[-_MAX_ENTRIES:]: the rightmost untrusted address,
+        the hop before an entry that is not an address, or the leftmost when all are trusted proxies.
+        """
+        parts: list[str] = []
+        for value in values:
+            parts += value.split(",")
+        client = peer
+        seen = 0
+        for part in reversed(parts):
+            part = part.strip()
+            if not part:
+                continue
+            seen += 1
+            if seen > _MAX_ENTRIES:
+                break
+            packed = _packed_v4(part)
+            if packed is not None:  # the common entry: IPv4, canonical and checked without ipaddress
+                client = socket.inet_ntop(socket.AF_INET, packed)
+                if not self._trusts_v4(packed):
+                    return client
+                continue
+            entry = canonical_address(part)
+            if entry is None:
                 return client
             client = entry
             if not self._trusts(entry):
@@ -131,10 +171,16 @@ class TrustedProxies:
         with the x-forwarded-for header), or None: not behind a trusted proxy, or not said."""
         if not self.any or not self._trusts(peer):
             return None
+        return self.forwarded_scheme(values, x_forwarded_proto)
+
+    def forwarded_scheme(self, values: Iterable[str], x_forwarded_proto: str | None) -> str | None:
+        """scheme() for a peer already known to be a trusted proxy."""
         if self.header == "forwarded":
             proto = forwarded_proto(values)
+        elif not x_forwarded_proto:
+            return None
         else:
-            proto = (x_forwarded_proto or "").strip().lower()
+            proto = x_forwarded_proto.strip().lower()
         return proto if proto in ("http", "https") else None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import random
 from typing import Any
 
 import pytest
@@ -213,6 +214,38 @@ def test_the_ipv4_fast_path_checks_every_network() -> None:
         "172.31.9.9": True,
     }
     assert proxies.client("10.0.0.1", ["6.6.6.6, 172.16.0.1, 192.168.1.7"]) == "6.6.6.6"
+
+
+def _reference_client(proxies: TrustedProxies, peer: str, values: list[str]) -> str:
+    """client() as it was before its X-Forwarded-For walk parsed only what it reaches: the whole chain first."""
+    if not proxies.trusts(peer):
+        return peer
+    client = peer
+    for entry in reversed(x_forwarded_for(values)[-64:]):
+        if parse_address(entry) is None:
+            return client
+        client = entry
+        if not proxies.trusts(entry):
+            return entry
+    return client
+
+
+def test_the_x_forwarded_for_walk_answers_as_the_whole_chain() -> None:
+    """Every header of up to three entries from the tricky table (and a chain past the 64-entry cut), each
+    split over one or two lines, under three configurations: the same client as walking the parsed chain."""
+    entries = [t.encode().decode("unicode_escape") for t in TRICKY] + ["10.1.2.3", "2001:db8:ffff::7", "192.0.2.1"]
+    configs = (PROXIES, TrustedProxies.parse("0.0.0.0/0, ::/0"), TrustedProxies.parse("192.0.2.0/24, ::1"))
+    rng = random.Random(22)
+    headers = [[a] for a in entries] + [rng.sample(entries, rng.randint(2, 3)) for _ in range(400)]
+    headers.append(["6.6.6.6"] + ["10.0.0.9"] * 63)  # within the 64 entries read: the untrusted address
+    headers.append(["6.6.6.6"] + ["10.0.0.9"] * 64)  # one past them: the leftmost of the 64 read
+    headers.append(["10.0.0.9"] * 70 + [" ", ""])
+    for parts in headers:
+        cut = rng.randint(0, len(parts))
+        lines = [", ".join(parts[:cut]), ",".join(parts[cut:])] if cut else [", ".join(parts)]
+        for proxies in configs:
+            for peer in ("10.0.0.1", "2001:db8:ffff::1", "192.0.2.9"):
+                assert proxies.client(peer, lines) == _reference_client(proxies, peer, lines), (peer, lines)
 
 
 @pytest.mark.parametrize(
