@@ -22,8 +22,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from loadtests import floor
-from loadtests.servers import Servers, seed_link
-from loadtests.tracker_bench import _country_db, _set_caps, _tracker_env
+from loadtests.servers import Servers, delete_keys, seed_link, unseed_link
+from loadtests.tracker_bench import KEY_PREFIX, _country_db, _set_caps, _tracker_env
 from loadtests.traffic import BROWSER_UA
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
@@ -46,6 +46,7 @@ def run(argv: list[str]) -> int:
     """The benchmark's entry point for loadtests.bench."""
     args = _parser().parse_args(argv)
     servers = Servers.open()
+    seeded = None
     try:
         seeded = asyncio.run(seed_link(servers.database_url))
         asyncio.run(_set_caps(servers.database_url, seeded.offer_id))
@@ -58,6 +59,10 @@ def run(argv: list[str]) -> int:
         os.sched_setaffinity(0, {cpus[0]})  # after the servers started: they keep the other core
         figures = _with_uvloop(_measure(args, f"/c/{seeded.code}"))
     finally:
+        if servers.valkey is None:  # a configured Redis: its keys under the bench's prefix go
+            delete_keys(servers.redis_url, KEY_PREFIX)
+        if servers.postgres is None and seeded is not None:
+            asyncio.run(unseed_link(servers.database_url, seeded))
         servers.close()
     click, base = figures["click_cpu_us"], figures["floor_cpu_us"]
     print(
