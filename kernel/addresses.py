@@ -44,7 +44,7 @@ _PEERS_CACHED = 4096
 class TrustedProxies:
     """The networks whose forwarding headers are believed, and the one header they write."""
 
-    __slots__ = ("_trusts", "any", "header", "header_bytes", "networks")
+    __slots__ = ("_trusts_other", "_v4", "any", "header", "header_bytes", "networks")
 
     def __init__(self, networks: Iterable[Network] = (), header: str = "x-forwarded-for") -> None:
         if header not in HEADERS:
@@ -53,7 +53,11 @@ class TrustedProxies:
         self.header = header
         self.header_bytes = header.encode()  # as ASGI names headers: lower-case bytes
         self.any = bool(self.networks)  # False: no header is ever read (the hot path skips all of this)
-        self._trusts = lru_cache(maxsize=_PEERS_CACHED)(self._check)
+        # The IPv4 networks as (network, mask) integers: an IPv4 address is checked without ipaddress objects.
+        self._v4 = tuple(
+            (int(network.network_address), int(network.netmask)) for network in self.networks if network.version == 4
+        )
+        self._trusts_other = lru_cache(maxsize=_PEERS_CACHED)(self._check)
 
     def __repr__(self) -> str:
         networks = ",".join(str(network) for network in self.networks)
@@ -93,6 +97,19 @@ class TrustedProxies:
         """Whether an address (a peer, or an entry of a header) is a trusted proxy."""
         return self.any and self._trusts(address)
 
+    def _trusts(self, address: str) -> bool:
+        packed = _packed_v4(address)
+        if packed is None:  # IPv6 or not an address: parsed by ipaddress, the verdicts cached
+            return self._trusts_other(address)
+        return self._trusts_v4(packed)
+
+    def _trusts_v4(self, packed: bytes) -> bool:
+        value = int.from_bytes(packed, "big")  # most addresses: a few integer operations, nothing cached
+        for network, mask in self._v4:
+            if value & mask == network:
+                return True
+        return False
+
     def _check(self, address: str) -> bool:
         parsed = parse_address(address)
         return parsed is not None and any(parsed in network for network in self.networks)
@@ -102,10 +119,47 @@ class TrustedProxies:
         rightmost untrusted address of the forwarding header's `values` (its lines, in order)."""
         if not self.any or not self._trusts(peer):
             return peer
-        chain = forwarded_for(values) if self.header == "forwarded" else x_forwarded_for(values)
+        return self.forwarded_client(peer, values)
+
+    def forwarded_client(self, peer: str, values: Iterable[str]) -> str:
+        """client() for a peer already known to be a trusted proxy (the tracker checks it once per request)."""
+        if self.header == "x-forwarded-for":
+            return self._x_forwarded_client(peer, values)
         client = peer
-        for entry in reversed(chain[-_MAX_ENTRIES:]):
-            if parse_address(entry) is None:
+        for entry in reversed(forwarded_for(values)[-_MAX_ENTRIES:]):
+            if _packed_v4(entry) is None and parse_address(entry) is None:
+                return client
+            client = entry
+            if not self._trusts(entry):
+                return entry
+        return client
+
+    def _x_forwarded_client(self, peer: str, values: Iterable[str]) -> str:
+        """The walk of client() over X-Forwarded-For, right to left, parsing only the entries it reaches.
+
+        The same answer as walking x_forwarded_for(values)[-_MAX_ENTRIES:]: the rightmost untrusted address,
+        the hop before an entry that is not an address, or the leftmost when all are trusted proxies.
+        """
+        parts: list[str] = []
+        for value in values:
+            parts += value.split(",")
+        client = peer
+        seen = 0
+        for part in reversed(parts):
+            part = part.strip()
+            if not part:
+                continue
+            seen += 1
+            if seen > _MAX_ENTRIES:
+                break
+            packed = _packed_v4(part)
+            if packed is not None:  # the common entry: IPv4, canonical and checked without ipaddress
+                client = socket.inet_ntop(socket.AF_INET, packed)
+                if not self._trusts_v4(packed):
+                    return client
+                continue
+            entry = canonical_address(part)
+            if entry is None:
                 return client
             client = entry
             if not self._trusts(entry):
@@ -117,14 +171,46 @@ class TrustedProxies:
         with the x-forwarded-for header), or None: not behind a trusted proxy, or not said."""
         if not self.any or not self._trusts(peer):
             return None
+        return self.forwarded_scheme(values, x_forwarded_proto)
+
+    def forwarded_scheme(self, values: Iterable[str], x_forwarded_proto: str | None) -> str | None:
+        """scheme() for a peer already known to be a trusted proxy."""
         if self.header == "forwarded":
             proto = forwarded_proto(values)
+        elif not x_forwarded_proto:
+            return None
         else:
-            proto = (x_forwarded_proto or "").strip().lower()
+            proto = x_forwarded_proto.strip().lower()
         return proto if proto in ("http", "https") else None
 
 
 NO_PROXIES = TrustedProxies()
+
+
+def _packed_v4(text: str) -> bytes | None:
+    """The four bytes of an IPv4 address written as parse_address takes it (maybe with a port), else None.
+
+    inet_pton accepts exactly the dotted quads ipaddress does (four decimal parts, no leading zeros), in a
+    fraction of its time; anything else (IPv6, brackets, garbage) is left to parse_address.
+    """
+    text = text.strip()
+    if ":" in text:
+        if text.count(":") != 1:
+            return None
+        text = text.partition(":")[0]
+    try:
+        return socket.inet_pton(socket.AF_INET, text)
+    except (OSError, ValueError):
+        return None
+
+
+def canonical_address(text: str) -> str | None:
+    """An address as canonical text (what str(parse_address(text)) gives), or None when it is not one."""
+    packed = _packed_v4(text)
+    if packed is not None:
+        return socket.inet_ntop(socket.AF_INET, packed)
+    address = parse_address(text)
+    return None if address is None else str(address)
 
 
 def parse_address(text: str) -> Address | None:
@@ -154,8 +240,8 @@ def x_forwarded_for(values: Iterable[str]) -> list[str]:
         for part in value.split(","):
             part = part.strip()
             if part:
-                address = parse_address(part)
-                chain.append(part if address is None else str(address))
+                address = canonical_address(part)
+                chain.append(part if address is None else address)
     return chain
 
 

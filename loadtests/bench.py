@@ -13,6 +13,7 @@ import sys
 # name -> (module with run(argv), one line of what it measures)
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "tracker": ("loadtests.tracker_bench", "click redirects of one pinned tracker worker vs a bare ASGI 302"),
+    "click": ("loadtests.click_bench", "the click's own CPU in process (no HTTP server) vs the floor's recording"),
     "ingest": ("loadtests.ingest_bench", "stream -> PostgreSQL with attribution and rollups vs a raw COPY"),
     "resp": ("loadtests.resp_bench", "the hand-written RESP client vs redis-py on the tracker's and ingest's paths"),
     "valkey": (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 
@@ -50,12 +51,7 @@ class Metrics:
         buckets = self.latency.get(route)
         if buckets is None:
             buckets = self.latency[route] = [0] * (len(LATENCY_BUCKETS_S) + 1)
-        for i, bound in enumerate(LATENCY_BUCKETS_S):
-            if seconds <= bound:
-                buckets[i] += 1
-                break
-        else:
-            buckets[-1] += 1
+        buckets[bisect_left(LATENCY_BUCKETS_S, seconds)] += 1  # the first bound >= seconds; past them all, +Inf
         self.latency_sum[route] += seconds
 
     def publish(self, gauges: Mapping[str, float], batch_sizes: Mapping[int, int]) -> None:

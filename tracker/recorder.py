@@ -39,6 +39,7 @@ from tracker.bots import DEFAULT_BURST_LIMIT, DEFAULT_BURST_WINDOW_S, BurstDetec
 from tracker.spool import Spool, SpoolError, parse_lines
 
 log = logging.getLogger("clickmint.tracker.recorder")
+_ReplyError = hiredis.ReplyError
 
 DEFAULT_BUDGET_S = 0.020  # slower than this and the batch goes to the spool
 REPLAY_CHUNK = 500
@@ -197,6 +198,8 @@ class Recorder:
         if self._one_trip and self._conn.is_cluster:  # met MOVED: a cluster after all, keys per slot from now on
             self._one_trip = False
             self._burst_keys = {}
+        if _ReplyError not in map(type, replies):  # looked for in C: the common batch has no error at all
+            return replies
         missing = [i for i, reply in enumerate(replies) if _noscript(reply)]
         if missing and self._scripts:
             log.warning("redis no longer knows the tracker's scripts; loading them again")

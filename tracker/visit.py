@@ -155,11 +155,12 @@ def from_scope(scope: Scope, proxies: TrustedProxies = NO_PROXIES) -> Visit:
     client = scope.get("client")
     client_ip = client[0] if client else ""
     https = scope.get("scheme", "http") == "https"
-    if (forwarding is not None or forwarded_proto) and proxies.trusts(client_ip):
-        lines = forwarding or ()
-        https = (proxies.scheme(client_ip, lines, forwarded_proto) or scope.get("scheme", "http")) == "https"
+    if (forwarding is not None or forwarded_proto) and proxies.trusts(client_ip):  # the peer checked once
+        scheme = proxies.forwarded_scheme(forwarding or (), forwarded_proto)
+        if scheme is not None:
+            https = scheme == "https"
         if forwarding is not None:
-            client_ip = proxies.client(client_ip, forwarding)
+            client_ip = proxies.forwarded_client(client_ip, forwarding)
     query, error = parse_query(scope.get("query_string", b""))
     return Visit(
         scope["method"],

@@ -56,6 +56,14 @@ def test_tracker_bench_measures_the_bare_app_the_floor_and_the_tracker() -> None
     assert "smart link, 5 rules, closed loop" in out
 
 
+def test_click_bench_measures_the_click_and_the_floor_in_process() -> None:
+    figures, out = _bench("click", "--clicks", "128", "--runs", "1", "--warmup", "64", "--concurrency", "8")
+    assert figures["clicks"] == 128
+    assert figures["click_cpu_us"] > 0 and figures["floor_cpu_us"] > 0
+    assert figures["logic_cpu_us"] == round(figures["click_cpu_us"] - figures["floor_cpu_us"], 1)
+    assert "the click's logic above the floor" in out
+
+
 def test_bots_bench_measures_cached_new_and_the_joined_list() -> None:
     figures, out = _bench("bots", "--repeat", "1")
     assert figures["patterns"] > 1000 and figures["list_version"]

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
+import random
 from typing import Any
 
 import pytest
 from starlette.requests import Request
 
-from kernel.addresses import NO_PROXIES, TrustedProxies, anonymize_ip, forwarded_for, x_forwarded_for
+from kernel.addresses import (
+    NO_PROXIES,
+    TrustedProxies,
+    anonymize_ip,
+    canonical_address,
+    forwarded_for,
+    parse_address,
+    x_forwarded_for,
+)
 from kernel.env import Env, SettingsError
 from portal.api import client_key, request_scheme
 from tracker.visit import from_scope
@@ -131,6 +141,111 @@ def test_malformed_settings_are_refused(environ: dict[str, str], message: str) -
 def test_header_parsers() -> None:
     assert x_forwarded_for(["a, 2001:0db8::0001", " 192.0.2.1 "]) == ["a", "2001:db8::1", "192.0.2.1"]
     assert forwarded_for(['for="a,b";proto=https, by=x, for=192.0.2.1']) == ["a,b", "unknown", "192.0.2.1"]
+
+
+# What a header may hold where an address is expected: the IPv4 fast path (inet_pton) must answer as ipaddress does.
+TRICKY = [
+    "203.0.113.9",
+    " 203.0.113.9 ",
+    "203.0.113.9:8080",
+    "0.0.0.0",
+    "255.255.255.255",
+    "256.1.1.1",
+    "010.1.2.3",  # a leading zero: refused by both (it would be octal to some parsers)
+    "1.2.3",
+    "1.2.3.4.5",
+    "1.2.3.4:",
+    "1.2.3.4:5:6",
+    "1..2.3",
+    "0x1.2.3.4",
+    "1.2.3.-4",
+    "+1.2.3.4",
+    "1.2.3.4 5",
+    "1.2.3.\u0664",  # an Arabic-Indic digit four: a digit to str.isdigit, not to an address
+    "1.2.3.4\x00",
+    "",
+    ":",
+    "[1.2.3.4]",
+    "[::1]:80",
+    "::ffff:10.0.0.1",
+    "2001:db8::1",
+    "unknown",
+    "_hidden",
+]
+
+
+def _reference(text: str) -> str | None:
+    """What canonical_address answered before its fast path: ipaddress alone."""
+    text = text.strip()
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        text = text[1:end]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+@pytest.mark.parametrize("text", [t.encode().decode("unicode_escape") for t in TRICKY])
+def test_the_ipv4_fast_path_answers_as_ipaddress(text: str) -> None:
+    assert canonical_address(text) == _reference(text)
+    parsed = parse_address(text)
+    assert (None if parsed is None else str(parsed)) == _reference(text)
+    for proxies in (PROXIES, TrustedProxies.parse("0.0.0.0/0"), TrustedProxies.parse("1.2.3.4, 203.0.113.0/24")):
+        expected = parsed is not None and any(parsed in network for network in proxies.networks)
+        assert proxies.trusts(text) is expected
+
+
+def test_the_ipv4_fast_path_checks_every_network() -> None:
+    proxies = TrustedProxies.parse("10.0.0.0/8, 192.168.1.7, 172.16.0.0/12, 2001:db8::/32")
+    verdicts = {a: proxies.trusts(a) for a in ("10.255.0.1", "11.0.0.1", "192.168.1.7", "192.168.1.8", "172.31.9.9")}
+    assert verdicts == {
+        "10.255.0.1": True,
+        "11.0.0.1": False,
+        "192.168.1.7": True,
+        "192.168.1.8": False,
+        "172.31.9.9": True,
+    }
+    assert proxies.client("10.0.0.1", ["6.6.6.6, 172.16.0.1, 192.168.1.7"]) == "6.6.6.6"
+
+
+def _reference_client(proxies: TrustedProxies, peer: str, values: list[str]) -> str:
+    """client() as it was before its X-Forwarded-For walk parsed only what it reaches: the whole chain first."""
+    if not proxies.trusts(peer):
+        return peer
+    client = peer
+    for entry in reversed(x_forwarded_for(values)[-64:]):
+        if parse_address(entry) is None:
+            return client
+        client = entry
+        if not proxies.trusts(entry):
+            return entry
+    return client
+
+
+def test_the_x_forwarded_for_walk_answers_as_the_whole_chain() -> None:
+    """Every header of up to three entries from the tricky table (and a chain past the 64-entry cut), each
+    split over one or two lines, under three configurations: the same client as walking the parsed chain."""
+    entries = [t.encode().decode("unicode_escape") for t in TRICKY] + ["10.1.2.3", "2001:db8:ffff::7", "192.0.2.1"]
+    configs = (PROXIES, TrustedProxies.parse("0.0.0.0/0, ::/0"), TrustedProxies.parse("192.0.2.0/24, ::1"))
+    rng = random.Random(22)
+    headers = [[a] for a in entries] + [rng.sample(entries, rng.randint(2, 3)) for _ in range(400)]
+    headers.append(["6.6.6.6"] + ["10.0.0.9"] * 63)  # within the 64 entries read: the untrusted address
+    headers.append(["6.6.6.6"] + ["10.0.0.9"] * 64)  # one past them: the leftmost of the 64 read
+    headers.append(["10.0.0.9"] * 70 + [" ", ""])
+    for parts in headers:
+        cut = rng.randint(0, len(parts))
+        lines = [", ".join(parts[:cut]), ",".join(parts[cut:])] if cut else [", ".join(parts)]
+        for proxies in configs:
+            for peer in ("10.0.0.1", "2001:db8:ffff::1", "192.0.2.9"):
+                assert proxies.client(peer, lines) == _reference_client(proxies, peer, lines), (peer, lines)
 
 
 @pytest.mark.parametrize(
