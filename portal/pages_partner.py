@@ -180,5 +180,5 @@ async def statements_page(ctx: Ctx, form: Any) -> Response:
 
 
 async def statement_page(ctx: Ctx, form: Any) -> Response:
-    statement = await pdata.statement(ctx.conn, ctx.partner_id, ctx.path_int("statement_id"))
+    statement = await pdata.statement(ctx.conn, ctx.partner_id, ctx.path_int("statement_id"), page=True)
     return await show(ctx, "statement.html", s=statement, base="/api/v1/partner/statements")

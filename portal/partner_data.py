@@ -16,7 +16,7 @@ from billing.public import figures as billing_figures
 from billing.public import statements as billing_statements
 from kernel.macros import normalize_hosts, safe_deep_link
 from kernel.money import format_amount
-from portal import cap_usage
+from portal import cap_usage, formats, i18n
 from portal.errors import ApiError, invalid, not_found
 
 RANGES = {"today": 1, "7d": 7, "30d": 30}
@@ -501,18 +501,19 @@ async def statements(conn: asyncpg.Connection, partner_id: int) -> list[dict[str
     return [_statement(r) for r in rows]
 
 
-async def statement(conn: asyncpg.Connection, partner_id: int, statement_id: int) -> dict[str, Any]:
-    """One statement with its lines as its exports show them (grouped traffic lines, adjustments marked)."""
+async def statement(conn: asyncpg.Connection, partner_id: int, statement_id: int, page: bool = False) -> dict[str, Any]:
+    """One statement with its lines as its exports show them (grouped traffic lines, adjustments marked).
+    `page`: its issue date and payment terms in the page's language (the JSON API's stay English)."""
     row = await conn.fetchrow(_STATEMENTS + " WHERE s.partner_id = $1 AND s.id = $2", partner_id, statement_id)
     if row is None:
         raise not_found("statement")
-    return await statement_with_lines(conn, row)
+    return await statement_with_lines(conn, row, page)
 
 
-async def statement_with_lines(conn: asyncpg.Connection, row: asyncpg.Record) -> dict[str, Any]:
+async def statement_with_lines(conn: asyncpg.Connection, row: asyncpg.Record, page: bool = False) -> dict[str, Any]:
     item = _statement(row)
     doc = await billing_statements.document(conn, row["id"])
-    item["issued"], item["payment_terms"] = doc.issued, doc.terms
+    item["issued"], item["payment_terms"] = (_issued(doc), _terms(doc)) if page else (doc.issued, doc.terms)
     item["subtotal"] = format_amount(doc.subtotal_minor, doc.currency)
     item["adjustments"] = format_amount(doc.adjustments_minor, doc.currency)
     item["lines"] = [
@@ -533,6 +534,23 @@ async def statement_with_lines(conn: asyncpg.Connection, row: asyncpg.Record) ->
         for line in doc.lines
     ]
     return item
+
+
+def _issued(doc: Any) -> str:
+    """The issue date as the page's language writes a day (the day it closed, UTC); a draft says so."""
+    if doc.closed_at is None:
+        return i18n.gettext_("not issued (open)")
+    return formats.day(doc.closed_at.astimezone(dt.UTC).date())
+
+
+def _terms(doc: Any) -> str:
+    """The merchant's own payment terms as written, then the minimum payout rule in the page's language."""
+    rule = i18n.gettext_(
+        "Payable once closed when the total reaches the minimum payout of %(amount)s; a smaller balance is carried "
+        "over to the next statement."
+    ) % {"amount": formats.money(doc.min_payout_minor, doc.currency)}
+    own = doc.payment_terms.strip()
+    return f"{own} {rule}" if own else rule
 
 
 async def owns_statement(conn: asyncpg.Connection, partner_id: int, statement_id: int) -> None:

@@ -3,8 +3,10 @@ Accept-Language and the merchant's default; the setting on the profile page and 
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
+from billing import statements as billing_statements
 from portal import i18n
 from tests.portal.kit import PASSWORD, portal_client, world
 
@@ -61,6 +63,30 @@ async def test_the_users_setting_beats_the_browser_and_the_merchants_default(db,
         back = await client.post("/profile", data={"csrf_token": token(profile.text), "form": "language", "locale": ""})
         assert back.status_code == 303
         assert await db.fetchval("SELECT locale FROM users WHERE id = $1", w.b_user) is None
+
+
+async def test_the_statement_page_writes_its_issue_date_and_payment_terms_in_the_pages_language(db, settings):
+    w = await world(db)
+    b_statement = w.ids["b_statement"]
+    await db.execute("UPDATE merchants SET payment_terms = 'Net 30.' WHERE id = $1", w.merchant_id)
+    await db.execute("UPDATE statements SET min_payout_minor = 500000 WHERE id = $1", b_statement)
+    rule = "Payable once closed when the total reaches the minimum payout of"
+    async with portal_client(settings) as client:
+        await sign_in(client, "bbb_secret@p.example")
+        english = (await client.get(f"/statements/{b_statement}", headers={"accept-language": "en"})).text
+        assert "not issued (open)" in english and f"Net 30. {rule} 5,000.00 USD;" in english
+        german = (await client.get(f"/statements/{b_statement}", headers={"accept-language": "de"})).text
+        assert "nicht ausgestellt (offen)" in german and "Net 30. Auszahlbar nach Abschluss" in german
+        assert "5.000,00 USD" in german
+        assert "not issued" not in german and rule not in german
+        api = (await client.get(f"/api/v1/partner/statements/{b_statement}", headers={"accept-language": "de"})).json()
+        assert api["issued"] == "not issued (open)" and api["payment_terms"].startswith(f"Net 30. {rule} 5000.00 USD")
+        await billing_statements.close(db, b_statement, dt.datetime(2026, 12, 2, 9, 30, tzinfo=dt.UTC))
+        polish = (await client.get(f"/statements/{b_statement}", headers={"accept-language": "pl"})).text
+        closed_english = (await client.get(f"/statements/{b_statement}", headers={"accept-language": "en"})).text
+    assert "2 Dec 2026" in closed_english
+    assert "2 gru 2026" in polish and "Płatne po zamknięciu" in polish and "5\xa0000,00 USD" in polish
+    assert "Dec 2026" not in polish and rule not in polish
 
 
 async def test_an_unknown_language_is_refused_and_nothing_is_written(db, settings):
