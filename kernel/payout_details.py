@@ -13,6 +13,7 @@ from typing import Any
 
 import schwifty
 import stdnum.eu.vat as eu_vat
+from stdnum import exceptions as stdnum_exceptions
 from stdnum import get_cc_module
 from stdnum.exceptions import ValidationError as StdnumError
 
@@ -27,12 +28,39 @@ ENTITIES = ("business", "individual")
 
 
 class DetailError(ValueError):
-    """A value refused; `field` names it."""
+    """A value refused; `field` names it. `reason`: the machine code of a library's reason (REASONS), whose own
+    English words the detail keeps in brackets; None when the refusal is ours."""
 
-    def __init__(self, field: str, detail: str) -> None:
+    def __init__(self, field: str, detail: str, reason: str | None = None) -> None:
         super().__init__(f"{field}: {detail}")
         self.field = field
         self.detail = detail
+        self.reason = reason
+
+
+# Why schwifty or python-stdnum refused an IBAN, a BIC or a VAT number, as a machine code per exception class
+# (the first that matches: a subclass before its base). A page says the code in its language
+# (portal/refusals.py); the JSON API's detail keeps the library's English words.
+_SCHWIFTY = schwifty.exceptions
+REASONS: tuple[tuple[type[Exception], str], ...] = (
+    (_SCHWIFTY.InvalidChecksumDigits, "checksum"),
+    (_SCHWIFTY.InvalidBBANChecksum, "national_checksum"),
+    (_SCHWIFTY.InvalidLength, "length"),
+    (_SCHWIFTY.InvalidStructure, "format"),
+    (_SCHWIFTY.InvalidCountryCode, "country_code"),
+    (_SCHWIFTY.InvalidBankCode, "bank_code"),
+    (_SCHWIFTY.InvalidBranchCode, "branch_code"),
+    (_SCHWIFTY.InvalidAccountCode, "account_code"),
+    (stdnum_exceptions.InvalidLength, "length"),
+    (stdnum_exceptions.InvalidFormat, "format"),
+    (stdnum_exceptions.InvalidChecksum, "checksum"),
+    (stdnum_exceptions.InvalidComponent, "component"),
+)
+
+
+def reason(exc: Exception) -> str:
+    """The machine code of a library's refusal; "other" for an exception REASONS does not list."""
+    return next((code for kind, code in REASONS if isinstance(exc, kind)), "other")
 
 
 @dataclass(frozen=True)
@@ -52,14 +80,14 @@ def check_iban(field: str, value: str) -> str:
     try:
         return str(schwifty.IBAN(value).compact)
     except (schwifty.exceptions.SchwiftyException, ValueError) as exc:
-        raise DetailError(field, f"is not a valid IBAN ({exc})") from exc
+        raise DetailError(field, f"is not a valid IBAN ({exc})", reason(exc)) from exc
 
 
 def check_bic(field: str, value: str) -> str:
     try:
         return str(schwifty.BIC(value.replace(" ", "")).compact)
     except (schwifty.exceptions.SchwiftyException, ValueError) as exc:
-        raise DetailError(field, f"is not a valid BIC ({exc})") from exc
+        raise DetailError(field, f"is not a valid BIC ({exc})", reason(exc)) from exc
 
 
 def check_vat(field: str, value: str, country: str) -> str:
@@ -72,7 +100,7 @@ def check_vat(field: str, value: str, country: str) -> str:
         try:
             return str(eu_vat.validate(raw))
         except StdnumError as exc:
-            raise DetailError(field, f"is not a valid {country} VAT number ({exc})") from exc
+            raise DetailError(field, f"is not a valid {country} VAT number ({exc})", reason(exc)) from exc
     module = get_cc_module(country.lower(), "vat")
     if module is None:
         if not re.fullmatch(r"[A-Z0-9]{4,20}", raw):
@@ -81,7 +109,7 @@ def check_vat(field: str, value: str, country: str) -> str:
     try:
         return str(module.validate(raw))
     except StdnumError as exc:
-        raise DetailError(field, f"is not a valid {country} VAT number ({exc})") from exc
+        raise DetailError(field, f"is not a valid {country} VAT number ({exc})", reason(exc)) from exc
 
 
 def _text(field: str, value: Any, hi: int, lines: bool = False) -> str:

@@ -17,7 +17,13 @@ from __future__ import annotations
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, code: str, detail: str, retry_after: int | None = None, pointer: str | None = None
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        retry_after: int | None = None,
+        pointer: str | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -25,11 +31,14 @@ class ApiError(Exception):
         self.detail = detail
         self.retry_after = retry_after
         self.pointer = pointer  # the JSON pointer of the offending value in the request body, when known
+        # not in the JSON body: why a library refused the value (kernel.payout_details.REASONS), for a page
+        # to say in its language (portal/refusals.py) what the detail has in the library's English words
+        self.reason = reason
 
 
 def not_found(what: str = "object") -> ApiError:
     return ApiError(404, "not_found", f"no such {what}")
 
 
-def invalid(field: str, detail: str) -> ApiError:
-    return ApiError(400, "invalid_field", f"{field}: {detail}")
+def invalid(field: str, detail: str, reason: str | None = None) -> ApiError:
+    return ApiError(400, "invalid_field", f"{field}: {detail}", reason=reason)

@@ -38,7 +38,7 @@ _SEALED = ("iban", "vat_number")
 
 
 def _detail_error(exc: DetailError) -> Exception:
-    return invalid(exc.field, exc.detail)
+    return invalid(exc.field, exc.detail, exc.reason)
 
 
 async def _stored(conn: asyncpg.Connection, sealer: Sealer, merchant_id: int, partner_id: int, lock: bool = False):

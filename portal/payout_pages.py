@@ -27,7 +27,7 @@ def _field_error(exc: ApiError) -> dict[str, str]:
     name, message = (part.strip() for part in exc.detail.split(":", 1))
     label = payout_data.MAIL_LABELS.get(name)
     said = i18n.gettext_(label) if label else name.replace("_", " ").capitalize()
-    return {name: f"{said}: {shown(message)}"}
+    return {name: f"{said}: {shown(message, exc.reason)}"}
 
 
 def _sealer(ctx: Ctx) -> Sealer:

@@ -40,7 +40,7 @@ MESSAGES = (
     N_("the deep link's host is not allowed for this offer (allowed: %(hosts)s)"),
     N_("the retail price must be at least the wholesale price %(price)s"),
     N_("at most %(num)s postbacks per partner"),
-    # payout and tax details (kernel/payout_details.py; a library's reason in brackets stays as it says it)
+    # payout and tax details (kernel/payout_details.py; a library's reason in brackets: REASONS below)
     N_("is not a valid IBAN (%(reason)s)"),
     N_("is not a valid BIC (%(reason)s)"),
     N_("is not a valid %(country)s VAT number (%(reason)s)"),
@@ -69,25 +69,43 @@ MESSAGES = (
     N_("the partner is not approved in this offer's programme"),
     N_("must be later than valid_from"),
 )
+# Why a library refused an IBAN, a BIC or a VAT number, by the machine code kernel/payout_details.py gives its
+# exception class (REASONS there); said in place of the library's English words in brackets. A code not listed
+# here ("other") leaves the library's words.
+REASONS = {
+    "checksum": N_("the check digits are wrong"),
+    "national_checksum": N_("the national check digits are wrong"),
+    "length": N_("it has the wrong number of characters"),
+    "format": N_("it has characters or a structure this number cannot have"),
+    "country_code": N_("the country code is unknown"),
+    "bank_code": N_("the bank code is not valid"),
+    "branch_code": N_("the branch code is not valid"),
+    "account_code": N_("the account number is not valid"),
+    "component": N_("a part of the number is not valid"),
+}
 _READ = [(message, i18n.reading(message)) for message in MESSAGES]
 _FIELD = re.compile(r"(\w+): (.+)\Z", re.S)
 
 
-def _said(text: str) -> str | None:
+def _said(text: str, reason: str | None) -> str | None:
     for message, pattern in _READ:
         found = pattern.match(text)
         if found is not None:
-            return i18n.gettext_(message) % found.groupdict()
+            values = found.groupdict()
+            if "reason" in values and reason in REASONS:
+                values["reason"] = i18n.gettext_(REASONS[reason])
+            return i18n.gettext_(message) % values
     return None
 
 
-def shown(detail: str) -> str:
+def shown(detail: str, reason: str | None = None) -> str:
     """A refusal's detail in the page's language: "email: is not an e-mail address" -> "email: n'est pas une
-    adresse e-mail" (fr); the field's name stays the one the form sends."""
-    said = _said(detail)
+    adresse e-mail" (fr); the field's name stays the one the form sends. `reason` (ApiError.reason): why a
+    library refused the value, said in place of its English words in brackets."""
+    said = _said(detail, reason)
     if said is not None:
         return said
     field = _FIELD.match(detail)
-    if field is not None and (message := _said(field.group(2))) is not None:
+    if field is not None and (message := _said(field.group(2), reason)) is not None:
         return f"{field.group(1)}: {message}"
     return detail

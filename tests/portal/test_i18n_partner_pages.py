@@ -114,8 +114,25 @@ async def test_refusals_on_the_partners_pages_are_in_the_pages_language(db, sett
         assert "the retail price" not in german.text and "Es gibt ein Problem" in german.text
         path = f"/payout-details/{w.merchant_id}"
         spanish = await client.post(path, data={**FORM, "csrf_token": csrf}, headers={"accept-language": "es"})
-        assert spanish.status_code == 400 and "IBAN: no es un IBAN válido (" in spanish.text
-        assert "is not a valid" not in spanish.text
+        assert spanish.status_code == 400
+        assert "IBAN: no es un IBAN válido (los dígitos de control son incorrectos)" in spanish.text
+        assert "is not a valid" not in spanish.text and "Invalid checksum digits" not in spanish.text
+        vat = {**FORM, "iban": "DE89 3704 0044 0532 0130 00", "vat_number": "DE12345678", "csrf_token": csrf}
+        german_vat = await client.post(path, data=vat, headers={"accept-language": "de"})
+        assert german_vat.status_code == 400
+        assert "ist keine gültige USt-IdNr. für DE (sie hat die falsche Anzahl an Zeichen)" in german_vat.text
+        assert "The number has an invalid length." not in german_vat.text
+        short_bic = {**vat, "vat_number": "", "bic": "XYZ"}
+        french_bic = await client.post(path, data=short_bic, headers={"accept-language": "fr"})
+        assert french_bic.status_code == 400 and "il n&#39;a pas le bon nombre de caractères" in french_bic.text
+        assert "Invalid length" not in french_bic.text
+        api = await client.put(
+            f"/api/v1/payout-details/{w.merchant_id}",
+            json={k: v for k, v in vat.items() if k != "csrf_token" and v != ""},
+            headers={"accept-language": "de", "x-csrf-token": csrf},
+        )
+        assert api.status_code == 400 and api.json()["error"] == "invalid_field"
+        assert api.json()["detail"] == "vat_number: is not a valid DE VAT number (The number has an invalid length.)"
         missing = await client.post(
             path, data={**FORM, "iban": "", "csrf_token": csrf}, headers={"accept-language": "pl"}
         )
