@@ -19,6 +19,7 @@ import asyncpg
 import orjson
 
 from billing import exports, invoices
+from billing.locales import ENGLISH, N_, Words
 from kernel import money
 from kernel.sealed import Sealer
 
@@ -361,6 +362,20 @@ async def mark_paid(conn: asyncpg.Connection, statement_id: int, now: dt.datetim
     await conn.execute("UPDATE statements SET status = 'paid', paid_at = $2 WHERE id = $1", statement_id, now)
 
 
+# The language an open statement is drafted in (statements.locale once closed): its partner's first active user
+# that chose one, else the merchant's default. Needs `s` (statements) and `m` (its merchant).
+_CHOSEN_LOCALE = """coalesce(s.locale, (SELECT u.locale FROM users u WHERE u.partner_id = s.partner_id
+                                        AND u.locale IS NOT NULL AND u.status = 'active'
+                                      ORDER BY u.created_at, u.id LIMIT 1), m.default_locale)"""
+
+
+def _layout_and_locale(row: asyncpg.Record, names: dict[str, Any] | None) -> tuple[int, str | None]:
+    """An open statement is drawn in the current layout and language; a closed one in those fixed when it closed."""
+    if row["status"] == "open":
+        return exports.LAYOUT, row["chosen_locale"]
+    return int((names or {}).get("layout", 1)), row["locale"]
+
+
 async def document(conn: asyncpg.Connection, statement_id: int) -> exports.StatementDoc:
     """The statement as the exports render it; a closed one always renders to the same bytes.
 
@@ -368,11 +383,9 @@ async def document(conn: asyncpg.Connection, statement_id: int) -> exports.State
     (a late event), or it reverses a sale of an earlier period. A reversal of a sale of the same period is
     an ordinary line. Statements closed before lines were grouped keep their layout and rule (layout 1)."""
     row = await conn.fetchrow(
-        """SELECT s.*, m.name AS merchant, p.name AS partner, m.address AS merchant_address,
+        f"""SELECT s.*, m.name AS merchant, p.name AS partner, m.address AS merchant_address,
                   p.address AS partner_address, m.payment_terms,
-                  coalesce(s.locale, (SELECT u.locale FROM users u WHERE u.partner_id = s.partner_id
-                                        AND u.locale IS NOT NULL AND u.status = 'active'
-                                      ORDER BY u.created_at, u.id LIMIT 1), m.default_locale) AS chosen_locale
+                  {_CHOSEN_LOCALE} AS chosen_locale
            FROM statements s JOIN merchants m ON m.id = s.merchant_id JOIN partners p ON p.id = s.partner_id
            WHERE s.id = $1""",
         statement_id,
@@ -390,9 +403,7 @@ async def document(conn: asyncpg.Connection, statement_id: int) -> exports.State
         statement_id,
     )
     names = orjson.loads(row["names"]) if row["names"] else None  # fixed at close; live while open
-    # An open statement is drawn in the current layout and language; a closed one in those fixed when it closed.
-    layout = exports.LAYOUT if row["status"] == "open" else int((names or {}).get("layout", 1))
-    locale = row["chosen_locale"] if row["status"] == "open" else row["locale"]
+    layout, locale = _layout_and_locale(row, names)
     start = dt.datetime.combine(row["period_start"], dt.time(), dt.UTC)
 
     def earlier(line: asyncpg.Record) -> bool:
@@ -444,9 +455,14 @@ def _rate(line: asyncpg.Record) -> str | None:
     return money.format_amount(line["rate_minor"], line["currency"])
 
 
+# The events CSV's column titles: in the statement's language from layout 3 on; its values are machine text.
+_DETAIL_TITLES = (N_("Line"), N_("Reference"), N_("Kind"), N_("Date (UTC)"), N_("Event"))
+
+
 async def detail(conn: asyncpg.Connection, statement_id: int, line_id: int | None = None) -> bytes:
     """The events each line of a statement pays or takes back, as CSV: one row per event (a traffic line's
-    events from ledger_line_events; a conversion's or a refund's line: its own event)."""
+    events from ledger_line_events; a conversion's or a refund's line: its own event). Its column titles are in
+    the statement's language from layout 3 on (English for layouts 1 and 2); the values never change with it."""
     rows = await conn.fetch(
         """SELECT l.id, l.source, l.kind, l.occurred_at, coalesce(e.event_id::text, l.source) AS event_id
            FROM ledger_lines l LEFT JOIN ledger_line_events e ON e.line_id = l.id
@@ -455,9 +471,18 @@ async def detail(conn: asyncpg.Connection, statement_id: int, line_id: int | Non
         statement_id,
         line_id,
     )
+    state = await conn.fetchrow(
+        f"""SELECT s.status, s.names, s.locale, {_CHOSEN_LOCALE} AS chosen_locale
+            FROM statements s JOIN merchants m ON m.id = s.merchant_id WHERE s.id = $1""",
+        statement_id,
+    )
+    words = ENGLISH  # no such statement: only the headings
+    if state is not None:
+        layout, locale = _layout_and_locale(state, orjson.loads(state["names"]) if state["names"] else None)
+        words = ENGLISH if layout < 3 else Words(locale or "en")  # layouts 1 and 2: English, as before
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["Line", "Reference", "Kind", "Date (UTC)", "Event"])
+    writer.writerow([words._(title) for title in _DETAIL_TITLES])
     for r in rows:
         when = r["occurred_at"].astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         writer.writerow([r["id"], exports.safe_cell(r["source"]), r["kind"], when, exports.safe_cell(r["event_id"])])

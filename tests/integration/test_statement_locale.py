@@ -96,6 +96,9 @@ async def test_a_polish_partners_statement_exports_in_polish(db, closed):
     assert ["Shoes: prowizja cpa", "1234.56", "reverse charge", "0.00", "1234.56"] in rows
     assert ["Odwrotne obciążenie: VAT rozlicza nabywca (art. 196 dyrektywy Rady 2006/112/WE)."] in rows
     assert await statements.export(db, closed["s_pl"], "pdf") == pdf
+    detail = list(csv.reader(io.StringIO((await statements.detail(db, closed["s_pl"])).decode())))
+    assert detail[0] == ["Pozycja", "Odniesienie", "Rodzaj", "Data (UTC)", "Zdarzenie"]  # the events CSV's titles
+    assert len(detail) > 1 and all(r[2] == "cpa" and r[3] == "2026-11-10T00:00:00Z" for r in detail[1:])  # values
 
 
 async def test_a_german_statement_by_the_merchants_default(db, closed):
@@ -106,6 +109,7 @@ async def test_a_german_statement_by_the_merchants_default(db, closed):
     rows = list(csv.reader(io.StringIO((await statements.export(db, closed["s_de"], "csv")).decode())))
     assert ["Datum (UTC)", "Referenz", "Art", "Angebot", "Beschreibung", "Menge", "Satz", "Betrag", "Korrektur"] in rows
     assert ["Summe", "50.00"] in rows
+    assert (await statements.detail(db, closed["s_de"])).startswith(b"Position,Referenz,Art,Datum (UTC),Ereignis\r\n")
 
 
 async def test_exports_never_change_after_close(db, closed):
@@ -115,6 +119,7 @@ async def test_exports_never_change_after_close(db, closed):
     assert {k: await statements.export(db, closed["s_pl"], k) for k in ("csv", "pdf")} == before
     english = (await statements.export(db, closed["s_en"], "csv")).decode()
     assert "Date (UTC),Reference,Kind" in english and "Statement,CM-2026-11-" in english
+    assert (await statements.detail(db, closed["s_en"])).startswith(b"Line,Reference,Kind,Date (UTC),Event\r\n")
 
 
 async def test_an_open_statement_is_drafted_in_todays_choice(db, closed):

@@ -99,11 +99,14 @@ async def test_a_statement_closed_before_the_upgrade_keeps_its_bytes(old_databas
         for kind in ("csv", "pdf"):  # export() raises StatementError if the bytes differ from the pinned SHA-256
             assert exports.sha256_hex(await statements.export(conn, sid, kind)) == BEFORE[kind]
         assert b"Date (UTC),Reference,Kind" in await statements.export(conn, sid, "csv")
+        old_detail = (await statements.detail(conn, sid)).decode().split("\r\n")
+        assert old_detail[0] == "Line,Reference,Kind,Date (UTC),Event" and len(old_detail) > 2  # layout 2: English
         # The next statement closes after the upgrade: in Polish, layout 3.
         await settle(conn, "2026-11", now=dt.datetime(2026, 12, 2, tzinfo=dt.UTC), close=True)
         nov = await conn.fetchval("SELECT id FROM statements WHERE period_start = '2026-11-01'")
         assert await conn.fetchval("SELECT locale FROM statements WHERE id = $1", nov) == "pl"
         assert b"Data (UTC),Odniesienie,Rodzaj" in await statements.export(conn, nov, "csv")
+        assert (await statements.detail(conn, nov)).startswith(b"Pozycja,Odniesienie,Rodzaj,Data (UTC),Zdarzenie\r\n")
     finally:
         await conn.close()
 
