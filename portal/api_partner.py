@@ -309,7 +309,8 @@ ENDPOINTS = [
         "GET",
         "/statements/{statement_id}/detail",
         statement_detail,
-        "The event ids of each line of the statement (or of one line: ?line=ID), as CSV",
+        "The event ids of each line of the statement (or of one line: ?line=ID), as CSV; column titles in the "
+        "statement's language (English before layout 3), values machine text",
         query={"line": {"type": "integer", "minimum": 1}},
         produces="text/csv",
     ),
