@@ -337,13 +337,25 @@ async def _close(conn: asyncpg.Connection, ids: list[int], now: dt.datetime, sea
 
 
 async def export(conn: asyncpg.Connection, statement_id: int, kind: str) -> bytes:
-    """The statement as CSV or PDF. A closed statement's first export pins its SHA-256; every later
-    export must give the same bytes (StatementError if not: it would mean the rendering changed)."""
+    """The statement as CSV or PDF. A closed statement's first export pins its SHA-256 and keeps its bytes
+    (table statement_exports, migration 0020); every later export gives those bytes, whatever has changed
+    since in what draws them (translations, CLDR formats, the PDF library). A closed statement first exported
+    before its bytes were kept is drawn again and must match its pinned SHA-256 (StatementError if not)."""
+    column = "pdf_sha256" if kind == "pdf" else "csv_sha256"
+    kept = await conn.fetchrow(
+        f"""SELECT e.data, e.sha256, s.{column} AS pinned FROM statement_exports e
+            JOIN statements s ON s.id = e.statement_id WHERE e.statement_id = $1 AND e.kind = $2""",
+        statement_id,
+        kind,
+    )
+    if kept is not None:
+        if kept["pinned"] != kept["sha256"]:  # the database's guards make this unreachable; say so if not
+            raise StatementError(f"the kept {kind} export of statement {statement_id} is not the pinned one")
+        return bytes(kept["data"])
     doc = await document(conn, statement_id)
     data = exports.statement_pdf(doc) if kind == "pdf" else exports.statement_csv(doc)
     if doc.status == "open":
         return data
-    column = "pdf_sha256" if kind == "pdf" else "csv_sha256"
     digest = exports.sha256_hex(data)
     pinned = await conn.fetchval(f"SELECT {column} FROM statements WHERE id = $1", statement_id)
     if pinned is None:
@@ -352,6 +364,14 @@ async def export(conn: asyncpg.Connection, statement_id: int, kind: str) -> byte
         )
     elif pinned != digest:
         raise StatementError(f"the {kind} export of a closed statement changed (sha256 {digest}, pinned {pinned})")
+    await conn.execute(
+        """INSERT INTO statement_exports (statement_id, kind, data, sha256) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (statement_id, kind) DO NOTHING""",
+        statement_id,
+        kind,
+        data,
+        digest,
+    )
     return data
 
 
