@@ -163,7 +163,7 @@ class Ingest:
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
                     await self.derive.fold(conn)  # type: ignore[union-attr]
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except Exception as exc:  # never let the fold stop the shards: what it did not commit, it did not do
                 self._warn.warn("fold", "folding the rollups failed, trying again later: %s", exc)
 
     async def _ensure_group(self, key: str) -> None:
