@@ -94,10 +94,12 @@ async def test_redis_down_for_a_while_under_load(
 
     redis = aioredis.Redis.from_url(valkey.url)
     in_stream: list[str] = []
+    degraded = 0  # clicks let through while no cap lease could be had (Redis away): flagged, never counted
     for shard in range(2):
         for _, fields in await redis.xrange(stream_key(settings.key_prefix, shard)):
             event = orjson.loads(fields[b"d"])
             in_stream.append(event["click_id"])
+            degraded += bool(event.get("degraded"))
     await redis.aclose()
     assert set(in_stream) == set(answered)  # nothing answered is missing from the streams
 
@@ -105,11 +107,12 @@ async def test_redis_down_for_a_while_under_load(
     assert await db.fetchval("SELECT count(*) FROM events") == len(answered)
     assert await db.fetchval("SELECT count(DISTINCT click_id) FROM events") == len(answered)
     # What Redis checked is counted once: every click that reached it and none twice (a batch cut off by the
-    # shutdown may have been counted and then spooled, hence the range).
+    # shutdown may have been counted and then spooled, hence the range). A click admitted while no lease could be
+    # had is let through flagged `degraded` and is not counted (docs/guarantees.md#caps): it is left out.
     counted = await _counter(
         valkey.url, f"{settings.key_prefix}:cap:{{o{prog.offer_id}}}:p{prog.partner_id}:clicks:life"
     )
-    assert len(answered) - stats.events_spooled <= counted <= len(answered)
+    assert len(answered) - stats.events_spooled - degraded <= counted <= len(answered)
 
 
 async def _counter(url: str, key: str) -> int:
