@@ -117,6 +117,7 @@ class Ingest:
             await self.redis.close()
             return
         shards = self.settings.my_shards() if shards is None else list(shards)
+        log.info("consuming shard(s) %s as %s", ",".join(map(str, shards)) or "none", self.settings.consumer)
         _gc_saved.append(gc.get_threshold())
         gc.set_threshold(max(_GC_YOUNG, _gc_saved[0][0]), *_gc_saved[0][1:])
         try:

@@ -35,7 +35,6 @@ from billing.statement_doc import (
     totals,
     vat_rate,
 )
-from billing.statement_pdf import render as _render_pdf
 from kernel.money import format_amount
 
 __all__ = ["LAYOUT", "StatementDoc", "StatementLine", "safe_cell", "sha256_hex", "statement_csv", "statement_pdf"]
@@ -118,7 +117,9 @@ def statement_pdf(doc: StatementDoc, compress: bool = True) -> bytes:
     """A4 PDF, deterministic bytes (see billing/statement_pdf.py)."""
     if doc.layout == 1:
         return exports_legacy.statement_pdf(doc, compress)
-    return _render_pdf(doc, compress)
+    from billing.statement_pdf import render  # fpdf costs ~0.25 s to import: ingest never draws a PDF
+
+    return render(doc, compress)
 
 
 def _heading(doc: StatementDoc, w: Words) -> list[tuple[str, str]]:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-
-from fpdf import FPDF
+from typing import TYPE_CHECKING
 
 from billing.statement_doc import EPOCH as _EPOCH
 from billing.statement_doc import StatementDoc, safe_cell
@@ -15,6 +14,9 @@ from billing.statement_doc import latin1 as _latin1
 from billing.statement_doc import period as _period
 from billing.statement_doc import totals as _totals
 from kernel.money import format_amount
+
+if TYPE_CHECKING:
+    from fpdf import FPDF
 
 
 def statement_csv(doc: StatementDoc) -> bytes:
@@ -61,6 +63,8 @@ def _fit(pdf: FPDF, text: str, width: int) -> str:
 
 def statement_pdf(doc: StatementDoc, compress: bool = True) -> bytes:
     """A4 PDF with the merchant, partner, period, lines and totals; deterministic bytes."""
+    from fpdf import FPDF  # imported when a PDF is drawn, not by every process that reads statements
+
     pdf = FPDF(orientation="P", unit="mm", format="A4")
     pdf.set_compression(compress)
     pdf.set_creation_date(doc.closed_at or _EPOCH)

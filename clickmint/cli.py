@@ -422,14 +422,28 @@ COMMANDS: dict[
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def _chosen(argv: list[str]) -> str | None:
+    """The command named on the command line (the first word that is not an option), if any."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The parser for this command line: every command listed, the chosen one's arguments built."""
     parser = argparse.ArgumentParser(prog="clickmint", description="Affiliate click-and-action tracking engine.")
     sub = parser.add_subparsers(dest="command", required=True)
+    chosen = _chosen(argv)
     for name, (_, help_text, add_args) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text)
-        if add_args is not None:
+        # Only the chosen command's arguments are built: building them imports that command's code
+        # (the admin commands pull in the portal, statements pull in the PDF renderer), and a
+        # `clickmint ingest` restarted by a supervisor should not pay a second of imports it never uses.
+        if add_args is not None and name == chosen:
             add_args(command)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
     try:
         setup_logging()
         return COMMANDS[args.command][0](args)

@@ -1,14 +1,10 @@
-"""kill -9 of ingest at random points, and between COMMIT and XACK, over 100,000 events: 0 lost, 0 paid twice."""
+"""kill -9 of ingest at random points of its work, and between COMMIT and XACK, over 100,000 events: 0 lost,
+0 paid twice (the loop: tests/kill_loop.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -21,6 +17,7 @@ from billing.settle import settle
 from kernel.keys import stream_key
 from kernel.settings import Settings
 from tests.factories import programme
+from tests.kill_loop import kill_until_drained
 
 pytestmark = pytest.mark.timeout(300)
 EVENTS = 100_000
@@ -71,34 +68,6 @@ def _events(link: int, partner: int, offer: int, now_ms: int) -> list[dict[str, 
     return out
 
 
-def _ingest(settings: Settings, crash_after: int = 0) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKMINT_")}
-    env.update(
-        CLICKMINT_REDIS_URL=settings.redis_url or "",
-        CLICKMINT_DATABASE_URL=settings.database_url or "",
-        CLICKMINT_KEY_PREFIX=settings.key_prefix,
-        CLICKMINT_SHARDS=str(settings.shards),
-        CLICKMINT_SECRET_KEY=settings.secret_key,
-        CLICKMINT_DATA_DIR=str(settings.data_dir),
-        CLICKMINT_INGEST_BATCH="500",
-        CLICKMINT_CONSUMER_NAME="killable",
-        CLICKMINT_CLAIM_IDLE_MS="1000",
-        CLICKMINT_FAULT_CRASH_AFTER_COMMIT=str(crash_after),
-    )
-    return subprocess.Popen(
-        [sys.executable, "-m", "clickmint", "ingest"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-
-
-async def _drained(redis: aioredis.Redis, settings: Settings) -> bool:
-    for shard in range(settings.shards):
-        key = stream_key(settings.key_prefix, shard)
-        group = next(iter(await redis.xinfo_groups(key)), None)
-        if group is None or group["pending"] or group["lag"]:
-            return False
-    return True
-
-
 async def test_kill_9_loop_loses_nothing_and_pays_nothing_twice(settings: Settings, db: asyncpg.Connection) -> None:
     prog = await programme(db, fee_plan={"cps_percent": "10"})
     await db.execute("UPDATE offers SET hold_days = 0")
@@ -115,21 +84,8 @@ async def test_kill_9_loop_loses_nothing_and_pays_nothing_twice(settings: Settin
                 )
             await pipe.execute()
 
-    rng = random.Random(SEED)
-    kills = crashes_after_commit = 0
-    deadline = time.monotonic() + 240
-    while not await _drained(redis, settings):
-        assert time.monotonic() < deadline, "ingest did not finish"
-        crash_after = rng.choice([0, 0, 1, 2, 3])  # some runs die exactly between COMMIT and XACK
-        proc = _ingest(settings, crash_after)
-        try:
-            proc.wait(timeout=rng.uniform(0.3, 1.2))
-            crashes_after_commit += proc.returncode == 137
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills += 1
     await redis.aclose()
+    kills, crashes_after_commit = await kill_until_drained(settings, random.Random(SEED))
     assert kills + crashes_after_commit >= 5
 
     assert await db.fetchval("SELECT count(*) FROM events") == EVENTS

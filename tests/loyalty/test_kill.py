@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import signal
-import subprocess
-import time
 import uuid
 from collections import Counter
 
@@ -18,7 +15,7 @@ import redis.asyncio as aioredis
 from billing import loyalty_ledger as ledger
 from kernel.keys import stream_key
 from kernel.settings import Settings
-from tests.faults.test_ingest_kill import _drained, _ingest
+from tests.kill_loop import kill_until_drained
 from tests.loyalty_kit import check_invariants, shop
 
 pytestmark = pytest.mark.timeout(300)
@@ -75,20 +72,8 @@ async def test_kill_9_during_earning_earns_each_once(settings: Settings, db: asy
         for event in events:
             pipe.xadd(stream_key(settings.key_prefix, random.randrange(settings.shards)), {"d": orjson.dumps(event)})
         await pipe.execute()
-    rng = random.Random(SEED)
-    kills = crashes_after_commit = 0
-    deadline = time.monotonic() + 240
-    while not await _drained(redis, settings):
-        assert time.monotonic() < deadline, "ingest did not finish"
-        proc = _ingest(settings, rng.choice([0, 0, 1, 2, 3]))
-        try:
-            proc.wait(timeout=rng.uniform(0.3, 1.2))
-            crashes_after_commit += proc.returncode == 137
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills += 1
     await redis.aclose()
+    kills, crashes_after_commit = await kill_until_drained(settings, random.Random(SEED))
     assert kills + crashes_after_commit >= 3
     assert await db.fetchval("SELECT count(*) FROM events") == EVENTS
 
