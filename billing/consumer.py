@@ -125,6 +125,8 @@ class Ingest:
                 consumers = [group.create_task(self._consume(shard), name=f"ingest-{shard}") for shard in shards]
                 if consumers:
                     group.create_task(self._cut_short(consumers), name="ingest-grace")
+                    if callable(getattr(self.derive, "fold", None)):
+                        group.create_task(self._fold(), name="ingest-fold")
         finally:
             if len(_gc_saved) == 1:  # the last Ingest of this process: back to how it was
                 gc.set_threshold(*_gc_saved[0])
@@ -148,6 +150,22 @@ class Ingest:
         for task in stuck:
             log.warning("%s did not stop within %.0fs; cancelling it", task.get_name(), STOP_GRACE_S)
             task.cancel()
+
+    async def _fold(self) -> None:
+        """Every `fold_every_s` of the derive step, its `fold` in a transaction of its own (billing/derive.py: the
+        rollup deltas into the totals). A failed fold changes nothing (one transaction) and is tried again later."""
+        every = float(getattr(self.derive, "fold_every_s", 5.0))
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), every)
+            if self._stop.is_set():
+                return
+            assert self.pool is not None
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await self.derive.fold(conn)  # type: ignore[union-attr]
+            except Exception as exc:  # never let the fold stop the shards: what it did not commit, it did not do
+                self._warn.warn("fold", "folding the rollups failed, trying again later: %s", exc)
 
     async def _ensure_group(self, key: str) -> None:
         try:

@@ -130,9 +130,11 @@ async def _rates(
         """SELECT x.offer_id, r.partner_id, sum(r.unique_clicks)::bigint AS clicks
            FROM unnest($1::bigint[], $2::int[]) AS x(offer_id, days)
            JOIN rollups r ON r.offer_id = x.offer_id AND r.day > (now() AT TIME ZONE 'UTC')::date - x.days
-           GROUP BY 1, 2""",
+           WHERE r.offer_id = ANY($1::bigint[]) AND r.day > (now() AT TIME ZONE 'UTC')::date - $3::int
+           GROUP BY 1, 2""",  # the WHERE, on the view's keys, reaches its tables (a join's ON would not)
         wanted,
         [days[o] for o in wanted],
+        max(days.values()),
     )
     conv = await conn.fetch(
         """SELECT x.offer_id, c.partner_id, count(*) AS n

@@ -9,14 +9,21 @@ streams, consumer group and ingest, storing the events only (read, decode and ch
 `events`, commit, XACK) without the derive step (attribution, conversions, rollups). What is left
 between the floor and the raw COPY is the price of the consumer group and of the indexed,
 transactional store; between ingest and the floor, the price of deriving.
+
+Wall time swings with whatever else runs on the machine; CPU time much less. So each phase also reports
+the CPU it cost per event, with the embedded servers: ingest's process, PostgreSQL's processes (exited
+backends included) and Valkey's (`*_cpu_us`), and `cpu_floor_ratio`, the floor's CPU (ingest and
+PostgreSQL) over ingest's: what `ingest_floor_ratio` would be if CPU were all that limited it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import random
+import resource
 import signal
 import time
 import uuid
@@ -152,12 +159,54 @@ def _ingest_process(billing: BillingSettings, ready: Any, go: Any, derive: bool 
     asyncio.run(consume())
 
 
-async def _ingest(redis_url: str, billing: BillingSettings, processes: int, derive: bool) -> float:
-    """Run ingest over streams filled beforehand until every entry is acknowledged; returns the seconds it took."""
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds (user and system) of a process and its descendants so far, exited ones included once reaped."""
+    if pid is None:
+        return 0.0
+    import psutil  # a test extra, like the rest of the load tests' tools
+
+    total = 0.0
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+class _Cpu:
+    """The CPU a phase costs: ingest's (this process, or the children it started), PostgreSQL's and Valkey's."""
+
+    def __init__(self, servers: Servers | None, processes: int) -> None:
+        self.pids: list[int | None] = [None, None]
+        if servers is not None:
+            self.pids = [
+                s.proc.pid if s is not None and s.proc is not None else None for s in (servers.postgres, servers.valkey)
+            ]
+        self.who = resource.RUSAGE_SELF if processes == 1 else resource.RUSAGE_CHILDREN
+        self.start = self._now()
+
+    def _now(self) -> tuple[float, float, float]:
+        usage = resource.getrusage(self.who)
+        return usage.ru_utime + usage.ru_stime, _cpu_s(self.pids[0]), _cpu_s(self.pids[1])
+
+    def per_event(self, n: int, prefix: str) -> dict[str, float]:
+        """µs of CPU per event since the start: ingest, PostgreSQL (0 when not embedded), Valkey (likewise)."""
+        spent = [round((b - a) / n * 1e6, 2) for a, b in zip(self.start, self._now(), strict=True)]
+        return {f"{prefix}_cpu_us": spent[0], f"{prefix}_pg_cpu_us": spent[1], f"{prefix}_valkey_cpu_us": spent[2]}
+
+
+async def _ingest(
+    redis_url: str, billing: BillingSettings, processes: int, derive: bool, cpu: dict[str, float] | None = None,
+    servers: Servers | None = None, label: str = "",
+) -> float:  # fmt: skip
+    """Run ingest over streams filled beforehand until every entry is acknowledged; returns the seconds it took.
+    With `cpu`, adds to it what the run cost per event (keys starting with `label`; see _Cpu)."""
     shards, prefix = billing.core.shards, billing.core.key_prefix
     redis = aioredis.Redis.from_url(redis_url)
     for shard in range(shards):
         await redis.xgroup_create(stream_key(prefix, shard), "billing", id="0", mkstream=True)
+    meter = _Cpu(servers, processes)
     if processes == 1:
         ingest = Ingest(billing, derive=Deriver() if derive else None)
         started = time.perf_counter()
@@ -192,6 +241,9 @@ async def _ingest(redis_url: str, billing: BillingSettings, processes: int, deri
         for child, _ready in children:
             child.terminate()  # SIGTERM: stops between batches
             child.join()
+    if cpu is not None:
+        total = sum([await redis.xlen(stream_key(prefix, s)) for s in range(shards)])
+        cpu.update(meter.per_event(max(total, 1), label))
     await redis.delete(*(stream_key(prefix, s) for s in range(shards)))  # its memory and AOF, before the next run
     await redis.aclose()
     return elapsed
@@ -261,7 +313,10 @@ async def bench(
     )
     billing = BillingSettings.from_env(Env({}), core=core)
     billing = replace(billing, batch=batch or billing.batch)
-    ingest_s = await _ingest(servers.redis_url, billing, processes, derive=True)
+    cpu: dict[str, float] = {}
+    ingest_s = await _ingest(
+        servers.redis_url, billing, processes, derive=True, cpu=cpu, servers=servers, label="ingest"
+    )
     stored = await db.fetchval("SELECT count(*) FROM events")
     conversions = await db.fetchval("SELECT count(*) FROM conversions")
 
@@ -279,7 +334,9 @@ async def bench(
         floor_prefix = PREFIX + "floor"
         await fill(servers.redis_url, floor_prefix, shards, payloads)
         floor_billing = replace(billing, core=replace(billing.core, key_prefix=floor_prefix))
-        floor_s = await _ingest(servers.redis_url, floor_billing, processes, derive=False)
+        floor_s = await _ingest(
+            servers.redis_url, floor_billing, processes, derive=False, cpu=cpu, servers=servers, label="floor"
+        )
         floor_stored = await db.fetchval("SELECT count(*) FROM events")
         figures = {
             "floor_s": round(floor_s, 2),
@@ -288,6 +345,10 @@ async def bench(
             "floor_stored": floor_stored,
             "derive_share": round(1 - floor_s / ingest_s, 3),
             "ingest_floor_ratio": round(floor_s / ingest_s, 3),  # ingest's events/s over the floor's
+            **cpu,
+            "cpu_floor_ratio": round(
+                (cpu["floor_cpu_us"] + cpu["floor_pg_cpu_us"]) / (cpu["ingest_cpu_us"] + cpu["ingest_pg_cpu_us"]), 3
+            ),
         }
     if loyalty:
         figures |= await _loyalty_phases(servers, db, billing, processes, links, seeded.offer_id, seeded.merchant_id, n)
@@ -353,6 +414,17 @@ def run(argv: list[str]) -> int:
             ("ratio floor / raw COPY", f"{figures['floor_copy_ratio']}", ""),
             ("ratio ingest / floor (target >= 0.75)", f"{figures['ingest_floor_ratio']}", ""),
             ("share of ingest's time spent deriving", f"{figures['derive_share']:.0%}", ""),
+            (
+                "CPU per event, ingest: its process / PostgreSQL / Valkey",
+                f"{figures['ingest_cpu_us']} / {figures['ingest_pg_cpu_us']} / {figures['ingest_valkey_cpu_us']} µs",
+                "",
+            ),
+            (
+                "CPU per event, floor: its process / PostgreSQL / Valkey",
+                f"{figures['floor_cpu_us']} / {figures['floor_pg_cpu_us']} / {figures['floor_valkey_cpu_us']} µs",
+                "",
+            ),
+            ("ratio floor / ingest in CPU (its process + PostgreSQL)", f"{figures['cpu_floor_ratio']}", ""),
         ]
     if "loyalty_ratio" in figures:
         rows += [

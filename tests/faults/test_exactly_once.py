@@ -122,7 +122,8 @@ async def test_conservation_over_random_histories(servers: Servers, ops: list[tu
     conn = await asyncpg.connect(servers.database_url)
     try:
         await conn.execute(
-            "TRUNCATE events, conversions, commissions, refunds, rollups, rollup_actions, rollup_bots, customers, "
+            "TRUNCATE events, conversions, commissions, refunds, rollup_totals, rollup_deltas, rollup_actions, "
+            "rollup_bots, customers, "
             "ledger_lines, ledger_splits, ledger_line_events, statements, offers, links, partners, partner_programmes, "
             "merchants, prices, "
             "offer_partner_plans RESTART IDENTITY CASCADE"

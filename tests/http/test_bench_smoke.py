@@ -33,6 +33,12 @@ def test_ingest_bench_measures_ingest_the_raw_copy_and_the_floor() -> None:
         assert figures[name] > 0, name
     assert figures["floor_copy_ratio"] > 0 and 0 <= figures["derive_share"] < 1
     assert "floor: the same ingest storing only (no derive)" in out
+    # CPU per event of each phase: ingest's process, the embedded PostgreSQL's and Valkey's processes (Valkey's
+    # few ms in so small a run can round to 0 clock ticks).
+    for phase in ("ingest", "floor"):
+        assert figures[f"{phase}_cpu_us"] > 0 and figures[f"{phase}_pg_cpu_us"] > 0, phase
+        assert figures[f"{phase}_valkey_cpu_us"] >= 0, phase
+    assert figures["cpu_floor_ratio"] > 0 and "ratio floor / ingest in CPU" in out
     # The loyalty phases: the same mix naming customers, without and with a programme; points were earned.
     assert figures["loyalty_lots"] > 0 and figures["loyalty_ratio"] > 0
     assert "ratio ingest with loyalty / without" in out

@@ -74,7 +74,8 @@ def draw(rng: random.Random) -> list[tuple[Any, ...]]:
 
 async def _programme(conn: asyncpg.Connection, rounding: str) -> tuple[dict[tuple[int, int], Programme], Model]:
     await conn.execute(
-        """TRUNCATE events, conversions, commissions, refunds, rollups, rollup_actions, rollup_bots, customers,
+        """TRUNCATE events, conversions, commissions, refunds, rollup_totals, rollup_deltas, rollup_actions,
+           rollup_bots, customers,
            ledger_lines, ledger_splits, ledger_line_events, statements, offers, links, partners, partner_programmes,
            merchants, prices, products, offer_partner_plans, users RESTART IDENTITY CASCADE"""
     )
