@@ -100,6 +100,8 @@ def error_response(exc: ApiError) -> Response:
     body = {"error": exc.code, "detail": exc.detail}
     if exc.pointer is not None:
         body["pointer"] = exc.pointer
+    if exc.reason is not None:
+        body["reason"] = exc.reason
     response = json_response(body, exc.status)
     if exc.retry_after is not None:
         response.headers["Retry-After"] = str(exc.retry_after)

@@ -1,7 +1,8 @@
 """What the portal refuses, as one exception carrying the HTTP status and a machine-readable code.
 
-ApiError(status, code, detail[, pointer])
-  ├── 400 invalid_json, invalid_field, unknown_field, invalid_fee_plan, invalid_caps (with `pointer`),
+ApiError(status, code, detail[, pointer][, reason])
+  ├── 400 invalid_json, invalid_field (an IBAN, BIC or VAT number: with `reason`), unknown_field,
+  │       invalid_fee_plan, invalid_caps (with `pointer`),
   │       invalid_token, url_not_allowed, ...
   ├── 401 unauthenticated
   ├── 403 forbidden, csrf, cross_origin
@@ -31,8 +32,8 @@ class ApiError(Exception):
         self.detail = detail
         self.retry_after = retry_after
         self.pointer = pointer  # the JSON pointer of the offending value in the request body, when known
-        # not in the JSON body: why a library refused the value (kernel.payout_details.REASONS), for a page
-        # to say in its language (portal/refusals.py) what the detail has in the library's English words
+        # why a library refused the value (kernel.payout_details.REASONS): in the JSON body as `reason`, and
+        # said by a page in its language (portal/refusals.py) where the detail has the library's English words
         self.reason = reason
 
 

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from kernel.payout_details import REASONS
 from portal import terms_schema, validate
 from portal.api import Endpoint
 
@@ -19,6 +20,13 @@ _ERROR = {
             "type": "string",
             "description": "invalid_fee_plan and invalid_caps: the JSON pointer of the offending value in the "
             "request body, e.g. /fee_plan/tiers/0/percent",
+        },
+        "reason": {
+            "type": "string",
+            "enum": sorted({code for _, code in REASONS} | {"other"}),
+            "description": "invalid_field of an IBAN, a BIC or a VAT number: why its check failed, e.g. checksum "
+            "(the check digits do not match: a typo), length, format, country_code, bank_code, national_checksum; "
+            "other for a reason not listed",
         },
     },
 }

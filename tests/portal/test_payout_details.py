@@ -75,22 +75,22 @@ async def test_partner_sets_details_sealed_masked_audited_and_mailed(db, setting
 
 
 @pytest.mark.parametrize(
-    ("change", "field"),
+    ("change", "field", "reason"),
     [
-        ({"iban": "DE89 3704 0044 0532 0130 01"}, "iban"),  # check digits wrong
-        ({"iban": "XX00 1234"}, "iban"),
-        ({"iban": None}, "iban"),  # SEPA needs one
-        ({"bic": "NOTABIC!"}, "bic"),
-        ({"vat_number": "DE136695977"}, "vat_number"),
-        ({"vat_number": "FR40303265045"}, "vat_number"),  # a valid French number is not a German one
-        ({"country": "Germany"}, "country"),
-        ({"method": "paypal", "paypal_email": "not-an-address"}, "paypal_email"),
-        ({"method": "paypal", "paypal_email": "=cmd|x@evil.example"}, "paypal_email"),  # a formula in the CSV
-        ({"method": "cash"}, "method"),
-        ({"entity": "charity"}, "entity"),
+        ({"iban": "DE89 3704 0044 0532 0130 01"}, "iban", "checksum"),  # check digits wrong
+        ({"iban": "XX00 1234"}, "iban", "country_code"),
+        ({"iban": None}, "iban", None),  # SEPA needs one
+        ({"bic": "NOTABIC!"}, "bic", "format"),
+        ({"vat_number": "DE136695977"}, "vat_number", "checksum"),
+        ({"vat_number": "FR40303265045"}, "vat_number", "format"),  # a valid French number is not a German one
+        ({"country": "Germany"}, "country", None),
+        ({"method": "paypal", "paypal_email": "not-an-address"}, "paypal_email", None),
+        ({"method": "paypal", "paypal_email": "=cmd|x@evil.example"}, "paypal_email", None),  # a formula in the CSV
+        ({"method": "cash"}, "method", None),
+        ({"entity": "charity"}, "entity", None),
     ],
 )
-async def test_bad_values_are_refused_naming_the_field_and_write_nothing(db, settings, change, field):
+async def test_bad_values_are_refused_naming_the_field_and_write_nothing(db, settings, change, field, reason):
     w = await world(db)
     async with portal_client(settings) as client:
         csrf = await login(client, "alice@p.example")
@@ -103,6 +103,7 @@ async def test_bad_values_are_refused_naming_the_field_and_write_nothing(db, set
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_field"
     assert response.json()["detail"].startswith(f"{field}:")
+    assert response.json().get("reason") == reason  # why the library refused it, as a machine code
     assert await _state(db) == before
 
 
