@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import redis.asyncio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -21,7 +20,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from kernel import limits, logs
-from kernel.redis.nodes import node_urls
+from kernel.redis.pyclient import Lazy
 from portal import (
     api_attribution,
     api_auth,
@@ -80,7 +79,7 @@ class Portal:
     def __init__(self, settings: PortalSettings) -> None:
         self.settings = settings
         self.pool: asyncpg.Pool = None
-        self.redis: redis.asyncio.Redis = None  # type: ignore[assignment]
+        self.redis: Lazy = None  # type: ignore[assignment]
         self.limiter: RateLimiter = None  # type: ignore[assignment]
         self.openapi = loyalty_openapi(openapi.document(ENDPOINTS, _version()))
 
@@ -88,8 +87,9 @@ class Portal:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         core = self.settings.core
         self.pool = await asyncpg.create_pool(core.database_url, min_size=1, max_size=8)
-        # The first node of CLICKMINT_REDIS_URL (it may name several); the portal has no cluster client yet.
-        self.redis = redis.asyncio.Redis.from_url(node_urls(core.redis_url or "")[0])
+        # One server or a cluster, as the tracker and ingest decide (CLICKMINT_REDIS_CLUSTER); connected on first
+        # use, so the portal starts and serves its pages while Redis is away.
+        self.redis = Lazy(core.redis_url or "", core.redis_cluster)
         self.limiter = RateLimiter(self.redis, core.key_prefix)
         delivery = None
         if self.settings.deliver_postbacks:

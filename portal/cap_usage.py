@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-import redis.asyncio
 
 from kernel import caps as tracker_caps
+from kernel.redis.pyclient import Lazy
 
 
 def limits_of(config: Any) -> tuple[tracker_caps.Limit, ...]:
@@ -28,12 +28,13 @@ def limits_of(config: Any) -> tuple[tracker_caps.Limit, ...]:
 
 
 async def usage(
-    client: redis.asyncio.Redis,
+    client: Lazy,
     prefix: str,
     offers: Iterable[tuple[int, tuple[tracker_caps.Limit, ...], list[int]]],
 ) -> tuple[str, dict[int, list[dict[str, Any]]]]:
     """Per offer (id, limits, the partners whose per-partner caps to read): a row per limit and partner with
-    its limit, what is used and what remains; and the UTC day read. One MGET for all of them."""
+    its limit, what is used and what remains; and the UTC day read. One MGET for all of them (on a cluster, one
+    per node: an offer's counters share a slot, different offers' need not)."""
     today = dt.datetime.now(dt.UTC).date()
     day = today.strftime("%Y%m%d")
     found: dict[int, list[dict[str, Any]]] = {}

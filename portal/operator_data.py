@@ -11,7 +11,6 @@ from typing import Any
 
 import asyncpg
 import orjson
-import redis.asyncio
 import redis.exceptions
 
 from billing.public import figures
@@ -22,6 +21,7 @@ from kernel.macros import Template
 from kernel.money import format_amount
 from kernel.plans import build_plan
 from kernel.pricing import FeeError
+from kernel.redis.pyclient import Lazy
 from portal import cap_usage, notifications, partner_data, terms_schema, validate
 from portal.auth import Principal
 from portal.errors import ApiError, invalid, not_found
@@ -222,7 +222,7 @@ async def offer(conn: asyncpg.Connection, who: Principal, offer_id: int) -> dict
 
 
 async def offer_caps(
-    conn: asyncpg.Connection, client: redis.asyncio.Redis, prefix: str, who: Principal, offer_id: int
+    conn: asyncpg.Connection, client: Lazy, prefix: str, who: Principal, offer_id: int
 ) -> dict[str, Any]:
     """Each cap of an offer with what the tracker has counted against it: today's (UTC) for daily caps;
     per partner, one row for each partner with a link to the offer."""
@@ -255,7 +255,7 @@ async def _linked_partners(
 
 
 async def caps_used_today(
-    conn: asyncpg.Connection, client: redis.asyncio.Redis, prefix: str, offers: list[dict[str, Any]]
+    conn: asyncpg.Connection, client: Lazy, prefix: str, offers: list[dict[str, Any]]
 ) -> dict[int, list[dict[str, Any]]] | None:
     """For the offers page, per offer: each offer-wide cap with what is used, each per-partner cap with how
     many of the offer's partners have reached it and the most any of them used. None: Redis cannot say."""

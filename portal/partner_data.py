@@ -9,13 +9,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 import asyncpg
-import redis.asyncio
 import redis.exceptions
 
 from billing.public import figures as billing_figures
 from billing.public import statements as billing_statements
 from kernel.macros import normalize_hosts, safe_deep_link
 from kernel.money import format_amount
+from kernel.redis.pyclient import Lazy
 from portal import cap_usage, formats, i18n
 from portal.errors import ApiError, invalid, not_found
 
@@ -225,7 +225,7 @@ def _json(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
-Counters = tuple[redis.asyncio.Redis, str]  # the Redis the tracker counts caps in, and its key prefix
+Counters = tuple[Lazy, str]  # the Redis the tracker counts caps in, and its key prefix
 
 
 async def offers(conn: asyncpg.Connection, partner_id: int, counters: Counters) -> list[dict[str, Any]]:

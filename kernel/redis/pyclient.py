@@ -1,14 +1,17 @@
-"""redis-py for the cold paths that want its conveniences (retention's look at the streams, tests):
-a plain client for one server, a RedisCluster for a cluster, decided as the raw client decides
-(kernel/redis/client.py): by CLICKMINT_REDIS_CLUSTER, or in `auto` by asking the nodes in turn."""
+"""redis-py for the cold paths that want its conveniences (retention's look at the streams, the portal's
+counters and rate limits, tests): a plain client for one server, a RedisCluster for a cluster, decided as
+the raw client decides (kernel/redis/client.py): by CLICKMINT_REDIS_CLUSTER, or in `auto` by asking the
+nodes in turn. `Lazy` makes that client on first use, for a process that starts while Redis is away."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from kernel.redis.nodes import CLUSTER_MODES, DEFAULT_CLUSTER_MODE, address, node_urls
 
@@ -41,3 +44,39 @@ async def connect(url: str, cluster: str = DEFAULT_CLUSTER_MODE, **options: Any)
     client = RedisCluster.from_url(urls[0], startup_nodes=nodes, **options)
     await client.initialize()
     return client
+
+
+class Lazy:
+    """redis-py for a process that must start and keep serving while Redis is away (the portal): the client
+    `connect` chooses for the nodes of `url` (one server or a cluster), made on first use and tried again on
+    the next use after a failed attempt. Every failure is a RedisError."""
+
+    def __init__(self, url: str, cluster: str = DEFAULT_CLUSTER_MODE, **options: Any) -> None:
+        if cluster not in CLUSTER_MODES:
+            raise ValueError(f"the cluster mode is one of {', '.join(CLUSTER_MODES)}, not {cluster!r}")
+        self.url, self.cluster, self._options = url, cluster, options
+        self._client: aioredis.Redis | RedisCluster | None = None
+        self._lock = asyncio.Lock()
+
+    async def client(self) -> aioredis.Redis | RedisCluster:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    try:
+                        self._client = await connect(self.url, self.cluster, **self._options)
+                    except RedisClusterException as exc:  # not a RedisError: no node of a cluster answered
+                        raise aioredis.ConnectionError(f"no node of the Redis Cluster answers: {exc}") from exc
+        return self._client
+
+    async def mget(self, keys: Sequence[str]) -> list[Any]:
+        """The values of `keys` in their order; on a cluster, keys of several slots are read per node (not
+        atomically: each node's keys as one MGET)."""
+        client = await self.client()
+        if isinstance(client, RedisCluster):
+            return list(await client.mget_nonatomic(list(keys)))
+        return list(await client.mget(list(keys)))
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

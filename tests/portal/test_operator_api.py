@@ -9,9 +9,9 @@ import struct
 import zlib
 
 import pytest
-import redis.asyncio
 
 from clickmint.embedded import pick_port
+from kernel.redis.pyclient import Lazy
 from tests.factories import programme
 from tests.helpers import tracker_client
 from tests.portal.kit import add_user, csrf_headers, login, portal_client, world
@@ -327,7 +327,7 @@ async def test_cap_usage_shows_what_the_tracker_counted(db, settings):
         usage = await client.get(path)
         unknown = await client.get("/api/v1/admin/offers/999999/caps")
         page = (await client.get("/admin/offers")).text
-        client.app.state.portal.redis = redis.asyncio.Redis(port=pick_port(0))  # nothing listens there
+        client.app.state.portal.redis = Lazy(f"redis://127.0.0.1:{pick_port(0)}", "no")  # nothing listens there
         down = await client.get(path)
         blind_page = await client.get("/admin/offers")
     async with portal_client(settings) as client:

@@ -10,12 +10,12 @@ import hmac
 
 import asyncpg
 import pytest
-import redis.asyncio
 
 from billing.settle import settle
 from billing.statements import month_bounds
 from clickmint.embedded import pick_port
 from kernel.egress import EgressPolicy
+from kernel.redis.pyclient import Lazy
 from kernel.settings import Settings
 from portal import postbacks
 from tests.factories import programme
@@ -369,7 +369,7 @@ async def test_offers_show_the_partners_own_cap_usage_and_whether_offer_caps_are
         listed = (await portal.get("/api/v1/partner/offers")).json()["offers"]
         one = (await portal.get(f"/api/v1/partner/offers/{prog.offer_id}")).json()
         page = (await portal.get("/offers")).text
-        portal.app.state.portal.redis = redis.asyncio.Redis(port=pick_port(0))  # the counters out of reach
+        portal.app.state.portal.redis = Lazy(f"redis://127.0.0.1:{pick_port(0)}", "no")  # the counters out of reach
         blind = await portal.get("/api/v1/partner/offers")
     [offer] = [o for o in listed if o["id"] == prog.offer_id]
     assert (
