@@ -12,7 +12,10 @@ from billing.public import statements as billing_statements
 from kernel import sources as tracker_sources
 from kernel.sealed import Sealer
 from portal import invitations, users, validate
+from portal import operator_caps as ocaps
 from portal import operator_data as data
+from portal import operator_partners as opartners
+from portal import operator_reports as oreports
 from portal.api import Ctx, Endpoint
 from portal.api_partner import detail_response, export_response
 from portal.errors import ApiError, invalid
@@ -168,7 +171,7 @@ async def offer(ctx: Ctx) -> Any:
 
 async def offer_caps(ctx: Ctx) -> Any:
     core = ctx.portal.settings.core
-    return await data.offer_caps(ctx.conn, ctx.portal.redis, core.key_prefix, ctx.who, ctx.path_int("offer_id"))
+    return await ocaps.offer_caps(ctx.conn, ctx.portal.redis, core.key_prefix, ctx.who, ctx.path_int("offer_id"))
 
 
 async def create_offer(ctx: Ctx) -> Any:
@@ -189,7 +192,7 @@ async def partner_plan(ctx: Ctx) -> Any:
 
 
 async def partners(ctx: Ctx) -> Any:
-    return {"partners": await data.partners(ctx.conn, ctx.who)}
+    return {"partners": await opartners.partners(ctx.conn, ctx.who)}
 
 
 NEW_PARTNER = {
@@ -227,13 +230,13 @@ PARTNER_STATUS = {
 
 async def partner_status(ctx: Ctx) -> Any:
     values = await ctx.body(PARTNER_STATUS)
-    return await data.set_partner_status(
+    return await opartners.set_partner_status(
         ctx.conn, ctx.who, ctx.path_int("partner_id"), values.get("merchant_id"), values["status"]
     )
 
 
 async def links(ctx: Ctx) -> Any:
-    return {"links": await data.links(ctx.conn, ctx.who)}
+    return {"links": await opartners.links(ctx.conn, ctx.who)}
 
 
 NEW_LINK = {
@@ -245,16 +248,16 @@ LINK_STATUS = {"status": (validate.choice("active", "paused"), True)}
 
 
 async def create_link(ctx: Ctx) -> Any:
-    return await data.create_link(ctx.conn, ctx.who, await ctx.body(NEW_LINK))
+    return await opartners.create_link(ctx.conn, ctx.who, await ctx.body(NEW_LINK))
 
 
 async def link_status(ctx: Ctx) -> Any:
     values = await ctx.body(LINK_STATUS)
-    return await data.set_link_status(ctx.conn, ctx.who, ctx.path_int("link_id"), values["status"])
+    return await opartners.set_link_status(ctx.conn, ctx.who, ctx.path_int("link_id"), values["status"])
 
 
 async def creatives(ctx: Ctx) -> Any:
-    return {"creatives": await data.creatives(ctx.conn, ctx.who)}
+    return {"creatives": await opartners.creatives(ctx.conn, ctx.who)}
 
 
 def _base64(name: str, value: Any) -> bytes:
@@ -277,7 +280,7 @@ NEW_CREATIVE = {
 
 async def create_creative(ctx: Ctx) -> Any:
     values = await ctx.body(NEW_CREATIVE) if _is_json(ctx) else await _multipart_creative(ctx)
-    return await data.create_creative(
+    return await opartners.create_creative(
         ctx.conn, ctx.who, values["offer_id"], values["name"], values.get("alt_text", ""), values["image_base64"]
     )
 
@@ -311,12 +314,12 @@ PRODUCT = {
 
 
 async def products(ctx: Ctx) -> Any:
-    return {"products": await data.products(ctx.conn, ctx.who)}
+    return {"products": await oreports.products(ctx.conn, ctx.who)}
 
 
 async def set_product(ctx: Ctx) -> Any:
     values = await ctx.body(PRODUCT)
-    return await data.set_product(ctx.conn, ctx.who, values)
+    return await oreports.set_product(ctx.conn, ctx.who, values)
 
 
 RATE = {
@@ -329,11 +332,11 @@ RATE = {
 
 
 async def rates(ctx: Ctx) -> Any:
-    return {"rates": await data.rates(ctx.conn, ctx.who)}
+    return {"rates": await oreports.rates(ctx.conn, ctx.who)}
 
 
 async def add_rate(ctx: Ctx) -> Any:
-    return await data.add_rate(ctx.conn, ctx.who, await ctx.body(RATE))
+    return await oreports.add_rate(ctx.conn, ctx.who, await ctx.body(RATE))
 
 
 async def report(ctx: Ctx) -> Any:
@@ -342,8 +345,8 @@ async def report(ctx: Ctx) -> Any:
     since = ctx.query("from", validate.date, None) or until - dt.timedelta(days=days - 1)
     if since > until or (until - since).days > 365:
         raise invalid("from", "must be on or before to, at most 366 days before it")
-    group = ctx.query("group", validate.choice(*data.REPORT_GROUPS), "partner_offer")
-    rows = await data.report(ctx.conn, ctx.who, since, group, until)
+    group = ctx.query("group", validate.choice(*oreports.REPORT_GROUPS), "partner_offer")
+    rows = await oreports.report(ctx.conn, ctx.who, since, group, until)
     return {"since": since.isoformat(), "until": until.isoformat(), "group": group, "rows": rows}
 
 
@@ -359,21 +362,21 @@ _period.schema = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}  # type: i
 
 async def statements(ctx: Ctx) -> Any:
     period = ctx.query("period", _period, None)
-    return {"statements": await data.statements(ctx.conn, ctx.who, period)}
+    return {"statements": await oreports.statements(ctx.conn, ctx.who, period)}
 
 
 async def close_statement(ctx: Ctx) -> Any:
     sealer = Sealer(ctx.portal.settings.core.secret_key)
-    return await data.finish_statement(ctx.conn, ctx.who, ctx.path_int("statement_id"), "close", sealer)
+    return await oreports.finish_statement(ctx.conn, ctx.who, ctx.path_int("statement_id"), "close", sealer)
 
 
 async def pay_statement(ctx: Ctx) -> Any:
-    return await data.finish_statement(ctx.conn, ctx.who, ctx.path_int("statement_id"), "paid")
+    return await oreports.finish_statement(ctx.conn, ctx.who, ctx.path_int("statement_id"), "paid")
 
 
 async def _export(ctx: Ctx, kind: str) -> Any:
     statement_id = ctx.path_int("statement_id")
-    await data.owns_statement(ctx.conn, ctx.who, statement_id)
+    await oreports.owns_statement(ctx.conn, ctx.who, statement_id)
     return await export_response(ctx, statement_id, kind)
 
 
@@ -387,7 +390,7 @@ async def statement_pdf(ctx: Ctx) -> Any:
 
 async def statement_detail(ctx: Ctx) -> Any:
     statement_id = ctx.path_int("statement_id")
-    await data.owns_statement(ctx.conn, ctx.who, statement_id)
+    await oreports.owns_statement(ctx.conn, ctx.who, statement_id)
     return await detail_response(ctx, statement_id)
 
 
@@ -418,11 +421,11 @@ async def conversions(ctx: Ctx) -> Any:
     status = ctx.query("status", validate.choice("pending", "held", "approved", "rejected", "reversed"), None)
     reason = ctx.query("reason", validate.text(1, 64), None)
     limit = ctx.query("limit", validate.integer(1, 500), 100)
-    return await data.conversions(ctx.conn, ctx.who, status, reason, limit)
+    return await oreports.conversions(ctx.conn, ctx.who, status, reason, limit)
 
 
 async def audit_log(ctx: Ctx) -> Any:
-    return {"entries": await data.audit_log(ctx.conn, ctx.who, ctx.query("limit", validate.integer(1, 1000), 200))}
+    return {"entries": await oreports.audit_log(ctx.conn, ctx.who, ctx.query("limit", validate.integer(1, 1000), 200))}
 
 
 NEW_USER = {
@@ -518,7 +521,7 @@ ENDPOINTS = [
             "days": _DAYS,
             "from": {"type": "string", "format": "date"},
             "to": {"type": "string", "format": "date"},
-            "group": {"type": "string", "enum": list(data.REPORT_GROUPS)},
+            "group": {"type": "string", "enum": list(oreports.REPORT_GROUPS)},
         },
     ),
     _o(

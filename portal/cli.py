@@ -18,6 +18,8 @@ import orjson
 
 from portal import api_operator, passwords, users, validate
 from portal import operator_data as data
+from portal import operator_partners as opartners
+from portal import operator_reports as oreports
 from portal.auth import Principal
 from portal.errors import ApiError
 from portal.settings import PortalSettings
@@ -222,9 +224,11 @@ async def run(args: argparse.Namespace, settings: PortalSettings, conn: asyncpg.
         raw["merchant_id"] = await _merchant_id(conn, args.merchant)
         _print(await data.create_offer(conn, who, validate.fields(raw, api_operator.OFFER)))
     elif obj == "partner" and action == "list":
-        _print(await data.partners(conn, who))
+        _print(await opartners.partners(conn, who))
     elif obj == "partner" and action == "status":
-        _print(await data.set_partner_status(conn, who, args.id, await _merchant_id(conn, args.merchant), args.status))
+        _print(
+            await opartners.set_partner_status(conn, who, args.id, await _merchant_id(conn, args.merchant), args.status)
+        )
     elif obj == "partner":
         given = {"name": args.name, "email": args.email}
         if args.address:
@@ -232,25 +236,25 @@ async def run(args: argparse.Namespace, settings: PortalSettings, conn: asyncpg.
         values = validate.fields(given, api_operator.ENROL_PARTNER)
         values["email"] = users.check_email(values["email"])
         values["merchant_id"] = await _merchant_id(conn, args.merchant)
-        created = await data.enrol_partner(conn, who, values)
+        created = await opartners.enrol_partner(conn, who, values)
         if not args.no_invite:
             created["user_id"] = await users.invite(
                 conn, settings, values["email"], values["name"], "partner", created["id"], created["merchant_id"]
             )
         _print(created)
     elif obj == "link":
-        _print(await data.create_link(conn, who, {"offer_id": args.offer, "partner_id": args.partner}))
+        _print(await opartners.create_link(conn, who, {"offer_id": args.offer, "partner_id": args.partner}))
     elif obj == "product":
         values = validate.fields(
             {"sku": args.sku, "name": args.name, "wholesale": args.wholesale, "currency": args.currency},
             api_operator.PRODUCT,
         )
         values["merchant_id"] = await _merchant_id(conn, args.merchant)
-        _print(await data.set_product(conn, who, values))
+        _print(await oreports.set_product(conn, who, values))
     elif obj == "rate":
         values = validate.fields({"base": args.base, "quote": args.quote, "rate": args.rate}, api_operator.RATE)
         values["merchant_id"] = await _merchant_id(conn, args.merchant)
-        _print(await data.add_rate(conn, who, values))
+        _print(await oreports.add_rate(conn, who, values))
     elif obj == "user" and action == "reset":
         row = await conn.fetchrow("SELECT id, password_hash FROM users WHERE email = $1", args.email.lower())
         if row is None:
@@ -285,7 +289,7 @@ async def run(args: argparse.Namespace, settings: PortalSettings, conn: asyncpg.
         await data.audit(conn, who, None, "create", "api_key", prefix, {"user": args.email, "scopes": scopes})
         _print({"key": key, "scopes": scopes, "note": "shown once; store it now"})
     elif obj == "audit":
-        _print(await data.audit_log(conn, who, args.limit))
+        _print(await oreports.audit_log(conn, who, args.limit))
 
 
 def main(args: argparse.Namespace, database_url: str) -> int:

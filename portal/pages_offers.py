@@ -12,7 +12,9 @@ from urllib.parse import quote
 from starlette.responses import RedirectResponse, Response
 
 from portal import api_operator, i18n, plan_form, validate, words
+from portal import operator_caps as ocaps
 from portal import operator_data as odata
+from portal import operator_partners as opartners
 from portal.api import Ctx
 from portal.errors import ApiError, invalid
 from portal.pages import FAILED, Failed, back, show
@@ -71,7 +73,7 @@ async def admin_offers(ctx: Ctx, form: Any) -> Response:
         ctx,
         "admin_offers.html",
         offers=offers,
-        caps_used=await odata.caps_used_today(ctx.conn, ctx.portal.redis, core.key_prefix, offers),
+        caps_used=await ocaps.caps_used_today(ctx.conn, ctx.portal.redis, core.key_prefix, offers),
         merchants=await odata.merchants(ctx.conn, ctx.who),
         models=plan_form.models(),
         tiers=plan_form.rows(failed.values if failed else {}, "tier_percent_", plan_form.TIERS),
@@ -120,7 +122,7 @@ async def admin_offer(ctx: Ctx, form: Any) -> Response:
         tiers=plan_form.rows(filled, "tier_percent_", 1),
         actions=plan_form.rows(filled, "cpa_action_", 2),
         currency=current["currency"],
-        partners=[p for p in await odata.partners(ctx.conn, ctx.who) if p["merchant_id"] == current["merchant_id"]],
+        partners=[p for p in await opartners.partners(ctx.conn, ctx.who) if p["merchant_id"] == current["merchant_id"]],
         overrides=[{**dict(r), "fee_plan": _json(r["fee_plan"])} for r in overrides],
     )
 

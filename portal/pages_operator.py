@@ -11,6 +11,8 @@ from starlette.responses import Response
 from kernel.sealed import Sealer
 from portal import api_operator, formats, i18n, invitations, partner_admin, validate, words
 from portal import operator_data as odata
+from portal import operator_partners as opartners
+from portal import operator_reports as oreports
 from portal.api import Ctx
 from portal.errors import invalid
 from portal.pages import back, show
@@ -19,9 +21,9 @@ from portal.pages import back, show
 async def _names(ctx: Ctx) -> dict[str, dict[int, str]]:
     """Names to show instead of ids ("Winter sale #12"), for the objects in the operator's scope."""
     offers = await odata.offers(ctx.conn, ctx.who)
-    partners = await odata.partners(ctx.conn, ctx.who)
+    partners = await opartners.partners(ctx.conn, ctx.who)
     merchants = await odata.merchants(ctx.conn, ctx.who)
-    creatives = await odata.creatives(ctx.conn, ctx.who)
+    creatives = await opartners.creatives(ctx.conn, ctx.who)
     return {
         "offer_id": {o["id"]: o["name"] for o in offers},
         "partner_id": {p["id"]: p["name"] for p in partners},
@@ -53,7 +55,7 @@ async def admin_partners(ctx: Ctx, form: Any) -> Response:
                 partner_raw, _, merchant_raw = key.removeprefix("pick_").partition("_")
                 partner_id = await ctx.ref(key, "partner", partner_raw)
                 merchant_id = validate.integer(1)(key, merchant_raw)
-                await odata.set_partner_status(ctx.conn, ctx.who, partner_id, merchant_id, "approved")
+                await opartners.set_partner_status(ctx.conn, ctx.who, partner_id, merchant_id, "approved")
             count = len(picked[:200])
             return back(
                 "/admin/partners", i18n.ngettext_("%(num)d approved.", "%(num)d approved.", count) % {"num": count}
@@ -61,7 +63,9 @@ async def admin_partners(ctx: Ctx, form: Any) -> Response:
         if "status" in form and "partner_id" in form:
             partner_id = await ctx.ref("partner_id", "partner", form.pop("partner_id"))
             values = await ctx.fields(form, api_operator.PARTNER_STATUS)
-            await odata.set_partner_status(ctx.conn, ctx.who, partner_id, values.get("merchant_id"), values["status"])
+            await opartners.set_partner_status(
+                ctx.conn, ctx.who, partner_id, values.get("merchant_id"), values["status"]
+            )
             status = {"id": partner_id, "status": words.word(values["status"])}
             return back("/admin/partners", i18n.gettext_("Partner %(id)s is %(status)s.") % status)
         if form.get("action") == "listing":
@@ -120,7 +124,7 @@ async def admin_statements(ctx: Ctx, form: Any) -> Response:
         statement_id = await ctx.ref("statement_id", "statement", form.get("statement_id"))
         action = validate.choice("close", "paid")("action", form.get("action"))
         sealer = Sealer(ctx.portal.settings.core.secret_key)  # self-billed invoices print sealed VAT numbers
-        await odata.finish_statement(ctx.conn, ctx.who, statement_id, action, sealer)
+        await oreports.finish_statement(ctx.conn, ctx.who, statement_id, action, sealer)
         done = i18n.gettext_("closed") if action == "close" else i18n.gettext_("paid")
         return back(
             "/admin/statements", i18n.gettext_("Statement %(id)s: %(done)s.") % {"id": statement_id, "done": done}
@@ -128,14 +132,14 @@ async def admin_statements(ctx: Ctx, form: Any) -> Response:
     return await show(
         ctx,
         "statements.html",
-        statements=await odata.statements(ctx.conn, ctx.who, None),
+        statements=await oreports.statements(ctx.conn, ctx.who, None),
         base="/api/v1/admin/statements",
     )
 
 
 async def admin_conversions(ctx: Ctx, form: Any) -> Response:
     """The latest conversions with their channel and, for a refused one, why (the codes of ConversionReason)."""
-    found = await odata.conversions(ctx.conn, ctx.who, None, None, 200)
+    found = await oreports.conversions(ctx.conn, ctx.who, None, None, 200)
     rows = [
         {
             **c,
@@ -170,7 +174,7 @@ async def admin_conversions(ctx: Ctx, form: Any) -> Response:
 
 
 async def admin_audit(ctx: Ctx, form: Any) -> Response:
-    return await show(ctx, "admin_audit.html", entries=await odata.audit_log(ctx.conn, ctx.who, 300))
+    return await show(ctx, "admin_audit.html", entries=await oreports.audit_log(ctx.conn, ctx.who, 300))
 
 
 def _options(merchants: list[dict[str, Any]], who: Any) -> list[dict[str, Any]]:
@@ -190,13 +194,13 @@ async def admin_links(ctx: Ctx, form: Any) -> Response:
         if "link_id" in form:
             link_id = await ctx.ref("link_id", "link", form.pop("link_id"))
             values = await ctx.fields(form, api_operator.LINK_STATUS)
-            await odata.set_link_status(ctx.conn, ctx.who, link_id, values["status"])
+            await opartners.set_link_status(ctx.conn, ctx.who, link_id, values["status"])
             said = {"id": link_id, "status": words.word(values["status"])}
             return back("/admin/links", i18n.gettext_("Link %(id)s is %(status)s.") % said)
-        made = await odata.create_link(ctx.conn, ctx.who, await ctx.fields(form, api_operator.NEW_LINK))
+        made = await opartners.create_link(ctx.conn, ctx.who, await ctx.fields(form, api_operator.NEW_LINK))
         return back("/admin/links", i18n.gettext_("Link %(code)s created.") % {"code": made["code"]})
     offers = await odata.offers(ctx.conn, ctx.who)
-    partners = await odata.partners(ctx.conn, ctx.who)
+    partners = await opartners.partners(ctx.conn, ctx.who)
     return await show(
         ctx,
         "admin_table.html",
@@ -212,7 +216,7 @@ async def admin_links(ctx: Ctx, form: Any) -> Response:
         ],
         rows=[
             {**r, "status_word": words.word(r["status"])}
-            for r in _named(await odata.links(ctx.conn, ctx.who), await _names(ctx))
+            for r in _named(await opartners.links(ctx.conn, ctx.who), await _names(ctx))
         ],
         row_actions=lambda r: [
             {
@@ -244,7 +248,7 @@ async def admin_creatives(ctx: Ctx, form: Any) -> Response:
     if form is not None:
         image = form.pop("image", b"")
         values = await ctx.fields(form, {k: v for k, v in api_operator.NEW_CREATIVE.items() if k != "image_base64"})
-        await odata.create_creative(
+        await opartners.create_creative(
             ctx.conn, ctx.who, values["offer_id"], values["name"], values.get("alt_text", ""), image
         )
         return back("/admin/creatives", i18n.gettext_("Banner %(name)s uploaded.") % {"name": values["name"]})
@@ -264,7 +268,7 @@ async def admin_creatives(ctx: Ctx, form: Any) -> Response:
             (i18n.gettext_("Height"), "height"),
             (i18n.gettext_("Bytes"), "bytes"),
         ],
-        rows=_named(await odata.creatives(ctx.conn, ctx.who), await _names(ctx)),
+        rows=_named(await opartners.creatives(ctx.conn, ctx.who), await _names(ctx)),
         form={
             "title": i18n.gettext_("Upload a banner (PNG, GIF, JPEG or WebP, at most 1 MiB)"),
             "id": "new-creative",
@@ -293,7 +297,7 @@ async def admin_creatives(ctx: Ctx, form: Any) -> Response:
 async def admin_products(ctx: Ctx, form: Any) -> Response:
     if form is not None:
         values = await ctx.fields(form, api_operator.PRODUCT)
-        await odata.set_product(ctx.conn, ctx.who, values)
+        await oreports.set_product(ctx.conn, ctx.who, values)
         return back("/admin/products", i18n.gettext_("Wholesale price of %(sku)s set.") % {"sku": values["sku"]})
     merchants = await odata.merchants(ctx.conn, ctx.who)
     return await show(
@@ -311,7 +315,7 @@ async def admin_products(ctx: Ctx, form: Any) -> Response:
         ],
         rows=[
             {**r, "price": formats.money(r["wholesale"], r["currency"]) if r["currency"] else None}
-            for r in _named(await odata.products(ctx.conn, ctx.who), await _names(ctx))
+            for r in _named(await oreports.products(ctx.conn, ctx.who), await _names(ctx))
         ],
         form={
             "title": i18n.gettext_("Set a product's wholesale price (a new version from now)"),
@@ -335,7 +339,7 @@ async def admin_products(ctx: Ctx, form: Any) -> Response:
 
 async def admin_rates(ctx: Ctx, form: Any) -> Response:
     if form is not None:
-        await odata.add_rate(ctx.conn, ctx.who, await ctx.fields(form, api_operator.RATE))
+        await oreports.add_rate(ctx.conn, ctx.who, await ctx.fields(form, api_operator.RATE))
         return back("/admin/rates", i18n.gettext_("Rate added."))
     merchants = await odata.merchants(ctx.conn, ctx.who)
     return await show(
@@ -351,7 +355,7 @@ async def admin_rates(ctx: Ctx, form: Any) -> Response:
             (i18n.gettext_("Rate"), "rate"),
             (i18n.gettext_("From"), "valid_from"),
         ],
-        rows=_named(await odata.rates(ctx.conn, ctx.who), await _names(ctx)),
+        rows=_named(await oreports.rates(ctx.conn, ctx.who), await _names(ctx)),
         form={
             "title": i18n.gettext_("Add a rate: 1 base = rate quote"),
             "id": "new-rate",

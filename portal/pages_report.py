@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from portal import charts, i18n, validate
 from portal import dashboard as board
-from portal import operator_data as odata
+from portal import operator_reports as oreports
 from portal.api import Ctx
 from portal.errors import ApiError
 from portal.pages import failed_form, show
@@ -29,10 +29,10 @@ async def admin_home(ctx: Ctx, form: Any) -> Response:
     except ApiError as exc:
         failed = failed_form(exc, raw)
         win = board.window("30d", None, None, today)
-    rows = await odata.report(ctx.conn, ctx.who, win.since, "partner_offer", win.until)
+    rows = await oreports.report(ctx.conn, ctx.who, win.since, "partner_offer", win.until)
     if ctx.request.query_params.get("format") == "csv":
         return report_csv(rows, win)
-    days = await odata.report(ctx.conn, ctx.who, win.since, "day", win.until)
+    days = await oreports.report(ctx.conn, ctx.who, win.since, "day", win.until)
     clicks = {r["key"]: r["clicks"] for r in days}
     title = i18n.gettext_("%(metric)s per day, %(period)s") % {"metric": i18n.gettext_("Clicks"), "period": win.label}
     chart = charts.bars(board.series(win, clicks), title, unit=i18n.gettext_("clicks"))

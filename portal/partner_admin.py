@@ -8,7 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from portal import operator_data as odata
+from portal import operator_partners as opartners
+from portal import operator_reports as oreports
 from portal.auth import Principal
 from portal.errors import not_found
 from portal.i18n import gettext_
@@ -39,10 +40,12 @@ async def detail(conn: asyncpg.Connection, who: Principal, partner_id: int, toda
         (gettext_("This month"), first, today),
         (gettext_("Last month"), last_month, first - dt.timedelta(1)),
     ):
-        rows = [r for r in await odata.report(conn, who, since, "partner", until) if r.get("partner_id") == partner_id]
+        rows = [
+            r for r in await oreports.report(conn, who, since, "partner", until) if r.get("partner_id") == partner_id
+        ]
         figures[label] = rows[0] if rows else None
-    links = [lk for lk in await odata.links(conn, who) if lk["partner_id"] == partner_id]
-    statements = [s for s in await odata.statements(conn, who, None) if s["partner_id"] == partner_id]
+    links = [lk for lk in await opartners.links(conn, who) if lk["partner_id"] == partner_id]
+    statements = [s for s in await oreports.statements(conn, who, None) if s["partner_id"] == partner_id]
     notes = await conn.fetch(
         """SELECT n.text, n.author_email, n.created_at, m.name AS merchant FROM partner_notes n
            JOIN merchants m ON m.id = n.merchant_id
