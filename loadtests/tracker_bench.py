@@ -11,6 +11,10 @@ run at --fraction (80%) of the rate it just reached, from the Python generator (
 whose latencies count from each request's due time, and its RSS is sampled under load; then the bare
 app again, paced at that same rate: the open-loop figures' own baseline. The bare app is also paced at
 --fraction of its own maximum, to show whether the open-loop target is within reach of uvicorn alone.
+Where the open loop's p99 comes from is printed beside it: the worker's own histograms over the paced phase
+(a click's time inside the app, its Redis batch included, and how late the event loop ran a timer, as p99
+bucket bounds) and, with the embedded Valkey, Valkey's latency monitor over the same phase (its events over
+5 ms: a fork for an AOF rewrite, key expiry, a slow command) with the keys that expired.
 --rounds N repeats baseline+tracker N times and reports medians (for noisy machines).
 The smart-link phase: right after the tracker's closed-loop run, the same worker serves a smart link of the same
 offer with five rules (the click matches only the fifth, a weighted A/B choice), then the plain link again; the
@@ -167,7 +171,12 @@ def _measure(args: argparse.Namespace, runner: Runner) -> tuple[list[dict[str, A
                 plain_again = runner.phase("tracker (/c/<code>) again", w, traffic, others)
                 rate = best["rps"] * args.fraction
                 title = f"tracker at {args.fraction:.0%}: {rate:,.0f}/s open loop"
+                inside = _histograms(w)  # resets the loop's worst-lag gauge: the phase's own worst is read after
+                watch = _ValkeyWatch(servers.redis_url) if servers.valkey else None
                 paced = runner.phase(title, w, traffic, others, rate)
+                paced.update(_inside(inside, _histograms(w)))
+                if watch is not None:
+                    paced.update(watch.read())
                 for name, value in _metrics(w).items():
                     if name in counters:
                         counters[name] += int(value)
@@ -318,6 +327,52 @@ def _metrics(worker: Worker) -> dict[str, float]:
     return figures
 
 
+def _histograms(worker: Worker) -> dict[str, Any]:
+    """The worker's click latency and event-loop lag histograms (cumulative counts per bound in s), and the
+    loop's worst lag since the previous scrape."""
+    status, _, body = worker.get("/metrics", {"authorization": f"Bearer {METRICS_TOKEN}"})
+    found: dict[str, Any] = {"click": {}, "lag": {}, "lag_max_s": 0.0}
+    if status != 200:
+        return found
+    for line in body.decode().splitlines():
+        if line.startswith("clickmint_request_seconds_bucket{") and 'route="c"' in line:  # /c/<code>
+            kind = "click"
+        elif line.startswith("clickmint_event_loop_lag_seconds_bucket{"):
+            kind = "lag"
+        elif line.startswith("clickmint_event_loop_lag_max_seconds "):
+            found["lag_max_s"] = float(line.rsplit(" ", 1)[1])
+            continue
+        else:
+            continue
+        bound = line.split('le="', 1)[1].split('"', 1)[0]
+        found[kind][float("inf") if bound == "+Inf" else float(bound)] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def _p99_bound(before: dict[float, float], after: dict[float, float]) -> float | None:
+    """The smallest bucket bound at or under which 99% of what the phase added lies (s); None: nothing added."""
+    bounds = sorted(after)
+    total = after[bounds[-1]] - before.get(bounds[-1], 0.0) if bounds else 0.0
+    if total <= 0:
+        return None
+    return next(b for b in bounds if after[b] - before.get(b, 0.0) >= 0.99 * total)
+
+
+def _inside(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Where the open loop's latency is: a click's time inside the app (its Redis batch included) and how late
+    the worker's loop ran a timer (the backlog every request waits behind before its work begins), as p99
+    bucket bounds in ms, and the loop's worst lag in the phase."""
+
+    def ms(bound: float | None) -> float | None:
+        return None if bound is None else bound * 1000
+
+    return {
+        "app_p99_ms_le": ms(_p99_bound(before["click"], after["click"])),
+        "loop_lag_p99_ms_le": ms(_p99_bound(before["lag"], after["lag"])),
+        "loop_lag_max_ms": round(after["lag_max_s"] * 1000, 2),
+    }
+
+
 METRICS_TOKEN = secrets.token_urlsafe(24)
 
 
@@ -348,6 +403,51 @@ def _median(rounds: list[dict[str, Any]], run: str, key: str) -> float:
 def _cpu_us(rounds: list[dict[str, Any]], run: str, rate: str = "rps") -> float:
     """Median CPU time of the server per answered request, in µs: the cost itself, whatever limited the rate."""
     return float(statistics.median(r[run]["cpu_server"] / r[run][rate] * 1e6 if r[run][rate] else 0.0 for r in rounds))
+
+
+class _ValkeyWatch:
+    """What the embedded Valkey itself did during a phase: its latency monitor's events over 5 ms (the slowest of
+    each kind, e.g. "command", "expire-cycle", "aof-write") and how many keys expired, with the CPU its
+    expiry cycle took. Started before the phase, read after it."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self.client.config_set("latency-monitor-threshold", 5)
+        self.client.execute_command("LATENCY", "RESET")
+        self.before = self.client.info("stats")
+
+    def read(self) -> dict[str, Any]:
+        try:
+            after = self.client.info("stats")
+            events = {
+                (row[0].decode() if isinstance(row[0], bytes) else str(row[0])): int(row[3])
+                for row in self.client.execute_command("LATENCY", "LATEST")
+            }
+            self.client.config_set("latency-monitor-threshold", 0)
+        finally:
+            self.client.close()
+        return {
+            "valkey_latency_max_ms": events,
+            "valkey_expired_keys": int(after.get("expired_keys", 0)) - int(self.before.get("expired_keys", 0)),
+            "valkey_expire_cycle_ms": int(after.get("expire_cycle_cpu_milliseconds", 0))
+            - int(self.before.get("expire_cycle_cpu_milliseconds", 0)),
+        }
+
+
+def _median_or_none(rounds: list[dict[str, Any]], run: str, key: str) -> float | None:
+    values = [r[run][key] for r in rounds if r[run].get(key) is not None]
+    return float(statistics.median(values)) if values else None
+
+
+def _last(rounds: list[dict[str, Any]], key: str) -> Any:
+    """The last round's figure of the paced phase (None when it has none)."""
+    return rounds[-1]["paced"].get(key)
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:g} ms"
 
 
 def _ratios(rounds: list[dict[str, Any]], run: str) -> list[float]:
@@ -410,6 +510,16 @@ def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any
         f"{_median(rounds, 'base_paced', 'p99_ms'):.2f} ms; paced at {args.fraction:.0%} of its own max: "
         f"{_median(rounds, 'base_own', 'achieved_rps'):,.0f} of {_median(rounds, 'base_own', 'target_rps'):,.0f} "
         f"req/s, p99 {_median(rounds, 'base_own', 'p99_ms'):.2f} ms",
+        f"  where the open loop's p99 is: a click inside the app (its Redis batch included) p99 <= "
+        f"{_fmt_ms(_median_or_none(rounds, 'paced', 'app_p99_ms_le'))}; the worker's loop late to run a timer p99 <= "
+        f"{_fmt_ms(_median_or_none(rounds, 'paced', 'loop_lag_p99_ms_le'))}, worst "
+        f"{_fmt_ms(_median_or_none(rounds, 'paced', 'loop_lag_max_ms'))} (the rest: before the app, in the "
+        "socket and uvicorn's queue)",
+        f"  valkey in that phase: events over 5 ms (slowest each) {_last(rounds, 'valkey_latency_max_ms') or 'none'}; "
+        f"{_last(rounds, 'valkey_expired_keys') or 0:,} keys expired, the expiry cycle's CPU "
+        f"{_last(rounds, 'valkey_expire_cycle_ms') or 0:,} ms"
+        if _last(rounds, "valkey_expired_keys") is not None
+        else "  valkey in that phase: not watched (configured Redis)",
         f"  server CPU per request: baseline {base_cpu_us:.1f} µs, floor {floor_cpu_us:.1f} µs, tracker "
         f"{cpu_us:.1f} µs (ratio {base_cpu_us / cpu_us if cpu_us else 0.0:.2f}: the req/s ratio if the server core "
         "were the only limit)",
@@ -457,6 +567,12 @@ def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any
         "p99_ms_at_80pct": round(p99_paced, 3),
         "baseline_p50_ms_at_80pct": round(_median(rounds, "base_paced", "p50_ms"), 3),
         "baseline_p99_ms_at_80pct": round(_median(rounds, "base_paced", "p99_ms"), 3),
+        "app_p99_ms_le_at_80pct": _median_or_none(rounds, "paced", "app_p99_ms_le"),
+        "loop_lag_p99_ms_le_at_80pct": _median_or_none(rounds, "paced", "loop_lag_p99_ms_le"),
+        "loop_lag_max_ms_at_80pct": _median_or_none(rounds, "paced", "loop_lag_max_ms"),
+        "valkey_latency_max_ms_at_80pct": _last(rounds, "valkey_latency_max_ms"),
+        "valkey_expired_keys_at_80pct": _last(rounds, "valkey_expired_keys"),
+        "valkey_expire_cycle_ms_at_80pct": _last(rounds, "valkey_expire_cycle_ms"),
         "baseline_own_80pct_achieved_rps": round(_median(rounds, "base_own", "achieved_rps"), 1),
         "baseline_own_80pct_p99_ms": round(_median(rounds, "base_own", "p99_ms"), 3),
         "cpu_us_per_request_at_80pct": round(paced_us, 1),

@@ -60,6 +60,12 @@ def test_tracker_bench_measures_the_bare_app_the_floor_and_the_tracker() -> None
     assert "floor (bare 302 + group-commit XADD)" in out
     assert figures["smart_rps"] > 0 and figures["smart_cost_ratio"] > 0  # the smart-link phase ran its rules
     assert "smart link, 5 rules, closed loop" in out
+    # where the open loop's time went: the worker's own histograms of the paced phase (a bucket bound in ms)
+    assert figures["app_p99_ms_le_at_80pct"] > 0 and figures["loop_lag_p99_ms_le_at_80pct"] > 0
+    assert "where the open loop's p99 is" in out
+    if figures.get("valkey_cpu_us_per_request") is not None:  # the embedded Valkey: its own latency watched
+        assert figures["valkey_expired_keys_at_80pct"] >= 0
+        assert isinstance(figures["valkey_latency_max_ms_at_80pct"], dict)
 
 
 def test_click_bench_measures_the_click_and_the_floor_in_process() -> None:
