@@ -29,6 +29,9 @@ from kernel import keys
 from kernel.redis.client import Redis
 from kernel.redis.resp import RedisUnavailable, pack
 from kernel.redis.scripts import (
+    UNIQUE_REPLAY_XADD_SHA as _REPLAY_SHA,
+)
+from kernel.redis.scripts import (
     burst_args,
     burst_xadd_command,
     capped_unique_xadd_command,
@@ -36,7 +39,7 @@ from kernel.redis.scripts import (
     xadd_command,
 )
 from tracker.bots import DEFAULT_BURST_LIMIT, DEFAULT_BURST_WINDOW_S, BurstDetector
-from tracker.spool import Spool, SpoolError, parse_lines
+from tracker.spool import Spool, SpoolError, parse_entries
 
 log = logging.getLogger("clickmint.tracker.recorder")
 _ReplyError = hiredis.ReplyError
@@ -368,12 +371,19 @@ class Recorder:
                 event["degraded"] = True
             if entry.decide is not None and entry.replies is None:  # Redis could not check it
                 entry.decide(entry.event, None)
-            if entry.unique is not None and "unique" not in entry.event:
-                # Redis could not decide: counted unique, flagged so the numbers can be re-checked.
-                entry.event["unique"] = True
-                entry.event["degraded"] = True
         dumps = orjson.dumps
-        lines = [b"%d %s\n" % (entry.shard, dumps(entry.event)) for entry in batch]
+        lines = []
+        for entry in batch:
+            event = entry.event
+            if entry.unique is not None and "unique" not in event:
+                # Redis could not decide: the replay decides it by the same SET NX (a returning visitor's click
+                # is then not unique, so not paid as one); until then the payload says unique, flagged degraded.
+                event["unique"] = True
+                event["degraded"] = True
+                key, window = entry.unique
+                lines.append(b"%d %s\t%s %d\n" % (entry.shard, dumps(event), key, window))
+            else:
+                lines.append(b"%d %s\n" % (entry.shard, dumps(event)))
         try:
             await asyncio.get_running_loop().run_in_executor(None, self.spool.append, lines)
         except SpoolError as exc:
@@ -421,10 +431,15 @@ class Recorder:
         for path, fd in self.spool.claim():
             try:
                 data = await asyncio.get_running_loop().run_in_executor(None, _read_all, fd)
-                entries = list(parse_lines(data))
+                entries = list(parse_entries(data))
                 for start in range(0, len(entries), REPLAY_CHUNK):
                     chunk = entries[start : start + REPLAY_CHUNK]
-                    commands = [pack(b"XADD", self._key(shard), b"*", b"d", payload) for shard, payload in chunk]
+                    commands = [
+                        pack(b"XADD", self._key(shard), b"*", b"d", payload)
+                        if unique is None  # its verdicts are in its payload
+                        else pack(b"EVALSHA", _REPLAY_SHA, 2, unique[0], self._key(shard), unique[1], payload)
+                        for shard, payload, unique in chunk
+                    ]
                     replies = await self._conn.execute(commands, timeout=5.0)
                     errors = [r for r in replies if isinstance(r, hiredis.ReplyError)]
                     if errors:

@@ -1,9 +1,10 @@
 """The local spool: an append-only file per tracker process that holds events while Redis cannot.
 
-Each line is `<shard> <orjson payload>\n`; a batch is written and fsynced before its requests are
-answered. A process holds an flock on its active file; the replayer takes files nobody holds (a
-rotated file, or the file of a process that died), so no line is lost and, because ingest is
-idempotent on the event id, a line replayed twice is harmless.
+Each line is `<shard> <orjson payload>\n`, or for a click whose uniqueness Redis could not decide
+`<shard> <orjson payload>\t<uniqueness key> <window s>\n` (the replay decides it: parse_entries); a batch
+is written and fsynced before its requests are answered. A process holds an flock on its active file;
+the replayer takes files nobody holds (a rotated file, or the file of a process that died), so no line
+is lost and, because ingest is idempotent on the event id, a line replayed twice is harmless.
 """
 
 from __future__ import annotations
@@ -148,7 +149,24 @@ class Spool:
 
 def parse_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
     """(shard, payload) per complete line; a torn last line (a crash mid-write, never acknowledged) is skipped."""
+    for shard, payload, _ in parse_entries(data):
+        yield shard, payload
+
+
+def parse_entries(data: bytes) -> Iterator[tuple[int, bytes, tuple[bytes, int] | None]]:
+    """(shard, payload, uniqueness) per complete line. A line is `shard payload`, and for a click whose
+    uniqueness Redis could not decide `shard payload<TAB>key window`: the uniqueness key and window (s) the
+    replay decides it with (orjson never writes a raw tab). A torn last line is skipped."""
     for line in data.split(b"\n"):
-        shard, sep, payload = line.partition(b" ")
-        if sep and shard.isdigit() and payload.startswith(b"{") and payload.endswith(b"}"):
-            yield int(shard), payload
+        shard, sep, rest = line.partition(b" ")
+        if not sep or not shard.isdigit():
+            continue
+        payload, tab, pending = rest.partition(b"\t")
+        if not (payload.startswith(b"{") and payload.endswith(b"}")):
+            continue
+        if not tab:
+            yield int(shard), payload, None
+            continue
+        key, space, window = pending.rpartition(b" ")
+        if space and key and window.isdigit():
+            yield int(shard), payload, (key, int(window))

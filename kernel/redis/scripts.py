@@ -14,7 +14,9 @@ The names are built in kernel/keys.py only (here the commands get them as bytes)
                                  live on its own node.
     {PREFIX}:uniq:{N}:L:visitor  string, set NX with the offer's window as TTL, by the same script that
                                  appends the click to shard N (same hash tag, same Cluster slot): the click
-                                 of this visitor on link L is unique when the SET succeeds.
+                                 of this visitor on link L is unique when the SET succeeds. A click spooled
+                                 while Redis could not answer is decided when it is replayed, by the same
+                                 SET in UNIQUE_REPLAY_XADD.
     {PREFIX}:burst:address       list of the times (ms, Redis's clock) of the address's last LIMIT + 1 hits,
                                  newest first, expiring WINDOW_S after the last (CLICKMINT_BURST_LIMIT and
                                  _WINDOW_S): counted by the script that appends each hit, whatever its shard.
@@ -115,7 +117,16 @@ return b and 1 or 0
 """
 )
 CAPPED_UNIQUE_XADD_SHA = hashlib.sha1(CAPPED_UNIQUE_XADD).hexdigest().encode()
-SCRIPTS = (BURST_XADD, UNIQUE_XADD, CAPPED_UNIQUE_XADD)  # loaded at every connect
+# KEYS: the uniqueness key, the stream; ARGV: the uniqueness window (s), the payload. The replay of a spooled
+# click whose uniqueness Redis could not decide when it was answered (tracker/recorder.py): decided now, by the
+# same SET NX, and appended with it as "u" (its burst verdict was the tracker's own, flagged degraded).
+UNIQUE_REPLAY_XADD = b"""
+local unique = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
+redis.call('XADD', KEYS[2], '*', 'd', ARGV[2], 'u', unique and '1' or '0')
+return unique and 1 or 0
+"""
+UNIQUE_REPLAY_XADD_SHA = hashlib.sha1(UNIQUE_REPLAY_XADD).hexdigest().encode()
+SCRIPTS = (BURST_XADD, UNIQUE_XADD, CAPPED_UNIQUE_XADD, UNIQUE_REPLAY_XADD)  # loaded at every connect
 
 
 # The commands of every event, packed by hand: the bytes pack() makes, at a quarter of its cost.
