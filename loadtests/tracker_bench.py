@@ -363,8 +363,8 @@ def _inside(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     the worker's loop ran a timer (the backlog every request waits behind before its work begins), as p99
     bucket bounds in ms, and the loop's worst lag in the phase."""
 
-    def ms(bound: float | None) -> float | None:
-        return None if bound is None else bound * 1000
+    def ms(bound: float | None) -> float | None:  # past the last bound (1 s): None, as no bound holds it
+        return None if bound is None or bound == float("inf") else bound * 1000
 
     return {
         "app_p99_ms_le": ms(_p99_bound(before["click"], after["click"])),
@@ -438,7 +438,7 @@ class _ValkeyWatch:
 
 def _median_or_none(rounds: list[dict[str, Any]], run: str, key: str) -> float | None:
     values = [r[run][key] for r in rounds if r[run].get(key) is not None]
-    return float(statistics.median(values)) if values else None
+    return float(statistics.median_high(values)) if values else None  # a bucket bound, never between two
 
 
 def _last(rounds: list[dict[str, Any]], key: str) -> Any:
@@ -447,7 +447,7 @@ def _last(rounds: list[dict[str, Any]], key: str) -> Any:
 
 
 def _fmt_ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:g} ms"
+    return "n/a (or over 1 s)" if value is None else f"{value:g} ms"
 
 
 def _ratios(rounds: list[dict[str, Any]], run: str) -> list[float]:
@@ -510,7 +510,8 @@ def _report(args: argparse.Namespace, runner: Runner, rounds: list[dict[str, Any
         f"{_median(rounds, 'base_paced', 'p99_ms'):.2f} ms; paced at {args.fraction:.0%} of its own max: "
         f"{_median(rounds, 'base_own', 'achieved_rps'):,.0f} of {_median(rounds, 'base_own', 'target_rps'):,.0f} "
         f"req/s, p99 {_median(rounds, 'base_own', 'p99_ms'):.2f} ms",
-        f"  where the open loop's p99 is: a click inside the app (its Redis batch included) p99 <= "
+        "  where the open loop's p99 is (its warm-up included): a click inside the app (its Redis batch "
+        f"included) p99 <= "
         f"{_fmt_ms(_median_or_none(rounds, 'paced', 'app_p99_ms_le'))}; the worker's loop late to run a timer p99 <= "
         f"{_fmt_ms(_median_or_none(rounds, 'paced', 'loop_lag_p99_ms_le'))}, worst "
         f"{_fmt_ms(_median_or_none(rounds, 'paced', 'loop_lag_max_ms'))} (the rest: before the app, in the "

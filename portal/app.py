@@ -89,7 +89,7 @@ class Portal:
         self.pool = await asyncpg.create_pool(core.database_url, min_size=1, max_size=8)
         # One server or a cluster, as the tracker and ingest decide (CLICKMINT_REDIS_CLUSTER); connected on first
         # use, so the portal starts and serves its pages while Redis is away.
-        self.redis = Lazy(core.redis_url or "", core.redis_cluster)
+        self.redis = Lazy(core.redis_url or "", core.redis_cluster, socket_connect_timeout=2, socket_timeout=2)
         self.limiter = RateLimiter(self.redis, core.key_prefix)
         delivery = None
         if self.settings.deliver_postbacks:

@@ -4,8 +4,6 @@ One key per bucket and caller, so on a Redis Cluster each limit lives on the nod
 
 from __future__ import annotations
 
-from typing import Any
-
 from kernel import keys
 from kernel.redis.pyclient import Lazy
 from portal.errors import ApiError
@@ -23,21 +21,13 @@ class RateLimiter:
     def __init__(self, redis: Lazy, prefix: str) -> None:
         self._redis = redis
         self._prefix = prefix
-        self._script: Any = None  # the script registered with the client it was made for
-        self._bound: Any = None
-
-    async def _run(self, key: str, window_s: int) -> Any:
-        client = await self._redis.client()
-        if self._bound is not client:  # the first use, or a client made again after Redis was away
-            self._script, self._bound = client.register_script(_SCRIPT), client
-        return await self._script(keys=[key], args=[window_s])
 
     async def hit(self, bucket: str, key: str, limit: int, window_s: int = 60) -> None:
         """Count one hit; raise 429 rate_limited with Retry-After once `limit` is passed in the window."""
-        count, ttl = await self._run(keys.rate_key(self._prefix, bucket, key), window_s)
+        count, ttl = await self._redis.script(_SCRIPT, [keys.rate_key(self._prefix, bucket, key)], [window_s])
         if int(count) > limit:
             wait = max(int(ttl), 1)
             raise ApiError(429, "rate_limited", f"too many requests; retry in {wait} s", retry_after=wait)
 
     async def reset(self, bucket: str, key: str) -> None:
-        await (await self._redis.client()).delete(keys.rate_key(self._prefix, bucket, key))
+        await self._redis.delete(keys.rate_key(self._prefix, bucket, key))

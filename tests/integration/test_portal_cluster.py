@@ -4,6 +4,7 @@ whose counters lived elsewhere answered 503 and the offers page showed no usage.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import replace
@@ -83,6 +84,13 @@ async def test_cap_usage_and_rate_limits_on_every_node(
             assert refused.value.status == 429 and refused.value.retry_after
         await limiter.reset("login", callers[0])
         await limiter.hit("login", callers[0], 2)  # counted from zero again
+
+        for index in range(cluster.masters):  # the whole cluster gone: a RedisError, which the callers turn
+            cluster.kill(index)  # into a 503 or "caps": null, never redis-py's own cluster exceptions (a 500)
+        with pytest.raises(RedisError):
+            await cap_usage.usage(redis, settings.key_prefix, [(p.offer_id, (limit,), []) for p in progs])
+        with pytest.raises(RedisError):
+            await limiter.hit("login", callers[1], 2)
     finally:
         await redis.aclose()
 
@@ -95,7 +103,10 @@ async def test_the_portal_starts_while_redis_is_away_and_reads_it_once_it_answer
     redis = Lazy(f"redis://127.0.0.1:{pick_port(0)}")  # auto: nobody answers, so which client is right is unknown
     with pytest.raises(RedisError):
         await redis.client()
-    redis.url = settings.redis_url or ""  # now a node answers: the next use connects
+    redis.url = settings.redis_url or ""  # now a node answers
+    with pytest.raises(RedisError):  # but the failure is remembered a moment: requests do not queue to retry
+        await redis.mget(["no-such-key"])
+    await asyncio.sleep(Lazy.RETRY_S)  # then the next use connects
     try:
         assert await redis.mget(["no-such-key"]) == [None]
     finally:
