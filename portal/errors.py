@@ -10,7 +10,8 @@ ApiError(status, code, detail[, pointer][, reason])
   ├── 409 conflict
   ├── 413 too_large
   ├── 415 unsupported_media_type (a public write that is not JSON)
-  └── 429 rate_limited     (with Retry-After)
+  ├── 429 rate_limited     (with Retry-After)
+  └── 503 redis_unavailable (the rate limits or cap counters cannot be read; with Retry-After for limits)
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ _ERRORS = {
     "409": "Conflict",
     "413": "Body too large",
     "429": "Rate limited (see Retry-After)",
+    "503": "redis_unavailable: Redis, which keeps the rate limits and cap counters, is not answering; retry later",
 }
 # Public writes (sign-in, sign-out, password reset, invitations) take only JSON: a form from another site cannot.
 _NOT_JSON = {"415": "Not JSON (unsupported_media_type)"}
