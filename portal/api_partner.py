@@ -11,6 +11,8 @@ from starlette.responses import Response
 from billing.public import statements as billing_statements
 from portal import invitations, passwords, postbacks, validate
 from portal import partner_data as data
+from portal import partner_prices as pprices
+from portal import partner_statements as pstatements
 from portal.api import Ctx, Endpoint
 from portal.errors import ApiError, invalid
 
@@ -95,7 +97,7 @@ async def build_link(ctx: Ctx) -> Any:
 
 
 async def prices(ctx: Ctx) -> Any:
-    rows = await data.prices(ctx.conn, ctx.partner_id)
+    rows = await pprices.prices(ctx.conn, ctx.partner_id)
     secret = ctx.portal.settings.core.secret_key
     feeds = {
         r["merchant_id"]: f"/feeds/prices/{passwords.feed_token(secret, r['merchant_id'], ctx.partner_id)}.json"
@@ -114,22 +116,22 @@ SET_PRICE = {
 async def set_price(ctx: Ctx) -> Any:
     values = await ctx.body(SET_PRICE)
     # The product as the partner sees it (its approved programmes only): another merchant's SKU is not there.
-    currency = await data.product_currency(ctx.conn, ctx.partner_id, values["merchant_id"], values["sku"])
+    currency = await pprices.product_currency(ctx.conn, ctx.partner_id, values["merchant_id"], values["sku"])
     retail = validate.money("retail", values["retail"], currency)
-    return await data.set_price(ctx.conn, ctx.partner_id, values["merchant_id"], values["sku"], retail)
+    return await pprices.set_price(ctx.conn, ctx.partner_id, values["merchant_id"], values["sku"], retail)
 
 
 async def statements(ctx: Ctx) -> Any:
-    return {"statements": await data.statements(ctx.conn, ctx.partner_id)}
+    return {"statements": await pstatements.statements(ctx.conn, ctx.partner_id)}
 
 
 async def statement(ctx: Ctx) -> Any:
-    return await data.statement(ctx.conn, ctx.partner_id, ctx.path_int("statement_id"))
+    return await pstatements.statement(ctx.conn, ctx.partner_id, ctx.path_int("statement_id"))
 
 
 async def _export(ctx: Ctx, kind: str) -> Response:
     statement_id = ctx.path_int("statement_id")
-    await data.owns_statement(ctx.conn, ctx.partner_id, statement_id)
+    await pstatements.owns_statement(ctx.conn, ctx.partner_id, statement_id)
     return await export_response(ctx, statement_id, kind)
 
 
@@ -150,7 +152,7 @@ async def statement_csv(ctx: Ctx) -> Response:
 
 async def statement_detail(ctx: Ctx) -> Response:
     statement_id = ctx.path_int("statement_id")
-    await data.owns_statement(ctx.conn, ctx.partner_id, statement_id)
+    await pstatements.owns_statement(ctx.conn, ctx.partner_id, statement_id)
     return await detail_response(ctx, statement_id)
 
 

@@ -29,7 +29,7 @@ from portal import (
     i18n,
     openapi,
     pages,
-    partner_data,
+    partner_prices,
     passwords,
     postbacks,
     site,
@@ -116,7 +116,7 @@ class Portal:
         if found is None:
             return error_response(ApiError(404, "not_found", "no such feed"))
         async with self.pool.acquire() as conn:
-            feed = await partner_data.price_feed(conn, *found)
+            feed = await partner_prices.price_feed(conn, *found)
         response = json_response(feed)
         response.headers["Cache-Control"] = "public, max-age=60"
         response.headers["Access-Control-Allow-Origin"] = "*"

@@ -11,6 +11,8 @@ from starlette.responses import RedirectResponse, Response
 from portal import api_partner, charts, formats, i18n, passwords, programmes, validate
 from portal import dashboard as board
 from portal import partner_data as pdata
+from portal import partner_prices as pprices
+from portal import partner_statements as pstatements
 from portal import postbacks as pb
 from portal.api import Ctx
 from portal.errors import ApiError, invalid
@@ -143,15 +145,15 @@ async def links_page(ctx: Ctx, form: Any) -> Response:
 async def prices_page(ctx: Ctx, form: Any) -> Response:
     if form is not None:
         values = await ctx.fields(form, api_partner.SET_PRICE)
-        rows = {(r["merchant_id"], r["sku"]): r for r in await pdata.prices(ctx.conn, ctx.partner_id)}
+        rows = {(r["merchant_id"], r["sku"]): r for r in await pprices.prices(ctx.conn, ctx.partner_id)}
         product = rows.get((values["merchant_id"], values["sku"]))
         if product is None:
             raise ApiError(404, "not_found", "no such product")
         retail = validate.money("retail", values["retail"], product["currency"])
-        await pdata.set_price(ctx.conn, ctx.partner_id, values["merchant_id"], values["sku"], retail)
+        await pprices.set_price(ctx.conn, ctx.partner_id, values["merchant_id"], values["sku"], retail)
         return back("/prices", i18n.gettext_("Price of %(sku)s set.") % {"sku": values["sku"]})
     secret = ctx.portal.settings.core.secret_key
-    products = await pdata.prices(ctx.conn, ctx.partner_id)
+    products = await pprices.prices(ctx.conn, ctx.partner_id)
     feeds = sorted({(p["merchant"], passwords.feed_token(secret, p["merchant_id"], ctx.partner_id)) for p in products})
     return await show(ctx, "prices.html", products=products, feeds=feeds)
 
@@ -174,11 +176,11 @@ async def statements_page(ctx: Ctx, form: Any) -> Response:
     return await show(
         ctx,
         "statements.html",
-        statements=await pdata.statements(ctx.conn, ctx.partner_id),
+        statements=await pstatements.statements(ctx.conn, ctx.partner_id),
         base="/api/v1/partner/statements",
     )
 
 
 async def statement_page(ctx: Ctx, form: Any) -> Response:
-    statement = await pdata.statement(ctx.conn, ctx.partner_id, ctx.path_int("statement_id"), page=True)
+    statement = await pstatements.statement(ctx.conn, ctx.partner_id, ctx.path_int("statement_id"), page=True)
     return await show(ctx, "statement.html", s=statement, base="/api/v1/partner/statements")
