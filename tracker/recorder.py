@@ -39,7 +39,7 @@ from kernel.redis.scripts import (
     xadd_command,
 )
 from tracker.bots import DEFAULT_BURST_LIMIT, DEFAULT_BURST_WINDOW_S, BurstDetector
-from tracker.spool import Spool, SpoolError, parse_entries, pending_suffix
+from tracker.spool import Spool, SpoolError, parse_entries
 
 log = logging.getLogger("clickmint.tracker.recorder")
 _ReplyError = hiredis.ReplyError
@@ -375,16 +375,15 @@ class Recorder:
         lines = []
         for entry in batch:
             event = entry.event
-            unique = checks = None
             if entry.unique is not None and "unique" not in event:
                 # Redis could not decide: the replay decides it by the same SET NX (a returning visitor's click
                 # is then not unique, so not paid as one); until then the payload says unique, flagged degraded.
                 event["unique"] = True
                 event["degraded"] = True
-                unique = entry.unique
-            elif entry.checks and entry.replies is None:
-                checks = entry.checks  # a conversion's caps: checked and counted by the replay, in order
-            lines.append(b"%d %s%s\n" % (entry.shard, dumps(event), pending_suffix(unique, checks or ())))
+                key, window = entry.unique
+                lines.append(b"%d %s\t%s %d\n" % (entry.shard, dumps(event), key, window))
+            else:
+                lines.append(b"%d %s\n" % (entry.shard, dumps(event)))
         try:
             await asyncio.get_running_loop().run_in_executor(None, self.spool.append, lines)
         except SpoolError as exc:
@@ -434,7 +433,7 @@ class Recorder:
                 data = await asyncio.get_running_loop().run_in_executor(None, _read_all, fd)
                 entries = list(parse_entries(data))
                 for start in range(0, len(entries), REPLAY_CHUNK):
-                    chunk = await self._decide_caps(entries[start : start + REPLAY_CHUNK])
+                    chunk = entries[start : start + REPLAY_CHUNK]
                     commands = [
                         pack(b"XADD", self._key(shard), b"*", b"d", payload)
                         if unique is None  # its verdicts are in its payload
@@ -453,35 +452,6 @@ class Recorder:
         if moved:
             log.info("replayed %d spooled events", moved)
         return moved
-
-    async def _decide_caps(
-        self, entries: list[tuple[int, bytes, tuple[bytes, int] | None, tuple[bytes, ...]]]
-    ) -> list[tuple[int, bytes, tuple[bytes, int] | None]]:
-        """Run the cap checks of the spooled conversions among `entries` (one round trip, in order: the checks
-        count them), and mark the payload of one over its caps as the live path would have (`over_cap`, which
-        billing rejects). A check Redis refuses raises RedisUnavailable: the file is replayed again later
-        (a conversion counted twice then can only make a later one over cap, never pay one past it)."""
-        checks = [check for _, _, _, found in entries for check in found]
-        if not checks:
-            return [(shard, payload, unique) for shard, payload, unique, _ in entries]
-        replies = iter(await self._conn.execute(checks, timeout=5.0))
-        out: list[tuple[int, bytes, tuple[bytes, int] | None]] = []
-        for shard, payload, unique, found in entries:
-            verdicts = [next(replies) for _ in found]
-            if any(isinstance(reply, hiredis.ReplyError) for reply in verdicts):
-                raise RedisUnavailable(f"redis refused a replayed cap check: {verdicts}")
-            if found:
-                event = orjson.loads(payload)
-                _decide_cap_replayed(event, verdicts)
-                payload = orjson.dumps(event)
-            out.append((shard, payload, unique))
-        return out
-
-
-def _decide_cap_replayed(event: dict[str, Any], verdicts: list[Any]) -> None:
-    """A spooled conversion's caps, decided at replay: over cap when a check said 0 (the script's answer)."""
-    if any(reply == 0 for reply in verdicts):
-        event["over_cap"] = True
 
 
 def _burst(event: dict[str, Any]) -> None:

@@ -1,16 +1,14 @@
 """The local spool: an append-only file per tracker process that holds events while Redis cannot.
 
-Each line is `<shard> <orjson payload>\n`, followed before the newline by what Redis could not decide when
-the event was answered, for the replay to decide: a click's uniqueness or a conversion's cap checks
-(pending_suffix, parse_entries). A batch is written and fsynced before its requests are answered. A
-process holds an flock on its active file; the replayer takes files nobody holds (a rotated file, or the
-file of a process that died), so no line is lost and, because ingest is idempotent on the event id, a line
-replayed twice is harmless.
+Each line is `<shard> <orjson payload>\n`, or for a click whose uniqueness Redis could not decide
+`<shard> <orjson payload>\t<uniqueness key> <window s>\n` (the replay decides it: parse_entries); a batch
+is written and fsynced before its requests are answered. A process holds an flock on its active file;
+the replayer takes files nobody holds (a rotated file, or the file of a process that died), so no line
+is lost and, because ingest is idempotent on the event id, a line replayed twice is harmless.
 """
 
 from __future__ import annotations
 
-import base64
 import errno
 import fcntl
 import os
@@ -151,27 +149,14 @@ class Spool:
 
 def parse_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
     """(shard, payload) per complete line; a torn last line (a crash mid-write, never acknowledged) is skipped."""
-    for shard, payload, _, _ in parse_entries(data):
+    for shard, payload, _ in parse_entries(data):
         yield shard, payload
 
 
-Pending = tuple[tuple[bytes, int] | None, tuple[bytes, ...]]  # (uniqueness key and window, cap checks)
-
-
-def pending_suffix(unique: tuple[bytes, int] | None, checks: tuple[bytes, ...]) -> bytes:
-    """What the replay must still decide, after the payload: `<TAB>u key window` for a click's uniqueness,
-    `<TAB>c check...` for a conversion's cap checks (each a packed command, base64); b"" for nothing."""
-    if unique is not None:
-        return b"\tu %s %d" % unique
-    if checks:
-        return b"\tc " + b" ".join(base64.b64encode(check) for check in checks)
-    return b""
-
-
-def parse_entries(data: bytes) -> Iterator[tuple[int, bytes, tuple[bytes, int] | None, tuple[bytes, ...]]]:
-    """(shard, payload, uniqueness, cap checks) per complete line: `shard payload`, then what Redis could not
-    decide when the event was answered (pending_suffix; orjson never writes a raw tab). A torn last line
-    (a crash mid-write, never acknowledged) is skipped."""
+def parse_entries(data: bytes) -> Iterator[tuple[int, bytes, tuple[bytes, int] | None]]:
+    """(shard, payload, uniqueness) per complete line. A line is `shard payload`, and for a click whose
+    uniqueness Redis could not decide `shard payload<TAB>key window`: the uniqueness key and window (s) the
+    replay decides it with (orjson never writes a raw tab). A torn last line is skipped."""
     for line in data.split(b"\n"):
         shard, sep, rest = line.partition(b" ")
         if not sep or not shard.isdigit():
@@ -180,17 +165,8 @@ def parse_entries(data: bytes) -> Iterator[tuple[int, bytes, tuple[bytes, int] |
         if not (payload.startswith(b"{") and payload.endswith(b"}")):
             continue
         if not tab:
-            yield int(shard), payload, None, ()
+            yield int(shard), payload, None
             continue
-        kind, _, fields = pending.partition(b" ")
-        if kind == b"u":
-            key, space, window = fields.rpartition(b" ")
-            if space and key and window.isdigit():
-                yield int(shard), payload, (key, int(window)), ()
-        elif kind == b"c" and fields:
-            try:
-                checks = tuple(base64.b64decode(part, validate=True) for part in fields.split(b" "))
-            except ValueError:  # torn inside a check
-                continue
-            if all(check.startswith(b"*") and check.endswith(b"\r\n") for check in checks):
-                yield int(shard), payload, None, checks
+        key, space, window = pending.rpartition(b" ")
+        if space and key and window.isdigit():
+            yield int(shard), payload, (key, int(window))
