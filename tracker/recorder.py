@@ -440,7 +440,7 @@ class Recorder:
                         else pack(b"EVALSHA", _REPLAY_SHA, 2, unique[0], self._key(shard), unique[1], payload)
                         for shard, payload, unique in chunk
                     ]
-                    replies = await self._conn.execute(commands, timeout=5.0)
+                    replies = await self._execute(commands, timeout=5.0)  # a forgotten script: loaded, resent
                     errors = [r for r in replies if isinstance(r, hiredis.ReplyError)]
                     if errors:
                         raise RedisUnavailable(f"redis refused a replayed event: {errors[0]}")

@@ -156,8 +156,10 @@ def parse_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
 def parse_entries(data: bytes) -> Iterator[tuple[int, bytes, tuple[bytes, int] | None]]:
     """(shard, payload, uniqueness) per complete line. A line is `shard payload`, and for a click whose
     uniqueness Redis could not decide `shard payload<TAB>key window`: the uniqueness key and window (s) the
-    replay decides it with (orjson never writes a raw tab). A torn last line is skipped."""
-    for line in data.split(b"\n"):
+    replay decides it with (orjson never writes a raw tab). Only complete lines are read: a torn last line
+    (a crash mid-write, never acknowledged) is skipped whole, even when what was written of it parses (a
+    window cut short, a line cut before its uniqueness key)."""
+    for line in data[: data.rfind(b"\n") + 1].split(b"\n"):
         shard, sep, rest = line.partition(b" ")
         if not sep or not shard.isdigit():
             continue

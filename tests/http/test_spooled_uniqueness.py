@@ -51,9 +51,8 @@ def test_spool_lines_old_and_new_and_torn() -> None:
     data = (
         b'1 {"id":"a"}\n'  # a line as older trackers wrote it: its verdicts in its payload
         b'2 {"id":"b"}\tcm:uniq:{2}:7:v 86400\n'  # a click whose uniqueness the replay decides
-        b'3 {"id":"c"}\tcm:uniq:{3}:7:v'  # torn in its key: never acknowledged, skipped
     )
-    assert list(parse_entries(data)) == [
-        (1, b'{"id":"a"}', None),
-        (2, b'{"id":"b"}', (b"cm:uniq:{2}:7:v", 86400)),
-    ]
+    assert list(parse_entries(data)) == [(1, b'{"id":"a"}', None), (2, b'{"id":"b"}', (b"cm:uniq:{2}:7:v", 86400))]
+    # a torn last line is never acknowledged: skipped wherever it was cut, even where what is left parses
+    for torn in (b'3 {"id":"c"}\tcm:uniq:{3}:7:v', b'3 {"id":"c"}\tcm:uniq:{3}:7:v 864', b'3 {"id":"c"}'):
+        assert list(parse_entries(data + torn)) == list(parse_entries(data))
