@@ -89,8 +89,9 @@ async def test_cap_usage_and_rate_limits_on_every_node(
             cluster.kill(index)  # into a 503 or "caps": null, never redis-py's own cluster exceptions (a 500)
         with pytest.raises(RedisError):
             await cap_usage.usage(redis, settings.key_prefix, [(p.offer_id, (limit,), []) for p in progs])
-        with pytest.raises(RedisError):
+        with pytest.raises(ApiError) as away:  # the limit cannot be checked: refused, closed not open
             await limiter.hit("login", callers[1], 2)
+        assert (away.value.status, away.value.code) == (503, "redis_unavailable")
     finally:
         await redis.aclose()
 
