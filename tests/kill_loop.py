@@ -8,7 +8,6 @@ whole deadline). Kills during start-up touch nothing, so they are not what these
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -21,6 +20,7 @@ import redis.asyncio as aioredis
 
 from kernel.keys import stream_key
 from kernel.settings import Settings
+from tests.faults.test_tracker_kill import tracker_env
 
 READY = b"consuming shard(s)"  # billing/consumer.py logs it once PostgreSQL answers (Redis: its first command)
 START_TIMEOUT_S = 30.0  # within the tests' 300 s: 240 s of loop, a start, the setup
@@ -29,14 +29,8 @@ WORK_S = (0.02, 0.5)  # how long a run works before its kill -9, drawn uniformly
 
 def ingest_process(settings: Settings, log: Path, crash_after: int = 0) -> subprocess.Popen[bytes]:
     """`clickmint ingest` with small batches and a fixed consumer name; its log goes to `log`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKMINT_")}
-    env.update(
-        CLICKMINT_REDIS_URL=settings.redis_url or "",
-        CLICKMINT_DATABASE_URL=settings.database_url or "",
-        CLICKMINT_KEY_PREFIX=settings.key_prefix,
-        CLICKMINT_SHARDS=str(settings.shards),
-        CLICKMINT_SECRET_KEY=settings.secret_key,
-        CLICKMINT_DATA_DIR=str(settings.data_dir),
+    env = tracker_env(  # the servers' settings as a tracker subprocess gets them, and ingest's own
+        settings,
         CLICKMINT_INGEST_BATCH="500",
         CLICKMINT_CONSUMER_NAME="killable",
         CLICKMINT_CLAIM_IDLE_MS="1000",
